@@ -1,0 +1,59 @@
+# hyve — build, test, demo.  GNU make; dependencies found with pkg-config.
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -MMD -MP
+LDFLAGS += -pthread
+LDLIBS  +=
+
+ifeq ($(SANITIZE),1)
+CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=address,undefined
+BUILD   := build/sanitize
+else
+BUILD   := build/release
+endif
+
+VMM_SRCS     := vmm/vmm.c
+CORE_SRCS    := core/main.c core/config.c core/log.c core/init.c core/inout.c core/mmio.c \
+                core/mevent.c core/vcpu.c core/cpuid.c core/emulate.c
+DEVICE_SRCS  := devices/pci_emul.c devices/pci_hostbridge.c devices/pci_lpc.c \
+                devices/atkbdc.c devices/acpi_pm.c devices/pc_testdev.c
+BOOT_SRCS    := boot/x86.c boot/multiboot.c
+HYVE_SRCS    := $(VMM_SRCS) $(CORE_SRCS) $(DEVICE_SRCS) $(BOOT_SRCS)
+HYVE_OBJS    := $(HYVE_SRCS:%.c=$(BUILD)/%.o)
+
+GUEST        := guests/testguest/testguest.elf
+
+.PHONY: all clean check demo deps guest
+all: hyve $(GUEST)
+
+hyve: $(BUILD)/hyve
+	ln -sf $< $@
+
+$(BUILD)/hyve: $(HYVE_OBJS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+guest: $(GUEST)
+$(GUEST): FORCE
+	$(MAKE) -C guests/testguest
+FORCE:
+
+# Install build and test dependencies on Debian (needs root or sudo).
+deps:
+	./tests/install-deps.sh
+
+check: all
+	./tests/run.sh
+
+demo: deps all
+	./hyve -c 2 -m 256M -l com1,stdio -o boot.kernel=$(GUEST) demo
+
+clean:
+	rm -rf build hyve
+	$(MAKE) -C guests/testguest clean
+
+-include $(HYVE_OBJS:.o=.d)

@@ -1,0 +1,74 @@
+/*
+ * The configuration tree (bhyve's config.h model).  Every command-line
+ * flag, -k file line and -o option becomes a dotted key, e.g.
+ *   cpus=2  memory.size=256M  pci.0.3.0.device=virtio-blk  lpc.com1.path=stdio
+ * Keys are validated against patterns registered by the core and by the
+ * device models ('*' matches one path component), so an unknown key or a
+ * value of the wrong type is reported by name before the VM starts.
+ */
+#ifndef HYVE_CONFIG_H
+#define HYVE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+enum config_type {
+	CFG_STRING,
+	CFG_BOOL,      /* true/false/yes/no/on/off/1/0 */
+	CFG_UINT,      /* decimal or 0x hex */
+	CFG_SIZE,      /* number with optional K/M/G/T suffix */
+	CFG_CUSTOM,    /* checked by .check */
+};
+
+struct config_key {
+	const char *pattern;      /* "memory.size", "pci.*.*.*.device", ... */
+	enum config_type type;
+	const char *help;         /* one line, shown by -h / -o help */
+	/* CFG_CUSTOM: return 0 if valid, else -1 with a reason in err */
+	int (*check)(const char *path, const char *value, char *err, size_t errlen);
+};
+
+/* Register a NULL-pattern-terminated table (from a constructor is fine). */
+void config_register_keys(const struct config_key *keys);
+
+int set_config_value(const char *path, const char *value);   /* -1: bad path */
+int unset_config_value(const char *path);
+const char *get_config_value(const char *path);              /* NULL if unset */
+/* Same, printf-style path. */
+const char *get_config_valuef(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int set_config_valuef(const char *value, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/*
+ * Typed getters.  A value that does not parse is a configuration error: they
+ * print "hyve: config: KEY: ..." and exit with status 4.
+ */
+bool get_config_bool_default(const char *path, bool def);
+uint64_t get_config_uint_default(const char *path, uint64_t def);
+uint64_t get_config_size_default(const char *path, uint64_t def);
+
+/* Parsers shared with the CLI; 0 on success. */
+int config_parse_bool(const char *s, bool *out);
+int config_parse_uint(const char *s, uint64_t *out);
+int config_parse_size(const char *s, uint64_t *out, uint64_t default_unit);
+
+/* Parse "key=value"; -1 with err if malformed. */
+int config_set_assignment(const char *kv, char *err, size_t errlen);
+/* Read a -k file: key=value lines, '#' comments, blank lines. */
+int config_load_file(const char *path, char *err, size_t errlen);
+/* Check every key against the registered patterns and types. */
+int config_validate(char *err, size_t errlen);
+/* Print "key=value" lines, sorted, for -o config.dump=true and -k. */
+void config_dump(FILE *out);
+void config_help(FILE *out);
+
+/* Iterate the direct children of a node: returns names, NULL-terminated, caller frees the array. */
+const char **config_children(const char *path, size_t *n);
+
+/* Serialize the whole tree (for checkpoints and migration). */
+char *config_to_string(size_t *len);
+int config_from_string(const char *s, size_t len, char *err, size_t errlen);
+void config_clear(void);
+
+#endif

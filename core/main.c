@@ -1,0 +1,366 @@
+/*
+ * hyve: command line (bhyve(8)'s flags), configuration, and the start-up
+ * sequence: config -> VM + memory + in-kernel chips -> devices by init
+ * level -> kernel loader -> vCPU threads -> main event loop.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../boot/boot.h"
+#include "../devices/pci_emul.h"
+#include "../devices/pci_lpc.h"
+#include "config.h"
+#include "exitcode.h"
+#include "init.h"
+#include "log.h"
+#include "mevent.h"
+#include "vm.h"
+
+#define HYVE_VERSION "0.1"
+#define DEFAULT_MEMSIZE (256ULL << 20)
+#define DEFAULT_VCPU_LIMIT 64
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+	        "Usage: hyve [-AHPSuwx] [-c [[cpus=]n][,sockets=n][,cores=n][,threads=n]]\n"
+	        "            [-m size[KMGT]] [-s slot[:func],model[,conf]]... [-l com1,BACKEND]\n"
+	        "            [-o key=value]... [-k config_file] vmname\n"
+	        "  -c  number of vCPUs (default 1)\n"
+	        "  -m  guest memory size; a number without suffix is MiB (default 256M)\n"
+	        "  -s  PCI slot: '-s help' lists device models\n"
+	        "  -l  LPC device: comN,stdio | comN,file=PATH | comN,sock=PATH ('-l help')\n"
+	        "  -o  set a configuration key ('-o help' lists keys; config.dump=true prints the tree)\n"
+	        "  -k  read key=value lines from a file\n"
+	        "  -A  generate ACPI tables (always on)   -H/-P  exit on HLT/PAUSE (accepted)\n"
+	        "  -S  wire guest memory   -u  RTC keeps UTC   -w  ignore unimplemented MSRs\n"
+	        "  -x  x2APIC mode   -h  this help\n"
+	        "Exit status: 0 reboot, 1 poweroff, 2 halt, 3 triple fault, 4 error.\n");
+}
+
+static int check_memsize(const char *path, const char *value, char *err, size_t errlen)
+{
+	(void)path;
+	uint64_t sz;
+	if (config_parse_size(value, &sz, 1ULL << 20)) {
+		snprintf(err, errlen, "expected a size like 512M or 2G");
+		return -1;
+	}
+	if (sz < (2ULL << 20)) {
+		snprintf(err, errlen, "at least 2M of memory is needed");
+		return -1;
+	}
+	if (sz > (1ULL << 40)) {
+		snprintf(err, errlen, "more than 1T of memory");
+		return -1;
+	}
+	return 0;
+}
+
+static int check_features(const char *path, const char *value, char *err, size_t errlen)
+{
+	(void)path;
+	return cpuid_check_features(value, err, errlen);
+}
+
+static int check_emulating(const char *path, const char *value, char *err, size_t errlen)
+{
+	(void)path;
+	bool b;
+	if (strcmp(value, "auto") == 0 || config_parse_bool(value, &b) == 0)
+		return 0;
+	snprintf(err, errlen, "expected auto, true or false");
+	return -1;
+}
+
+static const struct config_key core_keys[] = {
+	{ "name", CFG_STRING, "VM name (the positional argument)", NULL },
+	{ "cpus", CFG_UINT, "number of vCPUs (-c)", NULL },
+	{ "sockets", CFG_UINT, "CPU topology: sockets", NULL },
+	{ "cores", CFG_UINT, "CPU topology: cores per socket", NULL },
+	{ "threads", CFG_UINT, "CPU topology: threads per core", NULL },
+	{ "maxcpus", CFG_UINT, "upper bound for cpus (default 64, capped by KVM)", NULL },
+	{ "memory.size", CFG_CUSTOM, "guest RAM (-m); plain numbers are MiB", check_memsize },
+	{ "memory.wired", CFG_BOOL, "lock guest RAM in host memory (-S)", NULL },
+	{ "cpu.features", CFG_CUSTOM, "CPUID edits: -name,+name (Linux flag names)", check_features },
+	{ "boot.kernel", CFG_STRING, "kernel to boot (Multiboot ELF)", NULL },
+	{ "boot.initrd", CFG_STRING, "initrd / Multiboot module", NULL },
+	{ "boot.cmdline", CFG_STRING, "kernel command line", NULL },
+	{ "vmm.emulating", CFG_CUSTOM, "host KVM emulates guest kernel code: auto|true|false", check_emulating },
+	{ "config.dump", CFG_BOOL, "print the configuration and exit", NULL },
+	{ "log.level", CFG_UINT, "0 errors .. 3 debug (default 2)", NULL },
+	{ "acpi_tables", CFG_BOOL, "generate ACPI tables (-A; always on)", NULL },
+	{ "x86.vmexit_on_hlt", CFG_BOOL, "-H (accepted; KVM handles HLT)", NULL },
+	{ "x86.vmexit_on_pause", CFG_BOOL, "-P (accepted)", NULL },
+	{ "x86.strictmsr", CFG_BOOL, "-w clears it (accepted)", NULL },
+	{ "x86.x2apic", CFG_BOOL, "-x (accepted)", NULL },
+	{ "rtc.use_localtime", CFG_BOOL, "RTC in local time (-u clears it)", NULL },
+	{ "uuid", CFG_STRING, "SMBIOS UUID (-U)", NULL },
+	{ NULL, 0, NULL, NULL },
+};
+
+static void __attribute__((constructor)) core_keys_register(void)
+{
+	config_register_keys(core_keys);
+}
+
+/* -c [[cpus=]n][,sockets=n][,cores=n][,threads=n][,maxcpus=n] */
+static int parse_cpus(const char *opt, char *err, size_t errlen)
+{
+	char *copy = strdup(opt), *save = NULL;
+	int rc = 0;
+	for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(tok, '=');
+		const char *key = "cpus", *val = tok;
+		if (eq) {
+			*eq = '\0';
+			key = tok;
+			val = eq + 1;
+		}
+		if (strcmp(key, "cpus") && strcmp(key, "sockets") && strcmp(key, "cores") &&
+		    strcmp(key, "threads") && strcmp(key, "maxcpus")) {
+			snprintf(err, errlen, "-c: unknown field '%s'", key);
+			rc = -1;
+			break;
+		}
+		set_config_value(key, val);
+	}
+	free(copy);
+	return rc;
+}
+
+/* -l comN,BACKEND */
+static int parse_lpc(const char *opt, char *err, size_t errlen)
+{
+	if (strcmp(opt, "help") == 0) {
+		printf("LPC devices (-l): com1..com4 with backend stdio, file=PATH or sock=PATH\n");
+		exit(0);
+	}
+	const char *comma = strchr(opt, ',');
+	if (!comma || comma == opt || !comma[1]) {
+		snprintf(err, errlen, "-l %s: expected comN,BACKEND", opt);
+		return -1;
+	}
+	char dev[16];
+	size_t n = (size_t)(comma - opt);
+	if (n >= sizeof(dev) || strncmp(opt, "com", 3) != 0 || n != 4 || opt[3] < '1' || opt[3] > '4') {
+		snprintf(err, errlen, "-l %s: unknown LPC device '%.*s' (com1..com4)", opt, (int)n, opt);
+		return -1;
+	}
+	memcpy(dev, opt, n);
+	dev[n] = '\0';
+	set_config_valuef(comma + 1, "lpc.%s.path", dev);
+	return 0;
+}
+
+static void __attribute__((noreturn)) config_fail(const char *msg)
+{
+	log_err("%s", msg);
+	exit(HYVE_EXIT_ERROR);
+}
+
+static void parse_args(int argc, char **argv)
+{
+	char err[512];
+	int c;
+	while ((c = getopt(argc, argv, "AHPSuwxhc:m:s:l:o:k:U:")) != -1) {
+		switch (c) {
+		case 'A': set_config_value("acpi_tables", "true"); break;
+		case 'H': set_config_value("x86.vmexit_on_hlt", "true"); break;
+		case 'P': set_config_value("x86.vmexit_on_pause", "true"); break;
+		case 'S': set_config_value("memory.wired", "true"); break;
+		case 'u': set_config_value("rtc.use_localtime", "false"); break;
+		case 'w': set_config_value("x86.strictmsr", "false"); break;
+		case 'x': set_config_value("x86.x2apic", "true"); break;
+		case 'U': set_config_value("uuid", optarg); break;
+		case 'c':
+			if (parse_cpus(optarg, err, sizeof(err)))
+				config_fail(err);
+			break;
+		case 'm':
+			set_config_value("memory.size", optarg);
+			break;
+		case 's':
+			if (strcmp(optarg, "help") == 0) {
+				pci_print_models();
+				exit(0);
+			}
+			if (pci_parse_slot(optarg, err, sizeof(err)))
+				config_fail(err);
+			break;
+		case 'l':
+			if (parse_lpc(optarg, err, sizeof(err)))
+				config_fail(err);
+			break;
+		case 'o':
+			if (strcmp(optarg, "help") == 0) {
+				printf("Configuration keys (-o key=value, -k file):\n");
+				config_help(stdout);
+				exit(0);
+			}
+			if (config_set_assignment(optarg, err, sizeof(err)))
+				config_fail(err);
+			break;
+		case 'k':
+			if (config_load_file(optarg, err, sizeof(err)))
+				config_fail(err);
+			break;
+		case 'h':
+			usage(stdout);
+			exit(0);
+		default:
+			usage(stderr);
+			exit(HYVE_EXIT_ERROR);
+		}
+	}
+	if (optind < argc)
+		set_config_value("name", argv[optind++]);
+	if (optind < argc) {
+		snprintf(err, sizeof(err), "unexpected argument '%s'", argv[optind]);
+		config_fail(err);
+	}
+}
+
+/* Post-parse checks that span several keys. */
+static void check_config(struct hyve_vm *vm, uint64_t *memsize)
+{
+	char err[512];
+	if (config_validate(err, sizeof(err)))
+		config_fail(err);
+	if (!get_config_value("name"))
+		config_fail("no VM name given (hyve [options] vmname)");
+	uint64_t limit = get_config_uint_default("maxcpus", DEFAULT_VCPU_LIMIT);
+	if (limit > HYVE_MAX_VCPUS)
+		limit = HYVE_MAX_VCPUS;
+	uint64_t ncpus = get_config_uint_default("cpus", 1);
+	if (ncpus < 1 || ncpus > limit) {
+		snprintf(err, sizeof(err), "config: cpus: %llu vCPUs not in 1..%llu", (unsigned long long)ncpus,
+		         (unsigned long long)limit);
+		config_fail(err);
+	}
+	uint64_t s = get_config_uint_default("sockets", 1), co = get_config_uint_default("cores", 1),
+	         t = get_config_uint_default("threads", 1);
+	if ((get_config_value("sockets") || get_config_value("cores") || get_config_value("threads")) &&
+	    s * co * t != ncpus && !(s * co * t >= ncpus && get_config_value("cpus") == NULL)) {
+		snprintf(err, sizeof(err), "config: cpus: sockets*cores*threads (%llu) does not match cpus (%llu)",
+		         (unsigned long long)(s * co * t), (unsigned long long)ncpus);
+		config_fail(err);
+	}
+	vm->ncpus = (int)ncpus;
+	const char *ms = get_config_value("memory.size");
+	*memsize = DEFAULT_MEMSIZE;
+	if (ms)
+		config_parse_size(ms, memsize, 1ULL << 20);
+	for (int i = 1; i <= 4; i++)
+		if (get_config_valuef("lpc.com%d.path", i) && !lpc_present()) {
+			snprintf(err, sizeof(err), "config: lpc.com%d.path: needs an lpc device (-s 31,lpc)", i);
+			config_fail(err);
+		}
+	if (!get_config_value("boot.kernel"))
+		config_fail("config: boot.kernel: no kernel given (-o boot.kernel=PATH)");
+}
+
+static void decide_emulation(struct hyve_vm *vm)
+{
+	const char *v = get_config_value("vmm.emulating");
+	bool detected = vm_host_info(vm->ctx)->emulating;
+	bool b;
+	if (v && strcmp(v, "auto") != 0 && config_parse_bool(v, &b) == 0)
+		vm->emulating = b;
+	else
+		vm->emulating = detected;
+	if (vm->emulating)
+		log_info("host KVM emulates guest kernel code (PVM%s): completing INT3/INT n/INTO/FWAIT/POPCNT "
+		         "in userspace", detected ? ", detected" : ", forced");
+}
+
+static int load_kernel(struct hyve_vm *vm, struct boot_entry *be)
+{
+	char err[512];
+	struct boot_params_in in = {
+		.kernel_path = get_config_value("boot.kernel"),
+		.initrd_path = get_config_value("boot.initrd"),
+		.cmdline = get_config_value("boot.cmdline") ? get_config_value("boot.cmdline") : "",
+		.ncpus = vm->ncpus,
+	};
+	size_t len;
+	uint8_t *img = boot_read_file(in.kernel_path, &len, err, sizeof(err));
+	if (!img) {
+		log_err("boot.kernel: %s", err);
+		return -1;
+	}
+	int mb = multiboot_probe(img, len);
+	free(img);
+	if (!mb) {
+		log_err("boot.kernel: %s: not a kernel hyve can boot (no Multiboot header)", in.kernel_path);
+		return -1;
+	}
+	if (multiboot_load(vm->ctx, &in, be, err, sizeof(err))) {
+		log_err("boot.kernel: %s", err);
+		return -1;
+	}
+	return 0;
+}
+
+static void on_signal(int sig)
+{
+	/* SIGTERM/SIGINT/SIGHUP: stop the VM like a poweroff request from the host. */
+	(void)sig;
+	vm_request_exit(HYVE_EXIT_POWEROFF);
+}
+
+int main(int argc, char **argv)
+{
+	struct hyve_vm *vm = &the_vm;
+	char err[512];
+	uint64_t memsize;
+	struct boot_entry be;
+
+	parse_args(argc, argv);
+	pci_add_default_devices();
+	if (get_config_bool_default("config.dump", false)) {
+		config_dump(stdout);
+		return 0;
+	}
+	log_level_max = (int)get_config_uint_default("log.level", LOG_INFO);
+	check_config(vm, &memsize);
+
+	vm->ctx = vm_create(get_config_value("name"), err, sizeof(err));
+	if (!vm->ctx)
+		fatal("cannot create VM: %s", err);
+	decide_emulation(vm);
+	if (vm_setup_memory(vm->ctx, memsize, err, sizeof(err)))
+		fatal("%s", err);
+	if (vm_create_irqchip(vm->ctx))
+		fatal("cannot create the in-kernel irqchip: %s", strerror(errno));
+	if (vm_create_pit(vm->ctx))
+		fatal("cannot create the in-kernel PIT: %s", strerror(errno));
+	if (mevent_init())
+		fatal("cannot start the event loop: %s", strerror(errno));
+	if (init_run_all(vm->ctx))
+		return HYVE_EXIT_ERROR;
+	if (load_kernel(vm, &be))
+		return HYVE_EXIT_ERROR;
+	if (vcpus_create(vm, &be))
+		return HYVE_EXIT_ERROR;
+
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	if (vcpus_start(vm))
+		return HYVE_EXIT_ERROR;
+	int status = mevent_dispatch();
+	vcpus_join(vm);
+	fflush(stdout);
+	return status;
+}

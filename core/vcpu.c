@@ -1,0 +1,232 @@
+/*
+ * vCPU threads: one per vCPU, each looping on KVM_RUN and dispatching the
+ * exits that need userspace (port I/O, MMIO, emulation fallbacks).  APs
+ * start in KVM's "uninitialized" MP state and wait in the kernel for the
+ * BSP's INIT/SIPI through the in-kernel LAPIC.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "exitcode.h"
+#include "inout.h"
+#include "log.h"
+#include "mevent.h"
+#include "mmio.h"
+#include "vm.h"
+
+struct hyve_vm the_vm;
+
+static pthread_t vcpu_threads[HYVE_MAX_VCPUS];
+static atomic_int exit_status = -1;
+
+void vm_request_exit(int status)
+{
+	int expected = -1;
+	if (atomic_compare_exchange_strong(&exit_status, &expected, status)) {
+		vcpus_kick_all(&the_vm);
+		mevent_wakeup();
+	}
+}
+
+int vm_exit_requested(void)
+{
+	return atomic_load(&exit_status);
+}
+
+void vcpus_kick_all(struct hyve_vm *vm)
+{
+	for (int i = 0; i < vm->ncpus; i++)
+		if (vm->vcpu[i])
+			vcpu_kick(vm->vcpu[i]);
+}
+
+static void set_seg(struct kvm_segment *s, uint16_t sel, uint8_t type, bool code64)
+{
+	memset(s, 0, sizeof(*s));
+	s->base = 0;
+	s->limit = 0xffffffff;
+	s->selector = sel;
+	s->type = type;
+	s->present = 1;
+	s->dpl = 0;
+	s->s = 1;
+	s->g = 1;
+	s->l = code64;
+	s->db = !code64;
+}
+
+/* Put a vCPU in the entry state a loader asked for. */
+static int vcpu_set_boot_state(struct vcpu *vcpu, const struct boot_entry *be)
+{
+	struct kvm_sregs sregs;
+	struct kvm_regs regs;
+	bool lm = be->mode == BOOT_MODE_LONG64;
+
+	if (vcpu_get_sregs(vcpu, &sregs))
+		return -1;
+	set_seg(&sregs.cs, 0x10, 0xb, lm);
+	set_seg(&sregs.ds, 0x18, 0x3, false);
+	sregs.es = sregs.fs = sregs.gs = sregs.ss = sregs.ds;
+	sregs.gdt.base = be->gdt_base;
+	sregs.gdt.limit = be->gdt_limit;
+	sregs.cr0 = 0x11;                        /* PE | ET */
+	if (lm) {
+		sregs.cr0 |= 0x80000000u | 0x20;  /* PG | NE */
+		sregs.cr3 = be->cr3;
+		sregs.cr4 = 0x20;                /* PAE */
+		sregs.efer = 0x500;              /* LME | LMA */
+	} else {
+		sregs.cr4 = 0;
+		sregs.efer = 0;
+	}
+	if (vcpu_set_sregs(vcpu, &sregs))
+		return -1;
+
+	memset(&regs, 0, sizeof(regs));
+	regs.rip = be->rip;
+	regs.rsp = be->rsp;
+	regs.rax = be->rax;
+	regs.rbx = be->rbx;
+	regs.rsi = be->rsi;
+	regs.rflags = 0x2;
+	return vcpu_set_regs(vcpu, &regs);
+}
+
+int vcpus_create(struct hyve_vm *vm, const struct boot_entry *be)
+{
+	for (int i = 0; i < vm->ncpus; i++) {
+		vm->vcpu[i] = vm_vcpu_create(vm->ctx, i);
+		if (!vm->vcpu[i]) {
+			log_err("cannot create vCPU %d: %s", i, strerror(errno));
+			return -1;
+		}
+		struct kvm_cpuid2 *cpuid = cpuid_build(vm->ctx, i, vm->ncpus);
+		if (!cpuid || vcpu_set_cpuid(vm->vcpu[i], cpuid)) {
+			log_err("vCPU %d: cannot set CPUID: %s", i, strerror(errno));
+			free(cpuid);
+			return -1;
+		}
+		free(cpuid);
+	}
+	if (be && vcpu_set_boot_state(vm->vcpu[0], be)) {
+		log_err("cannot set the boot vCPU's registers: %s", strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static int handle_inout(struct vcpu *vcpu, struct vm_exit *vme)
+{
+	uint8_t *p = vme->u.inout.data;
+	int bytes = vme->u.inout.bytes;
+	for (uint32_t i = 0; i < vme->u.inout.count; i++, p += bytes) {
+		uint32_t val = 0;
+		if (!vme->u.inout.in)
+			memcpy(&val, p, (size_t)bytes);
+		if (inout_dispatch(vcpu, vme->u.inout.in, vme->u.inout.port, bytes, &val))
+			return -1;
+		if (vme->u.inout.in)
+			memcpy(p, &val, (size_t)bytes);
+	}
+	return 0;
+}
+
+static int handle_mmio(struct vcpu *vcpu, struct vm_exit *vme)
+{
+	uint64_t val = 0;
+	int len = vme->u.mmio.len;
+	if (len < 1 || len > 8)
+		return -1;
+	if (vme->u.mmio.write)
+		memcpy(&val, vme->u.mmio.data, (size_t)len);
+	if (mmio_dispatch(vcpu, vme->u.mmio.write, vme->u.mmio.gpa, len, &val) < 0)
+		return -1;
+	if (!vme->u.mmio.write)
+		memcpy(vme->u.mmio.data, &val, (size_t)len);
+	return 0;
+}
+
+static void *vcpu_thread(void *arg)
+{
+	struct vcpu *vcpu = arg;
+	struct vm_exit vme;
+	char name[16];
+
+	snprintf(name, sizeof(name), "vcpu%d", vcpu_id(vcpu));
+	pthread_setname_np(pthread_self(), name);
+
+	while (vm_exit_requested() < 0) {
+		if (vcpu_run(vcpu, &vme)) {
+			log_err("vcpu%d: KVM_RUN: %s", vcpu_id(vcpu), strerror(errno));
+			vm_request_exit(HYVE_EXIT_ERROR);
+			break;
+		}
+		switch (vme.exitcode) {
+		case VM_EXITCODE_INOUT:
+			if (handle_inout(vcpu, &vme))
+				vm_request_exit(HYVE_EXIT_ERROR);
+			break;
+		case VM_EXITCODE_MMIO:
+			if (handle_mmio(vcpu, &vme))
+				vm_request_exit(HYVE_EXIT_ERROR);
+			break;
+		case VM_EXITCODE_KICKED:
+		case VM_EXITCODE_HLT:
+			break;
+		case VM_EXITCODE_SHUTDOWN:
+			log_info("vcpu%d: triple fault", vcpu_id(vcpu));
+			vm_request_exit(HYVE_EXIT_TRIPLEFAULT);
+			break;
+		case VM_EXITCODE_SYSTEM_EVENT:
+			if (vme.u.sysevent.type == KVM_SYSTEM_EVENT_RESET)
+				vm_request_exit(HYVE_EXIT_REBOOT);
+			else if (vme.u.sysevent.type == KVM_SYSTEM_EVENT_SHUTDOWN)
+				vm_request_exit(HYVE_EXIT_POWEROFF);
+			else {
+				vcpu_report_failure(vcpu, "unexpected system event", &vme);
+				vm_request_exit(HYVE_EXIT_ERROR);
+			}
+			break;
+		case VM_EXITCODE_EMUL_FAIL:
+			if (the_vm.emulating && emulate_fallback(vcpu, &vme) == 0)
+				break;
+			if (!the_vm.emulating)
+				vcpu_report_failure(vcpu, "KVM could not emulate an instruction", &vme);
+			vm_request_exit(HYVE_EXIT_ERROR);
+			break;
+		case VM_EXITCODE_DEBUG:
+		case VM_EXITCODE_OTHER:
+		default:
+			vcpu_report_failure(vcpu, "unhandled exit", &vme);
+			vm_request_exit(HYVE_EXIT_ERROR);
+			break;
+		}
+	}
+	return NULL;
+}
+
+int vcpus_start(struct hyve_vm *vm)
+{
+	for (int i = 0; i < vm->ncpus; i++) {
+		int rc = pthread_create(&vcpu_threads[i], NULL, vcpu_thread, vm->vcpu[i]);
+		if (rc) {
+			log_err("cannot start vCPU thread %d: %s", i, strerror(rc));
+			vm_request_exit(HYVE_EXIT_ERROR);
+			vm->ncpus = i;
+			return -1;
+		}
+	}
+	return 0;
+}
+
+void vcpus_join(struct hyve_vm *vm)
+{
+	for (int i = 0; i < vm->ncpus; i++) {
+		vcpu_kick(vm->vcpu[i]);
+		pthread_join(vcpu_threads[i], NULL);
+	}
+}

@@ -1,0 +1,43 @@
+/*
+ * The running VM as the core sees it: the vmm context, the vCPUs and their
+ * threads, and run control (exit requests, pause/resume).
+ */
+#ifndef HYVE_VM_H
+#define HYVE_VM_H
+
+#include <stdbool.h>
+
+#include "../boot/boot.h"
+#include "../vmm/vmm.h"
+
+#define HYVE_MAX_VCPUS 64
+
+struct hyve_vm {
+	struct vmctx *ctx;
+	int ncpus;
+	struct vcpu *vcpu[HYVE_MAX_VCPUS];
+	bool emulating;    /* host KVM emulates guest CPL0 code: use fallbacks */
+};
+
+extern struct hyve_vm the_vm;
+
+/* Create vCPUs, apply CPUID, put the BSP in the loader's entry state. */
+int vcpus_create(struct hyve_vm *vm, const struct boot_entry *be);
+/* One thread per vCPU; returns once all are started. */
+int vcpus_start(struct hyve_vm *vm);
+void vcpus_join(struct hyve_vm *vm);
+void vcpus_kick_all(struct hyve_vm *vm);
+
+/* CPUID table for the VM (core/cpuid.c). */
+struct kvm_cpuid2 *cpuid_build(struct vmctx *ctx, int vcpu_id, int ncpus);
+int cpuid_check_features(const char *spec, char *err, size_t errlen);
+
+/*
+ * Complete in userspace an instruction KVM's emulator gave up on (only on
+ * emulating hosts).  0: done, resume the vCPU; -1: fatal, message printed.
+ */
+int emulate_fallback(struct vcpu *vcpu, const struct vm_exit *vme);
+/* Print RIP, CPL, mode and instruction bytes of a vCPU for a fatal error. */
+void vcpu_report_failure(struct vcpu *vcpu, const char *what, const struct vm_exit *vme);
+
+#endif

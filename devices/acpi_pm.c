@@ -1,0 +1,107 @@
+/*
+ * ACPI fixed hardware: PM1a event/control blocks, the PM timer and the
+ * reset register (0xcf9), at the I/O ports the FADT announces.  ACPI is
+ * always enabled (no SMI_CMD), so SCI_EN reads as set.  Sleeping in S5
+ * powers off (exit 1); the reset register reboots (exit 0).
+ */
+#include <pthread.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "../core/exitcode.h"
+#include "../core/init.h"
+#include "../core/inout.h"
+#include "../core/log.h"
+#include "acpi_pm.h"
+
+#define PM1_SCI_EN 0x0001
+#define PM1_SLP_EN 0x2000
+#define PM1_SLP_TYP(v) (((v) >> 10) & 7)
+#define PM1_WAK_STS 0x8000
+
+static struct {
+	pthread_mutex_t lock;
+	uint16_t sts, en, cnt;
+} pm = { PTHREAD_MUTEX_INITIALIZER, 0, 0, PM1_SCI_EN };
+
+static int pm1_evt_handler(struct vcpu *vcpu, bool in, uint16_t port, int bytes, uint32_t *val, void *arg)
+{
+	(void)vcpu; (void)arg;
+	int off = port - ACPI_PM1A_EVT_PORT;
+	pthread_mutex_lock(&pm.lock);
+	uint32_t reg = (uint32_t)pm.sts | (uint32_t)pm.en << 16;
+	if (in) {
+		*val = (reg >> (8 * off)) & (bytes == 4 ? 0xffffffffu : (1u << (8 * bytes)) - 1);
+	} else {
+		uint32_t v = *val << (8 * off);
+		uint32_t mask = (bytes == 4 ? 0xffffffffu : (1u << (8 * bytes)) - 1) << (8 * off);
+		pm.sts &= (uint16_t)~(v & mask & 0xffff);            /* write-one-to-clear */
+		if (mask >> 16)
+			pm.en = (uint16_t)(((pm.en << 16 & ~mask) | (v & mask)) >> 16);
+	}
+	pthread_mutex_unlock(&pm.lock);
+	return 0;
+}
+
+static int pm1_cnt_handler(struct vcpu *vcpu, bool in, uint16_t port, int bytes, uint32_t *val, void *arg)
+{
+	(void)vcpu; (void)arg;
+	int off = port - ACPI_PM1A_CNT_PORT;
+	pthread_mutex_lock(&pm.lock);
+	if (in) {
+		*val = (uint32_t)(pm.cnt >> (8 * off)) & (bytes >= 2 ? 0xffffu : 0xffu);
+		pthread_mutex_unlock(&pm.lock);
+		return 0;
+	}
+	uint16_t v = off ? (uint16_t)((pm.cnt & 0xff) | (*val & 0xff) << 8) : (uint16_t)(bytes >= 2 ? *val : ((pm.cnt & 0xff00) | (*val & 0xff)));
+	pm.cnt = (uint16_t)((v & ~PM1_SLP_EN) | PM1_SCI_EN);
+	pthread_mutex_unlock(&pm.lock);
+	if (v & PM1_SLP_EN) {
+		if (PM1_SLP_TYP(v) == ACPI_S5_SLP_TYP) {
+			log_info("ACPI: guest powered off");
+			vm_request_exit(HYVE_EXIT_POWEROFF);
+		} else {
+			log_warn("ACPI: sleep type %u not supported; ignored", PM1_SLP_TYP(v));
+		}
+	}
+	return 0;
+}
+
+/* 24-bit counter at 3.579545 MHz, derived from the host's monotonic clock. */
+static int pm_tmr_handler(struct vcpu *vcpu, bool in, uint16_t port, int bytes, uint32_t *val, void *arg)
+{
+	(void)vcpu; (void)port; (void)bytes; (void)arg;
+	if (in) {
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		unsigned __int128 ns = (unsigned __int128)ts.tv_sec * 1000000000u + (unsigned)ts.tv_nsec;
+		*val = (uint32_t)(ns * 3579545u / 1000000000u) & 0xffffff;
+	}
+	return 0;
+}
+
+int acpi_reset_port_access(bool in, uint32_t *val)
+{
+	if (in) {
+		*val = 0;
+	} else if (*val & 0x4) {   /* RST_CPU */
+		log_info("ACPI: reset register written");
+		vm_request_exit(HYVE_EXIT_REBOOT);
+	}
+	return 0;
+}
+
+static int acpi_pm_init(struct vmctx *ctx)
+{
+	(void)ctx;
+	struct inout_port ports[] = {
+		{ "acpi-pm1a-evt", ACPI_PM1A_EVT_PORT, 4, pm1_evt_handler, NULL },
+		{ "acpi-pm1a-cnt", ACPI_PM1A_CNT_PORT, 2, pm1_cnt_handler, NULL },
+		{ "acpi-pm-tmr", ACPI_PM_TMR_PORT, 4, pm_tmr_handler, NULL },
+	};
+	for (size_t i = 0; i < sizeof(ports) / sizeof(ports[0]); i++)
+		if (register_inout(&ports[i]))
+			return -1;
+	return 0;
+}
+hyve_init(INIT_PLATFORM, acpi_pm_init)

@@ -1,0 +1,156 @@
+/*
+ * PCI device emulation framework (bhyve's pci_emul.h, trimmed).
+ *
+ * A device model is a struct pci_devemu registered from its own file with
+ * PCI_EMUL_REGISTER().  Instances come from config keys
+ *   pci.<bus>.<slot>.<func>.device=<model>   (+ model options beside it)
+ * written by -s or -k.  The framework owns config space, BAR placement and
+ * decoding, INTx routing and MSI/MSI-X delivery; the model fills its ids and
+ * capabilities at init and handles BAR accesses.
+ */
+#ifndef HYVE_PCI_EMUL_H
+#define HYVE_PCI_EMUL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct vmctx;
+struct vcpu;
+struct pci_devinst;
+
+#define PCI_MAX_BARS 6
+#define PCI_CFG_SIZE 4096
+
+enum pcibar_type { PCIBAR_NONE, PCIBAR_IO, PCIBAR_MEM32, PCIBAR_MEM64, PCIBAR_MEMHI64 };
+
+struct pcibar {
+	enum pcibar_type type;
+	uint64_t addr;
+	uint64_t size;
+	bool registered;   /* currently decoded (in the PIO/MMIO tables) */
+};
+
+struct pci_devemu {
+	const char *pe_emu;          /* model name used by -s */
+	const char *pe_help;         /* one line for -s help */
+	/* Option keys accepted beside .device (NULL-terminated), for validation. */
+	const char *const *pe_options;
+	/*
+	 * Turn the "-s slot,model,OPTS" tail into config keys under cfgpath.
+	 * NULL: OPTS is a comma list of key=value (bare key means key=true).
+	 */
+	int (*pe_legacy_config)(const char *cfgpath, const char *opts, char *err, size_t errlen);
+	int (*pe_init)(struct pci_devinst *pi, const char *cfgpath);
+	/* Config space hooks: return 0 if handled, 1 for default behaviour. */
+	int (*pe_cfgwrite)(struct pci_devinst *pi, int off, int bytes, uint32_t val);
+	int (*pe_cfgread)(struct pci_devinst *pi, int off, int bytes, uint32_t *val);
+	void (*pe_barwrite)(struct vcpu *vcpu, struct pci_devinst *pi, int baridx, uint64_t off,
+	                    int size, uint64_t val);
+	uint64_t (*pe_barread)(struct vcpu *vcpu, struct pci_devinst *pi, int baridx, uint64_t off,
+	                       int size);
+};
+
+struct pci_devinst {
+	const struct pci_devemu *pi_d;
+	struct vmctx *pi_vmctx;
+	uint8_t pi_bus, pi_slot, pi_func;
+	char pi_name[32];
+	uint8_t pi_cfg[PCI_CFG_SIZE];
+	struct pcibar pi_bar[PCI_MAX_BARS + 1];   /* +1: expansion ROM, unused */
+	int pi_capend;           /* end of the last capability added */
+	int pi_lintr_pin;        /* 0 none, 1..4 = INTA..INTD */
+	int pi_lintr_gsi;
+	bool pi_lintr_asserted;
+	struct {
+		int capoff;
+		bool enabled;
+		int table_bar, pba_bar;
+		uint32_t table_off, pba_off;
+		int table_count;
+		struct msix_entry { uint64_t addr; uint32_t data; uint32_t ctrl; } *table;
+		uint64_t *pba;
+		bool function_mask;
+	} pi_msix;
+	struct {
+		int capoff;
+		bool enabled;
+		uint64_t addr;
+		uint16_t data;
+		int maxmsgnum;
+	} pi_msi;
+	pthread_mutex_t pi_lock;
+	void *pi_arg;            /* the model's softc */
+};
+
+void pci_emul_register(const struct pci_devemu *pe);
+const struct pci_devemu *pci_emul_find(const char *name);
+#define PCI_EMUL_REGISTER(pe)                                                  \
+	static void __attribute__((constructor)) pe##_register(void)           \
+	{ pci_emul_register(&pe); }
+
+/* Config space accessors for models. */
+static inline void pci_set_cfgdata8(struct pci_devinst *pi, int off, uint8_t v) { pi->pi_cfg[off] = v; }
+static inline void pci_set_cfgdata16(struct pci_devinst *pi, int off, uint16_t v) { pi->pi_cfg[off] = (uint8_t)v; pi->pi_cfg[off + 1] = (uint8_t)(v >> 8); }
+static inline void pci_set_cfgdata32(struct pci_devinst *pi, int off, uint32_t v) { pci_set_cfgdata16(pi, off, (uint16_t)v); pci_set_cfgdata16(pi, off + 2, (uint16_t)(v >> 16)); }
+static inline uint8_t pci_get_cfgdata8(const struct pci_devinst *pi, int off) { return pi->pi_cfg[off]; }
+static inline uint16_t pci_get_cfgdata16(const struct pci_devinst *pi, int off) { return (uint16_t)(pi->pi_cfg[off] | pi->pi_cfg[off + 1] << 8); }
+static inline uint32_t pci_get_cfgdata32(const struct pci_devinst *pi, int off) { return pci_get_cfgdata16(pi, off) | (uint32_t)pci_get_cfgdata16(pi, off + 2) << 16; }
+
+/* Standard config space offsets used by models. */
+#define PCIR_VENDOR 0x00
+#define PCIR_DEVICE 0x02
+#define PCIR_COMMAND 0x04
+#define PCIR_STATUS 0x06
+#define PCIR_REVID 0x08
+#define PCIR_PROGIF 0x09
+#define PCIR_SUBCLASS 0x0a
+#define PCIR_CLASS 0x0b
+#define PCIR_HDRTYPE 0x0e
+#define PCIR_BAR0 0x10
+#define PCIR_SUBVEND 0x2c
+#define PCIR_SUBDEV 0x2e
+#define PCIR_CAP_PTR 0x34
+#define PCIR_INTLINE 0x3c
+#define PCIR_INTPIN 0x3d
+#define PCIM_CMD_PORTEN 0x0001
+#define PCIM_CMD_MEMEN 0x0002
+#define PCIM_CMD_INTxDIS 0x0400
+#define PCIM_STATUS_CAPPRESENT 0x0010
+#define PCIM_STATUS_INTxSTATE 0x0008
+
+/* Allocate a BAR of the given type and size (power of two) and decode it. */
+int pci_emul_alloc_bar(struct pci_devinst *pi, int idx, enum pcibar_type type, uint64_t size);
+/* Append a capability (cap[0] = id; next pointer filled in); returns its offset or -1. */
+int pci_emul_add_capability(struct pci_devinst *pi, const uint8_t *cap, int len);
+int pci_emul_add_pciecap(struct pci_devinst *pi, int port_type);
+int pci_emul_add_msicap(struct pci_devinst *pi, int msgnum);
+int pci_emul_add_msixcap(struct pci_devinst *pi, int msgnum, int barnum);
+
+/* Interrupts: INTx (level, shared by slot/pin routing), MSI and MSI-X. */
+int pci_lintr_request(struct pci_devinst *pi);
+void pci_lintr_assert(struct pci_devinst *pi);
+void pci_lintr_deassert(struct pci_devinst *pi);
+bool pci_msi_enabled(struct pci_devinst *pi);
+void pci_generate_msi(struct pci_devinst *pi, int index);
+bool pci_msix_enabled(struct pci_devinst *pi);
+void pci_generate_msix(struct pci_devinst *pi, int index);
+/* MSI-X table/PBA accesses routed from the model's BAR handler. */
+bool pci_emul_msix_bar_access(struct pci_devinst *pi, int baridx, uint64_t off, int size,
+                              bool write, uint64_t *val);
+
+/* PCI INTx routing shared with the ACPI _PRT: slot/pin → GSI. */
+static inline int pci_intx_gsi(int slot, int pin /* 0=INTA */) { return 16 + ((slot + pin) % 8); }
+
+/* Used by the firmware-table builder. */
+typedef void (*pci_walk_fn)(struct pci_devinst *pi, void *arg);
+void pci_walk_devices(pci_walk_fn fn, void *arg);
+/* Models and their help, for -s help. */
+void pci_print_models(void);
+/* Parse the -s argument into config keys; -1 with err on failure. */
+int pci_parse_slot(const char *opt, char *err, size_t errlen);
+/* Add hostbridge at 0:0:0 and lpc at 0:31:0 unless the user placed them. */
+void pci_add_default_devices(void);
+
+#endif

@@ -1,0 +1,71 @@
+/*
+ * LPC (PCI-ISA) bridge.  Its presence turns on the legacy ISA devices that
+ * hang off it in a PC: the UARTs (lpc.comN.path), the pc-testdev
+ * (lpc.pc-testdev).  Those devices register themselves at INIT_PLATFORM
+ * and check lpc_present() here, so a VM without an lpc has no ISA devices,
+ * as in bhyve.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/config.h"
+#include "pci_emul.h"
+#include "pci_lpc.h"
+
+bool lpc_present(void)
+{
+	for (int s = 0; s < 32; s++)
+		for (int f = 0; f < 8; f++) {
+			const char *m = get_config_valuef("pci.0.%d.%d.device", s, f);
+			if (m && strcmp(m, "lpc") == 0)
+				return true;
+		}
+	return false;
+}
+
+static int lpc_init(struct pci_devinst *pi, const char *cfgpath)
+{
+	(void)cfgpath;
+	/* Intel 82371SB PIIX3 ISA bridge: what guests expect to find. */
+	pci_set_cfgdata16(pi, PCIR_VENDOR, 0x8086);
+	pci_set_cfgdata16(pi, PCIR_DEVICE, 0x7000);
+	pci_set_cfgdata8(pi, PCIR_CLASS, 0x06);
+	pci_set_cfgdata8(pi, PCIR_SUBCLASS, 0x01);
+	return 0;
+}
+
+static const char *const lpc_options[] = { NULL };
+
+static const struct pci_devemu pci_de_lpc = {
+	.pe_emu = "lpc",
+	.pe_help = "LPC/ISA bridge hosting com1-com4 (-l), RTC, i8042, ACPI PM, pc-testdev",
+	.pe_options = lpc_options,
+	.pe_init = lpc_init,
+};
+PCI_EMUL_REGISTER(pci_de_lpc)
+
+static int check_lpc_com(const char *path, const char *value, char *err, size_t errlen)
+{
+	(void)path;
+	if (strcmp(value, "stdio") == 0 ||
+	    (strncmp(value, "file=", 5) == 0 && value[5]) ||
+	    (strncmp(value, "sock=", 5) == 0 && value[5]))
+		return 0;
+	snprintf(err, errlen, "expected stdio, file=PATH or sock=PATH");
+	return -1;
+}
+
+static const struct config_key lpc_keys[] = {
+	{ "lpc.pc-testdev", CFG_BOOL, "QEMU-compatible pc-testdev and debug-exit (port 0xf4)", NULL },
+	{ "lpc.com1.path", CFG_CUSTOM, "com1 backend: stdio, file=PATH or sock=PATH", check_lpc_com },
+	{ "lpc.com2.path", CFG_CUSTOM, "com2 backend", check_lpc_com },
+	{ "lpc.com3.path", CFG_CUSTOM, "com3 backend", check_lpc_com },
+	{ "lpc.com4.path", CFG_CUSTOM, "com4 backend", check_lpc_com },
+	{ NULL, 0, NULL, NULL },
+};
+
+static void __attribute__((constructor)) lpc_keys_register(void)
+{
+	config_register_keys(lpc_keys);
+}

@@ -1,0 +1,170 @@
+/* Interrupt controllers and time: LAPIC, IOAPIC, 8259 PIC, PIT, TSC. */
+#include "kernel.h"
+
+#define LAPIC_ID 0x020
+#define LAPIC_TPR 0x080
+#define LAPIC_EOI 0x0b0
+#define LAPIC_SVR 0x0f0
+#define LAPIC_ICR_LO 0x300
+#define LAPIC_ICR_HI 0x310
+#define LAPIC_LVT_TIMER 0x320
+#define LAPIC_TIMER_INIT 0x380
+#define LAPIC_TIMER_CUR 0x390
+#define LAPIC_TIMER_DIV 0x3e0
+
+static inline u32 lapic_read(u32 reg) { return mmio_read32(LAPIC_BASE + reg); }
+static inline void lapic_write(u32 reg, u32 v) { mmio_write32(LAPIC_BASE + reg, v); }
+
+/* Remap the 8259s away from the exception vectors, then mask everything:
+ * all interrupts go through the IOAPIC. */
+void pic_disable(void)
+{
+	outb(0x20, 0x11);
+	outb(0xa0, 0x11);
+	outb(0x21, 0xf0);
+	outb(0xa1, 0xf8);
+	outb(0x21, 0x04);
+	outb(0xa1, 0x02);
+	outb(0x21, 0x01);
+	outb(0xa1, 0x01);
+	outb(0x21, 0xff);
+	outb(0xa1, 0xff);
+}
+
+void lapic_init(void)
+{
+	lapic_write(LAPIC_TPR, 0);
+	lapic_write(LAPIC_LVT_TIMER, 1 << 16);
+	lapic_write(LAPIC_SVR, 0x100 | VEC_SPURIOUS);
+}
+
+u32 lapic_id(void)
+{
+	return lapic_read(LAPIC_ID) >> 24;
+}
+
+void lapic_eoi(void)
+{
+	lapic_write(LAPIC_EOI, 0);
+}
+
+void lapic_send_ipi(u32 apic_id, u32 icr_low)
+{
+	lapic_write(LAPIC_ICR_HI, apic_id << 24);
+	lapic_write(LAPIC_ICR_LO, icr_low);
+	for (int i = 0; i < 1000 && (lapic_read(LAPIC_ICR_LO) & (1 << 12)); i++)
+		;
+}
+
+void lapic_timer_start(u32 initial, u32 vec)
+{
+	lapic_write(LAPIC_TIMER_DIV, 0x3);	/* divide by 16 */
+	lapic_write(LAPIC_LVT_TIMER, vec | (1 << 17));	/* periodic */
+	lapic_write(LAPIC_TIMER_INIT, initial);
+}
+
+void lapic_timer_stop(void)
+{
+	lapic_write(LAPIC_LVT_TIMER, 1 << 16);
+	lapic_write(LAPIC_TIMER_INIT, 0);
+}
+
+static spinlock_t ioapic_lock;
+
+static void ioapic_write(u32 reg, u32 v)
+{
+	mmio_write32(IOAPIC_BASE, reg);
+	mmio_write32(IOAPIC_BASE + 0x10, v);
+}
+
+/* Edge-triggered, active-high, fixed delivery, physical destination. */
+void ioapic_route(int pin, int vec, u32 dest_apic_id)
+{
+	spin_lock(&ioapic_lock);
+	ioapic_write(0x10 + 2 * pin, 1 << 16);
+	ioapic_write(0x11 + 2 * pin, dest_apic_id << 24);
+	ioapic_write(0x10 + 2 * pin, (u32)vec);
+	spin_unlock(&ioapic_lock);
+}
+
+void ioapic_mask(int pin)
+{
+	spin_lock(&ioapic_lock);
+	ioapic_write(0x10 + 2 * pin, 1 << 16);
+	spin_unlock(&ioapic_lock);
+}
+
+#define PIT_HZ 1193182
+
+/* Channel 0, mode 2 (rate generator): ISA IRQ0 = IOAPIC pin 2. */
+void pit_start_periodic(u32 hz)
+{
+	u32 div = PIT_HZ / hz;
+	outb(0x43, 0x34);
+	outb(0x40, div & 0xff);
+	outb(0x40, div >> 8);
+}
+
+void pit_stop(void)
+{
+	ioapic_mask(2);
+	outb(0x43, 0x30);	/* mode 0, count not loaded: stays idle */
+}
+
+static u64 khz;
+
+/*
+ * TSC frequency: the hypervisor timing leaf (0x40000010, VMware convention,
+ * also offered by QEMU/KVM) if present, else a 10 ms measurement against PIT
+ * channel 2 (gate and OUT2 via port 0x61).
+ */
+static u64 tsc_calibrate(void)
+{
+	u32 a, b, c, d;
+
+	cpuid(1, 0, &a, &b, &c, &d);
+	if (c & (1u << 31)) {	/* hypervisor present */
+		cpuid(0x40000000, 0, &a, &b, &c, &d);
+		if (a >= 0x40000010) {
+			cpuid(0x40000010, 0, &a, &b, &c, &d);
+			if (a)
+				return a;
+		}
+	}
+	/* PIT channel 2, mode 0, 10 ms */
+	u32 count = PIT_HZ / 100;
+	outb(0x61, (inb(0x61) & ~0x02) | 0x01);
+	outb(0x43, 0xb0);
+	outb(0x42, count & 0xff);
+	outb(0x42, count >> 8);
+	u64 t0 = rdtsc(), t1;
+	u32 polls = 0;
+	while (!(inb(0x61) & 0x20) && ++polls < 10000000)
+		;
+	t1 = rdtsc();
+	outb(0x61, inb(0x61) & ~0x01);
+	if (polls < 2 || t1 - t0 < 1000000) {
+		printf("warning: PIT calibration failed (polls=%u), assuming 2 GHz TSC\n", polls);
+		return 2000000;
+	}
+	return (t1 - t0) / 10;
+}
+
+u64 tsc_khz(void)
+{
+	if (!khz)
+		khz = tsc_calibrate();
+	return khz;
+}
+
+u64 tsc_to_us(u64 delta)
+{
+	return delta * 1000 / tsc_khz();
+}
+
+void udelay(u64 us)
+{
+	u64 end = rdtsc() + us * tsc_khz() / 1000;
+	while ((s64)(rdtsc() - end) < 0)
+		cpu_relax();
+}

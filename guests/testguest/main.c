@@ -1,0 +1,22 @@
+/* Entry from boot.S on the BSP, in long mode on kstacks[0]. */
+#include "kernel.h"
+
+void kmain(u32 magic, u32 mbi)
+{
+	serial_init();
+	printf("hyve-testguest: hello\n");	/* first sign of life */
+	idt_init();
+	cpu_init(&cpus[0], 0);
+	multiboot_parse(magic, mbi);
+	pic_disable();
+	lapic_init();
+	cpus[0].apic_id = lapic_id();
+
+	const char *test = cmdline_get("test");
+	u64 code;
+	if (!test && cmdline_get_u64("exit", &code))
+		test = "exit";
+	if (!test)
+		test = "demo";
+	run_test(test);
+}

@@ -1,0 +1,13 @@
+/* Tests implemented outside tests.c. */
+#ifndef TESTGUEST_TESTS_H
+#define TESTGUEST_TESTS_H
+extern volatile u64 pit_ticks, lapic_ticks;
+void start_pit_ticks(u32 hz);
+void list_tests(void);
+void t_pio(void);
+void t_mmio(void);
+void t_user(void);
+void t_counter(void);
+void t_worker(void);
+void t_probe(void);
+#endif

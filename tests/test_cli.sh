@@ -1,0 +1,139 @@
+# Command line and configuration: bhyve-compatible flags, the config tree,
+# and bad input (one error line naming the key, exit status 4).
+
+t_cli_help() {
+	run_hyve 10 -h
+	expect_rc 0 && expect_out 'Usage: hyve' && expect_out 'Exit status: 0 reboot, 1 poweroff'
+}
+
+t_cli_slot_help_lists_models() {
+	run_hyve 10 -s help
+	expect_rc 0 && expect_out 'hostbridge' && expect_out 'amd_hostbridge' && expect_out 'lpc'
+}
+
+t_cli_option_help_lists_keys() {
+	run_hyve 10 -o help
+	expect_rc 0 && expect_out 'memory.size' && expect_out 'lpc.pc-testdev' && expect_out 'cpu.features'
+}
+
+t_cli_config_dump_flags_become_keys() {
+	run_hyve 10 -c 2 -m 512M -s 3,amd_hostbridge,vendor=0x1234 -l com1,stdio \
+		-o boot.kernel=/k -o config.dump=true vm1
+	expect_rc 0 &&
+	expect_out '^cpus=2$' && expect_out '^memory.size=512M$' &&
+	expect_out '^pci.0.3.0.device=amd_hostbridge$' && expect_out '^pci.0.3.0.vendor=0x1234$' &&
+	expect_out '^pci.0.31.0.device=lpc$' && expect_out '^lpc.com1.path=stdio$' &&
+	expect_out '^name=vm1$' || return 1
+	# -s 3,amd_hostbridge replaced the default hostbridge at slot 0.
+	if grep -q '^pci.0.0.0.device' "$OUT"; then
+		echo "    default hostbridge added although one was given"; show; return 1
+	fi
+}
+
+t_cli_config_dump_defaults() {
+	run_hyve 10 -o config.dump=true vm1
+	expect_rc 0 && expect_out '^pci.0.0.0.device=hostbridge$' && expect_out '^pci.0.31.0.device=lpc$'
+}
+
+t_cli_config_file_roundtrip() {
+	local k=$TMP/vm.conf
+	printf '# a comment\n\ncpus=3\nmemory.size=64M\n  lpc.com1.path=file=/tmp/x.log\nname=fromfile\n' >"$k"
+	run_hyve 10 -k "$k" -o config.dump=true
+	expect_rc 0 && expect_out '^cpus=3$' && expect_out '^name=fromfile$' &&
+	expect_out '^lpc.com1.path=file=/tmp/x.log$' || return 1
+	# The dump is itself a valid -k file and dumps identically.
+	cp "$OUT" "$k.2"
+	run_hyve 10 -k "$k.2" -o config.dump=true
+	expect_rc 0 && diff -u "$k.2" "$OUT" >/dev/null || { echo "    dump of dump differs"; show; return 1; }
+}
+
+t_cli_bad_cpus_zero() {
+	run_hyve 10 -c 0 -o boot.kernel=/k vm1
+	expect_one_error 4 'cpus'
+}
+
+t_cli_bad_cpus_over_limit() {
+	run_hyve 10 -c 17 -o maxcpus=16 -o boot.kernel=/k vm1
+	expect_one_error 4 'cpus: 17 vCPUs not in 1..16'
+}
+
+t_cli_bad_memory_zero() {
+	run_hyve 10 -m 0 -o boot.kernel=/k vm1
+	expect_one_error 4 'memory.size'
+}
+
+t_cli_bad_memory_suffix() {
+	run_hyve 10 -m 1Q -o boot.kernel=/k vm1
+	expect_one_error 4 "memory.size: bad value '1Q'"
+}
+
+t_cli_unknown_slot_model() {
+	run_hyve 10 -s 3,frobnicator -o boot.kernel=/k vm1
+	expect_one_error 4 "unknown device model 'frobnicator'"
+}
+
+t_cli_duplicate_slot() {
+	run_hyve 10 -s 3,hostbridge -s 3,amd_hostbridge -o boot.kernel=/k vm1
+	expect_one_error 4 'pci.0.3.0: slot 3:0 already in use'
+}
+
+t_cli_malformed_option() {
+	run_hyve 10 -o justakey -o boot.kernel=/k vm1
+	expect_one_error 4 "malformed option 'justakey'"
+}
+
+t_cli_unknown_key() {
+	run_hyve 10 -o memory.colour=blue -o boot.kernel=/k vm1
+	expect_one_error 4 'memory.colour: unknown key'
+}
+
+t_cli_bad_bool() {
+	run_hyve 10 -o lpc.pc-testdev=maybe -o boot.kernel=/k vm1
+	expect_one_error 4 "lpc.pc-testdev: bad value 'maybe'"
+}
+
+t_cli_unknown_device_option() {
+	run_hyve 10 -s 4,hostbridge,colour=red -o boot.kernel=/k vm1
+	expect_one_error 4 "pci.0.4.0.colour: .*unknown option 'colour'"
+}
+
+t_cli_bad_cpu_feature() {
+	run_hyve 10 -o cpu.features=-avx,+warpdrive -o boot.kernel=/k vm1
+	expect_one_error 4 "cpu.features: .*unknown CPU feature '\\+warpdrive'"
+}
+
+t_cli_bad_com_backend() {
+	run_hyve 10 -l com1,telepathy -o boot.kernel=/k vm1
+	expect_one_error 4 'lpc.com1.path'
+}
+
+t_cli_missing_vmname() {
+	run_hyve 10 -o boot.kernel=/k
+	expect_one_error 4 'no VM name'
+}
+
+t_cli_missing_kernel_key() {
+	run_hyve 10 vm1
+	expect_one_error 4 'boot.kernel'
+}
+
+t_cli_missing_kernel_file() {
+	have_kvm || return 77
+	run_hyve 10 -o boot.kernel=$TMP/does-not-exist vm1
+	expect_one_error 4 'boot.kernel: .*does-not-exist: No such file'
+}
+
+t_cli_garbage_kernel() {
+	have_kvm || return 77
+	head -c 65536 /dev/urandom >"$TMP/garbage"
+	run_hyve 10 -o boot.kernel=$TMP/garbage vm1
+	expect_one_error 4 'not a kernel hyve can boot'
+}
+
+t_cli_truncated_kernel() {
+	have_kvm || return 77
+	# Keep the Multiboot header, cut the segments off.
+	head -c 6000 "$GUEST" >"$TMP/trunc.elf"
+	run_hyve 10 -o boot.kernel=$TMP/trunc.elf vm1
+	expect_one_error 4 'truncated'
+}

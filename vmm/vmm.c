@@ -1,0 +1,427 @@
+/*
+ * vmm: KVM backend.  The only file in hyve that opens /dev/kvm or issues
+ * KVM ioctls.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "vmm.h"
+
+/* Signal used to kick vCPU threads out of KVM_RUN. */
+#define VCPU_KICK_SIGNAL SIGUSR1
+
+struct mem_region {
+	uint64_t gpa;
+	uint64_t size;
+	uint8_t *hva;
+};
+
+struct vmctx {
+	char *name;
+	int kvm_fd;
+	int vm_fd;
+	int run_size;
+	struct vmm_host_info info;
+	struct mem_region mem[2];    /* [0] below 4 GiB, [1] above */
+	int nmem;
+	bool dirty_log;
+};
+
+struct vcpu {
+	struct vmctx *ctx;
+	int id;
+	int fd;
+	struct kvm_run *run;
+	pthread_t thread;
+	atomic_bool thread_known;
+};
+
+static void kick_handler(int sig)
+{
+	(void)sig;
+}
+
+struct vmctx *vm_create(const char *name, char *err, size_t errlen)
+{
+	struct vmctx *ctx = calloc(1, sizeof(*ctx));
+	if (!ctx) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	ctx->name = strdup(name);
+	ctx->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (ctx->kvm_fd < 0) {
+		snprintf(err, errlen, "/dev/kvm: %s", strerror(errno));
+		goto fail;
+	}
+	int ver = ioctl(ctx->kvm_fd, KVM_GET_API_VERSION, 0);
+	if (ver != KVM_API_VERSION) {
+		snprintf(err, errlen, "/dev/kvm: API version %d, need %d", ver, KVM_API_VERSION);
+		goto fail;
+	}
+	ctx->vm_fd = ioctl(ctx->kvm_fd, KVM_CREATE_VM, 0);
+	if (ctx->vm_fd < 0) {
+		snprintf(err, errlen, "KVM_CREATE_VM: %s", strerror(errno));
+		goto fail;
+	}
+	ctx->run_size = ioctl(ctx->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+	if (ctx->run_size <= 0) {
+		snprintf(err, errlen, "KVM_GET_VCPU_MMAP_SIZE: %s", strerror(errno));
+		goto fail;
+	}
+	/*
+	 * PVM ("kvm_pvm") runs guest kernel code through KVM's instruction
+	 * emulator; the module's presence is the only reliable sign, since it
+	 * answers the usual capability queries like VT-x KVM does.
+	 */
+	ctx->info.emulating = access("/sys/module/kvm_pvm", F_OK) == 0;
+	int m = ioctl(ctx->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_MAX_VCPUS);
+	if (m <= 0)
+		m = ioctl(ctx->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_NR_VCPUS);
+	ctx->info.max_vcpus = m > 0 ? m : 1;
+	ctx->info.has_irqfd = ioctl(ctx->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_IRQFD) > 0;
+	ctx->info.has_ioeventfd = ioctl(ctx->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_IOEVENTFD) > 0;
+	ctx->info.has_manual_dirty_log =
+	    ioctl(ctx->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2) > 0;
+
+	/* VMX needs these three pages below 4 GiB; other backends ignore them. */
+	(void)ioctl(ctx->vm_fd, KVM_SET_TSS_ADDR, 0xfffbd000UL);
+	uint64_t idmap = 0xfffbc000ULL;
+	(void)ioctl(ctx->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &idmap);
+
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = kick_handler;
+	sigaction(VCPU_KICK_SIGNAL, &sa, NULL);
+	return ctx;
+fail:
+	if (ctx->kvm_fd >= 0)
+		close(ctx->kvm_fd);
+	free(ctx->name);
+	free(ctx);
+	return NULL;
+}
+
+void vm_destroy(struct vmctx *ctx)
+{
+	for (int i = 0; i < ctx->nmem; i++)
+		munmap(ctx->mem[i].hva, ctx->mem[i].size);
+	close(ctx->vm_fd);
+	close(ctx->kvm_fd);
+	free(ctx->name);
+	free(ctx);
+}
+
+const struct vmm_host_info *vm_host_info(struct vmctx *ctx)
+{
+	return &ctx->info;
+}
+
+const char *vm_name(struct vmctx *ctx)
+{
+	return ctx->name;
+}
+
+static int set_slot(struct vmctx *ctx, int slot)
+{
+	struct kvm_userspace_memory_region r = {
+		.slot = (uint32_t)slot,
+		.flags = ctx->dirty_log ? KVM_MEM_LOG_DIRTY_PAGES : 0,
+		.guest_phys_addr = ctx->mem[slot].gpa,
+		.memory_size = ctx->mem[slot].size,
+		.userspace_addr = (uint64_t)(uintptr_t)ctx->mem[slot].hva,
+	};
+	return ioctl(ctx->vm_fd, KVM_SET_USER_MEMORY_REGION, &r);
+}
+
+int vm_setup_memory(struct vmctx *ctx, uint64_t memsize, char *err, size_t errlen)
+{
+	uint64_t low = memsize < VM_LOWMEM_LIMIT ? memsize : VM_LOWMEM_LIMIT;
+	uint64_t high = memsize - low;
+	uint64_t sizes[2] = { low, high }, bases[2] = { 0, VM_HIGHMEM_BASE };
+	for (int i = 0; i < 2; i++) {
+		if (!sizes[i])
+			continue;
+		void *p = mmap(NULL, sizes[i], PROT_READ | PROT_WRITE,
+		               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (p == MAP_FAILED) {
+			snprintf(err, errlen, "cannot allocate %llu bytes of guest memory: %s",
+			         (unsigned long long)sizes[i], strerror(errno));
+			return -1;
+		}
+		/* Transparent huge pages cut EPT/NPT walk costs; advisory only. */
+		madvise(p, sizes[i], MADV_HUGEPAGE);
+		ctx->mem[i].gpa = bases[i];
+		ctx->mem[i].size = sizes[i];
+		ctx->mem[i].hva = p;
+		ctx->nmem = i + 1;
+		if (set_slot(ctx, i)) {
+			snprintf(err, errlen, "KVM_SET_USER_MEMORY_REGION: %s", strerror(errno));
+			return -1;
+		}
+	}
+	return 0;
+}
+
+uint64_t vm_get_lowmem_size(struct vmctx *ctx)
+{
+	return ctx->nmem > 0 ? ctx->mem[0].size : 0;
+}
+
+uint64_t vm_get_highmem_size(struct vmctx *ctx)
+{
+	return ctx->nmem > 1 ? ctx->mem[1].size : 0;
+}
+
+void *vm_map_gpa(struct vmctx *ctx, uint64_t gpa, size_t len)
+{
+	for (int i = 0; i < ctx->nmem; i++) {
+		const struct mem_region *r = &ctx->mem[i];
+		/* Written to avoid overflow: gpa and len are guest-controlled. */
+		if (gpa >= r->gpa && gpa - r->gpa <= r->size && len <= r->size - (gpa - r->gpa))
+			return r->hva + (gpa - r->gpa);
+	}
+	return NULL;
+}
+
+int vm_copy_to_guest(struct vmctx *ctx, uint64_t gpa, const void *src, size_t len)
+{
+	void *p = vm_map_gpa(ctx, gpa, len);
+	if (!p)
+		return -1;
+	memcpy(p, src, len);
+	return 0;
+}
+
+int vm_copy_from_guest(struct vmctx *ctx, uint64_t gpa, void *dst, size_t len)
+{
+	void *p = vm_map_gpa(ctx, gpa, len);
+	if (!p)
+		return -1;
+	memcpy(dst, p, len);
+	return 0;
+}
+
+int vm_create_irqchip(struct vmctx *ctx)
+{
+	return ioctl(ctx->vm_fd, KVM_CREATE_IRQCHIP, 0);
+}
+
+int vm_create_pit(struct vmctx *ctx)
+{
+	struct kvm_pit_config pit = { .flags = KVM_PIT_SPEAKER_DUMMY };
+	return ioctl(ctx->vm_fd, KVM_CREATE_PIT2, &pit);
+}
+
+int vm_set_irq_line(struct vmctx *ctx, int gsi, int level)
+{
+	struct kvm_irq_level irq = { .irq = (uint32_t)gsi, .level = (uint32_t)level };
+	return ioctl(ctx->vm_fd, KVM_IRQ_LINE, &irq);
+}
+
+int vm_irq_pulse(struct vmctx *ctx, int gsi)
+{
+	if (vm_set_irq_line(ctx, gsi, 1))
+		return -1;
+	return vm_set_irq_line(ctx, gsi, 0);
+}
+
+int vm_signal_msi(struct vmctx *ctx, uint64_t addr, uint32_t data)
+{
+	struct kvm_msi msi = {
+		.address_lo = (uint32_t)addr,
+		.address_hi = (uint32_t)(addr >> 32),
+		.data = data,
+	};
+	return ioctl(ctx->vm_fd, KVM_SIGNAL_MSI, &msi) < 0 ? -1 : 0;
+}
+
+struct kvm_cpuid2 *vm_get_supported_cpuid(struct vmctx *ctx)
+{
+	for (int n = 64; n <= 4096; n *= 2) {
+		struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + (size_t)n * sizeof(c->entries[0]));
+		if (!c)
+			return NULL;
+		c->nent = (uint32_t)n;
+		if (ioctl(ctx->kvm_fd, KVM_GET_SUPPORTED_CPUID, c) == 0)
+			return c;
+		free(c);
+		if (errno != E2BIG)
+			return NULL;
+	}
+	return NULL;
+}
+
+struct vcpu *vm_vcpu_create(struct vmctx *ctx, int id)
+{
+	struct vcpu *v = calloc(1, sizeof(*v));
+	if (!v)
+		return NULL;
+	v->ctx = ctx;
+	v->id = id;
+	v->fd = ioctl(ctx->vm_fd, KVM_CREATE_VCPU, (unsigned long)id);
+	if (v->fd < 0) {
+		free(v);
+		return NULL;
+	}
+	v->run = mmap(NULL, (size_t)ctx->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd, 0);
+	if (v->run == MAP_FAILED) {
+		close(v->fd);
+		free(v);
+		return NULL;
+	}
+	return v;
+}
+
+int vcpu_id(struct vcpu *vcpu) { return vcpu->id; }
+struct vmctx *vcpu_ctx(struct vcpu *vcpu) { return vcpu->ctx; }
+
+int vcpu_set_cpuid(struct vcpu *vcpu, struct kvm_cpuid2 *cpuid)
+{
+	return ioctl(vcpu->fd, KVM_SET_CPUID2, cpuid);
+}
+
+int vcpu_get_regs(struct vcpu *v, struct kvm_regs *r) { return ioctl(v->fd, KVM_GET_REGS, r); }
+int vcpu_set_regs(struct vcpu *v, const struct kvm_regs *r) { return ioctl(v->fd, KVM_SET_REGS, r); }
+int vcpu_get_sregs(struct vcpu *v, struct kvm_sregs *s) { return ioctl(v->fd, KVM_GET_SREGS, s); }
+int vcpu_set_sregs(struct vcpu *v, const struct kvm_sregs *s) { return ioctl(v->fd, KVM_SET_SREGS, s); }
+int vcpu_get_events(struct vcpu *v, struct kvm_vcpu_events *e) { return ioctl(v->fd, KVM_GET_VCPU_EVENTS, e); }
+int vcpu_set_events(struct vcpu *v, const struct kvm_vcpu_events *e) { return ioctl(v->fd, KVM_SET_VCPU_EVENTS, e); }
+
+int vcpu_get_mp_state(struct vcpu *v, uint32_t *state)
+{
+	struct kvm_mp_state mp;
+	if (ioctl(v->fd, KVM_GET_MP_STATE, &mp))
+		return -1;
+	*state = mp.mp_state;
+	return 0;
+}
+
+int vcpu_set_mp_state(struct vcpu *v, uint32_t state)
+{
+	struct kvm_mp_state mp = { .mp_state = state };
+	return ioctl(v->fd, KVM_SET_MP_STATE, &mp);
+}
+
+int vcpu_inject_exception(struct vcpu *v, int vector, bool has_err, uint32_t err)
+{
+	struct kvm_vcpu_events ev;
+	if (vcpu_get_events(v, &ev))
+		return -1;
+	ev.exception.injected = 1;
+	ev.exception.nr = (uint8_t)vector;
+	ev.exception.has_error_code = has_err;
+	ev.exception.error_code = err;
+	ev.flags = 0;
+	return vcpu_set_events(v, &ev);
+}
+
+int vcpu_inject_soft_interrupt(struct vcpu *v, int vector)
+{
+	struct kvm_vcpu_events ev;
+	if (vcpu_get_events(v, &ev))
+		return -1;
+	ev.interrupt.injected = 1;
+	ev.interrupt.nr = (uint8_t)vector;
+	ev.interrupt.soft = 1;
+	ev.flags = 0;
+	return vcpu_set_events(v, &ev);
+}
+
+void vcpu_kick(struct vcpu *v)
+{
+	/* immediate_exit covers a kick that lands just before KVM_RUN. */
+	__atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+	if (atomic_load(&v->thread_known))
+		pthread_kill(v->thread, VCPU_KICK_SIGNAL);
+}
+
+int vcpu_run(struct vcpu *v, struct vm_exit *vme)
+{
+	struct kvm_run *run = v->run;
+	if (!atomic_load(&v->thread_known)) {
+		v->thread = pthread_self();
+		atomic_store(&v->thread_known, true);
+	}
+	memset(vme, 0, sizeof(*vme));
+	if (ioctl(v->fd, KVM_RUN, 0) < 0) {
+		if (errno == EINTR || errno == EAGAIN) {
+			__atomic_store_n(&run->immediate_exit, 0, __ATOMIC_SEQ_CST);
+			vme->exitcode = VM_EXITCODE_KICKED;
+			return 0;
+		}
+		return -1;
+	}
+	vme->kvm_reason = run->exit_reason;
+	switch (run->exit_reason) {
+	case KVM_EXIT_IO:
+		vme->exitcode = VM_EXITCODE_INOUT;
+		vme->u.inout.port = run->io.port;
+		vme->u.inout.bytes = run->io.size;
+		vme->u.inout.in = run->io.direction == KVM_EXIT_IO_IN;
+		vme->u.inout.count = run->io.count;
+		vme->u.inout.data = (uint8_t *)run + run->io.data_offset;
+		break;
+	case KVM_EXIT_MMIO:
+		vme->exitcode = VM_EXITCODE_MMIO;
+		vme->u.mmio.gpa = run->mmio.phys_addr;
+		vme->u.mmio.len = (uint8_t)run->mmio.len;
+		vme->u.mmio.write = run->mmio.is_write;
+		vme->u.mmio.data = run->mmio.data;
+		break;
+	case KVM_EXIT_HLT:
+		vme->exitcode = VM_EXITCODE_HLT;
+		break;
+	case KVM_EXIT_SHUTDOWN:
+		vme->exitcode = VM_EXITCODE_SHUTDOWN;
+		break;
+	case KVM_EXIT_SYSTEM_EVENT:
+		vme->exitcode = VM_EXITCODE_SYSTEM_EVENT;
+		vme->u.sysevent.type = run->system_event.type;
+		break;
+	case KVM_EXIT_INTR:
+		vme->exitcode = VM_EXITCODE_KICKED;
+		break;
+	case KVM_EXIT_DEBUG:
+		vme->exitcode = VM_EXITCODE_DEBUG;
+		break;
+	case KVM_EXIT_INTERNAL_ERROR:
+		vme->u.emul.suberror = run->internal.suberror;
+		if (run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION) {
+			vme->exitcode = VM_EXITCODE_EMUL_FAIL;
+			if (run->emulation_failure.ndata >= 3 &&
+			    (run->emulation_failure.flags & KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES)) {
+				uint8_t n = run->emulation_failure.insn_size;
+				if (n > sizeof(vme->u.emul.insn))
+					n = sizeof(vme->u.emul.insn);
+				vme->u.emul.insn_len = n;
+				memcpy(vme->u.emul.insn, run->emulation_failure.insn_bytes, n);
+			}
+		} else {
+			vme->exitcode = VM_EXITCODE_OTHER;
+		}
+		break;
+	default:
+		vme->exitcode = VM_EXITCODE_OTHER;
+		break;
+	}
+	return 0;
+}
+
+int vm_dirty_log_enable(struct vmctx *ctx, bool on)
+{
+	ctx->dirty_log = on;
+	for (int i = 0; i < ctx->nmem; i++)
+		if (set_slot(ctx, i))
+			return -1;
+	return 0;
+}

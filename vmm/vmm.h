@@ -1,0 +1,135 @@
+/*
+ * vmm: the only layer of hyve that talks to /dev/kvm (bhyve's libvmmapi).
+ *
+ * Everything above this header sees a VM (struct vmctx), its vCPUs
+ * (struct vcpu), guest memory as host pointers checked against the guest's
+ * RAM layout, and exits translated into struct vm_exit.  Nothing above this
+ * layer issues an ioctl.  Register state uses the kernel's x86 structures
+ * (kvm_regs, kvm_sregs) because they are plain data and are what a
+ * checkpoint stores.
+ */
+#ifndef HYVE_VMM_H
+#define HYVE_VMM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <linux/kvm.h>
+
+struct vmctx;
+struct vcpu;
+
+/* Guest physical layout (as bhyve): RAM below 3 GiB, the rest above 4 GiB. */
+#define VM_LOWMEM_LIMIT   0xC0000000ULL
+#define VM_HIGHMEM_BASE   0x100000000ULL
+#define VM_PCI_MMIO32_BASE 0xC0000000ULL  /* 32-bit BAR window ... */
+#define VM_PCI_MMIO32_END  0xE0000000ULL  /* ... up to ECAM */
+#define VM_PCI_ECAM_BASE   0xE0000000ULL  /* 256 MiB: buses 0..255 */
+#define VM_PCI_ECAM_SIZE   0x10000000ULL
+#define VM_IOAPIC_BASE     0xFEC00000ULL
+#define VM_LAPIC_BASE      0xFEE00000ULL
+
+/* Host facts found when the VM is created. */
+struct vmm_host_info {
+	bool emulating;          /* PVM-style KVM: guest CPL0 code is emulated */
+	int max_vcpus;           /* KVM_CAP_MAX_VCPUS */
+	bool has_irqfd, has_ioeventfd, has_manual_dirty_log;
+};
+
+struct vmctx *vm_create(const char *name, char *err, size_t errlen);
+void vm_destroy(struct vmctx *ctx);
+const struct vmm_host_info *vm_host_info(struct vmctx *ctx);
+const char *vm_name(struct vmctx *ctx);
+
+/* Allocate and register guest RAM (anonymous, MAP_NORESERVE). */
+int vm_setup_memory(struct vmctx *ctx, uint64_t memsize, char *err, size_t errlen);
+uint64_t vm_get_lowmem_size(struct vmctx *ctx);
+uint64_t vm_get_highmem_size(struct vmctx *ctx);
+/*
+ * Host pointer for [gpa, gpa+len) if the whole range is guest RAM in one
+ * contiguous region, else NULL.  Every guest-supplied address goes through
+ * here (or vm_copy_*) before it is dereferenced.
+ */
+void *vm_map_gpa(struct vmctx *ctx, uint64_t gpa, size_t len);
+int vm_copy_to_guest(struct vmctx *ctx, uint64_t gpa, const void *src, size_t len);
+int vm_copy_from_guest(struct vmctx *ctx, uint64_t gpa, void *dst, size_t len);
+
+/* In-kernel interrupt controllers and timers. */
+int vm_create_irqchip(struct vmctx *ctx);   /* LAPIC + IOAPIC + PIC */
+int vm_create_pit(struct vmctx *ctx);
+/* Drive a GSI line.  Edge-triggered sources call vm_irq_pulse. */
+int vm_set_irq_line(struct vmctx *ctx, int gsi, int level);
+int vm_irq_pulse(struct vmctx *ctx, int gsi);
+int vm_signal_msi(struct vmctx *ctx, uint64_t addr, uint32_t data);
+
+/* CPUID: what KVM supports, edited by the caller, then set on each vCPU. */
+struct kvm_cpuid2 *vm_get_supported_cpuid(struct vmctx *ctx);
+
+/* vCPUs */
+struct vcpu *vm_vcpu_create(struct vmctx *ctx, int id);
+int vcpu_id(struct vcpu *vcpu);
+struct vmctx *vcpu_ctx(struct vcpu *vcpu);
+int vcpu_set_cpuid(struct vcpu *vcpu, struct kvm_cpuid2 *cpuid);
+int vcpu_get_regs(struct vcpu *vcpu, struct kvm_regs *regs);
+int vcpu_set_regs(struct vcpu *vcpu, const struct kvm_regs *regs);
+int vcpu_get_sregs(struct vcpu *vcpu, struct kvm_sregs *sregs);
+int vcpu_set_sregs(struct vcpu *vcpu, const struct kvm_sregs *sregs);
+int vcpu_get_events(struct vcpu *vcpu, struct kvm_vcpu_events *ev);
+int vcpu_set_events(struct vcpu *vcpu, const struct kvm_vcpu_events *ev);
+int vcpu_get_mp_state(struct vcpu *vcpu, uint32_t *state);
+int vcpu_set_mp_state(struct vcpu *vcpu, uint32_t state);
+/* Queue an exception (vector, optional error code) for the next entry. */
+int vcpu_inject_exception(struct vcpu *vcpu, int vector, bool has_err, uint32_t err);
+/* Queue a software interrupt (INT n) for the next entry. */
+int vcpu_inject_soft_interrupt(struct vcpu *vcpu, int vector);
+/* Make a vCPU blocked in vcpu_run() return VM_EXITCODE_KICKED soon. */
+void vcpu_kick(struct vcpu *vcpu);
+
+/* Exits, translated from struct kvm_run. */
+enum vm_exitcode {
+	VM_EXITCODE_INOUT,
+	VM_EXITCODE_MMIO,
+	VM_EXITCODE_HLT,
+	VM_EXITCODE_SHUTDOWN,     /* triple fault */
+	VM_EXITCODE_SYSTEM_EVENT, /* reset/shutdown requested via KVM */
+	VM_EXITCODE_EMUL_FAIL,    /* KVM's instruction emulator gave up */
+	VM_EXITCODE_KICKED,       /* vcpu_kick() or a signal */
+	VM_EXITCODE_DEBUG,
+	VM_EXITCODE_OTHER,        /* anything else: fatal */
+};
+
+struct vm_exit {
+	enum vm_exitcode exitcode;
+	uint32_t kvm_reason;     /* raw KVM exit reason, for messages */
+	union {
+		struct {
+			uint16_t port;
+			uint8_t bytes;   /* 1, 2 or 4 */
+			bool in;
+			uint32_t count;  /* >1 for string I/O */
+			uint8_t *data;   /* count*bytes; inputs written here */
+		} inout;
+		struct {
+			uint64_t gpa;
+			uint8_t len;
+			bool write;
+			uint8_t *data;   /* 8 bytes; reads written here */
+		} mmio;
+		struct {
+			uint32_t suberror;
+			uint8_t insn_len;    /* 0 when KVM gave no bytes */
+			uint8_t insn[15];
+		} emul;
+		struct {
+			uint32_t type;
+		} sysevent;
+	} u;
+};
+
+/* Enter the guest until the next exit that needs userspace. */
+int vcpu_run(struct vcpu *vcpu, struct vm_exit *vme);
+
+/* Dirty page tracking (used by migration). */
+int vm_dirty_log_enable(struct vmctx *ctx, bool on);
+
+#endif
