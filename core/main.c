@@ -357,7 +357,7 @@ int main(int argc, char **argv)
 	sigaction(SIGHUP, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	if (vcpus_start(vm))
+	if (vcpus_start(vm) || vcpus_watch_halt(vm))
 		return HYVE_EXIT_ERROR;
 	int status = mevent_dispatch();
 	vcpus_join(vm);

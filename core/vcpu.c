@@ -23,6 +23,19 @@ struct hyve_vm the_vm;
 static pthread_t vcpu_threads[HYVE_MAX_VCPUS];
 static atomic_int exit_status = -1;
 
+/*
+ * Halt detection (exit status 2).  With the in-kernel LAPIC, HLT never
+ * reaches userspace: a vCPU that halts with interrupts disabled just sleeps
+ * in KVM_RUN.  The main thread periodically kicks the vCPUs; each one
+ * reports whether it is halted with IF=0 (or was never started).  When all
+ * are, nothing can wake the VM again and hyve exits like bhyve's
+ * VM_SUSPEND_HALT.
+ */
+#define HALT_PROBE_NS 500000000ULL
+static atomic_int halt_probe_generation;
+static atomic_int halt_votes;
+static atomic_int halt_probe_answers;
+
 void vm_request_exit(int status)
 {
 	int expected = -1;
@@ -150,11 +163,54 @@ static int handle_mmio(struct vcpu *vcpu, struct vm_exit *vme)
 	return 0;
 }
 
+static void halt_probe_answer(struct vcpu *vcpu, int *seen)
+{
+	int gen = atomic_load(&halt_probe_generation);
+	if (gen == *seen)
+		return;
+	*seen = gen;
+	uint32_t mp;
+	struct kvm_regs regs;
+	bool halted = false;
+	if (vcpu_get_mp_state(vcpu, &mp) == 0) {
+		if (mp == KVM_MP_STATE_UNINITIALIZED || mp == KVM_MP_STATE_INIT_RECEIVED)
+			halted = true;
+		else if (mp == KVM_MP_STATE_HALTED && vcpu_get_regs(vcpu, &regs) == 0)
+			halted = !(regs.rflags & 0x200);
+	}
+	if (halted)
+		atomic_fetch_add(&halt_votes, 1);
+	atomic_fetch_add(&halt_probe_answers, 1);
+}
+
+static void halt_probe_timer(int fd, void *arg)
+{
+	struct hyve_vm *vm = arg;
+	(void)fd;
+	/* Judge the previous round: every vCPU answered and all were halted. */
+	if (atomic_load(&halt_probe_generation) > 0 && atomic_load(&halt_probe_answers) == vm->ncpus &&
+	    atomic_load(&halt_votes) == vm->ncpus) {
+		log_info("all vCPUs halted with interrupts disabled");
+		vm_request_exit(HYVE_EXIT_HALT);
+		return;
+	}
+	atomic_store(&halt_votes, 0);
+	atomic_store(&halt_probe_answers, 0);
+	atomic_fetch_add(&halt_probe_generation, 1);
+	vcpus_kick_all(vm);
+}
+
+int vcpus_watch_halt(struct hyve_vm *vm)
+{
+	return mevent_add_timer(HALT_PROBE_NS, HALT_PROBE_NS, halt_probe_timer, vm) ? 0 : -1;
+}
+
 static void *vcpu_thread(void *arg)
 {
 	struct vcpu *vcpu = arg;
 	struct vm_exit vme;
 	char name[16];
+	int probe_seen = 0;
 
 	snprintf(name, sizeof(name), "vcpu%d", vcpu_id(vcpu));
 	pthread_setname_np(pthread_self(), name);
@@ -175,6 +231,8 @@ static void *vcpu_thread(void *arg)
 				vm_request_exit(HYVE_EXIT_ERROR);
 			break;
 		case VM_EXITCODE_KICKED:
+			halt_probe_answer(vcpu, &probe_seen);
+			break;
 		case VM_EXITCODE_HLT:
 			break;
 		case VM_EXITCODE_SHUTDOWN:

@@ -27,6 +27,8 @@ int vcpus_create(struct hyve_vm *vm, const struct boot_entry *be);
 int vcpus_start(struct hyve_vm *vm);
 void vcpus_join(struct hyve_vm *vm);
 void vcpus_kick_all(struct hyve_vm *vm);
+/* Exit with status 2 once every vCPU sits in HLT with interrupts off. */
+int vcpus_watch_halt(struct hyve_vm *vm);
 
 /* CPUID table for the VM (core/cpuid.c). */
 struct kvm_cpuid2 *cpuid_build(struct vmctx *ctx, int vcpu_id, int ncpus);

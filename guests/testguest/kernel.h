@@ -157,7 +157,12 @@ struct cpu {
 	volatile int seen_vec;
 	u64 expect_resume;
 	u64 seen_rip, seen_cs;	/* frame of the expected trap */
+	/* TSS followed by an all-zero I/O permission bitmap.  IOPL=3 alone is
+	 * enough on hardware and TCG, but on the PVM host the guest IOPL is lost
+	 * and a CPL3 in/out #GP is handed to KVM's emulator, which then consults
+	 * this bitmap: with it, CPL3 port I/O is emulated instead of faulting. */
 	struct tss tss __attribute__((aligned(16)));
+	u8 iobitmap[8192 + 1];	/* +1: terminating 0xff byte */
 };
 extern struct cpu cpus[MAX_CPUS];
 extern u8 kstacks[MAX_CPUS][KSTACK_SIZE];

@@ -42,8 +42,11 @@ void cpu_init(struct cpu *c, u32 index)
 	c->expect_vec = -1;
 	c->seen_vec = -1;
 	*(struct cpu **)kstacks[index] = c;	/* found via RSP & ~(KSTACK_SIZE-1) */
-	c->tss.iomap_base = sizeof(struct tss);	/* no bitmap: IOPL decides */
-	gdt[slot] = (sizeof(struct tss) - 1) | (base & 0xffffff) << 16 |
+	u64 limit = sizeof(struct tss) + sizeof(c->iobitmap) - 1;
+
+	c->tss.iomap_base = sizeof(struct tss);	/* bitmap follows the TSS */
+	c->iobitmap[8192] = 0xff;
+	gdt[slot] = limit | (base & 0xffffff) << 16 |
 		    0x89UL << 40 | ((base >> 24) & 0xff) << 56;
 	gdt[slot + 1] = base >> 32;
 	__asm__ __volatile__("ltr %w0" :: "r"(TSS_SEL(index)));
