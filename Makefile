@@ -3,7 +3,7 @@ CC      ?= cc
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -MMD -MP
 LDFLAGS += -pthread
-LDLIBS  +=
+LDLIBS  += $(shell pkg-config --libs liburing 2>/dev/null || echo -luring)
 
 ifeq ($(SANITIZE),1)
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -13,11 +13,12 @@ else
 BUILD   := build/release
 endif
 
-VMM_SRCS     := vmm/vmm.c
+VMM_SRCS     := vmm/vmm.c vmm/emulator_probe.c
 CORE_SRCS    := core/main.c core/config.c core/log.c core/init.c core/inout.c core/mmio.c \
                 core/mevent.c core/vcpu.c core/cpuid.c core/emulate.c
 DEVICE_SRCS  := devices/pci_emul.c devices/pci_hostbridge.c devices/pci_lpc.c \
-                devices/atkbdc.c devices/acpi_pm.c devices/pc_testdev.c
+                devices/atkbdc.c devices/acpi_pm.c devices/pc_testdev.c devices/uart_16550.c devices/rtc.c \
+                devices/virtio.c devices/virtio_rnd.c devices/virtio_blk.c devices/blockif.c
 BOOT_SRCS    := boot/x86.c boot/multiboot.c
 HYVE_SRCS    := $(VMM_SRCS) $(CORE_SRCS) $(DEVICE_SRCS) $(BOOT_SRCS)
 HYVE_OBJS    := $(HYVE_SRCS:%.c=$(BUILD)/%.o)

@@ -51,7 +51,6 @@
 
 #define FADT_F_WBINVD        (1u << 0)
 #define FADT_F_PROC_C1       (1u << 2)
-#define FADT_F_PWR_BUTTON    (1u << 4)
 #define FADT_F_SLP_BUTTON    (1u << 5)
 #define FADT_F_FIX_RTC       (1u << 6)
 #define FADT_F_RESET_REG_SUP (1u << 10)
@@ -456,8 +455,10 @@ int acpi_build_tables(const struct acpi_config *cfg, uint64_t base, uint8_t *buf
 	w16(t, FADT_P_LVL3_LAT, 1001);                  /* > 1000: no C3 */
 	w8(t, FADT_CENTURY, RTC_CENTURY_INDEX);
 	w16(t, FADT_IAPC_BOOT_ARCH, BOOT_ARCH_LEGACY_DEVICES | BOOT_ARCH_8042);
-	w32(t, FADT_FLAGS, FADT_F_WBINVD | FADT_F_PROC_C1 | FADT_F_PWR_BUTTON |
-	    FADT_F_SLP_BUTTON | FADT_F_FIX_RTC | FADT_F_RESET_REG_SUP);
+	/* Fixed-hardware power button (PM1 PWRBTN_STS/EN, bit 8) so the host
+	 * can ask for a clean shutdown; no sleep button. */
+	w32(t, FADT_FLAGS, FADT_F_WBINVD | FADT_F_PROC_C1 | FADT_F_SLP_BUTTON |
+	    FADT_F_FIX_RTC | FADT_F_RESET_REG_SUP);
 	gas(t, FADT_RESET_REG, GAS_SYSTEM_IO, 8, GAS_ACCESS_BYTE, ACPI_RESET_PORT);
 	w8(t, FADT_RESET_VALUE, ACPI_RESET_VALUE);
 	w8(t, FADT_MINOR_VERSION, 3);

@@ -3,16 +3,21 @@
  * FADT, FACS, MADT, MCFG, DSDT), written into guest RAM at BOOT_ACPI_BASE.
  *
  * The machine they describe (what the device models must implement):
- *   PM1a event block  I/O 0x400-0x403 (PM1_STS 16 bit, PM1_EN 16 bit)
+ *   PM1a event block  I/O 0x400-0x403 (PM1_STS 16 bit, PM1_EN 16 bit;
+ *                     write-1-to-clear status).  Fixed power button:
+ *                     setting PWRBTN_STS (bit 8) with PWRBTN_EN set raises
+ *                     the SCI and Linux shuts down cleanly
  *   PM1a control      I/O 0x404-0x405 (SCI_EN reads as 1; writing SLP_EN with
  *                     SLP_TYP = ACPI_S5_SLP_TYP powers the VM off)
  *   PM timer          I/O 0x408-0x40b, 24-bit, 3.579545 MHz
  *   SCI               ISA IRQ 9 = GSI 9, level, active-high
+ *   RTC               CMOS 0x70/0x71, IRQ 8, century byte at CMOS index 0x32
  *   reset             write 0x06 to I/O 0xcf9 (FADT RESET_REG); i8042 at
  *                     0x60/0x64 (pulse reset line on command 0xfe)
- *   LAPIC 0xfee00000, IOAPIC (id = ncpus) 0xfec00000 GSI 0-23,
+ *   LAPIC 0xfee00000, IOAPIC (id = min(ncpus, 254)) 0xfec00000 GSI 0-23,
  *   ISA IRQ0 -> GSI 2, other ISA IRQs identity-mapped, edge/high,
- *   PCI INTx: slot S pin P -> GSI 16 + (S + P) % 8, level, active-high,
+ *   PCI INTx: slot S pin P -> GSI 16 + (S + P) % 8, level, active-high
+ *             (DSDT link devices \_SB.GSIA..GSIH, fixed, carry the polarity),
  *   PCIe ECAM at ecam_base for buses 0..ecam_end_bus.
  */
 #ifndef HYVE_ACPI_H

@@ -804,6 +804,10 @@ int linux_load(struct vmctx *ctx, const struct boot_params_in *in,
                char *err, size_t errlen)
 {
 	size_t len;
+	if (!in->kernel_path) {
+		set_err(err, errlen, "linux: no kernel file given");
+		return -1;
+	}
 	uint8_t *img = boot_read_file(in->kernel_path, &len, err, errlen);
 	if (!img)
 		return -1;

@@ -202,7 +202,9 @@ static void halt_probe_timer(int fd, void *arg)
 
 int vcpus_watch_halt(struct hyve_vm *vm)
 {
-	return mevent_add_timer(HALT_PROBE_NS, HALT_PROBE_NS, halt_probe_timer, vm) ? 0 : -1;
+	static struct mevent *halt_timer;
+	halt_timer = mevent_add_timer(HALT_PROBE_NS, HALT_PROBE_NS, halt_probe_timer, vm);
+	return halt_timer ? 0 : -1;
 }
 
 static void *vcpu_thread(void *arg)

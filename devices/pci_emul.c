@@ -26,8 +26,8 @@ static const struct pci_devemu *models[MAX_MODELS];
 static int nmodels;
 static struct pci_devinst *devices[PCI_MAX_SLOTS][PCI_MAX_FUNCS];
 
-/* Where BARs go: I/O above the legacy ISA range, MMIO in the PCI hole. */
-static uint64_t next_io = 0x2000, next_mem32 = VM_PCI_MMIO32_BASE, next_mem64;
+/* Where BARs go: I/O above the legacy and pc-testdev ports, MMIO in the PCI hole. */
+static uint64_t next_io = 0x3000, next_mem32 = VM_PCI_MMIO32_BASE, next_mem64;
 static uint32_t cf8_addr;
 static pthread_mutex_t cfg_lock = PTHREAD_MUTEX_INITIALIZER;
 static int gsi_assert_count[24];

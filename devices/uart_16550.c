@@ -575,6 +575,8 @@ static void uart_chan_close(struct uart_softc *sc, struct uart_chan *ch)
 	if (ch->out_ev)
 		mevent_disable(ch->out_ev);
 	close(ch->in_fd);
+	if (ch->out_fd >= 0 && ch->out_fd != ch->in_fd)
+		close(ch->out_fd);
 	ch->in_fd = ch->out_fd = -1;
 	ch->next_dead = sc->dead_chans;
 	sc->dead_chans = ch;
@@ -586,7 +588,7 @@ static void uart_chan_close(struct uart_softc *sc, struct uart_chan *ch)
 		sc->thre_int_pending = true;
 	sc->rx_stalled = false;
 	uart_update_intr(sc);
-	log_info("%s: client disconnected", sc->name);
+	log_debug("%s: client disconnected", sc->name);
 }
 
 /* Under sc->mtx: stop reading input until the guest makes room. */
@@ -662,8 +664,8 @@ static void uart_rx_resume_call(void *arg)
 	struct uart_chan *ch = sc->chan;
 	if (sc->rx_stalled && ch && rxfifo_room(sc) > 0 && !(sc->mcr & MCR_LOOP)) {
 		sc->rx_stalled = false;
-		if (!ch->in_eof && ch->in_ev)
-			mevent_enable(ch->in_ev);
+		if (!ch->in_eof && ch->in_ev && mevent_enable(ch->in_ev) != 0)
+			log_err("%s: cannot resume reading input: %s", sc->name, strerror(errno));
 	}
 	pthread_mutex_unlock(&sc->mtx);
 }
@@ -706,8 +708,9 @@ static void uart_tx_wait(struct uart_softc *sc, struct uart_chan *ch)
 			log_err("%s: cannot wait for the output backend", sc->name);
 			return;
 		}
-	} else {
-		mevent_enable(ch->out_ev);
+	} else if (mevent_enable(ch->out_ev) != 0) {
+		log_err("%s: cannot wait for the output backend: %s", sc->name, strerror(errno));
+		return;
 	}
 	ch->tx_waiting = true;
 }
@@ -813,20 +816,27 @@ static void uart_accept(int fd, void *arg)
 		return;
 	}
 	ch->sc = sc;
-	ch->in_fd = ch->out_fd = cfd;
 	ch->is_sock = true;
-	ch->in_ev = mevent_add(cfd, EVF_READ, uart_in_ready, ch);
+	ch->in_fd = cfd;
+	/*
+	 * mevent (epoll) cannot watch one fd for both reading and writing:
+	 * the write side gets its own descriptor.
+	 */
+	ch->out_fd = fcntl(cfd, F_DUPFD_CLOEXEC, 0);
+	ch->in_ev = ch->out_fd >= 0 ? mevent_add(cfd, EVF_READ, uart_in_ready, ch) : NULL;
 	if (!ch->in_ev) {
 		pthread_mutex_unlock(&sc->mtx);
 		log_err("%s: cannot watch the socket client", sc->name);
 		close(cfd);
+		if (ch->out_fd >= 0)
+			close(ch->out_fd);
 		free(ch);
 		return;
 	}
 	sc->chan = ch;
 	sc->rx_stalled = false;
 	pthread_mutex_unlock(&sc->mtx);
-	log_info("%s: client connected", sc->name);
+	log_debug("%s: client connected", sc->name);
 }
 
 /* ---- configuration and setup ---- */
@@ -1041,8 +1051,13 @@ static int uart_init_unit(struct vmctx *ctx, int unit, const char *value)
 		return -1;
 	int rc = be == UART_BE_STDIO ? uart_open_stdio(sc) :
 	         be == UART_BE_FILE ? uart_open_file(sc, path) : uart_open_sock(sc, path);
-	if (rc != 0)
-		return -1;   /* hyve exits: nothing to tear down */
+	if (rc != 0) {
+		/* The open functions clean up after themselves. */
+		pthread_mutex_destroy(&sc->mtx);
+		free(sc->txbuf);
+		free(sc);
+		return -1;
+	}
 	sc->be = be;
 	struct inout_port iop = {
 		.name = sc->name, .port = sc->port, .size = 8,

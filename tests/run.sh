@@ -39,6 +39,37 @@ for f in tests/test_*.sh; do
 	. "$f"
 done
 
+# Unit tests: each tests/unit/test_*.c is built with the sources named on
+# its "test-sources:" line and the libraries on its "test-libs:" line (files
+# that #include the code under test need neither) and must exit 0.
+UNIT_CFLAGS="-std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -g -I."
+[ "${SANITIZE:-0}" = 1 ] && UNIT_CFLAGS="$UNIT_CFLAGS -fsanitize=address,undefined -fno-sanitize-recover=undefined"
+mkdir -p build/unit
+for src in tests/unit/test_*.c; do
+	name=$(basename "$src" .c)
+	unit_fn="u_${name#test_}"
+	eval "$unit_fn() { run_unit_test $src; }"
+done
+run_unit_test() {
+	local src=$1 name bin srcs libs
+	name=$(basename "$src" .c)
+	bin=build/unit/$name
+	srcs=$(sed -n 's/.*test-sources: *//p' "$src")
+	libs=$(sed -n 's/.*test-libs: *//p' "$src")
+	if ! ${CC:-cc} $UNIT_CFLAGS -o "$bin" "$src" $srcs $libs >"$TMP/$name.build" 2>&1; then
+		echo "    build failed:"; sed 's/^/    | /' "$TMP/$name.build" | tail -20
+		return 1
+	fi
+	if ! "$bin" >"$TMP/$name.log" 2>&1; then
+		grep -v '^ok' "$TMP/$name.log" | tail -20 | sed 's/^/    | /'
+		return 1
+	fi
+}
+for src in tests/unit/test_*.c; do
+	name=$(basename "$src" .c)
+	run_test "u_${name#test_}"
+done
+
 # Every function named t_* is a test, in file order.
 TESTS=$(for f in tests/test_*.sh; do grep -oE '^t_[a-zA-Z0-9_]+' "$f"; done)
 for t in $TESTS; do

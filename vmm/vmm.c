@@ -211,9 +211,47 @@ int vm_copy_from_guest(struct vmctx *ctx, uint64_t gpa, void *dst, size_t len)
 	return 0;
 }
 
+/*
+ * PC interrupt routing: ISA IRQs 0-15 reach the 8259s, and GSIs 0-23 reach
+ * IOAPIC pins, except that IRQ0 (the PIT) is wired to IOAPIC pin 2 as on
+ * real chipsets and as the MADT's interrupt source override says.  KVM's
+ * default table sends GSI 0 to pin 0, which guests do not expect.
+ */
+static int set_pc_irq_routing(struct vmctx *ctx)
+{
+	struct {
+		struct kvm_irq_routing hdr;
+		struct kvm_irq_routing_entry e[40];
+	} r;
+	memset(&r, 0, sizeof(r));
+	uint32_t n = 0;
+	for (uint32_t gsi = 0; gsi < 16; gsi++) {
+		if (gsi == 2)
+			continue;   /* the cascade */
+		r.e[n].gsi = gsi;
+		r.e[n].type = KVM_IRQ_ROUTING_IRQCHIP;
+		r.e[n].u.irqchip.irqchip = gsi < 8 ? KVM_IRQCHIP_PIC_MASTER : KVM_IRQCHIP_PIC_SLAVE;
+		r.e[n].u.irqchip.pin = gsi % 8;
+		n++;
+	}
+	for (uint32_t gsi = 0; gsi < 24; gsi++) {
+		if (gsi == 2)
+			continue;
+		r.e[n].gsi = gsi;
+		r.e[n].type = KVM_IRQ_ROUTING_IRQCHIP;
+		r.e[n].u.irqchip.irqchip = KVM_IRQCHIP_IOAPIC;
+		r.e[n].u.irqchip.pin = gsi == 0 ? 2 : gsi;
+		n++;
+	}
+	r.hdr.nr = n;
+	return ioctl(ctx->vm_fd, KVM_SET_GSI_ROUTING, &r);
+}
+
 int vm_create_irqchip(struct vmctx *ctx)
 {
-	return ioctl(ctx->vm_fd, KVM_CREATE_IRQCHIP, 0);
+	if (ioctl(ctx->vm_fd, KVM_CREATE_IRQCHIP, 0))
+		return -1;
+	return set_pc_irq_routing(ctx);
 }
 
 int vm_create_pit(struct vmctx *ctx)
@@ -280,6 +318,13 @@ struct vcpu *vm_vcpu_create(struct vmctx *ctx, int id)
 		return NULL;
 	}
 	return v;
+}
+
+void vm_vcpu_destroy(struct vcpu *v)
+{
+	munmap(v->run, (size_t)v->ctx->run_size);
+	close(v->fd);
+	free(v);
 }
 
 int vcpu_id(struct vcpu *vcpu) { return vcpu->id; }

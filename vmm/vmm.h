@@ -67,6 +67,7 @@ struct kvm_cpuid2 *vm_get_supported_cpuid(struct vmctx *ctx);
 
 /* vCPUs */
 struct vcpu *vm_vcpu_create(struct vmctx *ctx, int id);
+void vm_vcpu_destroy(struct vcpu *vcpu);
 int vcpu_id(struct vcpu *vcpu);
 struct vmctx *vcpu_ctx(struct vcpu *vcpu);
 int vcpu_set_cpuid(struct vcpu *vcpu, struct kvm_cpuid2 *cpuid);
@@ -128,6 +129,19 @@ struct vm_exit {
 
 /* Enter the guest until the next exit that needs userspace. */
 int vcpu_run(struct vcpu *vcpu, struct vm_exit *vme);
+
+/*
+ * Which instructions the host's emulator rejects at CPL0 (emulating hosts
+ * only): runs each in a throwaway VM.  names[i] is the probe's name.
+ */
+#define EMULATOR_PROBE_MAX 32
+struct emulator_probe {
+	int count;
+	const char *names[EMULATOR_PROBE_MAX];
+	bool rejected[EMULATOR_PROBE_MAX];
+};
+int vmm_probe_emulator(struct emulator_probe *out);
+bool emulator_probe_rejects(const struct emulator_probe *p, const char *name);
 
 /* Dirty page tracking (used by migration). */
 int vm_dirty_log_enable(struct vmctx *ctx, bool on);

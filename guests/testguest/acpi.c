@@ -39,6 +39,8 @@ static void parse_madt(struct sdt_hdr *h)
 		}
 		if (id != ~0u && (flags & 1) && acpi.ncpus < MAX_CPUS)
 			acpi.apic_ids[acpi.ncpus++] = id;
+		if (p[0] == 2 && p[2] == 0 && p[3] == 0)	/* ISA IRQ0 override */
+			acpi.irq0_gsi = (int)*(u32 *)(p + 4);
 		p += p[1];
 	}
 }
@@ -49,6 +51,7 @@ void acpi_scan(void)
 	if (done)
 		return;
 	done = true;
+	acpi.irq0_gsi = -1;
 
 	u64 ebda = (u64)*(volatile u16 *)0x40e << 4;
 	u64 rsdp = 0;
@@ -80,4 +83,24 @@ void acpi_scan(void)
 			parse_madt(h);
 		}
 	}
+}
+
+/*
+ * Where the PIT interrupt arrives: as an OS would do it, the MADT's override
+ * for ISA IRQ0 if there is one, identity (GSI 0) if the MADT has none, and
+ * the PC convention (pin 2) when there is no MADT at all.
+ */
+int pit_gsi(const char **why)
+{
+	acpi_scan();
+	if (acpi.found && acpi.irq0_gsi >= 0) {
+		*why = "MADT interrupt source override";
+		return acpi.irq0_gsi;
+	}
+	if (acpi.found) {
+		*why = "MADT without an IRQ0 override: identity";
+		return 0;
+	}
+	*why = "no MADT: PC convention";
+	return 2;
 }

@@ -12,8 +12,23 @@
 #define LAPIC_TIMER_CUR 0x390
 #define LAPIC_TIMER_DIV 0x3e0
 
-static inline u32 lapic_read(u32 reg) { return mmio_read32(LAPIC_BASE + reg); }
-static inline void lapic_write(u32 reg, u32 v) { mmio_write32(LAPIC_BASE + reg, v); }
+/* xAPIC (MMIO) unless the LAPIC was handed over in x2APIC mode (MSRs). */
+static bool x2apic;
+
+static u32 lapic_read(u32 reg)
+{
+	if (x2apic)
+		return (u32)rdmsr(0x800 + (reg >> 4));
+	return mmio_read32(LAPIC_BASE + reg);
+}
+
+static void lapic_write(u32 reg, u32 v)
+{
+	if (x2apic)
+		wrmsr(0x800 + (reg >> 4), v);
+	else
+		mmio_write32(LAPIC_BASE + reg, v);
+}
 
 /* Remap the 8259s away from the exception vectors, then mask everything:
  * all interrupts go through the IOAPIC. */
@@ -31,8 +46,24 @@ void pic_disable(void)
 	outb(0xa1, 0xff);
 }
 
+/* Switch this CPU's LAPIC to x2APIC mode (test option x2apic=1). */
+bool lapic_enable_x2apic(void)
+{
+	u32 a, b, c, d;
+	cpuid(1, 0, &a, &b, &c, &d);
+	if (!(c & (1 << 21)))
+		return false;
+	wrmsr(0x1b, rdmsr(0x1b) | (1 << 11) | (1 << 10));	/* EN | EXTD */
+	x2apic = true;
+	return true;
+}
+
 void lapic_init(void)
 {
+	if (rdmsr(0x1b) & (1 << 10))	/* IA32_APIC_BASE.EXTD: handed over in x2APIC mode */
+		x2apic = true;
+	else if (x2apic)		/* an AP (xAPIC after INIT) following the BSP */
+		lapic_enable_x2apic();
 	lapic_write(LAPIC_TPR, 0);
 	lapic_write(LAPIC_LVT_TIMER, 1 << 16);
 	lapic_write(LAPIC_SVR, 0x100 | VEC_SPURIOUS);
@@ -40,7 +71,7 @@ void lapic_init(void)
 
 u32 lapic_id(void)
 {
-	return lapic_read(LAPIC_ID) >> 24;
+	return x2apic ? lapic_read(LAPIC_ID) : lapic_read(LAPIC_ID) >> 24;
 }
 
 void lapic_eoi(void)
@@ -50,6 +81,10 @@ void lapic_eoi(void)
 
 void lapic_send_ipi(u32 apic_id, u32 icr_low)
 {
+	if (x2apic) {	/* one 64-bit ICR write, no delivery status */
+		wrmsr(0x830, (u64)apic_id << 32 | icr_low);
+		return;
+	}
 	lapic_write(LAPIC_ICR_HI, apic_id << 24);
 	lapic_write(LAPIC_ICR_LO, icr_low);
 	for (int i = 0; i < 1000 && (lapic_read(LAPIC_ICR_LO) & (1 << 12)); i++)
@@ -61,6 +96,36 @@ void lapic_timer_start(u32 initial, u32 vec)
 	lapic_write(LAPIC_TIMER_DIV, 0x3);	/* divide by 16 */
 	lapic_write(LAPIC_LVT_TIMER, vec | (1 << 17));	/* periodic */
 	lapic_write(LAPIC_TIMER_INIT, initial);
+}
+
+static u64 lapic_rate;
+
+/* Count the timer down for ~10 ms of TSC time (CPL0 is slow on the PVM host,
+ * so this is measured, not assumed from a 1 GHz bus). */
+u64 lapic_timer_rate(void)
+{
+	if (lapic_rate)
+		return lapic_rate;
+	u64 khz = tsc_khz();
+	lapic_write(LAPIC_TIMER_DIV, 0x3);
+	lapic_write(LAPIC_LVT_TIMER, 1 << 16);	/* masked, one-shot */
+	lapic_write(LAPIC_TIMER_INIT, 0xffffffff);
+	u64 t0 = rdtsc(), end = t0 + 10 * khz;
+	while ((s64)(rdtsc() - end) < 0)
+		;
+	u32 cur = lapic_read(LAPIC_TIMER_CUR);
+	u64 t1 = rdtsc();
+	lapic_write(LAPIC_TIMER_INIT, 0);
+	lapic_rate = (u64)(0xffffffffu - cur) * khz * 1000 / (t1 - t0);
+	if (!lapic_rate)
+		lapic_rate = 62500000;	/* 1 GHz bus / 16 */
+	return lapic_rate;
+}
+
+void lapic_timer_start_hz(u32 hz, u32 vec)
+{
+	u64 init = lapic_timer_rate() / hz;
+	lapic_timer_start(init ? (u32)init : 1, vec);
 }
 
 void lapic_timer_stop(void)
@@ -107,7 +172,6 @@ void pit_start_periodic(u32 hz)
 
 void pit_stop(void)
 {
-	ioapic_mask(2);
 	outb(0x43, 0x30);	/* mode 0, count not loaded: stays idle */
 }
 

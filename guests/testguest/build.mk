@@ -9,6 +9,15 @@ TESTGUEST_DIR ?= .
 TG := $(TESTGUEST_DIR)
 TESTGUEST_ELF := $(TG)/testguest.elf
 
+# V=1 shows full command lines.
+ifeq ($(V),1)
+TG_Q :=
+TG_SAY := @true
+else
+TG_Q := @
+TG_SAY := @echo
+endif
+
 TG_CC ?= gcc
 TG_OBJCOPY ?= objcopy
 TG_OBJDUMP ?= objdump
@@ -32,19 +41,23 @@ TG_HDRS := $(wildcard $(TG)/*.h)
 
 $(TG)/obj/%.o: $(TG)/%.c $(TG_HDRS) $(TG)/build.mk
 	@mkdir -p $(dir $@)
-	$(TG_CC) $(TG_CFLAGS) -c $< -o $@
+	$(TG_SAY) "  CC      $@"
+	$(TG_Q)$(TG_CC) $(TG_CFLAGS) -c $< -o $@
 
 $(TG)/obj/%.o: $(TG)/%.S $(TG)/build.mk
 	@mkdir -p $(dir $@)
-	$(TG_CC) $(TG_ASFLAGS) -c $< -o $@
+	$(TG_SAY) "  AS      $@"
+	$(TG_Q)$(TG_CC) $(TG_ASFLAGS) -c $< -o $@
 
 # Linked as ELF64 at 1 MiB, then converted to ELF32: QEMU's -kernel multiboot
 # loader refuses ELF64 images.
 $(TG)/testguest64.elf: $(TG_OBJS) $(TG)/linker.ld
-	$(TG_CC) $(TG_LDFLAGS) -T $(TG)/linker.ld -o $@ $(TG_OBJS)
+	$(TG_SAY) "  LD      $@"
+	$(TG_Q)$(TG_CC) $(TG_LDFLAGS) -T $(TG)/linker.ld -o $@ $(TG_OBJS)
 
 $(TESTGUEST_ELF): $(TG)/testguest64.elf
-	$(TG_OBJCOPY) -O elf32-i386 $< $@
+	$(TG_SAY) "  OBJCOPY $@"
+	$(TG_Q)$(TG_OBJCOPY) -O elf32-i386 $< $@
 
 .PHONY: testguest testguest-clean testguest-check
 testguest: $(TESTGUEST_ELF)
@@ -52,7 +65,7 @@ testguest: $(TESTGUEST_ELF)
 # Fails if compiled code uses SSE/x87/MMX/popcnt etc. outside fallback.S,
 # or if the multiboot header does not match the file layout.
 testguest-check: $(TESTGUEST_ELF)
-	sh $(TG)/check.sh $(TG)/testguest64.elf $(TESTGUEST_ELF) $(TG_OBJDUMP)
+	$(TG_Q)sh $(TG)/check.sh $(TG)/testguest64.elf $(TESTGUEST_ELF) $(TG_OBJDUMP)
 
 testguest-clean:
 	rm -rf $(TG)/obj $(TG)/testguest64.elf $(TESTGUEST_ELF)

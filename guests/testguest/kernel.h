@@ -114,6 +114,8 @@ void serial_putc(char c);
 void serial_enable_rx_irq(void);
 int serial_getc(void);		/* from the IRQ ring buffer, -1 if empty */
 void serial_rx_isr(void);
+int serial_irq_selftest(u64 timeout_ms);	/* 1 ok, 2 IRQ but IIR wrong, 0 none */
+extern volatile u64 com1_irqs;
 int printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int printf_nolock(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int vsnprintf(char *buf, size_t n, const char *fmt, va_list ap);
@@ -179,10 +181,13 @@ void cpu_init(struct cpu *c, u32 index);	/* TSS, GDT descriptor, IDT */
 #define IOAPIC_BASE 0xfec00000UL
 void pic_disable(void);
 void lapic_init(void);
+bool lapic_enable_x2apic(void);
 u32 lapic_id(void);
 void lapic_eoi(void);
 void lapic_send_ipi(u32 apic_id, u32 icr_low);
 void lapic_timer_start(u32 initial, u32 vec);	/* periodic, divide 16 */
+void lapic_timer_start_hz(u32 hz, u32 vec);	/* calibrated against the TSC */
+u64 lapic_timer_rate(void);	/* timer counts per second at divide 16 */
 void lapic_timer_stop(void);
 void ioapic_route(int pin, int vec, u32 dest_apic_id);
 void ioapic_mask(int pin);
@@ -214,10 +219,12 @@ struct acpi_info {
 	bool found;
 	int ncpus;
 	u32 apic_ids[MAX_CPUS];
+	int irq0_gsi;		/* from an interrupt source override, else -1 */
 	char oem[7];
 };
 extern struct acpi_info acpi;
 void acpi_scan(void);
+int pit_gsi(const char **why);	/* IOAPIC pin the PIT (ISA IRQ0) arrives on */
 
 /* ---- smp.c ---- */
 int smp_boot_aps(u64 timeout_ms);	/* returns number of CPUs online */

@@ -9,6 +9,9 @@ void kmain(u32 magic, u32 mbi)
 	cpu_init(&cpus[0], 0);
 	multiboot_parse(magic, mbi);
 	pic_disable();
+	if (cmdline_get("x2apic") && !strncmp(cmdline_get("x2apic"), "1", 1) &&
+	    !lapic_enable_x2apic())
+		printf("warning: x2apic=1 but CPUID has no x2APIC\n");
 	lapic_init();
 	cpus[0].apic_id = lapic_id();
 

@@ -18,6 +18,9 @@ noreturn void poweroff(void)
 {
 	outw(0x404, (5 << 10) | (1 << 13));	/* hyve/bhyve PM1a_CNT: SLP_TYP=5, SLP_EN */
 	outw(0x604, (0 << 10) | (1 << 13));	/* QEMU pc (PIIX4 PM): SLP_TYP=0, SLP_EN */
+	/* QEMU acts on the S5 request asynchronously: give it time before
+	 * falling back, or the debug-exit below would win the race. */
+	udelay(500000);
 	outb(0xf4, 0);			/* last resort: debug-exit */
 	for (;;) {
 		cli();

@@ -40,13 +40,6 @@ USER_TEXT static u64 p_ticks(u64 arg)
 	return READ_ONCE(lapic_ticks) - start;
 }
 
-static void lapic_tick(struct trapframe *tf)
-{
-	(void)tf;
-	lapic_ticks++;
-	lapic_eoi();
-}
-
 static void probe(const char *name, user_fn_t fn, u64 arg, u64 rflags)
 {
 	u64 t0 = rdtsc();
@@ -72,17 +65,27 @@ void t_probe(void)
 	probe("cli-iopl3", p_cli, 0, 0);
 	probe("cli-iopl0", p_cli, 0, 0x202);
 	probe("inb-iopl3", p_inb, 0, 0);
-	probe("inb-iopl0", p_inb, 0, 0x202);
+	probe("inb-iopl0", p_inb, 0, 0x202);	/* allowed by the TSS I/O bitmap */
 	probe("noncanon", p_noncanon, 0, 0);
 	probe("unmapped", p_unmapped, 0, 0);
 
-	set_irq_handler(VEC_LAPIC_TIMER, lapic_tick);
-	lapic_timer_start(62500, VEC_LAPIC_TIMER);
+	start_lapic_ticks(1000);
 	struct tickwait w = { rdtsc() + 1000 * tsc_khz(), 10 };
 	probe("lapic-irq", p_ticks, (u64)&w, 0);
 	lapic_timer_stop();
 
+	/* Does hlt wake up on an interrupt at CPL0? */
+	lapic_ticks = 0;
 	u64 t0 = rdtsc();
+	start_lapic_ticks(1000);
+	printf("probe: hlt at CPL0 ...\n");
+	for (int i = 0; i < 5; i++)
+		sti_hlt_cli();
+	lapic_timer_stop();
+	printf("probe: 5 x sti;hlt woke with %lu lapic ticks in %lu us\n", lapic_ticks,
+	       tsc_to_us(rdtsc() - t0));
+
+	t0 = rdtsc();
 	for (int i = 0; i < 100; i++)
 		user_run(p_ret, 0, 0);
 	printf("probe: CPL0->CPL3->CPL0 (iretq + ud2) %lu us\n", tsc_to_us(rdtsc() - t0) / 100);

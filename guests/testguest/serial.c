@@ -20,7 +20,9 @@ void serial_init(void)
 	outb(COM1 + 0, 0x01);	/* 115200 */
 	outb(COM1 + 1, 0x00);
 	outb(COM1 + LCR, 0x03);	/* 8n1 */
-	outb(COM1 + FCR, 0x07);	/* enable + clear FIFOs */
+	/* FCR is left alone on purpose: changing it resets the receive FIFO,
+	 * which drops keystrokes typed before the guest came up (and QEMU then
+	 * stops feeding the UART until RBR is read). */
 	outb(COM1 + MCR, 0x0b);	/* DTR RTS OUT2 (OUT2 gates the IRQ on PCs) */
 }
 
@@ -41,6 +43,7 @@ void serial_putc(char c)
 
 static volatile u8 rxbuf[256];
 static volatile u32 rx_head, rx_tail;
+volatile u64 com1_irqs;
 
 void serial_rx_isr(void)
 {
@@ -62,6 +65,7 @@ int serial_getc(void)
 static void com1_irq(struct trapframe *tf)
 {
 	(void)tf;
+	com1_irqs++;
 	serial_rx_isr();
 	lapic_eoi();
 }
@@ -72,4 +76,36 @@ void serial_enable_rx_irq(void)
 	ioapic_route(4, VEC_COM1, lapic_id());
 	outb(COM1 + IER, 0x01);	/* received-data-available */
 	serial_rx_isr();	/* drain anything already pending */
+}
+
+/* test=serial: IRQ4 -> IOAPIC pin 4 without needing input, through the
+ * transmitter-holding-register-empty interrupt. */
+static volatile u8 thri_iir;
+
+static void com1_thri_irq(struct trapframe *tf)
+{
+	(void)tf;
+	u8 iir = inb(COM1 + 2);
+	if ((iir & 0x0f) == 0x02)
+		thri_iir = iir;
+	outb(COM1 + IER, 0);	/* one is enough */
+	com1_irqs++;
+	lapic_eoi();
+}
+
+int serial_irq_selftest(u64 timeout_ms)
+{
+	com1_irqs = 0;
+	thri_iir = 0;
+	set_irq_handler(VEC_COM1, com1_thri_irq);
+	ioapic_route(4, VEC_COM1, lapic_id());
+	outb(COM1 + IER, 0x02);	/* THRE interrupt: fires at once, THR is empty */
+	u64 end = rdtsc() + timeout_ms * tsc_khz();
+	sti();
+	while (!com1_irqs && (s64)(rdtsc() - end) < 0)
+		cpu_relax();
+	cli();
+	outb(COM1 + IER, 0);
+	ioapic_mask(4);
+	return com1_irqs ? (int)(thri_iir ? 1 : 2) : 0;
 }

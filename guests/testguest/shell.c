@@ -12,15 +12,25 @@ extern const struct shell_command __start_shell_cmds[], __stop_shell_cmds[];
 static void cmd_help(int argc, char **argv)
 {
 	(void)argc, (void)argv;
+	const char *prev = "";
+
+	/* Print in name order (link order is arbitrary). */
 	printf("commands:\n");
-	for (const struct shell_command *c = __start_shell_cmds; c < __stop_shell_cmds; c++)
-		printf("  %s\n", c->help);
+	for (;;) {
+		const struct shell_command *next = NULL;
+		for (const struct shell_command *c = __start_shell_cmds; c < __stop_shell_cmds; c++)
+			if (strcmp(c->name, prev) > 0 && (!next || strcmp(c->name, next->name) < 0))
+				next = c;
+		if (!next)
+			break;
+		printf("  %s\n", next->help);
+		prev = next->name;
+	}
 }
 SHELL_COMMAND(help, "help          this list", cmd_help);
 
-static void cmd_info(int argc, char **argv)
+void shell_info(void)
 {
-	(void)argc, (void)argv;
 	char vendor[13];
 	u32 a, b, c, d;
 
@@ -42,6 +52,14 @@ static void cmd_info(int argc, char **argv)
 	cpuid(1, 0, &a, &b, &c, &d);
 	printf("cpuid.1: eax=%08x ecx=%08x edx=%08x%s\n", a, c, d,
 	       c & (1u << 31) ? " (hypervisor)" : "");
+	printf("tsc:     %lu kHz\n", tsc_khz());
+	printf("com1:    %lu receive interrupts so far\n", com1_irqs);
+}
+
+static void cmd_info(int argc, char **argv)
+{
+	(void)argc, (void)argv;
+	shell_info();
 }
 SHELL_COMMAND(info, "info          cpus, memory, command line", cmd_info);
 
@@ -82,8 +100,10 @@ SHELL_COMMAND(echo, "echo ARGS     print ARGS", cmd_echo);
 static int getc_wait(void)
 {
 	int ch;
-	while ((ch = serial_getc()) < 0)
+	while ((ch = serial_getc()) < 0) {
 		sti_hlt_cli();	/* sti;hlt: no wakeup lost between check and sleep */
+		serial_rx_isr();	/* backstop poll (10 Hz tick) if IRQ4 never comes */
+	}
 	return ch;
 }
 
@@ -147,6 +167,9 @@ void shell_run(void)
 	char line[128];
 
 	serial_enable_rx_irq();
+	/* A slow tick so that input still gets through (polled) if the COM1
+	 * interrupt path is broken; `info` shows how many COM1 IRQs arrived. */
+	start_lapic_ticks(10);
 	printf("hyve-testguest demo: type 'help'\n");
 	for (;;) {
 		puts_nolock("hyve> ");

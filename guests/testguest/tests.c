@@ -25,11 +25,39 @@ static void lapic_timer_irq(struct trapframe *tf)
 	lapic_eoi();
 }
 
+static int pit_pin = -1;
+
 void start_pit_ticks(u32 hz)
 {
+	const char *why;
+	if (pit_pin < 0)
+		pit_pin = pit_gsi(&why);
 	set_irq_handler(VEC_PIT, pit_irq);
-	ioapic_route(2, VEC_PIT, lapic_id());
+	ioapic_route(pit_pin, VEC_PIT, lapic_id());
 	pit_start_periodic(hz);
+}
+
+void stop_pit_ticks(void)
+{
+	pit_stop();
+	ioapic_mask(pit_pin);
+}
+
+void start_lapic_ticks(u32 hz)
+{
+	set_irq_handler(VEC_LAPIC_TIMER, lapic_timer_irq);
+	lapic_timer_start_hz(hz, VEC_LAPIC_TIMER);
+}
+
+/* Poll (not hlt) for ms milliseconds with interrupts on: a dead timer must
+ * not hang the test. */
+static void wait_ms_polling(u64 ms)
+{
+	u64 end = rdtsc() + ms * tsc_khz();
+	sti();
+	while ((s64)(rdtsc() - end) < 0)
+		cpu_relax();
+	cli();
 }
 
 /* ---- tests ---- */
@@ -62,25 +90,38 @@ static void t_smp(void)
 
 static void t_timer(void)
 {
-	u64 ms = 200, khz = tsc_khz();
+	u64 ms = 200;
+	const char *why;
 
 	cmdline_get_u64("ms", &ms);
-	set_irq_handler(VEC_LAPIC_TIMER, lapic_timer_irq);
+	pit_pin = pit_gsi(&why);
+	u64 rate = lapic_timer_rate();
+	printf("timer: PIT on IOAPIC pin %d (%s); LAPIC timer %lu kHz at divide 16\n",
+	       pit_pin, why, rate / 1000);
 	start_pit_ticks(1000);
-	lapic_timer_start(62500, VEC_LAPIC_TIMER);	/* 1 ms with a 1 GHz bus */
-	/* Poll rather than hlt so that a dead timer cannot hang the test. */
-	u64 t0 = rdtsc(), end = t0 + ms * khz;
-	sti();
-	while ((s64)(rdtsc() - end) < 0)
-		cpu_relax();
-	cli();
+	start_lapic_ticks(1000);
+	u64 t0 = rdtsc();
+	wait_ms_polling(ms);
 	u64 elapsed = tsc_to_us(rdtsc() - t0) / 1000;
-	pit_stop();
+	stop_pit_ticks();
 	lapic_timer_stop();
-	printf("timer: pit=%lu lapic=%lu in %lu ms (pit at 1000 Hz, lapic period 62500*16 bus cycles)\n",
-	       pit_ticks, lapic_ticks, elapsed);
-	if (!pit_ticks || !lapic_ticks)
-		test_fail("timer", "pit=%lu lapic=%lu", pit_ticks, lapic_ticks);
+	u64 pit = pit_ticks, lapic = lapic_ticks;
+	printf("timer: pit=%lu lapic=%lu in %lu ms (both programmed for 1000 Hz)\n",
+	       pit, lapic, elapsed);
+	if (!pit) {
+		/* Say where the PIT interrupt goes instead, if anywhere. */
+		int other = pit_pin == 2 ? 0 : 2;
+		ioapic_route(other, VEC_PIT, lapic_id());
+		pit_start_periodic(1000);
+		wait_ms_polling(50);
+		pit_stop();
+		ioapic_mask(other);
+		if (pit_ticks)
+			printf("timer: PIT interrupts arrive on IOAPIC pin %d, not pin %d\n",
+			       other, pit_pin);
+	}
+	if (!pit || !lapic)
+		test_fail("timer", "pit=%lu lapic=%lu", pit, lapic);
 	test_pass("timer");
 }
 
@@ -97,7 +138,7 @@ static u32 bcd2bin(u8 v)
 
 static void t_rtc(void)
 {
-	u8 r[7], prev[7];
+	u8 r[7] = { 0 }, prev[7];
 	static const u8 regs[7] = { 0x00, 0x02, 0x04, 0x07, 0x08, 0x09, 0x32 };
 	int tries = 0;
 
@@ -125,6 +166,12 @@ static void t_rtc(void)
 	u32 century = (v[6] >= 19 && v[6] <= 30) ? v[6] : 20;
 	u32 year = century * 100 + v[5];
 	printf("rtc: %04u-%02u-%02u %02u:%02u:%02u\n", year, v[4], v[3], v[2], v[1], v[0]);
+	for (int i = 0; bcd && i < 6; i++)
+		if ((r[i] & 0x0f) > 9 || (r[i] >> 4) > 9)
+			test_fail("rtc", "register 0x%x = 0x%x is not BCD (regB=0x%x)", regs[i], r[i], regb);
+	if (v[0] > 59 || v[1] > 59 || v[2] > 23 || v[3] < 1 || v[3] > 31 ||
+	    v[4] < 1 || v[4] > 12 || v[5] > 99)
+		test_fail("rtc", "field out of range (regB=0x%x)", regb);
 	if (year < 2024)
 		test_fail("rtc", "year %u < 2024 (regB=0x%x)", year, regb);
 	test_pass("rtc");
@@ -202,6 +249,51 @@ static void t_triple(void)
 	test_fail("triple", "still running after the fault");
 }
 
+static void t_serial(void)
+{
+	int r = serial_irq_selftest(500);
+	if (r == 0)
+		test_fail("serial", "no COM1 interrupt (IRQ4, IOAPIC pin 4) within 500 ms of enabling THRE");
+	if (r == 2)
+		test_fail("serial", "COM1 interrupt arrived but IIR did not say THR empty");
+	printf("serial: COM1 THRE interrupt on IOAPIC pin 4\n");
+	test_pass("serial");
+}
+
+/* ---- VM exits other than debug-exit ---- */
+static void t_poweroff(void)
+{
+	printf("poweroff: ACPI S5 request\n");
+	outw(0x404, (5 << 10) | (1 << 13));	/* hyve/bhyve */
+	outw(0x604, (0 << 10) | (1 << 13));	/* QEMU pc */
+	udelay(500000);
+	test_fail("poweroff", "still running 500 ms after the ACPI S5 request");
+}
+
+static void t_reboot(void)
+{
+	printf("reboot: keyboard controller reset (0xfe to port 0x64)\n");
+	outb(0x64, 0xfe);
+	udelay(500000);
+	test_fail("reboot", "still running 500 ms after the reset request");
+}
+
+static void t_halt(void)
+{
+	printf("halt: cli; hlt\n");
+	for (;;) {
+		cli();
+		hlt();
+	}
+}
+
+static void t_info(void)
+{
+	extern void shell_info(void);
+	shell_info();
+	test_pass("info");
+}
+
 /* ---- dispatch ---- */
 struct test {
 	const char *name;
@@ -215,6 +307,7 @@ static const struct test tests[] = {
 	{ "pio", t_pio },
 	{ "mmio", t_mmio },
 	{ "rtc", t_rtc },
+	{ "serial", t_serial },
 	{ "int3", t_int3 },
 	{ "intn", t_intn },
 	{ "into", t_into },
@@ -225,6 +318,10 @@ static const struct test tests[] = {
 	{ "counter", t_counter },
 	{ "worker", t_worker },
 	{ "probe", t_probe },
+	{ "info", t_info },
+	{ "poweroff", t_poweroff },
+	{ "reboot", t_reboot },
+	{ "halt", t_halt },
 	{ "demo", shell_run },
 };
 

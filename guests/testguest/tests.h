@@ -2,7 +2,9 @@
 #ifndef TESTGUEST_TESTS_H
 #define TESTGUEST_TESTS_H
 extern volatile u64 pit_ticks, lapic_ticks;
-void start_pit_ticks(u32 hz);
+void start_pit_ticks(u32 hz);	/* PIT via the IOAPIC, counts pit_ticks */
+void stop_pit_ticks(void);
+void start_lapic_ticks(u32 hz);	/* LAPIC timer, counts lapic_ticks */
 void list_tests(void);
 void t_pio(void);
 void t_mmio(void);

@@ -98,11 +98,11 @@ struct tickwait {
 USER_TEXT static u64 u_wait_ticks(u64 arg)
 {
 	struct tickwait *w = (struct tickwait *)arg;
-	u64 start = READ_ONCE(pit_ticks);
-	while (READ_ONCE(pit_ticks) - start < w->want)
+	u64 start = READ_ONCE(lapic_ticks);
+	while (READ_ONCE(lapic_ticks) - start < w->want)
 		if ((s64)(rdtsc() - w->deadline) > 0)
 			break;
-	return READ_ONCE(pit_ticks) - start;
+	return READ_ONCE(lapic_ticks) - start;
 }
 
 void t_user(void)
@@ -128,11 +128,12 @@ void t_user(void)
 		user_run(u_sum, 0, 0);
 	printf("user: CPL0->CPL3->CPL0 round trip %lu us\n", tsc_to_us(rdtsc() - t0) / 100);
 
-	/* Timer interrupts must reach CPL3 code and return to it. */
+	/* Timer interrupts (LAPIC timer: no IOAPIC routing involved) must reach
+	 * CPL3 code and return to it. */
 	struct tickwait w = { rdtsc() + 2000 * tsc_khz(), 5 };
-	start_pit_ticks(100);
+	start_lapic_ticks(100);
 	u64 got = user_run(u_wait_ticks, (u64)&w, 0);
-	pit_stop();
+	lapic_timer_stop();
 	printf("user: %lu timer interrupts taken at CPL3\n", got);
 	if (got == ~0UL)
 		test_fail("user", "exception %lu at CPL3", user_fault_vec);
@@ -151,7 +152,7 @@ USER_TEXT static u64 u_counter(u64 shift)
 		u64 v = counter_value + 1;
 		counter_value = v;
 		if (!(v & mask))
-			printf("counter: %lu ticks: %lu\n", v, READ_ONCE(pit_ticks));
+			printf("counter: %lu ticks: %lu\n", v, READ_ONCE(lapic_ticks));
 	}
 	return 0;
 }
@@ -162,8 +163,8 @@ void t_counter(void)
 	cmdline_get_u64("shift", &shift);
 	if (shift < 1 || shift > 62)
 		shift = 28;
-	start_pit_ticks(100);
-	printf("counter: counting at CPL3, printing every 2^%lu, ticks at 100 Hz\n", shift);
+	start_lapic_ticks(100);
+	printf("counter: counting at CPL3, printing every 2^%lu, ticks: LAPIC timer at 100 Hz\n", shift);
 	user_run(u_counter, shift, 0);
 	test_fail("counter", "CPL3 counter stopped: exception %lu at rip %lx",
 		  user_fault_vec, user_fault_rip);

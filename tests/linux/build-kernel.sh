@@ -57,15 +57,17 @@ jobs=$(nproc 2>/dev/null || echo 2)
 start=$(date +%s)
 
 cd "$src" || die "cannot cd to $src"
-run make -s O="$obj" tinyconfig || die "make tinyconfig failed"
-run scripts/kconfig/merge_config.sh -m -O "$obj" "$obj/.config" "$frag" >"$obj/merge.log" 2>&1 ||
-	{ cat "$obj/merge.log" >&2; die "merge_config.sh failed"; }
-run make -s O="$obj" olddefconfig || die "make olddefconfig failed"
+# stdout carries only the result path: tool output goes to logs in $obj.
+: >"$obj/config.log"
+runlog "$obj/config.log" make O="$obj" tinyconfig || die "make tinyconfig failed"
+runlog "$obj/config.log" scripts/kconfig/merge_config.sh -m -O "$obj" "$obj/.config" "$frag" ||
+	die "merge_config.sh failed"
+runlog "$obj/config.log" make O="$obj" olddefconfig || die "make olddefconfig failed"
 "$HYVE_KIT_DIR/check-config.sh" "$obj/.config" "$frag" || exit 1
 
-say "building bzImage with -j$jobs (log: $obj/build.log)"
-run make O="$obj" -j"$jobs" bzImage >"$obj/build.log" 2>&1 ||
-	{ tail -n 30 "$obj/build.log" >&2; die "kernel build failed (log: $obj/build.log)"; }
+say "building bzImage with -j$jobs"
+: >"$obj/build.log"
+runlog "$obj/build.log" make O="$obj" -j"$jobs" bzImage || die "kernel build failed (log: $obj/build.log)"
 end=$(date +%s)
 
 cp "$obj/arch/x86/boot/bzImage" "$out/hyve-test-bzImage.tmp" &&

@@ -14,6 +14,16 @@ die() { printf '%s: error: %s\n' "$PROG" "$*" >&2; exit 1; }
 # run CMD...: print the command, then run it.
 run() { printf '%s: + %s\n' "$PROG" "$*" >&2; "$@"; }
 
+# runlog LOG CMD...: print the command, run it with its output appended to LOG;
+# on failure show the end of LOG.
+runlog() {
+	rl_log=$1; shift
+	printf '%s: + %s >>%s\n' "$PROG" "$*" "$rl_log" >&2
+	"$@" >>"$rl_log" 2>&1 && return 0
+	tail -n 30 "$rl_log" >&2
+	return 1
+}
+
 cache_dir() {
 	mkdir -p "$HYVE_CACHE/$1" 2>/dev/null ||
 		die "cannot create $HYVE_CACHE/$1 (set HYVE_CACHE to a writable directory)"

@@ -1,0 +1,120 @@
+# Integration tests with the test guest (guests/testguest): each boots a
+# real VM and checks the guest's serial output and hyve's exit status.
+
+guest_pass() {   # guest_pass TEST [hyve args...]: expects "PASS TEST" and status 1
+	local t=$1
+	shift
+	have_kvm || return 77
+	run_guest 120 "test=$t" "$@"
+	expect_rc 1 && expect_out "^hyve-testguest: hello" && expect_out "^PASS $t"
+}
+
+t_guest_hello() { guest_pass hello; }
+
+t_guest_emulating_host_logged() {
+	have_kvm || return 77
+	if [ ! -d /sys/module/kvm_pvm ]; then
+		SKIP_REASON="host KVM is not PVM"; return 77
+	fi
+	run_guest 60 "test=hello"
+	expect_rc 1 && expect_err 'host KVM emulates guest kernel code \(PVM, detected\)'
+}
+
+t_guest_debug_exit_status() {
+	have_kvm || return 77
+	run_guest 60 "test=exit code=0x11"
+	expect_rc 35   # (0x11 << 1) | 1 = 0x23
+}
+
+t_guest_smp_4() {
+	guest_pass smp -c 4 || return 1
+	for i in 1 2 3; do expect_out "^cpu $i online" || return 1; done
+	expect_out '^smp: 4 cpus online'
+}
+
+t_guest_smp_16() {
+	guest_pass smp -c 16 -m 256M && expect_out '^smp: 16 cpus online'
+}
+
+t_guest_timer() { guest_pass timer && expect_out '^timer: pit=[1-9][0-9]* lapic=[1-9]'; }
+t_guest_rtc() {
+	guest_pass rtc || return 1
+	# The guest's RTC date is the host's UTC date.
+	expect_out "^rtc: $(date -u +%Y-%m-%d) "
+}
+t_guest_pio() { guest_pass pio -c 1 && expect_out '^pio: 100000 round trips, 0 mismatches'; }
+t_guest_mmio() { guest_pass mmio && expect_out '^mmio: 100000 round trips, 0 mismatches'; }
+t_guest_serial_irq() { guest_pass serial; }
+t_guest_user_mode() { guest_pass user && expect_out 'timer interrupts taken at CPL3'; }
+
+# Emulating-host fallbacks, each executed by the guest at CPL0.
+t_guest_fallback_int3() { guest_pass int3 && expect_out '^int3: vector 3 delivered'; }
+t_guest_fallback_intn() { guest_pass intn && expect_out '^intn: vector 128 delivered'; }
+t_guest_fallback_into() { guest_pass into && expect_out '^into: vector 4 delivered'; }
+t_guest_fallback_fwait() { guest_pass fwait; }
+t_guest_fallback_popcnt() { guest_pass popcnt && expect_out '^popcnt: 5 values correct'; }
+
+t_guest_triple_fault() {
+	have_kvm || return 77
+	run_guest 60 "test=triple"
+	expect_rc 3 && expect_err 'triple fault'
+}
+
+t_guest_poweroff() {
+	have_kvm || return 77
+	run_guest 60 "test=poweroff"
+	expect_rc 1 && expect_err 'ACPI: guest powered off'
+}
+
+t_guest_reboot() {
+	have_kvm || return 77
+	run_guest 60 "test=reboot"
+	expect_rc 0 && expect_err 'i8042: reset requested'
+}
+
+t_guest_halt() {
+	have_kvm || return 77
+	run_guest 60 "test=halt" -c 2
+	expect_rc 2 && expect_err 'halted'
+}
+
+t_guest_unknown_instruction_fails_cleanly() {
+	have_kvm || return 77
+	[ -d /sys/module/kvm_pvm ] || { SKIP_REASON="needs an emulating host"; return 77; }
+	# CMPXCHG16B at CPL0: KVM's emulator rejects it and hyve has no fallback.
+	run_guest 60 "test=unemulated"
+	expect_rc 4 && expect_err 'instruction not emulated.*rip 0x[0-9a-f]+ cpl 0 mode 64-bit insn \[.*0f c7'
+}
+
+t_guest_demo_prompt() {
+	have_kvm || return 77
+	# Type at the prompt through stdin: help, info, then poweroff.
+	local in=$TMP/demo.in
+	{ sleep 3; printf 'help\r'; sleep 1; printf 'info\r'; sleep 1; printf 'poweroff\r'; sleep 5; } | \
+		timeout 60 "$HYVE" -c 2 -m 128M -l com1,stdio -o boot.kernel="$GUEST" demo >"$TMP/demo.out" 2>"$TMP/demo.err"
+	RC=$? OUT=$TMP/demo.out ERR=$TMP/demo.err
+	expect_rc 1 && expect_out 'hyve> ' && expect_out 'poweroff' && expect_out 'cpus'
+}
+
+t_guest_com1_file_backend() {
+	have_kvm || return 77
+	local log=$TMP/com1.log
+	run_hyve 60 -l com1,file=$log -o lpc.pc-testdev=true -o boot.kernel="$GUEST" -o boot.cmdline=test=hello vm
+	expect_rc 1 || return 1
+	grep -q '^PASS hello' "$log" || { echo "    com1 file has no PASS line"; cat "$log"; return 1; }
+}
+
+t_guest_com1_socket_backend() {
+	have_kvm || return 77
+	command -v socat >/dev/null || { SKIP_REASON="socat not installed"; return 77; }
+	local sock=$TMP/com1.sock
+	# The guest waits at its prompt; a client connects, types poweroff.
+	"$HYVE" -l com1,sock=$sock -o boot.kernel="$GUEST" vm >"$TMP/sock.out" 2>"$TMP/sock.err" &
+	local pid=$!
+	for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
+	{ sleep 3; printf 'poweroff\r'; sleep 3; } | timeout 20 socat - UNIX-CONNECT:$sock >"$TMP/sock.client" 2>&1
+	wait $pid
+	RC=$? OUT=$TMP/sock.client ERR=$TMP/sock.err
+	expect_rc 1 && expect_out 'hyve> ' || return 1
+	[ ! -e "$sock" ] || { echo "    socket file left behind"; return 1; }
+}

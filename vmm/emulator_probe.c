@@ -1,0 +1,150 @@
+/*
+ * Probe which instructions the host's KVM emulator rejects at CPL0.
+ *
+ * On emulating hosts (PVM) every guest kernel instruction goes through
+ * KVM's x86 emulator.  Rather than hard-coding what it lacks, hyve runs
+ * each candidate once in a throwaway VM (64-bit mode, CPL0) and records
+ * whether it completes (the stub then writes to port 0x80) or fails with an
+ * emulation error.  Boot code uses the result to steer Linux away from
+ * those instructions with kernel parameters.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vmm.h"
+
+#define PROBE_MEM (4ULL << 20)
+#define PROBE_CODE 0x100000ULL
+#define PROBE_DATA 0x200000ULL
+#define PROBE_PML4 0x1000ULL
+
+struct probe_insn {
+	const char *name;
+	uint8_t bytes[16];
+	uint8_t len;
+};
+
+/*
+ * Each stub: the instruction under test, then "out %al, $0x80".  RDI
+ * points at 64-byte-aligned scratch memory; EAX/EDX = 1 (XSAVE mask).
+ */
+static const struct probe_insn probes[] = {
+	{ "popcnt", { 0xf3, 0x48, 0x0f, 0xb8, 0xc0 }, 5 },          /* popcnt %rax,%rax */
+	{ "cmpxchg16b", { 0x48, 0x0f, 0xc7, 0x0f }, 4 },            /* cmpxchg16b (%rdi) */
+	{ "xsave", { 0x0f, 0xae, 0x27 }, 3 },                       /* xsave (%rdi) */
+	{ "xgetbv", { 0x31, 0xc9, 0x0f, 0x01, 0xd0 }, 5 },          /* xor ecx; xgetbv */
+	{ "fxsave", { 0x0f, 0xae, 0x07 }, 3 },                      /* fxsave (%rdi) */
+	{ "sse", { 0x0f, 0x29, 0x07 }, 3 },                         /* movaps %xmm0,(%rdi) */
+	{ "sse2", { 0x66, 0x0f, 0xef, 0xc0 }, 4 },                  /* pxor %xmm0,%xmm0 */
+	{ "avx", { 0xc5, 0xfc, 0x29, 0x07 }, 4 },                   /* vmovaps %ymm0,(%rdi) */
+	{ "rdrand", { 0x48, 0x0f, 0xc7, 0xf0 }, 4 },                /* rdrand %rax */
+	{ "rdseed", { 0x48, 0x0f, 0xc7, 0xf8 }, 4 },                /* rdseed %rax */
+	{ "fwait", { 0x9b }, 1 },
+	{ "int3", { 0xcc }, 1 },
+	{ "clflush", { 0x0f, 0xae, 0x3f }, 3 },                     /* clflush (%rdi) */
+	{ "rdtscp", { 0x0f, 0x01, 0xf9 }, 3 },
+	{ "movbe", { 0x48, 0x0f, 0x38, 0xf0, 0x07 }, 5 },           /* movbe (%rdi),%rax */
+};
+
+#define NPROBES (sizeof(probes) / sizeof(probes[0]))
+
+static int setup_long_mode(struct vcpu *v)
+{
+	struct kvm_sregs s;
+	if (vcpu_get_sregs(v, &s))
+		return -1;
+	struct kvm_segment code = { .base = 0, .limit = 0xffffffff, .selector = 0x8, .type = 0xb,
+	                            .present = 1, .s = 1, .l = 1, .g = 1 };
+	struct kvm_segment data = { .base = 0, .limit = 0xffffffff, .selector = 0x10, .type = 0x3,
+	                            .present = 1, .s = 1, .db = 1, .g = 1 };
+	s.cs = code;
+	s.ds = s.es = s.fs = s.gs = s.ss = data;
+	s.cr0 = 0x80050033;           /* PG WP NE ET MP PE */
+	s.cr3 = PROBE_PML4;
+	s.cr4 = 0x20 | 0x200 | 0x400 | 0x40000;   /* PAE OSFXSR OSXMMEXCPT OSXSAVE */
+	s.efer = 0x500;
+	if (vcpu_set_sregs(v, &s)) {
+		s.cr4 &= ~0x40000ULL;     /* host without XSAVE */
+		if (vcpu_set_sregs(v, &s))
+			return -1;
+	}
+	return 0;
+}
+
+int vmm_probe_emulator(struct emulator_probe *out)
+{
+	char err[256];
+	memset(out, 0, sizeof(*out));
+	struct vmctx *ctx = vm_create("emulator-probe", err, sizeof(err));
+	if (!ctx)
+		return -1;
+	int rc = -1;
+	struct vcpu *v = NULL;
+	if (vm_setup_memory(ctx, PROBE_MEM, err, sizeof(err)))
+		goto out;
+	v = vm_vcpu_create(ctx, 0);
+	if (!v)
+		goto out;
+	struct kvm_cpuid2 *cpuid = vm_get_supported_cpuid(ctx);
+	if (cpuid) {
+		vcpu_set_cpuid(v, cpuid);
+		free(cpuid);
+	}
+	/* Identity-map the first 1 GiB with 2 MiB pages. */
+	uint64_t *pt = vm_map_gpa(ctx, PROBE_PML4, 0x3000);
+	memset(pt, 0, 0x3000);
+	pt[0] = (PROBE_PML4 + 0x1000) | 3;
+	pt[512] = (PROBE_PML4 + 0x2000) | 3;
+	for (int i = 0; i < 512; i++)
+		pt[1024 + i] = ((uint64_t)i << 21) | 0x83;
+
+	for (size_t i = 0; i < NPROBES; i++) {
+		uint8_t *code = vm_map_gpa(ctx, PROBE_CODE, 64);
+		memset(code, 0x90, 64);
+		memcpy(code, probes[i].bytes, probes[i].len);
+		code[probes[i].len] = 0xe6;       /* out %al, $0x80 */
+		code[probes[i].len + 1] = 0x80;
+		code[probes[i].len + 2] = 0xf4;   /* hlt */
+		if (setup_long_mode(v))
+			goto out;
+		struct kvm_regs r = { 0 };
+		r.rip = PROBE_CODE;
+		r.rdi = PROBE_DATA;
+		r.rsp = PROBE_DATA + 0x10000;
+		r.rax = 1;
+		r.rdx = 0;
+		r.rflags = 2;
+		if (vcpu_set_regs(v, &r))
+			goto out;
+		struct vm_exit vme;
+		bool ok = false;
+		for (int tries = 0; tries < 4; tries++) {
+			if (vcpu_run(v, &vme))
+				break;
+			if (vme.exitcode == VM_EXITCODE_KICKED)
+				continue;
+			ok = vme.exitcode == VM_EXITCODE_INOUT && vme.u.inout.port == 0x80;
+			break;
+		}
+		/* A fault (#UD from a missing feature) shows as anything but the OUT. */
+		out->rejected[i] = !ok;
+		out->names[i] = probes[i].name;
+	}
+	out->count = (int)NPROBES;
+	rc = 0;
+out:
+	if (v)
+		vm_vcpu_destroy(v);
+	vm_destroy(ctx);
+	return rc;
+}
+
+bool emulator_probe_rejects(const struct emulator_probe *p, const char *name)
+{
+	for (int i = 0; i < p->count; i++)
+		if (strcmp(p->names[i], name) == 0)
+			return p->rejected[i];
+	return false;
+}
