@@ -1,9 +1,9 @@
 # hyve — build, test, demo.  GNU make; dependencies found with pkg-config.
 CC      ?= cc
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -MMD -MP
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -MMD -MP -I.
 LDFLAGS += -pthread
-LDLIBS  += $(shell pkg-config --libs liburing 2>/dev/null || echo -luring)
+LDLIBS  += $(shell pkg-config --libs liburing zlib liblzma libzstd liblz4)
 
 ifeq ($(SANITIZE),1)
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -19,17 +19,19 @@ CORE_SRCS    := core/main.c core/config.c core/log.c core/init.c core/inout.c co
 DEVICE_SRCS  := devices/pci_emul.c devices/pci_hostbridge.c devices/pci_lpc.c \
                 devices/atkbdc.c devices/acpi_pm.c devices/pc_testdev.c devices/uart_16550.c devices/rtc.c \
                 devices/virtio.c devices/virtio_rnd.c devices/virtio_blk.c devices/blockif.c
-BOOT_SRCS    := boot/x86.c boot/multiboot.c
+BOOT_SRCS    := boot/x86.c boot/multiboot.c boot/linux.c boot/linux_adapt.c boot/acpi.c boot/aml.c \
+                boot/firmware.c
 HYVE_SRCS    := $(VMM_SRCS) $(CORE_SRCS) $(DEVICE_SRCS) $(BOOT_SRCS)
 HYVE_OBJS    := $(HYVE_SRCS:%.c=$(BUILD)/%.o)
 
 GUEST        := guests/testguest/testguest.elf
 
-.PHONY: all clean check demo deps guest
+.PHONY: all bench clean check demo deps guest
 all: hyve $(GUEST)
 
-hyve: $(BUILD)/hyve
-	ln -sf $< $@
+# ./hyve points at the last build flavour asked for (release or SANITIZE=1).
+hyve: $(BUILD)/hyve FORCE
+	@ln -sf $< $@
 
 $(BUILD)/hyve: $(HYVE_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -48,10 +50,14 @@ deps:
 	./tests/install-deps.sh
 
 check: all
-	./tests/run.sh
+	SANITIZE=$(SANITIZE) ./tests/run.sh
 
 demo: deps all
 	./hyve -c 2 -m 256M -l com1,stdio -o boot.kernel=$(GUEST) demo
+
+# hyve vs QEMU (KVM) benchmarks: prints a table, writes bench/results/latest.json.
+bench: all
+	HYVE_BIN=$(BUILD)/hyve ./bench/run.sh
 
 clean:
 	rm -rf build hyve

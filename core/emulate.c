@@ -2,7 +2,8 @@
  * Userspace completion of instructions that the host KVM's emulator
  * rejects.  Only used on emulating hosts (PVM), where every guest CPL0
  * instruction goes through KVM's emulator and it gives up on a few that
- * ordinary guests execute: INT3 / INT n / INTO, FWAIT and POPCNT.  On
+ * ordinary guests execute: INT3 / INT n / INTO, FWAIT, POPCNT and
+ * CLAC/STAC.  On
  * VT-x/SVM hosts these never reach userspace.
  */
 #include <stdio.h>
@@ -126,6 +127,7 @@ static __u64 *gpr(struct kvm_regs *r, int n)
 #define RFLAGS_ZF 0x0040
 #define RFLAGS_SF 0x0080
 #define RFLAGS_OF 0x0800
+#define RFLAGS_AC 0x40000
 
 /* POPCNT r, r/m with a register source (F3 [66] [REX] 0F B8 /r, mod=11). */
 static int emulate_popcnt(struct kvm_regs *r, int opsize, int rex, uint8_t modrm)
@@ -220,6 +222,17 @@ int emulate_fallback(struct vcpu *vcpu, const struct vm_exit *vme)
 			goto fail;
 		return 0;
 	case 0x0f:
+		/* CLAC / STAC: clear / set RFLAGS.AC (SMAP user-access window). */
+		if (i + 2 < n && insn[i + 1] == 0x01 && (insn[i + 2] == 0xca || insn[i + 2] == 0xcb)) {
+			if (insn[i + 2] == 0xca)
+				r.rflags &= ~(uint64_t)RFLAGS_AC;
+			else
+				r.rflags |= RFLAGS_AC;
+			r.rip += (uint64_t)i + 3;
+			if (vcpu_set_regs(vcpu, &r))
+				goto fail;
+			return 0;
+		}
 		if (rep && i + 2 < n && insn[i + 1] == 0xb8) {
 			if (emulate_popcnt(&r, opsize, rex, insn[i + 2]))
 				break;

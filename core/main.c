@@ -12,6 +12,9 @@
 #include <unistd.h>
 
 #include "../boot/boot.h"
+#include "../boot/firmware.h"
+#include "../boot/linux.h"
+#include "../boot/linux_adapt.h"
 #include "../devices/pci_emul.h"
 #include "../devices/pci_lpc.h"
 #include "config.h"
@@ -88,12 +91,16 @@ static const struct config_key core_keys[] = {
 	{ "memory.size", CFG_CUSTOM, "guest RAM (-m); plain numbers are MiB", check_memsize },
 	{ "memory.wired", CFG_BOOL, "lock guest RAM in host memory (-S)", NULL },
 	{ "cpu.features", CFG_CUSTOM, "CPUID edits: -name,+name (Linux flag names)", check_features },
-	{ "boot.kernel", CFG_STRING, "kernel to boot (Multiboot ELF)", NULL },
+	{ "boot.kernel", CFG_STRING, "kernel to boot: Multiboot ELF, Linux bzImage or vmlinux", NULL },
+	{ "boot.linux_adapt", CFG_BOOL, "on emulating hosts, add Linux parameters that avoid what the host cannot run (default true)", NULL },
+	{ "boot.guest_decompress", CFG_BOOL, "Linux bzImage: let the guest decompress itself (classic entry) instead of the host", NULL },
 	{ "boot.initrd", CFG_STRING, "initrd / Multiboot module", NULL },
 	{ "boot.cmdline", CFG_STRING, "kernel command line", NULL },
 	{ "vmm.emulating", CFG_CUSTOM, "host KVM emulates guest kernel code: auto|true|false", check_emulating },
 	{ "config.dump", CFG_BOOL, "print the configuration and exit", NULL },
 	{ "log.level", CFG_UINT, "0 errors .. 3 debug (default 2)", NULL },
+	{ "debug.profile", CFG_STRING, "sample vCPU RIPs; write 'count rip' lines to this file at exit", NULL },
+	{ "debug.profile_ms", CFG_UINT, "sampling period in ms (default 10)", NULL },
 	{ "acpi_tables", CFG_BOOL, "generate ACPI tables (-A; always on)", NULL },
 	{ "x86.vmexit_on_hlt", CFG_BOOL, "-H (accepted; KVM handles HLT)", NULL },
 	{ "x86.vmexit_on_pause", CFG_BOOL, "-P (accepted)", NULL },
@@ -275,8 +282,34 @@ static void decide_emulation(struct hyve_vm *vm)
 	else
 		vm->emulating = detected;
 	if (vm->emulating)
-		log_info("host KVM emulates guest kernel code (PVM%s): completing INT3/INT n/INTO/FWAIT/POPCNT "
+		log_info("host KVM emulates guest kernel code (PVM%s): completing INT3/INT n/INTO/FWAIT/POPCNT/CLAC/STAC "
 		         "in userspace", detected ? ", detected" : ", forced");
+}
+
+/* Linux: the user's command line plus, on emulating hosts, the adaptations. */
+static char *linux_cmdline(struct hyve_vm *vm, const char *user)
+{
+	char adapt[1024] = "";
+	if (vm->emulating && get_config_bool_default("boot.linux_adapt", true)) {
+		struct emulator_probe probe;
+		if (vmm_probe_emulator(&probe) == 0) {
+			char rejected[256] = "";
+			for (int i = 0; i < probe.count; i++)
+				if (probe.rejected[i])
+					snprintf(rejected + strlen(rejected), sizeof(rejected) - strlen(rejected), "%s%s",
+					         rejected[0] ? "," : "", probe.names[i]);
+			log_info("host emulator rejects at CPL0: %s", rejected[0] ? rejected : "nothing probed");
+			linux_adapt_cmdline(&probe, adapt, sizeof(adapt));
+			log_info("appending Linux parameters for this host: %s", adapt);
+		} else {
+			log_warn("emulator probe failed; booting Linux without adapted parameters");
+		}
+	}
+	size_t n = strlen(user) + strlen(adapt) + 2;
+	char *s = malloc(n);
+	if (s)
+		snprintf(s, n, "%s%s%s", user, user[0] && adapt[0] ? " " : "", adapt);
+	return s;
 }
 
 static int load_kernel(struct hyve_vm *vm, struct boot_entry *be)
@@ -294,17 +327,28 @@ static int load_kernel(struct hyve_vm *vm, struct boot_entry *be)
 		log_err("boot.kernel: %s", err);
 		return -1;
 	}
-	int mb = multiboot_probe(img, len);
+	int rc = -1;
+	if (multiboot_probe(img, len)) {
+		if (multiboot_load(vm->ctx, &in, be, err, sizeof(err)) == 0)
+			rc = 0;
+	} else if (linux_probe(img, len)) {
+		struct linux_boot_opts opts = {
+			.guest_decompress = get_config_bool_default("boot.guest_decompress", false),
+			.acpi_rsdp = firmware_rsdp(),
+		};
+		char *cmdline = linux_cmdline(vm, in.cmdline);
+		in.cmdline = cmdline ? cmdline : in.cmdline;
+		if (linux_load_image(vm->ctx, img, len, &in, &opts, be, err, sizeof(err)) == 0)
+			rc = 0;
+		free(cmdline);
+	} else {
+		snprintf(err, sizeof(err), "%s: not a kernel hyve can boot (no Multiboot header, not a Linux bzImage or vmlinux)",
+		         in.kernel_path);
+	}
 	free(img);
-	if (!mb) {
-		log_err("boot.kernel: %s: not a kernel hyve can boot (no Multiboot header)", in.kernel_path);
-		return -1;
-	}
-	if (multiboot_load(vm->ctx, &in, be, err, sizeof(err))) {
+	if (rc)
 		log_err("boot.kernel: %s", err);
-		return -1;
-	}
-	return 0;
+	return rc;
 }
 
 static void on_signal(int sig)
@@ -342,6 +386,7 @@ int main(int argc, char **argv)
 		fatal("cannot create the in-kernel PIT: %s", strerror(errno));
 	if (mevent_init())
 		fatal("cannot start the event loop: %s", strerror(errno));
+	firmware_set_ncpus(vm->ncpus);
 	if (init_run_all(vm->ctx))
 		return HYVE_EXIT_ERROR;
 	if (load_kernel(vm, &be))
@@ -359,8 +404,14 @@ int main(int argc, char **argv)
 
 	if (vcpus_start(vm) || vcpus_watch_halt(vm))
 		return HYVE_EXIT_ERROR;
+	const char *profile = get_config_value("debug.profile");
+	if (profile && vcpus_profile_start(vm, get_config_uint_default("debug.profile_ms", 10)))
+		return HYVE_EXIT_ERROR;
 	int status = mevent_dispatch();
 	vcpus_join(vm);
+	if (profile)
+		vcpus_profile_write(profile);
+	mevent_fini();
 	fflush(stdout);
 	return status;
 }

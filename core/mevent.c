@@ -17,6 +17,7 @@
 #include "mevent.h"
 
 struct mevent {
+	struct mevent *next_all;   /* every live event, for mevent_fini() */
 	int fd;
 	enum mevent_kind kind;
 	bool is_timer;
@@ -32,6 +33,8 @@ struct mevent_callq {
 };
 
 static int epfd = -1, wakefd = -1;
+static struct mevent *all_events;
+static pthread_mutex_t all_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t callq_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct mevent_callq *callq_head, **callq_tail = &callq_head;
 
@@ -70,6 +73,10 @@ struct mevent *mevent_add(int fd, enum mevent_kind kind, mevent_cb_t cb, void *a
 		free(ev);
 		return NULL;
 	}
+	pthread_mutex_lock(&all_lock);
+	ev->next_all = all_events;
+	all_events = ev;
+	pthread_mutex_unlock(&all_lock);
 	return ev;
 }
 
@@ -121,11 +128,24 @@ int mevent_disable(struct mevent *ev)
 
 int mevent_delete(struct mevent *ev)
 {
+	pthread_mutex_lock(&all_lock);
+	for (struct mevent **p = &all_events; *p; p = &(*p)->next_all)
+		if (*p == ev) {
+			*p = ev->next_all;
+			break;
+		}
+	pthread_mutex_unlock(&all_lock);
 	mevent_disable(ev);
 	if (ev->is_timer)
 		close(ev->fd);
 	free(ev);
 	return 0;
+}
+
+void mevent_fini(void)
+{
+	while (all_events)
+		mevent_delete(all_events);
 }
 
 void mevent_wakeup(void)

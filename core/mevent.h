@@ -27,5 +27,7 @@ int mevent_init(void);
 /* Loop until vm_request_exit(); returns the requested status. */
 int mevent_dispatch(void);
 void mevent_wakeup(void);
+/* Free every event (at exit; main thread, after the loop returned). */
+void mevent_fini(void);
 
 #endif

@@ -163,6 +163,75 @@ static int handle_mmio(struct vcpu *vcpu, struct vm_exit *vme)
 	return 0;
 }
 
+/*
+ * RIP sampling profiler (-o debug.profile=PATH): the main thread kicks the
+ * vCPUs every debug.profile_ms; each records where it was.  Cheap from the
+ * VMM and enough to find where a guest's boot spends its time (symbolize
+ * with the guest's System.map or nm).
+ */
+#define PROFILE_SLOTS 65536
+static struct { uint64_t rip; uint64_t count; } profile_tab[PROFILE_SLOTS];
+static pthread_mutex_t profile_lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_int profile_generation;
+static bool profiling;
+
+static void profile_sample(struct vcpu *vcpu, int *seen)
+{
+	int gen = atomic_load(&profile_generation);
+	if (!profiling || gen == *seen)
+		return;
+	*seen = gen;
+	struct kvm_regs regs;
+	if (vcpu_get_regs(vcpu, &regs))
+		return;
+	pthread_mutex_lock(&profile_lock);
+	uint64_t h = (regs.rip * 0x9e3779b97f4a7c15ULL) >> 48;
+	for (uint64_t i = 0; i < PROFILE_SLOTS; i++) {
+		uint64_t k = (h + i) % PROFILE_SLOTS;
+		if (profile_tab[k].count == 0 || profile_tab[k].rip == regs.rip) {
+			profile_tab[k].rip = regs.rip;
+			profile_tab[k].count++;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&profile_lock);
+}
+
+static void profile_timer(int fd, void *arg)
+{
+	(void)fd;
+	atomic_fetch_add(&profile_generation, 1);
+	vcpus_kick_all(arg);
+}
+
+static int profile_cmp(const void *a, const void *b)
+{
+	const uint64_t *x = a, *y = b;
+	return x[1] < y[1] ? 1 : x[1] > y[1] ? -1 : 0;
+}
+
+int vcpus_profile_start(struct hyve_vm *vm, uint64_t period_ms)
+{
+	profiling = true;
+	return mevent_add_timer(period_ms * 1000000ULL, period_ms * 1000000ULL, profile_timer, vm) ? 0 : -1;
+}
+
+void vcpus_profile_write(const char *path)
+{
+	if (!profiling)
+		return;
+	FILE *f = fopen(path, "w");
+	if (!f) {
+		log_err("debug.profile: %s: %s", path, strerror(errno));
+		return;
+	}
+	qsort(profile_tab, PROFILE_SLOTS, sizeof(profile_tab[0]), profile_cmp);
+	for (int i = 0; i < PROFILE_SLOTS && profile_tab[i].count; i++)
+		fprintf(f, "%llu %016llx\n", (unsigned long long)profile_tab[i].count,
+		        (unsigned long long)profile_tab[i].rip);
+	fclose(f);
+}
+
 static void halt_probe_answer(struct vcpu *vcpu, int *seen)
 {
 	int gen = atomic_load(&halt_probe_generation);
@@ -202,9 +271,7 @@ static void halt_probe_timer(int fd, void *arg)
 
 int vcpus_watch_halt(struct hyve_vm *vm)
 {
-	static struct mevent *halt_timer;
-	halt_timer = mevent_add_timer(HALT_PROBE_NS, HALT_PROBE_NS, halt_probe_timer, vm);
-	return halt_timer ? 0 : -1;
+	return mevent_add_timer(HALT_PROBE_NS, HALT_PROBE_NS, halt_probe_timer, vm) ? 0 : -1;
 }
 
 static void *vcpu_thread(void *arg)
@@ -212,7 +279,7 @@ static void *vcpu_thread(void *arg)
 	struct vcpu *vcpu = arg;
 	struct vm_exit vme;
 	char name[16];
-	int probe_seen = 0;
+	int probe_seen = 0, profile_seen = 0;
 
 	snprintf(name, sizeof(name), "vcpu%d", vcpu_id(vcpu));
 	pthread_setname_np(pthread_self(), name);
@@ -234,6 +301,7 @@ static void *vcpu_thread(void *arg)
 			break;
 		case VM_EXITCODE_KICKED:
 			halt_probe_answer(vcpu, &probe_seen);
+			profile_sample(vcpu, &profile_seen);
 			break;
 		case VM_EXITCODE_HLT:
 			break;

@@ -30,6 +30,10 @@ void vcpus_kick_all(struct hyve_vm *vm);
 /* Exit with status 2 once every vCPU sits in HLT with interrupts off. */
 int vcpus_watch_halt(struct hyve_vm *vm);
 
+/* RIP sampling profiler: start sampling; write "count rip" lines at exit. */
+int vcpus_profile_start(struct hyve_vm *vm, uint64_t period_ms);
+void vcpus_profile_write(const char *path);
+
 /* CPUID table for the VM (core/cpuid.c). */
 struct kvm_cpuid2 *cpuid_build(struct vmctx *ctx, int vcpu_id, int ncpus);
 int cpuid_check_features(const char *spec, char *err, size_t errlen);

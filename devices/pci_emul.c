@@ -147,28 +147,13 @@ int pci_parse_slot(const char *opt, char *err, size_t errlen)
 
 static bool model_in_use(const char *name)
 {
-	size_t nb;
-	const char **buses = config_children("pci", &nb);
-	bool found = false;
-	for (size_t i = 0; i < nb && !found; i++) {
-		size_t ns;
-		char p[64];
-		snprintf(p, sizeof(p), "pci.%s", buses[i]);
-		const char **slots = config_children(p, &ns);
-		for (size_t j = 0; j < ns && !found; j++) {
-			for (int f = 0; f < PCI_MAX_FUNCS; f++) {
-				const char *m = get_config_valuef("pci.%s.%s.%d.device", buses[i], slots[j], f);
-				if (m && (strcmp(m, name) == 0 ||
-				          (strstr(name, "hostbridge") && strstr(m, "hostbridge"))))
-					found = true;
-			}
-			free((void *)slots[j]);
+	for (int s = 0; s < PCI_MAX_SLOTS; s++)
+		for (int f = 0; f < PCI_MAX_FUNCS; f++) {
+			const char *m = get_config_valuef("pci.0.%d.%d.device", s, f);
+			if (m && (strcmp(m, name) == 0 || (strstr(name, "hostbridge") && strstr(m, "hostbridge"))))
+				return true;
 		}
-		free(slots);
-		free((void *)buses[i]);
-	}
-	free(buses);
-	return found;
+	return false;
 }
 
 void pci_add_default_devices(void)

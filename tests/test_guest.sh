@@ -112,7 +112,8 @@ t_guest_com1_socket_backend() {
 	"$HYVE" -l com1,sock=$sock -o boot.kernel="$GUEST" vm >"$TMP/sock.out" 2>"$TMP/sock.err" &
 	local pid=$!
 	for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
-	{ sleep 3; printf 'poweroff\r'; sleep 3; } | timeout 20 socat - UNIX-CONNECT:$sock >"$TMP/sock.client" 2>&1
+	# Output before the client connects is dropped: ask for a fresh prompt.
+	{ sleep 2; printf '\r'; sleep 1; printf 'poweroff\r'; sleep 3; } | timeout 20 socat - UNIX-CONNECT:$sock >"$TMP/sock.client" 2>&1
 	wait $pid
 	RC=$? OUT=$TMP/sock.client ERR=$TMP/sock.err
 	expect_rc 1 && expect_out 'hyve> ' || return 1

@@ -46,6 +46,8 @@ static const struct probe_insn probes[] = {
 	{ "clflush", { 0x0f, 0xae, 0x3f }, 3 },                     /* clflush (%rdi) */
 	{ "rdtscp", { 0x0f, 0x01, 0xf9 }, 3 },
 	{ "movbe", { 0x48, 0x0f, 0x38, 0xf0, 0x07 }, 5 },           /* movbe (%rdi),%rax */
+	{ "clac", { 0x0f, 0x01, 0xca }, 3 },                        /* SMAP: clac */
+	{ "stac", { 0x0f, 0x01, 0xcb }, 3 },
 };
 
 #define NPROBES (sizeof(probes) / sizeof(probes[0]))
@@ -63,12 +65,14 @@ static int setup_long_mode(struct vcpu *v)
 	s.ds = s.es = s.fs = s.gs = s.ss = data;
 	s.cr0 = 0x80050033;           /* PG WP NE ET MP PE */
 	s.cr3 = PROBE_PML4;
-	s.cr4 = 0x20 | 0x200 | 0x400 | 0x40000;   /* PAE OSFXSR OSXMMEXCPT OSXSAVE */
+	/* PAE OSFXSR OSXMMEXCPT OSXSAVE SMAP; drop what the host refuses. */
+	static const uint64_t optional[] = { 0x200000, 0x40000 };
+	s.cr4 = 0x20 | 0x200 | 0x400 | 0x40000 | 0x200000;
 	s.efer = 0x500;
-	if (vcpu_set_sregs(v, &s)) {
-		s.cr4 &= ~0x40000ULL;     /* host without XSAVE */
-		if (vcpu_set_sregs(v, &s))
+	for (size_t i = 0; vcpu_set_sregs(v, &s); i++) {
+		if (i == sizeof(optional) / sizeof(optional[0]))
 			return -1;
+		s.cr4 &= ~optional[i];
 	}
 	return 0;
 }

@@ -176,42 +176,122 @@ void pit_stop(void)
 }
 
 static u64 khz;
+const char *tsc_source = "not calibrated";
+
+/* kvmclock: KVM publishes the exact TSC->ns scale in the pvclock page. */
+struct pvclock {
+	u32 version, pad0;
+	u64 tsc_timestamp, system_time;
+	u32 tsc_to_system_mul;
+	signed char tsc_shift;
+	u8 flags, pad[2];
+} __attribute__((packed));
+static struct pvclock pvclock __attribute__((aligned(64)));
+
+static u64 tsc_khz_kvmclock(void)
+{
+	u32 a, b, c, d;
+	char sig[13];
+
+	cpuid(0x40000000, 0, &a, (u32 *)&sig[0], (u32 *)&sig[4], (u32 *)&sig[8]);
+	sig[12] = 0;
+	if (strcmp(sig, "KVMKVMKVM") || a < 0x40000001)
+		return 0;
+	cpuid(0x40000001, 0, &a, &b, &c, &d);
+	if (!(a & (1 << 3)))	/* KVM_FEATURE_CLOCKSOURCE2 */
+		return 0;
+	wrmsr(0x4b564d01, (u64)&pvclock | 1);	/* MSR_KVM_SYSTEM_TIME_NEW, enable */
+	for (int i = 0; i < 1000 && !READ_ONCE(pvclock.tsc_to_system_mul); i++)
+		cpu_relax();
+	u32 mul = READ_ONCE(pvclock.tsc_to_system_mul);
+	int shift = pvclock.tsc_shift;
+	wrmsr(0x4b564d01, 0);	/* stop KVM from updating guest memory */
+	if (!mul)
+		return 0;
+	u64 k = (1000000UL << 32) / mul;
+	return shift < 0 ? k << -shift : k >> shift;
+}
 
 /*
- * TSC frequency: the hypervisor timing leaf (0x40000010, VMware convention,
- * also offered by QEMU/KVM) if present, else a 10 ms measurement against PIT
- * channel 2 (gate and OUT2 via port 0x61).
+ * PIT channel 2 as a reference: latch and read the counter between two
+ * rdtsc's, so each sample's uncertainty is known; accept a ~30 ms
+ * measurement whose error bound is under 0.5%, else keep the best of a few.
+ * (Polling OUT2 instead was off by up to 40% on the busy PVM host, where each
+ * emulated CPL0 poll can be delayed by milliseconds.)
  */
+
+static void pit2_sample(u64 *tsc, u32 *count, u64 *span)
+{
+	u64 a = rdtsc();
+	outb(0x43, 0x80);	/* latch channel 2 */
+	u32 lo = inb(0x42);
+	u32 hi = inb(0x42);
+	u64 b = rdtsc();
+	*tsc = a + (b - a) / 2;
+	*span = b - a;
+	*count = lo | hi << 8;
+}
+
+static u64 tsc_khz_pit(void)
+{
+	u64 best = 0, best_err = ~0UL;
+
+	outb(0x61, (inb(0x61) & ~0x02) | 0x01);	/* gate on, speaker off */
+	for (int attempt = 0; attempt < 5; attempt++) {
+		u64 t0, t1, sp0, sp1;
+		u32 c0, c1;
+		outb(0x43, 0xb0);	/* channel 2, lo/hi, mode 0 */
+		outb(0x42, 0xff);
+		outb(0x42, 0xff);
+		pit2_sample(&t0, &c0, &sp0);
+		u32 polls = 0;
+		do {
+			pit2_sample(&t1, &c1, &sp1);
+		} while (c1 <= c0 && c0 - c1 < PIT_HZ / 33 && ++polls < 1000000);
+		if (c1 > c0 || c0 - c1 < PIT_HZ / 100)
+			continue;	/* wrapped or stuck: no usable reference */
+		u64 ticks = c0 - c1, dt = t1 - t0, err = (sp0 + sp1) / 2;
+		u64 k = dt * PIT_HZ / ticks / 1000;
+		if (err * 1000 / dt < best_err) {
+			best_err = err * 1000 / dt;
+			best = k;
+		}
+		if (best_err < 5)	/* < 0.5% */
+			break;
+	}
+	outb(0x61, inb(0x61) & ~0x01);
+	return best;
+}
+
 static u64 tsc_calibrate(void)
 {
 	u32 a, b, c, d;
+	u64 k;
+
+	const char *force = cmdline_get("tsc");	/* tsc=pit: skip the hypervisor leaves */
 
 	cpuid(1, 0, &a, &b, &c, &d);
-	if (c & (1u << 31)) {	/* hypervisor present */
+	if ((c & (1u << 31)) && !(force && !strncmp(force, "pit", 3))) {
 		cpuid(0x40000000, 0, &a, &b, &c, &d);
-		if (a >= 0x40000010) {
+		if (a >= 0x40000010) {	/* VMware-style timing leaf */
 			cpuid(0x40000010, 0, &a, &b, &c, &d);
-			if (a)
+			if (a) {
+				tsc_source = "CPUID 0x40000010";
 				return a;
+			}
+		}
+		if ((k = tsc_khz_kvmclock())) {
+			tsc_source = "kvmclock";
+			return k;
 		}
 	}
-	/* PIT channel 2, mode 0, 10 ms */
-	u32 count = PIT_HZ / 100;
-	outb(0x61, (inb(0x61) & ~0x02) | 0x01);
-	outb(0x43, 0xb0);
-	outb(0x42, count & 0xff);
-	outb(0x42, count >> 8);
-	u64 t0 = rdtsc(), t1;
-	u32 polls = 0;
-	while (!(inb(0x61) & 0x20) && ++polls < 10000000)
-		;
-	t1 = rdtsc();
-	outb(0x61, inb(0x61) & ~0x01);
-	if (polls < 2 || t1 - t0 < 1000000) {
-		printf("warning: PIT calibration failed (polls=%u), assuming 2 GHz TSC\n", polls);
-		return 2000000;
+	if ((k = tsc_khz_pit())) {
+		tsc_source = "PIT channel 2";
+		return k;
 	}
-	return (t1 - t0) / 10;
+	tsc_source = "guess (calibration failed)";
+	printf("warning: TSC calibration failed, assuming 2 GHz\n");
+	return 2000000;
 }
 
 u64 tsc_khz(void)

@@ -194,6 +194,7 @@ void ioapic_mask(int pin);
 void pit_start_periodic(u32 hz);
 void pit_stop(void);
 u64 tsc_khz(void);		/* calibrated once, lazily */
+extern const char *tsc_source;
 void udelay(u64 us);
 u64 tsc_to_us(u64 delta);
 
@@ -258,6 +259,7 @@ u64 fb_intn(void);
 u64 fb_into(void);
 u64 fb_fwait(void);
 u64 fb_popcnt(u64 v);
+u64 fb_cmpxchg16b(u64 *slot16);
 extern char fb_int3_after[], fb_intn_after[], fb_into_after[], fb_popcnt_resume[];
 
 /* ---- tests / shell ---- */

@@ -52,7 +52,8 @@ void shell_info(void)
 	cpuid(1, 0, &a, &b, &c, &d);
 	printf("cpuid.1: eax=%08x ecx=%08x edx=%08x%s\n", a, c, d,
 	       c & (1u << 31) ? " (hypervisor)" : "");
-	printf("tsc:     %lu kHz\n", tsc_khz());
+	u64 khz = tsc_khz();	/* before reading tsc_source */
+	printf("tsc:     %lu kHz (%s)\n", khz, tsc_source);
 	printf("com1:    %lu receive interrupts so far\n", com1_irqs);
 }
 

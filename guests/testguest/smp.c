@@ -74,8 +74,15 @@ int smp_boot_aps(u64 timeout_ms)
 		udelay(round == 0 ? 10000 : 200);
 	}
 
-	/* Wait for check-ins.  With an unknown count, stop once nothing new
-	 * has arrived for 300 ms. */
+	/* Wait for check-ins.  Without an exact count (cpus= or MADT), wait for
+	 * CPUID's logical-processor count if it has one (only a hint: it may be
+	 * rounded up), and in any case stop once nothing new has arrived for 1 s:
+	 * on a busy 2-core host 16 emulated APs can arrive slowly. */
+	u32 a, b, c, d;
+	u64 hint = 0;
+	cpuid(1, 0, &a, &b, &c, &d);
+	if (!expected && (d & (1 << 28)))
+		hint = (b >> 16) & 0xff;
 	u64 start = rdtsc(), last = start, khz = tsc_khz();
 	u32 seen = READ_ONCE(cpus_online);
 	for (;;) {
@@ -87,7 +94,9 @@ int smp_boot_aps(u64 timeout_ms)
 		}
 		if (expected && seen >= expected)
 			break;
-		if (!expected && now - last > 300 * khz)
+		if (!expected && hint && seen >= hint)
+			break;
+		if (!expected && now - last > 1000 * khz)
 			break;
 		if (now - start > timeout_ms * khz)
 			break;

@@ -186,6 +186,7 @@ struct worker {
 	u64 *pages;
 	u32 *gens;
 	u64 npages, dirty, pause_us, interval_ms, khz;
+	u64 corrupt_round;	/* self-test: flip a bit behind our back in this round */
 	u64 round, sum;
 };
 static struct worker wk;
@@ -246,6 +247,11 @@ USER_TEXT static u64 u_worker(u64 arg)
 			s->sum++;
 			page_fill(s->pages + i * 512, i, g);
 		}
+		if (s->round == s->corrupt_round) {
+			u64 i = (rng >> 17) % s->npages;
+			s->pages[i * 512 + 1 + (rng >> 40) % 510] ^= 1UL << (rng % 64);
+			printf("worker: corrupted one bit of page %lu (self-test)\n", i);
+		}
 		u64 total = 0;
 		for (u64 i = 0; i < s->npages; i++) {
 			const u64 *w = s->pages + i * 512;
@@ -296,6 +302,7 @@ void t_worker(void)
 	wk.interval_ms = 1000;
 	cmdline_get_u64("interval", &wk.interval_ms);
 	cmdline_get_u64("pause", &wk.pause_us);
+	cmdline_get_u64("corrupt", &wk.corrupt_round);
 	wk.khz = tsc_khz();
 	printf("worker: %lu MiB at 0x%lx, %lu data pages, %lu dirtied per round\n",
 	       mib, base, wk.npages, wk.dirty);

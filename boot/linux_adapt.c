@@ -1,0 +1,61 @@
+/*
+ * Kernel parameters that keep a Linux guest off what an emulating host
+ * (PVM) cannot do, computed from the emulator probe rather than a fixed
+ * list, so a host whose emulator learns an instruction stops paying for
+ * the workaround.  Shown in the log; -o boot.linux_adapt=false disables it.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "../vmm/vmm.h"
+#include "linux_adapt.h"
+
+/* Probe name -> clearcpuid= feature name (Linux's /proc/cpuinfo names). */
+static const struct {
+	const char *probe;
+	const char *feature;
+} cpuid_clears[] = {
+	{ "popcnt", "popcnt" },
+	{ "cmpxchg16b", "cx16" },
+	{ "rdtscp", "rdtscp" },   /* rdtsc_ordered() patches itself to RDTSCP */
+	{ "movbe", "movbe" },
+	{ "rdrand", "rdrand" },
+	{ "rdseed", "rdseed" },
+	{ "avx", "avx" },         /* clears avx2/fma/avx512* through cpuid_deps */
+	{ "clac", "smap" },       /* uaccess paths run CLAC/STAC */
+};
+
+static void append(char *buf, size_t n, const char *s)
+{
+	size_t len = strlen(buf);
+	snprintf(buf + len, n - len, "%s%s", len ? " " : "", s);
+}
+
+void linux_adapt_cmdline(const struct emulator_probe *p, char *buf, size_t n)
+{
+	buf[0] = '\0';
+	/* Hypercalls (PV IPIs, PV yield, kvmclock setup) never return on PVM. */
+	append(buf, n, "nopv");
+	/*
+	 * Everything at CPL0 costs ~1000x: skip work a VM does not need.
+	 * Mitigations add MSR writes and retpolines on every entry; page
+	 * zeroing on allocation and crypto self-tests are pure CPL0 loops;
+	 * the ftrace weak-function scan and the certificate parse are the
+	 * longest initcalls measured on such hosts.
+	 */
+	append(buf, n, "mitigations=off init_on_alloc=0 cryptomgr.notests");
+	append(buf, n, "initcall_blacklist=ftrace_check_for_weak_functions,ftrace_check_sync,"
+	               "load_system_certificate_list");
+	if (emulator_probe_rejects(p, "xsave") || emulator_probe_rejects(p, "xgetbv"))
+		append(buf, n, "noxsave");
+	char clear[256] = "";
+	for (size_t i = 0; i < sizeof(cpuid_clears) / sizeof(cpuid_clears[0]); i++) {
+		if (!emulator_probe_rejects(p, cpuid_clears[i].probe))
+			continue;
+		size_t len = strlen(clear);
+		snprintf(clear + len, sizeof(clear) - len, "%s%s", len ? "," : "clearcpuid=",
+		         cpuid_clears[i].feature);
+	}
+	if (clear[0])
+		append(buf, n, clear);
+}
