@@ -26,7 +26,7 @@ HYVE_OBJS    := $(HYVE_SRCS:%.c=$(BUILD)/%.o)
 
 GUEST        := guests/testguest/testguest.elf
 
-.PHONY: all bench clean check demo deps guest
+.PHONY: all bench clean check check-slow demo deps guest linux
 all: hyve $(GUEST)
 
 # ./hyve points at the last build flavour asked for (release or SANITIZE=1).
@@ -51,6 +51,14 @@ deps:
 
 check: all
 	SANITIZE=$(SANITIZE) ./tests/run.sh
+
+# Everything, plus the slow tier (Debian's stock kernel boot).
+check-slow: all
+	SANITIZE=$(SANITIZE) ./tests/run.sh --slow
+
+# Boot Debian's stock kernel on the serial console (see README).
+linux: all
+	./tests/linux/boot-stock.sh
 
 demo: deps all
 	./hyve -c 2 -m 256M -l com1,stdio -o boot.kernel=$(GUEST) demo

@@ -308,9 +308,9 @@ int linux_decompress(const uint8_t *in, size_t len, uint8_t **out, size_t *outle
 	struct obuf o = { NULL, 0, 0 };
 	/* Every kernel payload format ends in the uncompressed size (gzip's
 	 * ISIZE, or the 4 bytes the kernel build appends): use it to size the
-	 * buffer. */
+	 * buffer when it is plausible (kernels compress 3-10x). */
 	uint32_t hint = len >= 8 ? rd32(in + len - 4) : 0;
-	if (hint >= len && hint <= LINUX_MAX_DECOMPRESSED - 2 * MiB) {
+	if (hint >= len && hint / 32 <= len && hint <= LINUX_MAX_DECOMPRESSED - 2 * MiB) {
 		o.cap = align_up(hint, MiB) + 2 * MiB;
 		o.p = malloc(o.cap);
 		if (!o.p)

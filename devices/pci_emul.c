@@ -56,17 +56,26 @@ void pci_print_models(void)
 
 /* ---- configuration: -s parsing and key validation ---- */
 
-static int generic_legacy_config(const char *cfgpath, const char *opts, char *err, size_t errlen)
+int pci_parse_options(const char *cfgpath, const char *opts, const char *first_bare_key,
+                      char *err, size_t errlen)
 {
 	char *copy = strdup(opts), *save = NULL;
 	int rc = 0;
-	for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+	bool first = true;
+	if (!copy)
+		return -1;
+	for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save), first = false) {
 		char key[256];
 		char *eq = strchr(tok, '=');
 		const char *val = eq ? eq + 1 : "true";
 		if (eq)
 			*eq = '\0';
-		snprintf(key, sizeof(key), "%s.%s", cfgpath, tok);
+		if (first && !eq && first_bare_key) {
+			snprintf(key, sizeof(key), "%s.%s", cfgpath, first_bare_key);
+			val = tok;
+		} else {
+			snprintf(key, sizeof(key), "%s.%s", cfgpath, tok);
+		}
 		if (set_config_value(key, val)) {
 			snprintf(err, errlen, "-s: bad option '%s'", tok);
 			rc = -1;
@@ -75,6 +84,11 @@ static int generic_legacy_config(const char *cfgpath, const char *opts, char *er
 	}
 	free(copy);
 	return rc;
+}
+
+static int generic_legacy_config(const char *cfgpath, const char *opts, char *err, size_t errlen)
+{
+	return pci_parse_options(cfgpath, opts, NULL, err, errlen);
 }
 
 /* "slot[:func],model[,opts]" or "bus:slot:func,model[,opts]" */

@@ -148,6 +148,13 @@ typedef void (*pci_walk_fn)(struct pci_devinst *pi, void *arg);
 void pci_walk_devices(pci_walk_fn fn, void *arg);
 /* Models and their help, for -s help. */
 void pci_print_models(void);
+/*
+ * "-s" option tails: comma-separated key=value under cfgpath (a bare key
+ * means key=true); with first_bare_key, a first token without '=' is the
+ * value of that key (bhyve's "-s 4,virtio-blk,/path/disk.img,ro").
+ */
+int pci_parse_options(const char *cfgpath, const char *opts, const char *first_bare_key,
+                      char *err, size_t errlen);
 /* Parse the -s argument into config keys; -1 with err on failure. */
 int pci_parse_slot(const char *opt, char *err, size_t errlen);
 /* Add hostbridge at 0:0:0 and lpc at 0:31:0 unless the user placed them. */

@@ -347,32 +347,7 @@ static const struct virtio_consts vtblk_consts = {
 /* bhyve syntax: the first bare token is the image path. */
 static int vtblk_legacy_config(const char *cfgpath, const char *opts, char *err, size_t errlen)
 {
-	char *copy = strdup(opts), *save = NULL;
-	int rc = 0;
-	bool first = true;
-	if (!copy)
-		return -1;
-	for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save), first = false) {
-		char key[256];
-		const char *val;
-		char *eq = strchr(tok, '=');
-		if (first && !eq) {
-			snprintf(key, sizeof(key), "%s.path", cfgpath);
-			val = tok;
-		} else {
-			val = eq ? eq + 1 : "true";
-			if (eq)
-				*eq = '\0';
-			snprintf(key, sizeof(key), "%s.%s", cfgpath, tok);
-		}
-		if (set_config_value(key, val)) {
-			snprintf(err, errlen, "-s: bad option '%s'", tok);
-			rc = -1;
-			break;
-		}
-	}
-	free(copy);
-	return rc;
+	return pci_parse_options(cfgpath, opts, "path", err, errlen);
 }
 
 static void vtblk_default_ident(const char *path, char *ident)

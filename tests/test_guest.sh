@@ -119,3 +119,18 @@ t_guest_com1_socket_backend() {
 	expect_rc 1 && expect_out 'hyve> ' || return 1
 	[ ! -e "$sock" ] || { echo "    socket file left behind"; return 1; }
 }
+
+t_guest_cpuid_feature_edit() {
+	have_kvm || return 77
+	run_guest 60 "test=info"
+	expect_rc 1 && expect_out '^cpuid.1: .*ecx=[0-9a-f]+ .*\(hypervisor\)' || return 1
+	local before after
+	before=$(sed -n 's/^cpuid.1: .*ecx=\([0-9a-f]*\).*/\1/p' "$OUT")
+	run_guest 60 "test=info" -o cpu.features=-hypervisor,-x2apic
+	expect_rc 1 || return 1
+	after=$(sed -n 's/^cpuid.1: .*ecx=\([0-9a-f]*\).*/\1/p' "$OUT")
+	# Bits 31 (hypervisor) and 21 (x2apic) cleared, nothing else changed.
+	if [ $((0x$before & ~(1 << 31 | 1 << 21))) -ne $((0x$after)) ]; then
+		echo "    leaf 1 ecx: before $before, after $after"; show; return 1
+	fi
+}

@@ -15,7 +15,7 @@ frag=${2:-$HYVE_KIT_DIR/hyve-test.config}
 [ -r "$cfg" ] || die "cannot read $cfg"
 [ -r "$frag" ] || die "cannot read $frag"
 
-bad= ok= n=0
+bad='' ok='' n=0
 while IFS= read -r line; do
 	case $line in
 	CONFIG_*=*)
@@ -23,7 +23,7 @@ while IFS= read -r line; do
 		if grep -qxF -- "$line" "$cfg"; then
 			ok="$ok $sym"
 		else
-			have=$(grep -E "^(# )?$sym[= ]" "$cfg" | head -n1)
+			have=$(grep -E "^(# )?${sym}[= ]" "$cfg" | head -n1)
 			bad="$bad
   want $line, have: ${have:-(absent)}"
 		fi ;;

@@ -456,6 +456,33 @@ static void test_formats(void)
 	free(v.p);
 }
 
+/* linux_load(): the kernel comes from a file. */
+static void test_from_file(void)
+{
+	struct buf v = make_vmlinux(EM_X86_64, SEG0_PADDR, 0);
+	struct buf pl = compress_as(F_ZSTD, v.p, v.len);
+	struct buf bz = make_bzimage(&pl, &default_bz);
+	const char *kp = write_tmp("bzImage-file", bz.p, bz.len);
+	struct vmctx *c = vm_new(64 * MiB);
+	struct boot_params_in in = { kp, NULL, "console=ttyS0", 1 };
+	struct linux_boot_opts o = { false, 0 };
+	struct boot_entry be;
+	char err[256] = "";
+	int rc = linux_load(c, &in, &o, &be, err, sizeof(err));
+	check(rc == 0 && be.rip == SEG0_PADDR + ENTRY_OFF && zp(c)->acpi_rsdp_addr == 0,
+	      "linux_load: bzImage read from a file, no RSDP given -> acpi_rsdp_addr 0 %s", err);
+	struct boot_params_in none = { NULL, NULL, "", 1 };
+	err[0] = 0;
+	check(linux_load(c, &none, &o, &be, err, sizeof(err)) == -1 && err[0],
+	      "linux_load: no kernel path refused: %s", err);
+	struct boot_params_in missing = { "/nonexistent/bzImage", NULL, "", 1 };
+	err[0] = 0;
+	check(linux_load(c, &missing, &o, &be, err, sizeof(err)) == -1 &&
+	      strstr(err, "/nonexistent/bzImage"), "linux_load: missing file refused: %s", err);
+	vm_free(c);
+	free(v.p); free(pl.p); free(bz.p);
+}
+
 static void test_classic(void)
 {
 	struct buf v = make_vmlinux(EM_X86_64, SEG0_PADDR, 0);
@@ -870,6 +897,7 @@ int main(void)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	test_probe();
 	test_formats();
+	test_from_file();
 	test_classic();
 	test_vmlinux();
 	test_errors();
