@@ -18,7 +18,8 @@ CORE_SRCS    := core/main.c core/config.c core/log.c core/init.c core/inout.c co
                 core/mevent.c core/vcpu.c core/cpuid.c core/emulate.c
 DEVICE_SRCS  := devices/pci_emul.c devices/pci_hostbridge.c devices/pci_lpc.c \
                 devices/atkbdc.c devices/acpi_pm.c devices/pc_testdev.c devices/uart_16550.c devices/rtc.c \
-                devices/virtio.c devices/virtio_rnd.c devices/virtio_blk.c devices/blockif.c
+                devices/virtio.c devices/virtio_rnd.c devices/virtio_blk.c devices/blockif.c \
+                devices/virtio_9p.c devices/p9_server.c
 BOOT_SRCS    := boot/x86.c boot/multiboot.c boot/linux.c boot/linux_adapt.c boot/acpi.c boot/aml.c \
                 boot/firmware.c
 HYVE_SRCS    := $(VMM_SRCS) $(CORE_SRCS) $(DEVICE_SRCS) $(BOOT_SRCS)

@@ -244,16 +244,17 @@ static void check_config(struct hyve_vm *vm, uint64_t *memsize)
 	uint64_t limit = get_config_uint_default("maxcpus", DEFAULT_VCPU_LIMIT);
 	if (limit > HYVE_MAX_VCPUS)
 		limit = HYVE_MAX_VCPUS;
-	uint64_t ncpus = get_config_uint_default("cpus", 1);
+	/* As bhyve: a topology without cpus= gives sockets*cores*threads vCPUs. */
+	uint64_t s = get_config_uint_default("sockets", 1), co = get_config_uint_default("cores", 1),
+	         t = get_config_uint_default("threads", 1);
+	bool topology = get_config_value("sockets") || get_config_value("cores") || get_config_value("threads");
+	uint64_t ncpus = get_config_uint_default("cpus", topology ? s * co * t : 1);
 	if (ncpus < 1 || ncpus > limit) {
 		snprintf(err, sizeof(err), "config: cpus: %llu vCPUs not in 1..%llu", (unsigned long long)ncpus,
 		         (unsigned long long)limit);
 		config_fail(err);
 	}
-	uint64_t s = get_config_uint_default("sockets", 1), co = get_config_uint_default("cores", 1),
-	         t = get_config_uint_default("threads", 1);
-	if ((get_config_value("sockets") || get_config_value("cores") || get_config_value("threads")) &&
-	    s * co * t != ncpus && !(s * co * t >= ncpus && get_config_value("cpus") == NULL)) {
+	if (topology && s * co * t != ncpus) {
 		snprintf(err, sizeof(err), "config: cpus: sockets*cores*threads (%llu) does not match cpus (%llu)",
 		         (unsigned long long)(s * co * t), (unsigned long long)ncpus);
 		config_fail(err);

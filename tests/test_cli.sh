@@ -137,3 +137,14 @@ t_cli_truncated_kernel() {
 	run_hyve 10 -o boot.kernel=$TMP/trunc.elf vm1
 	expect_one_error 4 'truncated'
 }
+
+t_cli_topology_mismatch() {
+	run_hyve 10 -c 3,sockets=2,cores=1 -o boot.kernel=/k vm1
+	expect_one_error 4 'sockets\*cores\*threads \(2\) does not match cpus \(3\)'
+}
+
+t_cli_topology_gives_cpus() {
+	have_kvm || return 77
+	run_guest 60 "test=smp" -c sockets=2,cores=2
+	expect_rc 1 && expect_out '^smp: 4 cpus online'
+}

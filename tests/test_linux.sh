@@ -63,8 +63,11 @@ t_linux_truncated_bzimage() {
 
 t_linux_non_kernel_file() {
 	have_kvm || return 77
+	run_hyve 30 -o boot.kernel=/etc/services vm
+	expect_one_error 4 'services: not a kernel hyve can boot' || return 1
+	# An ELF program is not a kernel either.
 	run_hyve 30 -o boot.kernel=/bin/sh vm
-	expect_one_error 4 'not a kernel hyve can boot'
+	expect_one_error 4 '/bin/sh: .*not an executable ELF'
 }
 
 t_linux_initrd_too_big() {

@@ -34,7 +34,8 @@ TG_LDFLAGS := -nostdlib -static -no-pie -Wl,--build-id=none \
 	-Wl,-z,max-page-size=0x1000 -Wl,-z,noexecstack -Wl,--no-warn-rwx-segments
 
 TG_CSRC := main.c lib.c serial.c printf.c trap.c apic.c multiboot.c acpi.c \
-	smp.c user.c power.c tests.c utests.c probe.c shell.c
+	smp.c user.c power.c tests.c utests.c probe.c shell.c \
+	pci.c virtio.c vblk.c vrnd.c vbad.c
 TG_SSRC := boot.S entry.S fallback.S
 TG_OBJS := $(addprefix $(TG)/obj/,$(TG_SSRC:.S=.o) $(TG_CSRC:.c=.o))
 TG_HDRS := $(wildcard $(TG)/*.h)

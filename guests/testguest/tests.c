@@ -5,6 +5,7 @@
  */
 #include "kernel.h"
 #include "tests.h"
+#include "virtio.h"
 
 extern const char *current_test;
 
@@ -334,6 +335,9 @@ static const struct test tests[] = {
 	{ "worker", t_worker },
 	{ "probe", t_probe },
 	{ "info", t_info },
+	{ "blk", t_blk },
+	{ "rnd", t_rnd },
+	{ "badring", t_badring },
 	{ "poweroff", t_poweroff },
 	{ "reboot", t_reboot },
 	{ "halt", t_halt },

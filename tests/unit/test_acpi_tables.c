@@ -7,8 +7,11 @@
  * Build and run:
  *   cc -std=c11 -Wall -Wextra -Werror -I. tests/unit/test_acpi_tables.c boot/acpi.c \
  *      boot/aml.c -o /tmp/t && /tmp/t
+ * test-sources: boot/acpi.c boot/aml.c
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -8,8 +8,12 @@
  *
  * Real kernels: set HYVE_TEST_KERNEL to one or more bzImage paths separated
  * by ':' (else /boot/vmlinuz-* is tried); skipped with a message if none.
+ * test-sources: boot/linux.c
+ * test-libs: -lz -llzma -lzstd -llz4
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <glob.h>
 #include <stdarg.h>
 #include <stdio.h>

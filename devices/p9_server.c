@@ -1,0 +1,1445 @@
+/*
+ * 9P2000.L server over a host directory (see p9_server.h).
+ *
+ * Wire format: little-endian integers, strings as len[2] bytes[len],
+ * qid = type[1] version[4] path[8].  Each request is parsed through a
+ * cursor that flags (instead of performing) any read past the message;
+ * each reply through a writer that flags any write past the reply buffer,
+ * so a reply that would not fit becomes Rlerror(EMSGSIZE).
+ */
+#include "p9_server.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/openat2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "9P is little-endian; host assumed LE");
+
+/* Message types */
+enum {
+	Tlerror = 6, Rlerror, Tstatfs = 8, Rstatfs, Tlopen = 12, Rlopen, Tlcreate = 14, Rlcreate,
+	Tsymlink = 16, Rsymlink, Tmknod = 18, Rmknod, Trename = 20, Rrename, Treadlink = 22, Rreadlink,
+	Tgetattr = 24, Rgetattr, Tsetattr = 26, Rsetattr, Txattrwalk = 30, Rxattrwalk,
+	Txattrcreate = 32, Rxattrcreate, Treaddir = 40, Rreaddir, Tfsync = 50, Rfsync,
+	Tlock = 52, Rlock, Tgetlock = 54, Rgetlock, Tlink = 70, Rlink, Tmkdir = 72, Rmkdir,
+	Trenameat = 74, Rrenameat, Tunlinkat = 76, Runlinkat, Tversion = 100, Rversion,
+	Tauth = 102, Rauth, Tattach = 104, Rattach, Tflush = 108, Rflush, Twalk = 110, Rwalk,
+	Tread = 116, Rread, Twrite = 118, Rwrite, Tclunk = 120, Rclunk, Tremove = 122, Rremove,
+};
+
+#define P9_QTDIR     0x80
+#define P9_QTSYMLINK 0x02
+#define P9_QTFILE    0x00
+#define P9_MAXWELEM  16
+#define P9_IOHDR     11          /* size type tag count: Rread / Rreaddir header */
+
+/* Tsetattr valid bits */
+#define P9_ATTR_MODE      (1u << 0)
+#define P9_ATTR_UID       (1u << 1)
+#define P9_ATTR_GID       (1u << 2)
+#define P9_ATTR_SIZE      (1u << 3)
+#define P9_ATTR_ATIME     (1u << 4)
+#define P9_ATTR_MTIME     (1u << 5)
+#define P9_ATTR_CTIME     (1u << 6)
+#define P9_ATTR_ATIME_SET (1u << 7)
+#define P9_ATTR_MTIME_SET (1u << 8)
+
+#define P9_GETATTR_BASIC  0x7ffULL
+#define P9_DOTL_AT_REMOVEDIR 0x200
+
+/* Tlopen / Tlcreate flags (Linux generic O_* values, as the client sends them) */
+#define P9_DOTL_ACCMODE   00000003
+#define P9_DOTL_CREATE    00000100
+#define P9_DOTL_EXCL      00000200
+#define P9_DOTL_TRUNC     00001000
+#define P9_DOTL_APPEND    00002000
+#define P9_DOTL_NONBLOCK  00004000
+#define P9_DOTL_DSYNC     00010000
+#define P9_DOTL_DIRECTORY 00200000
+#define P9_DOTL_SYNC      04000000
+
+#define P9_LOCK_SUCCESS 0
+#define P9_LOCK_BLOCKED 1
+#define P9_LOCK_ERROR   2
+#define P9_LOCK_RDLCK   0
+#define P9_LOCK_WRLCK   1
+#define P9_LOCK_UNLCK   2
+
+#define FID_BUCKETS 256
+#define NAMEMAX 256   /* NAME_MAX + NUL */
+
+struct p9_fid {
+	uint32_t fid;
+	int fd;             /* O_PATH, O_NOFOLLOW */
+	int ofd;            /* opened by Tlopen/Tlcreate, or -1 */
+	bool isdir;
+	bool xattr;         /* from Txattrwalk: reads as empty */
+	uint32_t uid;       /* n_uname of the attach */
+	char *path;         /* relative to the root, "" for the root */
+	struct p9_fid *next;
+};
+
+struct p9_server {
+	int rootfd;         /* O_PATH of the share */
+	int procfd;         /* /proc/self/fd, or -1 */
+	bool readonly;
+	bool have_openat2;
+	uint32_t msize;
+	dev_t rootdev;
+	ino_t rootino;
+	struct p9_fid *fids[FID_BUCKETS];
+	char wnames[P9_MAXWELEM][NAMEMAX];   /* Twalk names (P9_MAXWELEM x NAMEMAX) */
+	_Alignas(8) char dirbuf[32768];   /* getdents64 scratch */
+};
+
+/* ---- message cursor / writer ---- */
+
+struct rd {
+	const uint8_t *p;
+	size_t len, off;
+	bool bad;
+};
+
+static const uint8_t *rd_take(struct rd *r, size_t n)
+{
+	if (r->bad || n > r->len - r->off) {
+		r->bad = true;
+		return NULL;
+	}
+	const uint8_t *q = r->p + r->off;
+	r->off += n;
+	return q;
+}
+
+static uint8_t rd8(struct rd *r)
+{
+	const uint8_t *q = rd_take(r, 1);
+	return q ? q[0] : 0;
+}
+
+static uint16_t rd16(struct rd *r)
+{
+	const uint8_t *q = rd_take(r, 2);
+	return q ? (uint16_t)(q[0] | q[1] << 8) : 0;
+}
+
+static uint32_t rd32(struct rd *r)
+{
+	const uint8_t *q = rd_take(r, 4);
+	return q ? (uint32_t)q[0] | (uint32_t)q[1] << 8 | (uint32_t)q[2] << 16 | (uint32_t)q[3] << 24 : 0;
+}
+
+static uint64_t rd64(struct rd *r)
+{
+	uint64_t lo = rd32(r);
+	return lo | (uint64_t)rd32(r) << 32;
+}
+
+/* A string as a NUL-terminated copy in buf (cap bytes).  Strings with an
+ * embedded NUL or longer than cap-1 make the message bad. */
+static void rdstr(struct rd *r, char *buf, size_t cap)
+{
+	uint16_t n = rd16(r);
+	const uint8_t *q = rd_take(r, n);
+	buf[0] = 0;
+	if (!q)
+		return;
+	if (n >= cap || memchr(q, 0, n)) {
+		r->bad = true;
+		return;
+	}
+	memcpy(buf, q, n);
+	buf[n] = 0;
+}
+
+struct wr {
+	uint8_t *p;
+	size_t cap, off;
+	bool over;
+};
+
+static uint8_t *wr_take(struct wr *w, size_t n)
+{
+	if (w->over || n > w->cap - w->off) {
+		w->over = true;
+		return NULL;
+	}
+	uint8_t *q = w->p + w->off;
+	w->off += n;
+	return q;
+}
+
+static void wr8(struct wr *w, uint8_t v)
+{
+	uint8_t *q = wr_take(w, 1);
+	if (q)
+		q[0] = v;
+}
+
+static void wr16(struct wr *w, uint16_t v)
+{
+	uint8_t *q = wr_take(w, 2);
+	if (q) {
+		q[0] = (uint8_t)v;
+		q[1] = (uint8_t)(v >> 8);
+	}
+}
+
+static void wr32(struct wr *w, uint32_t v)
+{
+	uint8_t *q = wr_take(w, 4);
+	if (q)
+		for (int i = 0; i < 4; i++)
+			q[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void wr64(struct wr *w, uint64_t v)
+{
+	wr32(w, (uint32_t)v);
+	wr32(w, (uint32_t)(v >> 32));
+}
+
+static void wrstr(struct wr *w, const char *s, size_t n)
+{
+	if (n > 0xffff) {
+		w->over = true;
+		return;
+	}
+	wr16(w, (uint16_t)n);
+	uint8_t *q = wr_take(w, n);
+	if (q && n)
+		memcpy(q, s, n);
+}
+
+static void wrqid(struct wr *w, const struct stat *st)
+{
+	uint8_t t = S_ISDIR(st->st_mode) ? P9_QTDIR : S_ISLNK(st->st_mode) ? P9_QTSYMLINK : P9_QTFILE;
+	wr8(w, t);
+	wr32(w, (uint32_t)(st->st_mtim.tv_sec ^ (st->st_mtim.tv_nsec << 2) ^ st->st_size));
+	wr64(w, (uint64_t)st->st_ino);
+}
+
+/* ---- fids ---- */
+
+static struct p9_fid **fid_slot(struct p9_server *s, uint32_t fid)
+{
+	struct p9_fid **pp = &s->fids[fid % FID_BUCKETS];
+	while (*pp && (*pp)->fid != fid)
+		pp = &(*pp)->next;
+	return pp;
+}
+
+static struct p9_fid *fid_get(struct p9_server *s, uint32_t fid)
+{
+	return *fid_slot(s, fid);
+}
+
+static void fid_destroy(struct p9_fid *f)
+{
+	if (f->fd >= 0)
+		close(f->fd);
+	if (f->ofd >= 0)
+		close(f->ofd);
+	free(f->path);
+	free(f);
+}
+
+static int fid_clunk(struct p9_server *s, uint32_t fid)
+{
+	struct p9_fid **pp = fid_slot(s, fid);
+	struct p9_fid *f = *pp;
+	if (!f)
+		return -EBADF;
+	*pp = f->next;
+	fid_destroy(f);
+	return 0;
+}
+
+/* New fid (fails if in use); takes ownership of fd and path. */
+static struct p9_fid *fid_new(struct p9_server *s, uint32_t fid, int fd, char *path, bool isdir, uint32_t uid)
+{
+	struct p9_fid **pp = fid_slot(s, fid);
+	struct p9_fid *f = NULL;
+	if (fid == P9_NOFID || *pp || !path || !(f = calloc(1, sizeof(*f)))) {
+		if (fd >= 0)
+			close(fd);
+		free(path);
+		return NULL;
+	}
+	*f = (struct p9_fid){ .fid = fid, .fd = fd, .ofd = -1, .isdir = isdir, .uid = uid, .path = path };
+	*pp = f;
+	return f;
+}
+
+static void fids_clear(struct p9_server *s)
+{
+	for (int i = 0; i < FID_BUCKETS; i++) {
+		while (s->fids[i]) {
+			struct p9_fid *f = s->fids[i];
+			s->fids[i] = f->next;
+			fid_destroy(f);
+		}
+	}
+}
+
+/* ---- jailed resolution ---- */
+
+static bool name_ok(const char *name)
+{
+	return name[0] && !strchr(name, '/') && strcmp(name, ".") != 0 && strcmp(name, "..") != 0;
+}
+
+/*
+ * Open rel (a '/'-separated path of plain names, "" for dirfd itself)
+ * beneath dirfd, following no symlink at all.  Returns an fd or -errno.
+ */
+static int p9_openat(struct p9_server *s, int dirfd, const char *rel, int flags, mode_t mode)
+{
+	if (!rel[0])
+		rel = ".";
+	flags |= O_NOFOLLOW | O_CLOEXEC;
+	if (s->have_openat2) {
+		struct open_how how = {
+			.flags = (uint64_t)flags,
+			.mode = (flags & (O_CREAT | O_TMPFILE)) ? mode : 0,
+			.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS,
+		};
+		long fd = syscall(SYS_openat2, dirfd, rel, &how, sizeof(how));
+		if (fd >= 0)
+			return (int)fd;
+		if (errno != ENOSYS)
+			return -errno;
+		s->have_openat2 = false;
+	}
+	/* Fallback: component by component, O_NOFOLLOW, no ".." */
+	char buf[PATH_MAX];
+	if (strlen(rel) >= sizeof(buf))
+		return -ENAMETOOLONG;
+	strcpy(buf, rel);
+	int cur = dirfd;
+	char *save = NULL;
+	char *comp = strtok_r(buf, "/", &save);
+	while (comp) {
+		char *next = strtok_r(NULL, "/", &save);
+		if (strcmp(comp, "..") == 0) {
+			if (cur != dirfd)
+				close(cur);
+			return -EXDEV;
+		}
+		int fl = next ? (O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : flags;
+		int fd = openat(cur, comp, fl, mode);
+		int e = errno;
+		if (cur != dirfd)
+			close(cur);
+		if (fd < 0)
+			return -e;
+		cur = fd;
+		comp = next;
+	}
+	if (cur == dirfd) {   /* "." */
+		int fd = openat(dirfd, ".", flags & ~O_NOFOLLOW, mode);
+		return fd < 0 ? -errno : fd;
+	}
+	return cur;
+}
+
+/* A fresh open file description for the object behind an O_PATH fd. */
+static int p9_reopen(struct p9_server *s, struct p9_fid *f, int flags)
+{
+	flags &= ~(O_CREAT | O_EXCL | O_NOCTTY);
+	if (f->isdir)
+		return p9_openat(s, f->fd, "", flags | O_DIRECTORY, 0);
+	if (s->procfd >= 0) {
+		char n[16];
+		snprintf(n, sizeof(n), "%d", f->fd);
+		/* Our own magic link: it names exactly the inode the fid holds. */
+		int fd = openat(s->procfd, n, flags | O_CLOEXEC);
+		return fd < 0 ? -errno : fd;
+	}
+	return p9_openat(s, s->rootfd, f->path, flags, 0);
+}
+
+static char *path_join(const char *dir, const char *name)
+{
+	size_t a = strlen(dir), b = strlen(name);
+	if (a + b + 2 > PATH_MAX)
+		return NULL;
+	char *p = malloc(a + b + 2);
+	if (!p)
+		return NULL;
+	if (a) {
+		memcpy(p, dir, a);
+		p[a++] = '/';
+	}
+	memcpy(p + a, name, b + 1);
+	return p;
+}
+
+static int fstat_fd(int fd, struct stat *st)
+{
+	return fstatat(fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+}
+
+/* After a rename of dir-relative entry "old" to "new", fix fid paths. */
+static void fids_renamed(struct p9_server *s, const char *oldp, const char *newp)
+{
+	size_t ol = strlen(oldp);
+	for (int i = 0; i < FID_BUCKETS; i++) {
+		for (struct p9_fid *f = s->fids[i]; f; f = f->next) {
+			if (strncmp(f->path, oldp, ol) != 0 || (f->path[ol] != 0 && f->path[ol] != '/'))
+				continue;
+			size_t nl = strlen(newp), rl = strlen(f->path + ol);
+			char *np = malloc(nl + rl + 1);
+			if (!np)
+				continue;
+			memcpy(np, newp, nl);
+			memcpy(np + nl, f->path + ol, rl + 1);
+			free(f->path);
+			f->path = np;
+		}
+	}
+}
+
+/* ---- server lifetime ---- */
+
+struct p9_server *p9_server_new(const char *root, bool readonly)
+{
+	int fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return NULL;
+	struct stat st;
+	if (fstat(fd, &st) < 0) {
+		int e = errno;
+		close(fd);
+		errno = e;
+		return NULL;
+	}
+	struct p9_server *s = calloc(1, sizeof(*s));
+	if (!s) {
+		close(fd);
+		errno = ENOMEM;
+		return NULL;
+	}
+	s->rootfd = fd;
+	s->rootdev = st.st_dev;
+	s->rootino = st.st_ino;
+	s->readonly = readonly;
+	s->msize = P9_MAX_MSIZE;
+	s->procfd = open("/proc/self/fd", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	s->have_openat2 = getenv("HYVE_P9_NO_OPENAT2") == NULL;
+	return s;
+}
+
+void p9_server_free(struct p9_server *s)
+{
+	if (!s)
+		return;
+	fids_clear(s);
+	close(s->rootfd);
+	if (s->procfd >= 0)
+		close(s->procfd);
+	free(s);
+}
+
+void p9_server_reset(struct p9_server *s)
+{
+	fids_clear(s);
+	s->msize = P9_MAX_MSIZE;
+}
+
+uint32_t p9_server_msize(const struct p9_server *s)
+{
+	return s->msize;
+}
+
+/* ---- request handlers: return 0 (reply in w) or -errno ---- */
+
+
+static int h_version(struct p9_server *s, struct rd *r, struct wr *w)
+{
+	uint32_t msize = rd32(r);
+	char ver[32];
+	rdstr(r, ver, sizeof(ver));
+	if (r->bad)
+		return -EPROTO;
+	if (msize < P9_MIN_MSIZE)
+		return -EINVAL;
+	fids_clear(s);
+	s->msize = msize < P9_MAX_MSIZE ? msize : P9_MAX_MSIZE;
+	wr32(w, s->msize);
+	if (strncmp(ver, "9P2000.L", 8) == 0)
+		wrstr(w, "9P2000.L", 8);
+	else
+		wrstr(w, "unknown", 7);
+	return 0;
+}
+
+static int h_attach(struct p9_server *s, struct rd *r, struct wr *w)
+{
+	uint32_t fid = rd32(r);
+	(void)rd32(r);   /* afid */
+	char uname[NAMEMAX], aname[PATH_MAX];
+	rdstr(r, uname, sizeof(uname));
+	rdstr(r, aname, sizeof(aname));
+	uint32_t n_uname = rd32(r);
+	if (r->bad)
+		return -EPROTO;
+	struct stat st;
+	int fd = p9_openat(s, s->rootfd, "", O_PATH | O_DIRECTORY, 0);
+	if (fd < 0)
+		return fd;
+	int e = fstat_fd(fd, &st);
+	if (e < 0) {
+		close(fd);
+		return e;
+	}
+	if (!fid_new(s, fid, fd, strdup(""), true, n_uname))
+		return -EBADF;
+	wrqid(w, &st);
+	return 0;
+}
+
+static int h_walk(struct p9_server *s, struct rd *r, struct wr *w)
+{
+	uint32_t fid = rd32(r), newfid = rd32(r);
+	uint16_t nw = rd16(r);
+	if (r->bad)
+		return -EPROTO;
+	if (nw > P9_MAXWELEM)
+		return -EINVAL;
+	char (*names)[NAMEMAX] = s->wnames;
+	for (int i = 0; i < nw; i++) {
+		rdstr(r, names[i], NAMEMAX);
+		if (r->bad)
+			return -EPROTO;
+		if (!names[i][0] || strchr(names[i], '/'))
+			return -EINVAL;
+	}
+	struct p9_fid *f = fid_get(s, fid);
+	if (!f)
+		return -EBADF;
+	if (f->xattr)
+		return -EBADF;
+	if (newfid != fid && fid_get(s, newfid))
+		return -EBADF;
+	char *path = strdup(f->path);
+	int cur = dup(f->fd);
+	if (!path || cur < 0) {
+		free(path);
+		if (cur >= 0)
+			close(cur);
+		return -ENOMEM;
+	}
+	bool curdir = f->isdir;
+	size_t qpos = w->off;
+	wr16(w, 0);
+	int done = 0, err = 0;
+	struct stat st;
+	for (; done < nw; done++) {
+		const char *nm = names[done];
+		char *np;
+		int fd;
+		if (!curdir) {
+			err = -ENOTDIR;
+			break;
+		}
+		if (strcmp(nm, ".") == 0) {
+			np = strdup(path);
+			fd = dup(cur);
+			if (fd < 0)
+				fd = -errno;
+		} else if (strcmp(nm, "..") == 0) {
+			/* Walk up by name from the root: never above it. */
+			char *slash = strrchr(path, '/');
+			np = slash ? strndup(path, (size_t)(slash - path)) : strdup("");
+			fd = np ? p9_openat(s, s->rootfd, np, O_PATH | O_DIRECTORY, 0) : -ENOMEM;
+		} else {
+			np = path_join(path, nm);
+			fd = np ? p9_openat(s, cur, nm, O_PATH, 0) : -ENAMETOOLONG;
+		}
+		if (!np || fd < 0) {
+			free(np);
+			if (fd >= 0)
+				close(fd);
+			err = fd < 0 ? fd : -ENOMEM;
+			break;
+		}
+		if ((err = fstat_fd(fd, &st)) < 0) {
+			free(np);
+			close(fd);
+			break;
+		}
+		close(cur);
+		free(path);
+		cur = fd;
+		path = np;
+		curdir = S_ISDIR(st.st_mode);
+		wrqid(w, &st);
+	}
+	if (done < nw) {
+		close(cur);
+		free(path);
+		if (done == 0)
+			return err;
+		/* Partial walk: Rwalk with the qids found, newfid not made. */
+		w->p[qpos] = (uint8_t)done;
+		w->p[qpos + 1] = 0;
+		return 0;
+	}
+	if (w->over) {
+		close(cur);
+		free(path);
+		return -EMSGSIZE;
+	}
+	w->p[qpos] = (uint8_t)nw;
+	w->p[qpos + 1] = 0;
+	if (newfid == fid) {
+		close(f->fd);
+		free(f->path);
+		f->fd = cur;
+		f->path = path;
+		f->isdir = curdir;
+		return 0;
+	}
+	if (!fid_new(s, newfid, cur, path, curdir, f->uid))
+		return -ENOMEM;
+	return 0;
+}
+
+static int open_flags(uint32_t fl)
+{
+	int o = (int)(fl & P9_DOTL_ACCMODE);
+	if (o == 3)
+		o = O_RDWR;
+	if (fl & P9_DOTL_TRUNC)
+		o |= O_TRUNC;
+	if (fl & P9_DOTL_APPEND)
+		o |= O_APPEND;
+	if (fl & P9_DOTL_DSYNC)
+		o |= O_DSYNC;
+	if ((fl & P9_DOTL_SYNC) == P9_DOTL_SYNC)
+		o |= O_SYNC;
+	if (fl & P9_DOTL_DIRECTORY)
+		o |= O_DIRECTORY;
+	return o;
+}
+
+static bool modifies(int o)
+{
+	return (o & O_ACCMODE) != O_RDONLY || (o & O_TRUNC);
+}
+
+static void maybe_chown(struct p9_server *s, int dirfd, const char *name, uint32_t uid, uint32_t gid)
+{
+	(void)s;
+	if (geteuid() == 0 && fchownat(dirfd, name, uid, gid, AT_SYMLINK_NOFOLLOW) < 0) {
+		/* best effort */
+	}
+}
+
+static uint32_t iounit(struct p9_server *s)
+{
+	return s->msize - 24;
+}
+
+static int h_lopen(struct p9_server *s, struct rd *r, struct wr *w)
+{
+	uint32_t fid = rd32(r), flags = rd32(r);
+	if (r->bad)
+		return -EPROTO;
+	struct p9_fid *f = fid_get(s, fid);
+	if (!f || f->xattr)
+		return -EBADF;
+	if (f->ofd >= 0)
+		return -EBUSY;
+	int o = open_flags(flags);
+	if (s->readonly && modifies(o))
+		return -EROFS;
+	struct stat st;
+	int e = fstat_fd(f->fd, &st);
+	if (e < 0)
+		return e;
+	if (S_ISLNK(st.st_mode))
+		return -ELOOP;
+	if (f->isdir && (o & O_ACCMODE) != O_RDONLY)
+		return -EISDIR;
+	int fd = p9_reopen(s, f, o);
+	if (fd < 0)
+		return fd;
+	f->ofd = fd;
+	wrqid(w, &st);
+	wr32(w, iounit(s));
+	return 0;
+}
+
+static int h_lcreate(struct p9_server *s, struct rd *r, struct wr *w)
+{
+	uint32_t fid = rd32(r);
+	char name[NAMEMAX];
+	rdstr(r, name, sizeof(name));
+	uint32_t flags = rd32(r), mode = rd32(r), gid = rd32(r);
+	if (r->bad)
+		return -EPROTO;
+	if (!name_ok(name))
+		return -EINVAL;
+	struct p9_fid *f = fid_get(s, fid);
+	if (!f || f->xattr)
+		return -EBADF;
+	if (s->readonly)
+		return -EROFS;
+	if (!f->isdir)
+		return -ENOTDIR;
+	if (f->ofd >= 0)
+		return -EBUSY;
+	int o = open_flags(flags) & ~O_DIRECTORY;
+	if (flags & P9_DOTL_EXCL)
+		o |= O_EXCL;
+	char *np = path_join(f->path, name);
+	if (!np)
+		return -ENAMETOOLONG;
+	int fd = p9_openat(s, f->fd, name, o | O_CREAT, mode & 07777);
+	if (fd < 0) {
+		free(np);
+		return fd;
+	}
+	maybe_chown(s, f->fd, name, f->uid, gid);
+	int pfd = p9_openat(s, f->fd, name, O_PATH, 0);
+	struct stat st;
+	int e = pfd < 0 ? pfd : fstat_fd(fd, &st);
+	if (e < 0) {
+		if (pfd >= 0)
+			close(pfd);
+		close(fd);
+		free(np);
+		return e;
+	}
+	close(f->fd);
+	free(f->path);
+	f->fd = pfd;
+	f->ofd = fd;
+	f->path = np;
+	f->isdir = false;
+	wrqid(w, &st);
+	wr32(w, iounit(s));
+	return 0;
+}
+
+static int h_read(struct p9_server *s, struct rd *r, struct wr *w)
+{
+	uint32_t fid = rd32(r);
+	uint64_t off = rd64(r);
+	uint32_t count = rd32(r);
+	if (r->bad)
+		return -EPROTO;
+	struct p9_fid *f = fid_get(s, fid);
+	if (!f)
+		return -EBADF;
+	size_t room = w->cap - w->off;   /* after the header */
+	if (room < 4)
+		return -EMSGSIZE;
+	room -= 4;
+	if (count > room)
+		count = (uint32_t)room;
+	if (count > s->msize - P9_IOHDR)
+		count = s->msize - P9_IOHDR;
+	if (f->xattr) {
+		wr32(w, 0);
+		return 0;
+	}
+	if (f->ofd < 0 || f->isdir)
+		return -EBADF;
+	if (off > INT64_MAX)
+		return -EINVAL;
+	uint8_t *cnt = wr_take(w, 4);
+	ssize_t n;
+	do
+		n = pread(f->ofd, w->p + w->off, count, (off_t)off);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -errno;
+	w->off += (size_t)n;
+	for (int i = 0; i < 4; i++)
+		cnt[i] = (uint8_t)((uint32_t)n >> (8 * i));
+	return 0;
+}
+
+static int h_write(struct p9_server *s, struct rd *r, struct wr *w)
+{
+	uint32_t fid = rd32(r);
+	uint64_t off = rd64(r);
+	uint32_t count = rd32(r);
+	const uint8_t *data = rd_take(r, count);
+	if (r->bad)
+		return -EPROTO;
+	struct p9_fid *f = fid_get(s, fid);
+	if (!f || f->xattr)
+		return -EBADF;
+	if (s->readonly)
+		return -EROFS;
+	if (f->ofd < 0 || f->isdir)
+		return -EBADF;
+	if (off > INT64_MAX)
+		return -EINVAL;
+	ssize_t n;
+	do
+		n = pwrite(f->ofd, data, count, (off_t)off);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -errno;
+	wr32(w, (uint32_t)n);
+	return 0;
+}
+
+struct linux_dirent64 {
+	uint64_t d_ino;
+	int64_t d_off;
+	unsigned short d_reclen;
+	unsigned char d_type;
+	char d_name[];
+};
+
+static int h_readdir(struct p9_server *s, struct rd *r, struct wr *w)
+{
+	uint32_t fid = rd32(r);
+	uint64_t off = rd64(r);
+	uint32_t count = rd32(r);
+	if (r->bad)
+		return -EPROTO;
+	struct p9_fid *f = fid_get(s, fid);
+	if (!f || f->xattr)
+		return -EBADF;
+	if (f->ofd < 0 || !f->isdir)
+		return -EBADF;
+	size_t room = w->cap - w->off;
+	if (room < 4)
+		return -EMSGSIZE;
+	room -= 4;
+	if (count > room)
+		count = (uint32_t)room;
+	if (count > s->msize - P9_IOHDR)
+		count = s->msize - P9_IOHDR;
+	if (lseek(f->ofd, (off_t)off, SEEK_SET) < 0)
+		return -errno;
+	size_t cntpos = w->off;
+	wr32(w, 0);
+	struct wr body = { .p = w->p + w->off, .cap = count, .off = 0 };
+	char *buf = s->dirbuf;
+	bool full = false;
+	while (!full) {
+		long n = syscall(SYS_getdents64, f->ofd, buf, sizeof(s->dirbuf));
+		if (n < 0) {
+			if (body.off)
+				break;
+			return -errno;
+		}
+		if (n == 0)
+			break;
+		for (long pos = 0; pos < n;) {
+			struct linux_dirent64 *d = (struct linux_dirent64 *)(buf + pos);
+			if (d->d_reclen == 0 || pos + d->d_reclen > n)
+				break;
+			pos += d->d_reclen;
+			size_t nl = strnlen(d->d_name, d->d_reclen);
+			size_t need = 13 + 8 + 1 + 2 + nl;
+			if (need > body.cap - body.off) {
+				full = true;
+				break;
+			}
+			uint8_t qt = d->d_type == DT_DIR ? P9_QTDIR : d->d_type == DT_LNK ? P9_QTSYMLINK : P9_QTFILE;
+			wr8(&body, qt);
+			wr32(&body, 0);
+			wr64(&body, d->d_ino);
+			wr64(&body, (uint64_t)d->d_off);
+			wr8(&body, d->d_type);
+			wrstr(&body, d->d_name, nl);
+		}
+	}
+	w->off += body.off;
+	for (int i = 0; i < 4; i++)
+		w->p[cntpos + i] = (uint8_t)(body.off >> (8 * i));
+	return 0;
+}
+
+static int h_getattr(struct p9_server *s, struct rd *r, struct wr *w)
+{
+	uint32_t fid = rd32(r);
+	(void)rd64(r);   /* request_mask: we always fill the basic set */
+	if (r->bad)
+		return -EPROTO;
+	struct p9_fid *f = fid_get(s, fid);
+	if (!f || f->xattr)
+		return -EBADF;
+	struct stat st;
+	int e = fstat_fd(f->fd, &st);
+	if (e < 0)
+		return e;
+	wr64(w, P9_GETATTR_BASIC);
+	wrqid(w, &st);
+	wr32(w, st.st_mode);
+	wr32(w, st.st_uid);
+	wr32(w, st.st_gid);
+	wr64(w, st.st_nlink);
+	wr64(w, st.st_rdev);
+	wr64(w, (uint64_t)st.st_size);
+	wr64(w, (uint64_t)st.st_blksize);
+	wr64(w, (uint64_t)st.st_blocks);
+	wr64(w, (uint64_t)st.st_atim.tv_sec);
+	wr64(w, (uint64_t)st.st_atim.tv_nsec);
+	wr64(w, (uint64_t)st.st_mtim.tv_sec);
+	wr64(w, (uint64_t)st.st_mtim.tv_nsec);
+	wr64(w, (uint64_t)st.st_ctim.tv_sec);
+	wr64(w, (uint64_t)st.st_ctim.tv_nsec);
+	wr64(w, 0);   /* btime */
+	wr64(w, 0);
+	wr64(w, 0);   /* gen */
+	wr64(w, 0);   /* data_version */
+	return 0;
+}
+
+static int proc_path(struct p9_server *s, int fd, char *buf, size_t cap)
+{
+	if (s->procfd < 0)
+		return -EOPNOTSUPP;
+	snprintf(buf, cap, "/proc/self/fd/%d", fd);
+	return 0;
+}
+
+static int h_setattr(struct p9_server *s, struct rd *r, struct wr *w)
+{
+	(void)w;
+	uint32_t fid = rd32(r), valid = rd32(r), mode = rd32(r), uid = rd32(r), gid = rd32(r);
+	uint64_t size = rd64(r), asec = rd64(r), ansec = rd64(r), msec = rd64(r), mnsec = rd64(r);
+	if (r->bad)
+		return -EPROTO;
+	struct p9_fid *f = fid_get(s, fid);
+	if (!f || f->xattr)
+		return -EBADF;
+	if (s->readonly)
+		return -EROFS;
+	struct stat st;
+	int e = fstat_fd(f->fd, &st);
+	if (e < 0)
+		return e;
+	bool lnk = S_ISLNK(st.st_mode);
+	char pp[64];
+	if (valid & P9_ATTR_MODE && !lnk) {
+		if ((e = proc_path(s, f->fd, pp, sizeof(pp))) < 0)
+			return e;
+		if (chmod(pp, mode & 07777) < 0)
+			return -errno;
+	}
+	if (valid & (P9_ATTR_UID | P9_ATTR_GID)) {
+		uid_t u = (valid & P9_ATTR_UID) ? uid : (uid_t)-1;
+		gid_t g = (valid & P9_ATTR_GID) ? gid : (gid_t)-1;
+		if (fchownat(f->fd, "", u, g, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
+			return -errno;
+	}
+	if (valid & P9_ATTR_SIZE) {
+		if (lnk || S_ISDIR(st.st_mode))
+			return -EINVAL;
+		if (size > INT64_MAX)
+			return -EFBIG;
+		int fd = f->ofd;
+		if (fd < 0 || ftruncate(fd, (off_t)size) < 0) {
+			fd = p9_reopen(s, f, O_WRONLY);
+			if (fd < 0)
+				return fd;
+			int rc = ftruncate(fd, (off_t)size);
+			e = errno;
+			close(fd);
+			if (rc < 0)
+				return -e;
+		}
+	}
+	if (valid & (P9_ATTR_ATIME | P9_ATTR_MTIME) && !lnk) {
+		struct timespec ts[2] = { { .tv_nsec = UTIME_OMIT }, { .tv_nsec = UTIME_OMIT } };
+		if (valid & P9_ATTR_ATIME) {
+			if (valid & P9_ATTR_ATIME_SET)
+				ts[0] = (struct timespec){ .tv_sec = (time_t)asec, .tv_nsec = (long)(ansec % 1000000000) };
+			else
+				ts[0].tv_nsec = UTIME_NOW;
+		}
+		if (valid & P9_ATTR_MTIME) {
+			if (valid & P9_ATTR_MTIME_SET)
+				ts[1] = (struct timespec){ .tv_sec = (time_t)msec, .tv_nsec = (long)(mnsec % 1000000000) };
+			else
+				ts[1].tv_nsec = UTIME_NOW;
+		}
+		if ((e = proc_path(s, f->fd, pp, sizeof(pp))) < 0)
+			return e;
+		if (utimensat(AT_FDCWD, pp, ts, 0) < 0)
+			return -errno;
+	}
+	return 0;
+}
+
+static int h_statfs(struct p9_server *s, struct rd *r, struct wr *w)
+{
+	uint32_t fid = rd32(r);
+	if (r->bad)
+		return -EPROTO;
+	struct p9_fid *f = fid_get(s, fid);
+	if (!f)
+		return -EBADF;
+	struct statfs sf;
+	if (fstatfs(f->fd, &sf) < 0)
+		return -errno;
+	wr32(w, 0x01021997);   /* V9FS_MAGIC */
+	wr32(w, (uint32_t)sf.f_bsize);
+	wr64(w, sf.f_blocks);
+	wr64(w, sf.f_bfree);
+	wr64(w, sf.f_bavail);
+	wr64(w, sf.f_files);
+	wr64(w, sf.f_ffree);
+	uint64_t fsid;
+	memcpy(&fsid, &sf.f_fsid, sizeof(fsid));
+	wr64(w, fsid);
+	wr32(w, (uint32_t)sf.f_namelen);
+	return 0;
+}
+
+/* dfid + name of a new entry: the directory fid, validated. */
+static int dir_and_name(struct p9_server *s, uint32_t dfid, const char *name, struct p9_fid **out)
+{
+	if (!name_ok(name))
+		return -EINVAL;
+	struct p9_fid *d = fid_get(s, dfid);
+	if (!d || d->xattr)
+		return -EBADF;
+	if (!d->isdir)
+		return -ENOTDIR;
+	if (s->readonly)
+		return -EROFS;
+	*out = d;
+	return 0;
+}
+
+static int reply_entry_qid(struct p9_server *s, int dirfd, const char *name, struct wr *w)
+{
+	int fd = p9_openat(s, dirfd, name, O_PATH, 0);
+	if (fd < 0)
+		return fd;
+	struct stat st;
+	int e = fstat_fd(fd, &st);
+	close(fd);
+	if (e < 0)
+		return e;
+	wrqid(w, &st);
+	return 0;
+}
+
+static int h_mkdir(struct p9_server *s, struct rd *r, struct wr *w)
+{
+	uint32_t dfid = rd32(r);
+	char name[NAMEMAX];
+	rdstr(r, name, sizeof(name));
+	uint32_t mode = rd32(r), gid = rd32(r);
+	if (r->bad)
+		return -EPROTO;
+	struct p9_fid *d;
+	int e = dir_and_name(s, dfid, name, &d);
+	if (e < 0)
+		return e;
+	if (mkdirat(d->fd, name, mode & 07777) < 0)
+		return -errno;
+	maybe_chown(s, d->fd, name, d->uid, gid);
+	return reply_entry_qid(s, d->fd, name, w);
+}
+
+static int h_symlink(struct p9_server *s, struct rd *r, struct wr *w)
+{
+	uint32_t dfid = rd32(r);
+	char name[NAMEMAX], target[PATH_MAX];
+	rdstr(r, name, sizeof(name));
+	rdstr(r, target, sizeof(target));
+	uint32_t gid = rd32(r);
+	if (r->bad)
+		return -EPROTO;
+	struct p9_fid *d;
+	int e = dir_and_name(s, dfid, name, &d);
+	if (e < 0)
+		return e;
+	if (symlinkat(target, d->fd, name) < 0)
+		return -errno;
+	maybe_chown(s, d->fd, name, d->uid, gid);
+	return reply_entry_qid(s, d->fd, name, w);
+}
+
+static int h_mknod(struct p9_server *s, struct rd *r, struct wr *w)
+{
+	uint32_t dfid = rd32(r);
+	char name[NAMEMAX];
+	rdstr(r, name, sizeof(name));
+	uint32_t mode = rd32(r), major = rd32(r), minor = rd32(r), gid = rd32(r);
+	if (r->bad)
+		return -EPROTO;
+	struct p9_fid *d;
+	int e = dir_and_name(s, dfid, name, &d);
+	if (e < 0)
+		return e;
+	/* No device nodes in a host directory. */
+	if (!S_ISFIFO(mode) && !S_ISSOCK(mode) && !S_ISREG(mode))
+		return -EPERM;
+	if (mknodat(d->fd, name, mode & (S_IFMT | 07777), makedev(major, minor)) < 0)
+		return -errno;
+	maybe_chown(s, d->fd, name, d->uid, gid);
+	return reply_entry_qid(s, d->fd, name, w);
+}
+
+static int h_readlink(struct p9_server *s, struct rd *r, struct wr *w)
+{
+	uint32_t fid = rd32(r);
+	if (r->bad)
+		return -EPROTO;
+	struct p9_fid *f = fid_get(s, fid);
+	if (!f || f->xattr)
+		return -EBADF;
+	char buf[PATH_MAX];
+	ssize_t n = readlinkat(f->fd, "", buf, sizeof(buf));
+	if (n < 0)
+		return -errno;
+	wrstr(w, buf, (size_t)n);
+	return 0;
+}
+
+static int h_link(struct p9_server *s, struct rd *r, struct wr *w)
+{
+	(void)w;
+	uint32_t dfid = rd32(r), fid = rd32(r);
+	char name[NAMEMAX];
+	rdstr(r, name, sizeof(name));
+	if (r->bad)
+		return -EPROTO;
+	struct p9_fid *d;
+	int e = dir_and_name(s, dfid, name, &d);
+	if (e < 0)
+		return e;
+	struct p9_fid *f = fid_get(s, fid);
+	if (!f || f->xattr)
+		return -EBADF;
+	if (f->isdir)
+		return -EPERM;
+	char pp[64];
+	if ((e = proc_path(s, f->fd, pp, sizeof(pp))) < 0)
+		return e;
+	if (linkat(AT_FDCWD, pp, d->fd, name, AT_SYMLINK_FOLLOW) < 0)
+		return -errno;
+	return 0;
+}
+
+static int do_rename(struct p9_server *s, struct p9_fid *od, const char *on, struct p9_fid *nd, const char *nn)
+{
+	if (renameat(od->fd, on, nd->fd, nn) < 0)
+		return -errno;
+	char *op = path_join(od->path, on), *np = path_join(nd->path, nn);
+	if (op && np)
+		fids_renamed(s, op, np);
+	free(op);
+	free(np);
+	return 0;
+}
+
+static int h_renameat(struct p9_server *s, struct rd *r, struct wr *w)
+{
+	(void)w;
+	uint32_t ofid = rd32(r);
+	char on[NAMEMAX], nn[NAMEMAX];
+	rdstr(r, on, sizeof(on));
+	uint32_t nfid = rd32(r);
+	rdstr(r, nn, sizeof(nn));
+	if (r->bad)
+		return -EPROTO;
+	struct p9_fid *od, *nd;
+	int e = dir_and_name(s, ofid, on, &od);
+	if (e < 0 || (e = dir_and_name(s, nfid, nn, &nd)) < 0)
+		return e;
+	return do_rename(s, od, on, nd, nn);
+}
+
+/* Parent directory fid-like view of a fid's path: fd + basename. */
+static int open_parent(struct p9_server *s, struct p9_fid *f, int *pfd, const char **base)
+{
+	if (!f->path[0])
+		return -EBUSY;   /* the root itself */
+	char *slash = strrchr(f->path, '/');
+	char *dir = slash ? strndup(f->path, (size_t)(slash - f->path)) : strdup("");
+	if (!dir)
+		return -ENOMEM;
+	int fd = p9_openat(s, s->rootfd, dir, O_PATH | O_DIRECTORY, 0);
+	free(dir);
+	if (fd < 0)
+		return fd;
+	*pfd = fd;
+	*base = slash ? slash + 1 : f->path;
+	return 0;
+}
+
+static int h_rename(struct p9_server *s, struct rd *r, struct wr *w)
+{
+	(void)w;
+	uint32_t fid = rd32(r), dfid = rd32(r);
+	char nn[NAMEMAX];
+	rdstr(r, nn, sizeof(nn));
+	if (r->bad)
+		return -EPROTO;
+	struct p9_fid *nd;
+	int e = dir_and_name(s, dfid, nn, &nd);
+	if (e < 0)
+		return e;
+	struct p9_fid *f = fid_get(s, fid);
+	if (!f || f->xattr)
+		return -EBADF;
+	int pfd;
+	const char *base;
+	if ((e = open_parent(s, f, &pfd, &base)) < 0)
+		return e;
+	char *oldpath = strdup(f->path);
+	char *np = path_join(nd->path, nn);
+	if (renameat(pfd, base, nd->fd, nn) < 0)
+		e = -errno;
+	else if (oldpath && np)
+		fids_renamed(s, oldpath, np);
+	close(pfd);
+	free(oldpath);
+	free(np);
+	return e;
+}
+
+static int h_unlinkat(struct p9_server *s, struct rd *r, struct wr *w)
+{
+	(void)w;
+	uint32_t dfid = rd32(r);
+	char name[NAMEMAX];
+	rdstr(r, name, sizeof(name));
+	uint32_t flags = rd32(r);
+	if (r->bad)
+		return -EPROTO;
+	struct p9_fid *d;
+	int e = dir_and_name(s, dfid, name, &d);
+	if (e < 0)
+		return e;
+	if (unlinkat(d->fd, name, (flags & P9_DOTL_AT_REMOVEDIR) ? AT_REMOVEDIR : 0) < 0)
+		return -errno;
+	return 0;
+}
+
+static int h_remove(struct p9_server *s, struct rd *r, struct wr *w)
+{
+	(void)w;
+	uint32_t fid = rd32(r);
+	if (r->bad)
+		return -EPROTO;
+	struct p9_fid *f = fid_get(s, fid);
+	if (!f)
+		return -EBADF;
+	int e = 0, pfd;
+	const char *base;
+	if (s->readonly)
+		e = -EROFS;
+	else if (f->xattr)
+		e = -EINVAL;
+	else if ((e = open_parent(s, f, &pfd, &base)) == 0) {
+		if (unlinkat(pfd, base, f->isdir ? AT_REMOVEDIR : 0) < 0)
+			e = -errno;
+		close(pfd);
+	}
+	fid_clunk(s, fid);   /* clunked even when the remove fails */
+	return e;
+}
+
+static int h_fsync(struct p9_server *s, struct rd *r, struct wr *w)
+{
+	(void)w;
+	uint32_t fid = rd32(r);
+	if (r->bad)
+		return -EPROTO;
+	struct p9_fid *f = fid_get(s, fid);
+	if (!f)
+		return -EBADF;
+	if (f->ofd >= 0 && fsync(f->ofd) < 0)
+		return -errno;
+	return 0;
+}
+
+static int lock_type(uint8_t t)
+{
+	return t == P9_LOCK_RDLCK ? F_RDLCK : t == P9_LOCK_WRLCK ? F_WRLCK : t == P9_LOCK_UNLCK ? F_UNLCK : -1;
+}
+
+static int h_lock(struct p9_server *s, struct rd *r, struct wr *w)
+{
+	uint32_t fid = rd32(r);
+	uint8_t type = rd8(r);
+	(void)rd32(r);   /* flags */
+	uint64_t start = rd64(r), length = rd64(r);
+	(void)rd32(r);   /* proc_id */
+	char client[NAMEMAX];
+	rdstr(r, client, sizeof(client));
+	if (r->bad)
+		return -EPROTO;
+	struct p9_fid *f = fid_get(s, fid);
+	if (!f || f->xattr || f->ofd < 0)
+		return -EBADF;
+	int lt = lock_type(type);
+	if (lt < 0 || start > INT64_MAX || length > INT64_MAX)
+		return -EINVAL;
+	/* Open-file-description locks: one per fid's open file, never blocking
+	 * (the client polls on BLOCKED). */
+	struct flock fl = { .l_type = (short)lt, .l_whence = SEEK_SET, .l_start = (off_t)start,
+	                    .l_len = (off_t)length };
+	uint8_t st = P9_LOCK_SUCCESS;
+	if (fcntl(f->ofd, F_OFD_SETLK, &fl) < 0)
+		st = (errno == EAGAIN || errno == EACCES) ? P9_LOCK_BLOCKED : P9_LOCK_ERROR;
+	wr8(w, st);
+	return 0;
+}
+
+static int h_getlock(struct p9_server *s, struct rd *r, struct wr *w)
+{
+	uint32_t fid = rd32(r);
+	uint8_t type = rd8(r);
+	uint64_t start = rd64(r), length = rd64(r);
+	uint32_t proc_id = rd32(r);
+	char client[NAMEMAX];
+	rdstr(r, client, sizeof(client));
+	if (r->bad)
+		return -EPROTO;
+	struct p9_fid *f = fid_get(s, fid);
+	if (!f || f->xattr || f->ofd < 0)
+		return -EBADF;
+	int lt = lock_type(type);
+	if (lt < 0 || start > INT64_MAX || length > INT64_MAX)
+		return -EINVAL;
+	struct flock fl = { .l_type = (short)lt, .l_whence = SEEK_SET, .l_start = (off_t)start,
+	                    .l_len = (off_t)length };
+	if (fcntl(f->ofd, F_OFD_GETLK, &fl) < 0)
+		return -errno;
+	uint8_t rt = fl.l_type == F_RDLCK ? P9_LOCK_RDLCK : fl.l_type == F_WRLCK ? P9_LOCK_WRLCK : P9_LOCK_UNLCK;
+	wr8(w, rt);
+	if (fl.l_type == F_UNLCK) {
+		wr64(w, start);
+		wr64(w, length);
+		wr32(w, proc_id);
+	} else {
+		wr64(w, (uint64_t)fl.l_start);
+		wr64(w, (uint64_t)fl.l_len);
+		wr32(w, (uint32_t)fl.l_pid);
+	}
+	wrstr(w, client, strlen(client));
+	return 0;
+}
+
+static int h_xattrwalk(struct p9_server *s, struct rd *r, struct wr *w)
+{
+	uint32_t fid = rd32(r), newfid = rd32(r);
+	char name[NAMEMAX];
+	rdstr(r, name, sizeof(name));
+	if (r->bad)
+		return -EPROTO;
+	struct p9_fid *f = fid_get(s, fid);
+	if (!f || f->xattr)
+		return -EBADF;
+	if (name[0])
+		return -ENODATA;   /* no extended attributes exported */
+	/* listxattr: an empty list */
+	if (newfid == fid || fid_get(s, newfid))
+		return -EBADF;
+	int fd = dup(f->fd);
+	if (fd < 0)
+		return -errno;
+	struct p9_fid *x = fid_new(s, newfid, fd, strdup(f->path), f->isdir, f->uid);
+	if (!x)
+		return -ENOMEM;
+	x->xattr = true;
+	wr64(w, 0);
+	return 0;
+}
+
+/* ---- dispatch ---- */
+
+static size_t rlerror(uint8_t *rep, uint16_t tag, int err)
+{
+	struct wr w = { .p = rep, .cap = 11 };
+	wr32(&w, 11);
+	wr8(&w, Rlerror);
+	wr16(&w, tag);
+	wr32(&w, (uint32_t)err);
+	return 11;
+}
+
+size_t p9_handle(struct p9_server *s, const uint8_t *req, size_t reqlen, uint8_t *rep, size_t repcap)
+{
+	if (repcap < 11)
+		return 0;
+	if (reqlen < P9_HDR_SIZE)
+		return rlerror(rep, P9_NOTAG, EPROTO);
+	struct rd r = { .p = req, .len = reqlen };
+	uint32_t size = rd32(&r);
+	uint8_t type = rd8(&r);
+	uint16_t tag = rd16(&r);
+	if (size < P9_HDR_SIZE || size > reqlen || size > s->msize)
+		return rlerror(rep, tag, EPROTO);
+	r.len = size;   /* trailing bytes beyond size are not part of the message */
+	if (repcap > s->msize)
+		repcap = s->msize;
+	struct wr w = { .p = rep, .cap = repcap, .off = P9_HDR_SIZE };
+	int e;
+	switch (type) {
+	case Tversion: e = h_version(s, &r, &w); break;
+	case Tauth: e = -EOPNOTSUPP; break;
+	case Tattach: e = h_attach(s, &r, &w); break;
+	case Tflush:   /* requests are answered in order: nothing in flight */
+		(void)rd16(&r);
+		e = r.bad ? -EPROTO : 0;
+		break;
+	case Twalk: e = h_walk(s, &r, &w); break;
+	case Tlopen: e = h_lopen(s, &r, &w); break;
+	case Tlcreate: e = h_lcreate(s, &r, &w); break;
+	case Tread: e = h_read(s, &r, &w); break;
+	case Twrite: e = h_write(s, &r, &w); break;
+	case Treaddir: e = h_readdir(s, &r, &w); break;
+	case Tgetattr: e = h_getattr(s, &r, &w); break;
+	case Tsetattr: e = h_setattr(s, &r, &w); break;
+	case Tstatfs: e = h_statfs(s, &r, &w); break;
+	case Tmkdir: e = h_mkdir(s, &r, &w); break;
+	case Tsymlink: e = h_symlink(s, &r, &w); break;
+	case Tmknod: e = h_mknod(s, &r, &w); break;
+	case Treadlink: e = h_readlink(s, &r, &w); break;
+	case Tlink: e = h_link(s, &r, &w); break;
+	case Trenameat: e = h_renameat(s, &r, &w); break;
+	case Trename: e = h_rename(s, &r, &w); break;
+	case Tunlinkat: e = h_unlinkat(s, &r, &w); break;
+	case Tremove: e = h_remove(s, &r, &w); break;
+	case Tfsync: e = h_fsync(s, &r, &w); break;
+	case Tlock: e = h_lock(s, &r, &w); break;
+	case Tgetlock: e = h_getlock(s, &r, &w); break;
+	case Txattrwalk: e = h_xattrwalk(s, &r, &w); break;
+	case Txattrcreate: e = s->readonly ? -EROFS : -EOPNOTSUPP; break;
+	case Tclunk: {
+		uint32_t fid = rd32(&r);
+		e = r.bad ? -EPROTO : fid_clunk(s, fid);
+		break;
+	}
+	default: e = -EOPNOTSUPP; break;
+	}
+	if (e == 0 && w.over)
+		e = -EMSGSIZE;
+	if (e < 0)
+		return rlerror(rep, tag, -e);
+	struct wr h = { .p = rep, .cap = P9_HDR_SIZE };
+	wr32(&h, (uint32_t)w.off);
+	wr8(&h, (uint8_t)(type + 1));
+	wr16(&h, tag);
+	return w.off;
+}

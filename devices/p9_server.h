@@ -1,0 +1,48 @@
+/*
+ * A 9P2000.L file server over one host directory, independent of any
+ * transport: p9_handle() takes one request message and writes one reply.
+ *
+ * The share is a jail.  Every fid holds an O_PATH fd; names are resolved
+ * one component at a time relative to a directory fd with
+ * openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS)
+ * (or an O_NOFOLLOW component walk where openat2 is missing), so neither
+ * "..", absolute symlinks nor symlinks leading outside can reach past the
+ * root.  Symlinks are never followed by the server: the client resolves
+ * them itself after Treadlink.  Names containing '/' or equal to "." or
+ * ".." are refused where they would create or name an entry.
+ *
+ * Every field of a request is bounds-checked against the message; a
+ * malformed request gets Rlerror(EPROTO/EINVAL), never an out-of-bounds
+ * access.  Not thread-safe: one caller at a time per server.
+ */
+#ifndef HYVE_P9_SERVER_H
+#define HYVE_P9_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define P9_HDR_SIZE   7              /* size[4] type[1] tag[2] */
+#define P9_MIN_MSIZE  4096
+#define P9_MAX_MSIZE  (1024 * 1024)  /* largest msize we negotiate */
+#define P9_NOTAG      0xffff
+#define P9_NOFID      0xffffffffu
+
+struct p9_server;
+
+/* Open the share (a directory).  NULL with errno set on failure. */
+struct p9_server *p9_server_new(const char *root, bool readonly);
+void p9_server_free(struct p9_server *s);
+/* Drop every fid and go back to the pre-Tversion state (device reset). */
+void p9_server_reset(struct p9_server *s);
+/* msize in force (P9_MAX_MSIZE before Tversion). */
+uint32_t p9_server_msize(const struct p9_server *s);
+
+/*
+ * Handle one request of reqlen bytes; write the reply (at most repcap
+ * bytes, repcap >= 11 so an Rlerror always fits) to rep.  Returns the
+ * reply length (always > 0 when repcap >= 11).
+ */
+size_t p9_handle(struct p9_server *s, const uint8_t *req, size_t reqlen, uint8_t *rep, size_t repcap);
+
+#endif

@@ -1,0 +1,664 @@
+/*
+ * Unit test of the 9P2000.L server (devices/p9_server.c): hand-built
+ * messages against a temporary share directory, results checked against
+ * the host directory; escape attempts, read-only shares and malformed
+ * messages.  No KVM needed.
+ *
+ * Prints one line per check and "N passed, N failed"; exits 1 on failure.
+ * Run it also with HYVE_P9_NO_OPENAT2=1 to exercise the fallback resolver
+ * (the test does that itself in a second pass).
+ * test-sources: devices/p9_server.c
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../../devices/p9_server.h"
+
+static int npass, nfail;
+static const char *pass_name = "";
+
+static void check(bool ok, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	printf("%s %s", ok ? "ok  " : "FAIL", pass_name);
+	vprintf(fmt, ap);
+	printf("\n");
+	va_end(ap);
+	if (ok)
+		npass++;
+	else
+		nfail++;
+}
+
+/* ---- message building ---- */
+
+struct msg {
+	uint8_t b[70000];
+	size_t n;
+};
+
+static void p8(struct msg *m, uint8_t v) { m->b[m->n++] = v; }
+static void p16(struct msg *m, uint16_t v) { p8(m, (uint8_t)v); p8(m, (uint8_t)(v >> 8)); }
+static void p32(struct msg *m, uint32_t v) { p16(m, (uint16_t)v); p16(m, (uint16_t)(v >> 16)); }
+static void p64(struct msg *m, uint64_t v) { p32(m, (uint32_t)v); p32(m, (uint32_t)(v >> 32)); }
+static void ps(struct msg *m, const char *s)
+{
+	size_t l = strlen(s);
+	p16(m, (uint16_t)l);
+	memcpy(m->b + m->n, s, l);
+	m->n += l;
+}
+static void pbytes(struct msg *m, const void *d, size_t l)
+{
+	memcpy(m->b + m->n, d, l);
+	m->n += l;
+}
+
+static void begin(struct msg *m, uint8_t type)
+{
+	m->n = 0;
+	p32(m, 0);
+	p8(m, type);
+	p16(m, 0x1234);
+}
+
+static void finish(struct msg *m)
+{
+	uint32_t n = (uint32_t)m->n;
+	memcpy(m->b, &n, 4);
+}
+
+static uint8_t rep[P9_MAX_MSIZE];
+static size_t replen;
+static struct p9_server *srv;
+
+static uint32_t g32(size_t off) { uint32_t v; memcpy(&v, rep + off, 4); return v; }
+static uint64_t g64(size_t off) { uint64_t v; memcpy(&v, rep + off, 8); return v; }
+static uint16_t g16(size_t off) { uint16_t v; memcpy(&v, rep + off, 2); return v; }
+
+/* Send; returns the reply type; *err = Rlerror errno or 0. */
+static int send_raw(const uint8_t *b, size_t n, size_t repcap, int *err)
+{
+	replen = p9_handle(srv, b, n, rep, repcap);
+	*err = 0;
+	if (replen < 7 || g32(0) != replen)
+		return -1;
+	if (rep[4] == 7)
+		*err = (int)g32(7);
+	return rep[4];
+}
+
+static int xfer(struct msg *m, int *err)
+{
+	finish(m);
+	return send_raw(m->b, m->n, sizeof(rep), err);
+}
+
+/* Expect success (type+1); returns true if so. */
+static bool ok_reply(struct msg *m, const char *what)
+{
+	int err, t = xfer(m, &err);
+	bool ok = t == m->b[4] + 1;
+	check(ok, "%s (reply %d, errno %d)", what, t, err);
+	return ok;
+}
+
+static int expect_err(struct msg *m)
+{
+	int err, t = xfer(m, &err);
+	return t == 7 ? err : 0;
+}
+
+/* ---- operations ---- */
+
+enum { Tstatfs = 8, Tlopen = 12, Tlcreate = 14, Tsymlink = 16, Trename = 20, Treadlink = 22,
+       Tgetattr = 24, Tsetattr = 26, Txattrwalk = 30, Treaddir = 40, Tfsync = 50, Tlock = 52, Tlink = 70,
+       Tmkdir = 72, Trenameat = 74, Tunlinkat = 76, Tversion = 100, Tattach = 104, Tflush = 108,
+       Twalk = 110, Tread = 116, Twrite = 118, Tclunk = 120, Tremove = 122 };
+
+static struct msg m;
+
+static void mk_walk(uint32_t fid, uint32_t newfid, int n, const char **names)
+{
+	begin(&m, Twalk);
+	p32(&m, fid);
+	p32(&m, newfid);
+	p16(&m, (uint16_t)n);
+	for (int i = 0; i < n; i++)
+		ps(&m, names[i]);
+}
+
+static int walk(uint32_t fid, uint32_t newfid, int n, const char **names)
+{
+	mk_walk(fid, newfid, n, names);
+	int err, t = xfer(&m, &err);
+	if (t == 111 && g16(7) != n)
+		return -ENOENT;   /* partial walk */
+	return t == 111 ? 0 : -err;
+}
+
+static int walk1(uint32_t fid, uint32_t newfid, const char *name)
+{
+	return walk(fid, newfid, 1, &name);
+}
+
+static void clunk(uint32_t fid)
+{
+	begin(&m, Tclunk);
+	p32(&m, fid);
+	int err;
+	xfer(&m, &err);
+}
+
+static char root[PATH_MAX];
+
+static char *hp(const char *rel)
+{
+	static char buf[PATH_MAX * 2];
+	snprintf(buf, sizeof(buf), "%s/%s", root, rel);
+	return buf;
+}
+
+static bool host_content(const char *rel, const char *want)
+{
+	char buf[256] = { 0 };
+	int fd = open(hp(rel), O_RDONLY);
+	if (fd < 0)
+		return false;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	return n == (ssize_t)strlen(want) && memcmp(buf, want, (size_t)n) == 0;
+}
+
+static void version_attach(uint32_t fid)
+{
+	begin(&m, Tversion);
+	p32(&m, 65536);
+	ps(&m, "9P2000.L");
+	if (ok_reply(&m, "Tversion"))
+		check(g32(7) == 65536 && g16(11) == 8 && memcmp(rep + 13, "9P2000.L", 8) == 0,
+		      "Rversion msize 65536 and 9P2000.L");
+	begin(&m, Tattach);
+	p32(&m, fid);
+	p32(&m, 0xffffffffu);
+	ps(&m, "root");
+	ps(&m, "");
+	p32(&m, 0);
+	if (ok_reply(&m, "Tattach"))
+		check(rep[7] == 0x80, "attach qid is a directory");
+}
+
+static void run_functional(void)
+{
+	version_attach(1);
+
+	/* lcreate + write + read */
+	check(walk(1, 2, 0, NULL) == 0, "clone root fid");
+	begin(&m, Tlcreate);
+	p32(&m, 2);
+	ps(&m, "hello.txt");
+	p32(&m, 02 | 0100);   /* O_RDWR|O_CREAT */
+	p32(&m, 0644);
+	p32(&m, getgid());
+	if (ok_reply(&m, "Tlcreate hello.txt"))
+		check(rep[7] == 0, "lcreate qid is a file");
+	struct stat st;
+	check(stat(hp("hello.txt"), &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 0777) == 0644,
+	      "hello.txt exists on the host, mode 0644");
+	begin(&m, Twrite);
+	p32(&m, 2);
+	p64(&m, 0);
+	p32(&m, 11);
+	pbytes(&m, "hello world", 11);
+	if (ok_reply(&m, "Twrite"))
+		check(g32(7) == 11, "Rwrite count 11");
+	check(host_content("hello.txt", "hello world"), "host file holds 'hello world'");
+	begin(&m, Tread);
+	p32(&m, 2);
+	p64(&m, 6);
+	p32(&m, 100);
+	if (ok_reply(&m, "Tread"))
+		check(g32(7) == 5 && memcmp(rep + 11, "world", 5) == 0, "Rread at 6 gives 'world'");
+	/* read clamped to reply room */
+	begin(&m, Tread);
+	p32(&m, 2);
+	p64(&m, 0);
+	p32(&m, 1000000);
+	finish(&m);
+	int err, t = send_raw(m.b, m.n, 16, &err);
+	check(t == 117 && g32(7) == 5 && replen == 16, "Tread count clamped to the reply buffer");
+	begin(&m, Tfsync);
+	p32(&m, 2);
+	p32(&m, 0);
+	ok_reply(&m, "Tfsync");
+	begin(&m, Tlock);
+	p32(&m, 2);
+	p8(&m, 1);
+	p32(&m, 0);
+	p64(&m, 0);
+	p64(&m, 0);
+	p32(&m, 42);
+	ps(&m, "client");
+	if (ok_reply(&m, "Tlock write lock"))
+		check(rep[7] == 0, "lock granted");
+	clunk(2);
+
+	/* getattr / setattr */
+	check(walk1(1, 3, "hello.txt") == 0, "walk to hello.txt");
+	begin(&m, Tgetattr);
+	p32(&m, 3);
+	p64(&m, 0x7ff);
+	stat(hp("hello.txt"), &st);
+	if (ok_reply(&m, "Tgetattr"))
+		check(g64(7 + 8 + 5) == (uint64_t)st.st_ino && g64(7 + 8 + 13 + 12 + 16) == 11 &&
+		      (g32(7 + 8 + 13) & 07777) == 0644,
+		      "getattr ino, size 11, mode 0644 match the host");
+	begin(&m, Tsetattr);
+	p32(&m, 3);
+	p32(&m, 1 | 8 | 32 | 256);   /* MODE | SIZE | MTIME | MTIME_SET */
+	p32(&m, 0600);
+	p32(&m, 0);
+	p32(&m, 0);
+	p64(&m, 5);
+	p64(&m, 0);
+	p64(&m, 0);
+	p64(&m, 1000000000);
+	p64(&m, 0);
+	ok_reply(&m, "Tsetattr mode, size, mtime");
+	stat(hp("hello.txt"), &st);
+	check((st.st_mode & 0777) == 0600 && st.st_size == 5 && st.st_mtime == 1000000000,
+	      "host file now 0600, 5 bytes, mtime 1e9");
+
+	/* statfs */
+	begin(&m, Tstatfs);
+	p32(&m, 1);
+	if (ok_reply(&m, "Tstatfs"))
+		check(g32(11) > 0 && g32(7 + 4 + 4 + 40 + 8) > 0, "statfs bsize and namelen nonzero");
+
+	/* mkdir + readdir */
+	begin(&m, Tmkdir);
+	p32(&m, 1);
+	ps(&m, "sub");
+	p32(&m, 0755);
+	p32(&m, getgid());
+	ok_reply(&m, "Tmkdir sub");
+	check(stat(hp("sub"), &st) == 0 && S_ISDIR(st.st_mode), "sub is a directory on the host");
+	check(walk1(1, 4, "sub") == 0, "walk to sub");
+	begin(&m, Tlcreate);
+	p32(&m, 4);
+	ps(&m, "inner");
+	p32(&m, 01 | 0100);
+	p32(&m, 0644);
+	p32(&m, getgid());
+	ok_reply(&m, "Tlcreate sub/inner");
+	clunk(4);
+	check(walk(1, 5, 0, NULL) == 0, "clone root for readdir");
+	begin(&m, Tlopen);
+	p32(&m, 5);
+	p32(&m, 0);
+	ok_reply(&m, "Tlopen root for reading");
+	int seen_hello = 0, seen_sub = 0, entries = 0;
+	uint64_t off = 0;
+	for (int round = 0; round < 10; round++) {
+		begin(&m, Treaddir);
+		p32(&m, 5);
+		p64(&m, off);
+		p32(&m, 40);   /* small: forces several rounds */
+		if (xfer(&m, &err) != 41)
+			break;
+		uint32_t cnt = g32(7);
+		if (cnt == 0)
+			break;
+		size_t p = 11, end = 11 + cnt;
+		while (p + 24 <= end) {
+			uint16_t nl = g16(p + 22);
+			if (p + 24 + nl > end)
+				break;
+			off = g64(p + 13);
+			if (nl == 9 && memcmp(rep + p + 24, "hello.txt", 9) == 0)
+				seen_hello++;
+			if (nl == 3 && memcmp(rep + p + 24, "sub", 3) == 0)
+				seen_sub += rep[p] == 0x80;
+			entries++;
+			p += 24 + nl;
+		}
+	}
+	check(seen_hello == 1 && seen_sub == 1 && entries == 4, "readdir lists ., .., hello.txt, sub once (%d)",
+	      entries);
+	clunk(5);
+
+	/* renameat */
+	begin(&m, Trenameat);
+	p32(&m, 1);
+	ps(&m, "hello.txt");
+	p32(&m, 1);
+	ps(&m, "renamed.txt");
+	ok_reply(&m, "Trenameat hello.txt -> renamed.txt");
+	check(access(hp("hello.txt"), F_OK) != 0 && access(hp("renamed.txt"), F_OK) == 0, "renamed on the host");
+	/* fid 3 still names the file after the rename */
+	begin(&m, Tlopen);
+	p32(&m, 3);
+	p32(&m, 0);
+	ok_reply(&m, "Tlopen of a renamed file's fid");
+	clunk(3);
+	/* Trename */
+	check(walk1(1, 6, "renamed.txt") == 0, "walk to renamed.txt");
+	begin(&m, Trename);
+	p32(&m, 6);
+	p32(&m, 1);
+	ps(&m, "again.txt");
+	ok_reply(&m, "Trename renamed.txt -> again.txt");
+	check(access(hp("again.txt"), F_OK) == 0, "again.txt on the host");
+	/* link */
+	begin(&m, Tlink);
+	p32(&m, 1);
+	p32(&m, 6);
+	ps(&m, "hard.txt");
+	ok_reply(&m, "Tlink hard.txt");
+	struct stat a, b;
+	check(stat(hp("again.txt"), &a) == 0 && stat(hp("hard.txt"), &b) == 0 && a.st_ino == b.st_ino,
+	      "hard.txt is a hard link of again.txt");
+	clunk(6);
+
+	/* symlink + readlink */
+	begin(&m, Tsymlink);
+	p32(&m, 1);
+	ps(&m, "lnk");
+	ps(&m, "sub/inner");
+	p32(&m, getgid());
+	if (ok_reply(&m, "Tsymlink lnk -> sub/inner"))
+		check(rep[7] == 0x02, "symlink qid type");
+	char lb[64] = { 0 };
+	check(readlink(hp("lnk"), lb, sizeof(lb)) == 9 && strcmp(lb, "sub/inner") == 0, "host symlink target");
+	check(walk1(1, 7, "lnk") == 0, "walk to lnk");
+	begin(&m, Treadlink);
+	p32(&m, 7);
+	if (ok_reply(&m, "Treadlink"))
+		check(g16(7) == 9 && memcmp(rep + 9, "sub/inner", 9) == 0, "readlink gives sub/inner");
+	clunk(7);
+
+	/* xattrwalk */
+	begin(&m, Txattrwalk);
+	p32(&m, 1);
+	p32(&m, 8);
+	ps(&m, "user.foo");
+	check(expect_err(&m) == ENODATA, "Txattrwalk of a name: ENODATA");
+	begin(&m, Txattrwalk);
+	p32(&m, 1);
+	p32(&m, 8);
+	ps(&m, "");
+	if (ok_reply(&m, "Txattrwalk list"))
+		check(g64(7) == 0, "xattr list is empty");
+	clunk(8);
+
+	/* unlinkat */
+	begin(&m, Tunlinkat);
+	p32(&m, 1);
+	ps(&m, "hard.txt");
+	p32(&m, 0);
+	ok_reply(&m, "Tunlinkat hard.txt");
+	check(access(hp("hard.txt"), F_OK) != 0, "hard.txt gone");
+	begin(&m, Tunlinkat);
+	p32(&m, 1);
+	ps(&m, "sub");
+	p32(&m, 0x200);
+	check(expect_err(&m) == ENOTEMPTY, "unlinkat of a non-empty dir: ENOTEMPTY");
+	/* Tremove */
+	const char *si[] = { "sub", "inner" };
+	check(walk(1, 9, 2, si) == 0, "walk sub/inner");
+	begin(&m, Tremove);
+	p32(&m, 9);
+	ok_reply(&m, "Tremove sub/inner");
+	check(access(hp("sub/inner"), F_OK) != 0, "sub/inner gone");
+	begin(&m, Tunlinkat);
+	p32(&m, 1);
+	ps(&m, "sub");
+	p32(&m, 0x200);
+	ok_reply(&m, "Tunlinkat sub (AT_REMOVEDIR)");
+	check(access(hp("sub"), F_OK) != 0, "sub gone");
+	begin(&m, Tflush);
+	p16(&m, 1);
+	ok_reply(&m, "Tflush");
+}
+
+static void run_escapes(void)
+{
+	char outside[PATH_MAX * 2];
+	snprintf(outside, sizeof(outside), "%s/../outside-secret", root);
+	symlink("/etc", hp("etc"));
+	symlink("/etc/passwd", hp("abs"));
+	symlink("../../../../../../../../etc", hp("rel"));
+	mkdir(hp("d"), 0755);
+	symlink("../..", hp("d/up"));
+
+	check(walk1(1, 20, "..") == 0, "walk .. from the root succeeds");
+	begin(&m, Tgetattr);
+	p32(&m, 20);
+	p64(&m, 0x7ff);
+	struct stat st;
+	stat(root, &st);
+	check(ok_reply(&m, "getattr of root/..") && g64(7 + 8 + 5) == (uint64_t)st.st_ino,
+	      "root/.. is the root itself");
+	clunk(20);
+	const char *upup[] = { "..", "..", "..", "etc", "passwd" };
+	check(walk(1, 21, 5, upup) != 0, "walk ../../../etc/passwd fails");
+	const char *dup2[] = { "d", "..", "..", "etc", "passwd" };
+	check(walk(1, 21, 5, dup2) != 0, "walk d/../../etc/passwd fails");
+	const char *upl[] = { "..", "..", "etc" };
+	check(walk(1, 21, 3, upl) == 0 && rep[9 + 26] == 0x02, "walk ../../etc names the share's own symlink");
+	clunk(21);
+	const char *ep[] = { "etc", "passwd" };
+	check(walk(1, 21, 2, ep) != 0, "walk through symlink to /etc fails");
+	const char *rp[] = { "rel", "passwd" };
+	check(walk(1, 21, 2, rp) != 0, "walk through ../../ symlink fails");
+	const char *up[] = { "d", "up", "etc" };
+	check(walk(1, 21, 3, up) != 0, "walk through d/up (../..) fails");
+	check(walk1(1, 21, "abs") == 0, "walk to the absolute symlink itself is fine");
+	begin(&m, Tlopen);
+	p32(&m, 21);
+	p32(&m, 0);
+	check(expect_err(&m) != 0, "Tlopen of an absolute symlink fails (no follow)");
+	clunk(21);
+	check(walk1(1, 21, "a/b") == -EINVAL, "walk name with '/' refused");
+	check(walk1(1, 21, "/etc") == -EINVAL, "walk name '/etc' refused");
+	begin(&m, Tlcreate);
+	p32(&m, 1);
+	ps(&m, "..");
+	p32(&m, 0100 | 1);
+	p32(&m, 0644);
+	p32(&m, 0);
+	check(expect_err(&m) == EINVAL, "lcreate '..' refused");
+	begin(&m, Tmkdir);
+	p32(&m, 1);
+	ps(&m, "x/y");
+	p32(&m, 0755);
+	p32(&m, 0);
+	check(expect_err(&m) == EINVAL, "mkdir 'x/y' refused");
+	/* create through a symlink name: O_NOFOLLOW */
+	check(walk1(1, 22, "d") == 0, "walk d");
+	begin(&m, Tlcreate);
+	p32(&m, 22);
+	ps(&m, "up");
+	p32(&m, 0100 | 1);
+	p32(&m, 0644);
+	p32(&m, 0);
+	check(expect_err(&m) != 0, "lcreate over a symlink name fails");
+	clunk(22);
+	begin(&m, Trenameat);
+	p32(&m, 1);
+	ps(&m, "d");
+	p32(&m, 1);
+	ps(&m, "../escaped");
+	check(expect_err(&m) == EINVAL, "renameat to '../escaped' refused");
+	check(access(outside, F_OK) != 0, "nothing created outside the share");
+}
+
+static void run_malformed(void)
+{
+	uint8_t b[64] = { 0 };
+	int err, t;
+	t = send_raw(b, 3, sizeof(rep), &err);
+	check(t == 7 && err == EPROTO, "3-byte message: Rlerror EPROTO");
+	begin(&m, Tgetattr);
+	p32(&m, 1);
+	finish(&m);   /* request_mask missing */
+	t = send_raw(m.b, m.n, sizeof(rep), &err);
+	check(t == 7 && err == EPROTO, "truncated Tgetattr: EPROTO");
+	begin(&m, Tgetattr);
+	p32(&m, 1);
+	p64(&m, 0x7ff);
+	finish(&m);
+	t = send_raw(m.b, m.n - 3, sizeof(rep), &err);
+	check(t == 7 && err == EPROTO, "size field beyond the buffer: EPROTO");
+	begin(&m, Twalk);
+	p32(&m, 1);
+	p32(&m, 30);
+	p16(&m, 1);
+	p16(&m, 60000);   /* huge string length */
+	pbytes(&m, "abc", 3);
+	t = xfer(&m, &err);
+	check(t == 7 && err == EPROTO, "walk name with huge length: EPROTO");
+	const char *names[17];
+	for (int i = 0; i < 17; i++)
+		names[i] = ".";
+	mk_walk(1, 30, 17, names);
+	t = xfer(&m, &err);
+	check(t == 7 && err == EINVAL, "nwname 17: EINVAL");
+	begin(&m, Twrite);
+	p32(&m, 1);
+	p64(&m, 0);
+	p32(&m, 1000);
+	pbytes(&m, "short", 5);
+	t = xfer(&m, &err);
+	check(t == 7 && err == EPROTO, "Twrite count beyond the data: EPROTO");
+	begin(&m, Tversion);
+	p32(&m, 8192);
+	p16(&m, 100);
+	t = xfer(&m, &err);
+	check(t == 7 && err == EPROTO, "Tversion string past the end: EPROTO");
+	begin(&m, 250);
+	t = xfer(&m, &err);
+	check(t == 7 && err == EOPNOTSUPP, "unknown type: EOPNOTSUPP");
+	begin(&m, Tclunk);
+	p32(&m, 777);
+	t = xfer(&m, &err);
+	check(t == 7 && err == EBADF, "clunk of an unknown fid: EBADF");
+	memset(b, 0xff, sizeof(b));
+	t = send_raw(b, sizeof(b), sizeof(rep), &err);
+	check(t == 7 && err == EPROTO, "all-0xff message: EPROTO");
+	begin(&m, Tattach);
+	p32(&m, 1);   /* fid in use */
+	p32(&m, 0xffffffffu);
+	ps(&m, "");
+	ps(&m, "");
+	p32(&m, 0);
+	check(expect_err(&m) == EBADF, "attach to a fid in use: EBADF");
+}
+
+static void run_readonly(void)
+{
+	p9_server_free(srv);
+	srv = p9_server_new(root, true);
+	check(srv != NULL, "read-only server opens");
+	version_attach(1);
+	int fd = open(hp("ro.txt"), O_CREAT | O_WRONLY, 0644);
+	check(fd >= 0 && write(fd, "data", 4) == 4, "host file for ro test");
+	close(fd);
+	begin(&m, Tlcreate);
+	p32(&m, 1);
+	ps(&m, "new");
+	p32(&m, 0100 | 1);
+	p32(&m, 0644);
+	p32(&m, 0);
+	check(expect_err(&m) == EROFS, "ro: lcreate EROFS");
+	begin(&m, Tmkdir);
+	p32(&m, 1);
+	ps(&m, "newd");
+	p32(&m, 0755);
+	p32(&m, 0);
+	check(expect_err(&m) == EROFS, "ro: mkdir EROFS");
+	begin(&m, Tunlinkat);
+	p32(&m, 1);
+	ps(&m, "ro.txt");
+	p32(&m, 0);
+	check(expect_err(&m) == EROFS, "ro: unlinkat EROFS");
+	check(walk1(1, 2, "ro.txt") == 0, "ro: walk ro.txt");
+	begin(&m, Tlopen);
+	p32(&m, 2);
+	p32(&m, 2);
+	check(expect_err(&m) == EROFS, "ro: lopen O_RDWR EROFS");
+	begin(&m, Tsetattr);
+	p32(&m, 2);
+	p32(&m, 8);
+	for (int i = 0; i < 3; i++)
+		p32(&m, 0);
+	for (int i = 0; i < 5; i++)
+		p64(&m, 0);
+	check(expect_err(&m) == EROFS, "ro: setattr EROFS");
+	begin(&m, Tlopen);
+	p32(&m, 2);
+	p32(&m, 0);
+	ok_reply(&m, "ro: lopen O_RDONLY works");
+	begin(&m, Twrite);
+	p32(&m, 2);
+	p64(&m, 0);
+	p32(&m, 1);
+	p8(&m, 'x');
+	check(expect_err(&m) == EROFS, "ro: write EROFS");
+	begin(&m, Tread);
+	p32(&m, 2);
+	p64(&m, 0);
+	p32(&m, 10);
+	check(ok_reply(&m, "ro: read") && g32(7) == 4, "ro: read gives 4 bytes");
+	check(host_content("ro.txt", "data"), "ro: host file unchanged");
+}
+
+static void one_pass(void)
+{
+	char parent[64] = "/tmp/p9test.XXXXXX";
+	if (!mkdtemp(parent)) {
+		perror("mkdtemp");
+		exit(1);
+	}
+	snprintf(root, sizeof(root), "%s/share", parent);
+	mkdir(root, 0755);
+	srv = p9_server_new(root, false);
+	check(srv != NULL, "server opens %s", root);
+	if (!srv)
+		return;
+	run_functional();
+	run_escapes();
+	run_malformed();
+	run_readonly();
+	p9_server_free(srv);
+	char cmd[PATH_MAX * 2 + 16];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", parent);
+	if (system(cmd) != 0)
+		printf("warning: cleanup of %s failed\n", parent);
+}
+
+int main(void)
+{
+	errno = 0;
+	struct p9_server *bad = p9_server_new("/nonexistent/share", false);
+	check(bad == NULL, "nonexistent share refused");
+	bad = p9_server_new("/etc/passwd", false);
+	check(bad == NULL, "non-directory share refused");
+	pass_name = "[openat2] ";
+	unsetenv("HYVE_P9_NO_OPENAT2");
+	one_pass();
+	pass_name = "[fallback] ";
+	setenv("HYVE_P9_NO_OPENAT2", "1", 1);
+	one_pass();
+	printf("%d passed, %d failed\n", npass, nfail);
+	return nfail ? 1 : 0;
+}
