@@ -44,6 +44,13 @@ void linux_adapt_cmdline(const struct emulator_probe *p, char *buf, size_t n)
 	 * longest initcalls measured on such hosts.
 	 */
 	append(buf, n, "mitigations=off init_on_alloc=0 cryptomgr.notests");
+	/*
+	 * Emulated CPL0 makes every vCPU look stalled to RCU and makes the
+	 * TSC look unstable to the clocksource watchdog; the stall reports
+	 * (NMI backtraces) and a fallback to PIO-based clocksources only add
+	 * more emulated work.
+	 */
+	append(buf, n, "rcupdate.rcu_cpu_stall_suppress=1 tsc=reliable");
 	append(buf, n, "initcall_blacklist=ftrace_check_for_weak_functions,ftrace_check_sync,"
 	               "load_system_certificate_list");
 	if (emulator_probe_rejects(p, "xsave") || emulator_probe_rejects(p, "xgetbv"))
