@@ -31,7 +31,7 @@ static void append(char *buf, size_t n, const char *s)
 	snprintf(buf + len, n - len, "%s%s", len ? " " : "", s);
 }
 
-void linux_adapt_cmdline(const struct emulator_probe *p, char *buf, size_t n)
+void linux_adapt_cmdline(const struct emulator_probe *p, int ncpus, char *buf, size_t n)
 {
 	buf[0] = '\0';
 	/* Hypercalls (PV IPIs, PV yield, kvmclock setup) never return on PVM. */
@@ -50,7 +50,20 @@ void linux_adapt_cmdline(const struct emulator_probe *p, char *buf, size_t n)
 	 * (NMI backtraces) and a fallback to PIO-based clocksources only add
 	 * more emulated work.
 	 */
-	append(buf, n, "rcupdate.rcu_cpu_stall_suppress=1 tsc=reliable");
+	append(buf, n, "rcupdate.rcu_cpu_stall_suppress=1 tsc=reliable nowatchdog");
+	/*
+	 * Measured with Debian's 6.1 kernel at -c 2: one pass of the
+	 * scheduler's load balancing (SCHED_SOFTIRQ, rebalance_domains) takes
+	 * longer than a tick when emulated, so ksoftirqd on every CPU
+	 * livelocks in it and boot stops.  Keeping the APs out of the
+	 * scheduler domains removes the balancing; they still come up and run
+	 * their per-CPU work.
+	 */
+	if (ncpus > 1) {
+		char iso[64];
+		snprintf(iso, sizeof(iso), ncpus == 2 ? "isolcpus=domain,1" : "isolcpus=domain,1-%d", ncpus - 1);
+		append(buf, n, iso);
+	}
 	append(buf, n, "initcall_blacklist=ftrace_check_for_weak_functions,ftrace_check_sync,"
 	               "load_system_certificate_list");
 	if (emulator_probe_rejects(p, "xsave") || emulator_probe_rejects(p, "xgetbv"))

@@ -46,7 +46,7 @@ boot_linux() {
 
 t_linux_test_kernel_to_init() {
 	linux_test_kit || return $?
-	boot_linux 600 "$TEST_BZIMAGE" "$TEST_INITRD" "console=ttyS0" -c 2 -m 256M
+	boot_linux 1200 "$TEST_BZIMAGE" "$TEST_INITRD" "console=ttyS0" -c 2 -m 256M
 	echo "    /init reached in ${LINUX_SECONDS}s (-c 2)"
 	expect_out 'smpboot: Total of 2 processors activated' &&
 	expect_out 'ACPI: .*MADT|ACPI: APIC' && expect_out 'Unpacking initramfs' &&
