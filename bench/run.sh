@@ -17,4 +17,5 @@ if [ ! -r /dev/kvm ] || [ ! -w /dev/kvm ]; then
 	echo "bench: /dev/kvm is missing or not accessible" >&2
 	exit 1
 fi
-exec python3 bench/bench.py --hyve "${HYVE_BIN:-build/release/hyve}" "$@"
+python3 bench/bench.py --hyve "${HYVE_BIN:-build/release/hyve}" "$@"
+[ $# -gt 0 ] || python3 bench/bench_state.py --hyve "${HYVE_BIN:-build/release/hyve}"  # checkpoint/restore/migration -> results/state-latest.json (bench/README.md); full runs only

@@ -23,6 +23,18 @@ static const struct {
 	{ "rdseed", "rdseed" },
 	{ "avx", "avx" },         /* clears avx2/fma/avx512* through cpuid_deps */
 	{ "clac", "smap" },       /* uaccess paths run CLAC/STAC */
+	/*
+	 * SIMD at CPL0: x86-64 Linux requires SSE2 and cannot drop it, but its
+	 * kernel_fpu_begin() users pick SSSE3-and-later code paths (measured:
+	 * the RNG's blake2s_compress_ssse3 right after the initramfs starts to
+	 * unpack; crc32c, sha, aesni in modules).  Without these they use
+	 * their generic C versions.  (LDMXCSR itself is completed by hyve.)
+	 */
+	{ "sse2", "ssse3" },
+	{ "sse2", "sse4_1" },
+	{ "sse2", "sse4_2" },
+	{ "sse2", "pclmulqdq" },
+	{ "sse2", "aes" },
 };
 
 static void append(char *buf, size_t n, const char *s)
@@ -51,6 +63,22 @@ void linux_adapt_cmdline(const struct emulator_probe *p, int ncpus, char *buf, s
 	 * more emulated work.
 	 */
 	append(buf, n, "rcupdate.rcu_cpu_stall_suppress=1 tsc=reliable nowatchdog");
+	/*
+	 * check_timer() gives the IO-APIC timer a few emulated milliseconds to
+	 * tick; on a loaded emulating host it misses and the kernel panics
+	 * ("IO-APIC + timer doesn't work!", seen here with 6 VMs on 2 cores).
+	 * The in-kernel PIT/IOAPIC route is known to work.
+	 */
+	append(buf, n, "no_timer_check");
+	/*
+	 * Measured with Debian's 6.1 kernel: after freeing init memory,
+	 * mark_rodata_ro() ends with the CONFIG_DEBUG_WX page-table walk over
+	 * the whole kernel address space, which took over 10 minutes emulated.
+	 * rodata=off skips both (the guest's kernel text then stays writable:
+	 * a hardening loss accepted on emulating hosts only; boot.linux_adapt
+	 * =false restores it).
+	 */
+	append(buf, n, "rodata=off");
 	/*
 	 * Measured with Debian's 6.1 kernel at -c 2: one pass of the
 	 * scheduler's load balancing (SCHED_SOFTIRQ, rebalance_domains) takes

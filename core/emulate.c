@@ -2,8 +2,9 @@
  * Userspace completion of instructions that the host KVM's emulator
  * rejects.  Only used on emulating hosts (PVM), where every guest CPL0
  * instruction goes through KVM's emulator and it gives up on a few that
- * ordinary guests execute: INT3 / INT n / INTO, FWAIT, POPCNT and
- * CLAC/STAC.  On
+ * ordinary guests execute: INT3 / INT n / INTO, FWAIT, POPCNT, CLAC/STAC
+ * and LDMXCSR/STMXCSR (Linux's kernel_fpu_begin() loads MXCSR even when the
+ * code that follows avoids SSE).  On
  * VT-x/SVM hosts these never reach userspace.
  */
 #include <stdio.h>
@@ -153,6 +154,120 @@ static int emulate_popcnt(struct kvm_regs *r, int opsize, int rex, uint8_t modrm
 	return 0;
 }
 
+/*
+ * Effective address of a ModRM memory operand in 64-bit mode (p points at
+ * the ModRM byte).  Returns the bytes used by ModRM/SIB/displacement, or
+ * -1 for a register operand or truncated bytes.  *riprel says the address
+ * is relative to the end of the instruction (the caller adds it).
+ */
+static int modrm_ea64(const uint8_t *p, int n, int rex, struct kvm_regs *r, uint64_t *ea, bool *riprel)
+{
+	if (n < 1)
+		return -1;
+	int mod = p[0] >> 6, rm = p[0] & 7, used = 1;
+	uint64_t addr = 0;
+	*riprel = false;
+	if (mod == 3)
+		return -1;
+	if (rm == 4) {   /* SIB */
+		if (n < 2)
+			return -1;
+		uint8_t sib = p[1];
+		used = 2;
+		int scale = sib >> 6, index = ((sib >> 3) & 7) | ((rex & 2) ? 8 : 0), base = sib & 7;
+		if (index != 4)
+			addr += *gpr(r, index) << scale;
+		if (base == 5 && mod == 0) {
+			if (n < used + 4)
+				return -1;
+			int32_t d;
+			memcpy(&d, p + used, 4);
+			*ea = addr + (uint64_t)(int64_t)d;   /* no base register */
+			return used + 4;
+		}
+		addr += *gpr(r, base | ((rex & 1) ? 8 : 0));
+	} else if (rm == 5 && mod == 0) {
+		if (n < 5)
+			return -1;
+		int32_t d;
+		memcpy(&d, p + 1, 4);
+		*riprel = true;
+		*ea = (uint64_t)(int64_t)d;
+		return 5;
+	} else {
+		addr = *gpr(r, rm | ((rex & 1) ? 8 : 0));
+	}
+	if (mod == 1) {
+		if (n < used + 1)
+			return -1;
+		addr += (uint64_t)(int64_t)(int8_t)p[used];
+		used += 1;
+	} else if (mod == 2) {
+		if (n < used + 4)
+			return -1;
+		int32_t d;
+		memcpy(&d, p + used, 4);
+		addr += (uint64_t)(int64_t)d;
+		used += 4;
+	}
+	*ea = addr;
+	return used;
+}
+
+/* Copy guest-virtual memory byte by byte (operands may cross a page). */
+static int gva_access(struct vcpu *vcpu, const struct kvm_sregs *s, uint64_t gva, void *buf, int len, bool write)
+{
+	for (int k = 0; k < len; k++) {
+		uint64_t gpa;
+		if (gva_to_gpa(vcpu_ctx(vcpu), s, gva + (uint64_t)k, &gpa))
+			return -1;
+		int rc = write ? vm_copy_to_guest(vcpu_ctx(vcpu), gpa, (uint8_t *)buf + k, 1)
+		               : vm_copy_from_guest(vcpu_ctx(vcpu), gpa, (uint8_t *)buf + k, 1);
+		if (rc)
+			return -1;
+	}
+	return 0;
+}
+
+/* LDMXCSR m32 / STMXCSR m32 (0F AE /2, /3) in 64-bit mode. */
+static int emulate_mxcsr(struct vcpu *vcpu, struct kvm_regs *r, const struct kvm_sregs *s, const uint8_t *insn,
+                         int i, int n, int rex, uint64_t segbase)
+{
+	uint64_t ea;
+	bool riprel;
+	int op = (insn[i + 2] >> 3) & 7;
+	int used = modrm_ea64(insn + i + 2, n - i - 2, rex, r, &ea, &riprel);
+	if (used < 0)
+		return -1;
+	uint64_t next = r->rip + (uint64_t)(i + 2 + used);
+	ea = (riprel ? next + ea : ea) + segbase;
+	/* The CPU's own checks first: no SSE state enabled means #UD, TS means #NM. */
+	if (!(s->cr4 & 0x200) || (s->cr0 & 0x4))
+		return vcpu_inject_exception(vcpu, 6, false, 0);
+	if (s->cr0 & 0x8)
+		return vcpu_inject_exception(vcpu, 7, false, 0);
+	/* MXCSR lives at byte 24 of the (FXSAVE-layout) legacy XSAVE region. */
+	struct kvm_xsave xs;
+	if (vcpu_xsave_size(vcpu) != sizeof(xs) || vcpu_get_xsave(vcpu, &xs))
+		return -1;
+	uint32_t v;
+	if (op == 2) {
+		if (gva_access(vcpu, s, ea, &v, 4, false))
+			return -1;
+		if (v & ~0xffffu)   /* reserved bits: #GP(0), as the CPU would */
+			return vcpu_inject_exception(vcpu, 13, true, 0);
+		memcpy((uint8_t *)xs.region + 24, &v, 4);
+		if (vcpu_set_xsave(vcpu, &xs))
+			return -1;
+	} else {
+		memcpy(&v, (uint8_t *)xs.region + 24, 4);
+		if (gva_access(vcpu, s, ea, &v, 4, true))
+			return -1;
+	}
+	r->rip = next;
+	return vcpu_set_regs(vcpu, r);
+}
+
 int emulate_fallback(struct vcpu *vcpu, const struct vm_exit *vme)
 {
 	struct kvm_regs r;
@@ -168,18 +283,21 @@ int emulate_fallback(struct vcpu *vcpu, const struct vm_exit *vme)
 		goto fail;
 	enum cpu_mode mode = cpu_mode(&s);
 	int i = 0, opsize = mode == MODE_PROT16 || mode == MODE_REAL ? 2 : 4, rex = 0;
-	bool rep = false;
+	bool rep = false, other_prefix = false;
+	uint64_t segbase = 0;
 
 	/* Legacy prefixes, then REX (64-bit mode only, must be last). */
 	for (; i < n; i++) {
 		uint8_t b = insn[i];
 		if (b == 0x66)
-			opsize = opsize == 2 ? 4 : 2;
+			opsize = opsize == 2 ? 4 : 2, other_prefix = true;
 		else if (b == 0xf3)
 			rep = true;
+		else if (b == 0x64 || b == 0x65)   /* FS/GS: the only bases long mode keeps */
+			segbase = b == 0x64 ? s.fs.base : s.gs.base;
 		else if (b == 0xf2 || b == 0xf0 || b == 0x67 || b == 0x2e || b == 0x36 ||
-		         b == 0x3e || b == 0x26 || b == 0x64 || b == 0x65)
-			;
+		         b == 0x3e || b == 0x26)
+			other_prefix = true;
 		else
 			break;
 	}
@@ -230,6 +348,12 @@ int emulate_fallback(struct vcpu *vcpu, const struct vm_exit *vme)
 				r.rflags |= RFLAGS_AC;
 			r.rip += (uint64_t)i + 3;
 			if (vcpu_set_regs(vcpu, &r))
+				goto fail;
+			return 0;
+		}
+		if (i + 2 < n && insn[i + 1] == 0xae && mode == MODE_LONG64 && !rep && !other_prefix &&
+		    (((insn[i + 2] >> 3) & 7) == 2 || ((insn[i + 2] >> 3) & 7) == 3) && (insn[i + 2] >> 6) != 3) {
+			if (emulate_mxcsr(vcpu, &r, &s, insn, i, n, rex, segbase))
 				goto fail;
 			return 0;
 		}

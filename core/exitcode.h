@@ -8,6 +8,8 @@ enum hyve_exit {
 	HYVE_EXIT_HALT = 2,
 	HYVE_EXIT_TRIPLEFAULT = 3,
 	HYVE_EXIT_ERROR = 4,
+	/* The VM now runs on a migration destination (which confirmed it). */
+	HYVE_EXIT_MIGRATED = 0,
 };
 
 /*

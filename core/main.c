@@ -4,6 +4,7 @@
  * level -> kernel loader -> vCPU threads -> main event loop.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,12 +18,16 @@
 #include "../boot/linux_adapt.h"
 #include "../devices/pci_emul.h"
 #include "../devices/pci_lpc.h"
+#include "checkpoint.h"
 #include "config.h"
+#include "control.h"
+#include "migration.h"
 #include "exitcode.h"
 #include "init.h"
 #include "log.h"
 #include "mevent.h"
 #include "vm.h"
+#include "vmstate.h"
 
 #define HYVE_VERSION "0.1"
 #define DEFAULT_MEMSIZE (256ULL << 20)
@@ -34,12 +39,16 @@ static void usage(FILE *out)
 	        "Usage: hyve [-AHPSuwx] [-c [[cpus=]n][,sockets=n][,cores=n][,threads=n]]\n"
 	        "            [-m size[KMGT]] [-s slot[:func],model[,conf]]... [-l com1,BACKEND]\n"
 	        "            [-o key=value]... [-k config_file] vmname\n"
+	        "       hyve -r checkpoint_file [-o key=value]... [vmname]\n"
+	        "       hyve -R [addr:]port [-o key=value]... [vmname]\n"
 	        "  -c  number of vCPUs (default 1)\n"
 	        "  -m  guest memory size; a number without suffix is MiB (default 256M)\n"
 	        "  -s  PCI slot: '-s help' lists device models\n"
 	        "  -l  LPC device: comN,stdio | comN,file=PATH | comN,sock=PATH ('-l help')\n"
 	        "  -o  set a configuration key ('-o help' lists keys; config.dump=true prints the tree)\n"
 	        "  -k  read key=value lines from a file\n"
+	        "  -r  restore a checkpoint (its configuration, overridable with -o)\n"
+	        "  -R  receive a migrating VM on [addr:]port (configuration arrives with it)\n"
 	        "  -A  generate ACPI tables (always on)   -H/-P  exit on HLT/PAUSE (accepted)\n"
 	        "  -S  wire guest memory   -u  RTC keeps UTC   -w  ignore unimplemented MSRs\n"
 	        "  -x  x2APIC mode   -h  this help\n"
@@ -81,6 +90,27 @@ static int check_emulating(const char *path, const char *value, char *err, size_
 	return -1;
 }
 
+/* Keys whose value is one of two words. */
+static int check_two_words(const char *value, const char *a, const char *b, char *err, size_t errlen)
+{
+	if (strcmp(value, a) == 0 || strcmp(value, b) == 0)
+		return 0;
+	snprintf(err, errlen, "expected %s or %s", a, b);
+	return -1;
+}
+
+static int check_restore_mode(const char *path, const char *value, char *err, size_t errlen)
+{
+	(void)path;
+	return check_two_words(value, "lazy", "copy", err, errlen);
+}
+
+static int check_compress(const char *path, const char *value, char *err, size_t errlen)
+{
+	(void)path;
+	return check_two_words(value, "none", "lz4", err, errlen);
+}
+
 static const struct config_key core_keys[] = {
 	{ "name", CFG_STRING, "VM name (the positional argument)", NULL },
 	{ "cpus", CFG_UINT, "number of vCPUs (-c)", NULL },
@@ -108,6 +138,14 @@ static const struct config_key core_keys[] = {
 	{ "x86.x2apic", CFG_BOOL, "-x (accepted)", NULL },
 	{ "rtc.use_localtime", CFG_BOOL, "RTC in local time (-u clears it)", NULL },
 	{ "uuid", CFG_STRING, "SMBIOS UUID (-U)", NULL },
+	{ "migration.streams", CFG_UINT, "TCP streams for live migration (1..8, default 1)", NULL },
+	{ "migration.downtime_ms", CFG_UINT, "pre-copy stops when the rest fits in this downtime (default 300)", NULL },
+	{ "migration.max_rounds", CFG_UINT, "pre-copy rounds before vCPUs are throttled (default 30)", NULL },
+	{ "migration.verify", CFG_CUSTOM, "re-hash RAM at stop-and-copy and resend pages the dirty log missed: auto (emulating hosts), true, false", check_emulating },
+	{ "migration.compress", CFG_CUSTOM, "page compression: none (default) or lz4", check_compress },
+	{ "boot.paused", CFG_BOOL, "start with vCPUs paused until hyvectl --resume", NULL },
+	{ "control.socket", CFG_STRING, "hyvectl control socket path (default /run/hyve/NAME.sock; none disables)", NULL },
+	{ "snapshot.restore_memory", CFG_CUSTOM, "restore RAM lazily from the file (lazy, default) or read it all first (copy)", check_restore_mode },
 	{ NULL, 0, NULL, NULL },
 };
 
@@ -171,12 +209,44 @@ static void __attribute__((noreturn)) config_fail(const char *msg)
 	exit(HYVE_EXIT_ERROR);
 }
 
+#define HYVE_OPTSTRING "AHPSuwxhc:m:s:l:o:k:U:r:R:"
+
+/*
+ * -r FILE / -R [ADDR:]PORT: the checkpoint's (or the incoming VM's)
+ * configuration goes in first, so the other options (in any position)
+ * override it.  Returns the source or NULL; *incoming says which.
+ */
+static const char *restore_source(int argc, char **argv, bool *incoming)
+{
+	const char *file = NULL, *listen = NULL;
+	char err[768];
+	int c;
+	opterr = 0;
+	while ((c = getopt(argc, argv, HYVE_OPTSTRING)) != -1) {
+		if (c == 'r')
+			file = optarg;
+		else if (c == 'R')
+			listen = optarg;
+	}
+	opterr = 1;
+	optind = 0;   /* glibc: rescan from the start */
+	if (file && listen)
+		config_fail("-r and -R exclude each other");
+	*incoming = listen != NULL;
+	if (file && checkpoint_open(file, err, sizeof(err)))
+		config_fail(err);
+	if (listen && migration_accept(listen, err, sizeof(err)))
+		config_fail(err);
+	return file ? file : listen;
+}
+
 static void parse_args(int argc, char **argv)
 {
 	char err[512];
 	int c;
-	while ((c = getopt(argc, argv, "AHPSuwxhc:m:s:l:o:k:U:")) != -1) {
+	while ((c = getopt(argc, argv, HYVE_OPTSTRING)) != -1) {
 		switch (c) {
+		case 'r': case 'R': break;   /* handled by restore_source() */
 		case 'A': set_config_value("acpi_tables", "true"); break;
 		case 'H': set_config_value("x86.vmexit_on_hlt", "true"); break;
 		case 'P': set_config_value("x86.vmexit_on_pause", "true"); break;
@@ -234,7 +304,7 @@ static void parse_args(int argc, char **argv)
 }
 
 /* Post-parse checks that span several keys. */
-static void check_config(struct hyve_vm *vm, uint64_t *memsize)
+static void check_config(struct hyve_vm *vm, uint64_t *memsize, bool restoring)
 {
 	char err[512];
 	if (config_validate(err, sizeof(err)))
@@ -269,7 +339,7 @@ static void check_config(struct hyve_vm *vm, uint64_t *memsize)
 			snprintf(err, sizeof(err), "config: lpc.com%d.path: needs an lpc device (-s 31,lpc)", i);
 			config_fail(err);
 		}
-	if (!get_config_value("boot.kernel"))
+	if (!restoring && !get_config_value("boot.kernel"))
 		config_fail("config: boot.kernel: no kernel given (-o boot.kernel=PATH)");
 }
 
@@ -366,14 +436,17 @@ int main(int argc, char **argv)
 	uint64_t memsize;
 	struct boot_entry be;
 
+	bool incoming;
+	const char *restore = restore_source(argc, argv, &incoming);
 	parse_args(argc, argv);
-	pci_add_default_devices();
+	if (!restore)
+		pci_add_default_devices();
 	if (get_config_bool_default("config.dump", false)) {
 		config_dump(stdout);
 		return 0;
 	}
 	log_level_max = (int)get_config_uint_default("log.level", LOG_INFO);
-	check_config(vm, &memsize);
+	check_config(vm, &memsize, restore != NULL);
 
 	vm->ctx = vm_create(get_config_value("name"), err, sizeof(err));
 	if (!vm->ctx)
@@ -390,10 +463,30 @@ int main(int argc, char **argv)
 	firmware_set_ncpus(vm->ncpus);
 	if (init_run_all(vm->ctx))
 		return HYVE_EXIT_ERROR;
-	if (load_kernel(vm, &be))
+	migration_register_commands();
+	if (restore) {
+		if (vcpus_create(vm, NULL))
+			return HYVE_EXIT_ERROR;
+		/* The control socket first: an incoming VM must not be confirmed and then fail here. */
+		if (incoming && control_start(vm)) {
+			migration_refuse("the destination's control socket is in use (set control.socket)");
+			return HYVE_EXIT_ERROR;
+		}
+		if (incoming ? migration_receive(vm, err, sizeof(err)) : checkpoint_restore(vm, err, sizeof(err))) {
+			log_err("%s %s: %s", incoming ? "incoming migration on" : "restore", restore, err);
+			return HYVE_EXIT_ERROR;
+		}
+		/* Devices look at rings whose kicks happened in the saving process. */
+		vmstate_resume();
+	} else {
+		if (load_kernel(vm, &be))
+			return HYVE_EXIT_ERROR;
+		if (vcpus_create(vm, &be))
+			return HYVE_EXIT_ERROR;
+	}
+	if (!incoming && control_start(vm))
 		return HYVE_EXIT_ERROR;
-	if (vcpus_create(vm, &be))
-		return HYVE_EXIT_ERROR;
+	atexit(control_stop);
 
 	struct sigaction sa;
 	memset(&sa, 0, sizeof(sa));

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "exitcode.h"
 #include "inout.h"
@@ -21,6 +22,15 @@
 struct hyve_vm the_vm;
 
 static pthread_t vcpu_threads[HYVE_MAX_VCPUS];
+static atomic_ullong stat_exits, stat_io, stat_mmio, stat_fallback;
+
+void vcpus_get_stats(struct vcpu_stats *st)
+{
+	st->exits = atomic_load(&stat_exits);
+	st->io = atomic_load(&stat_io);
+	st->mmio = atomic_load(&stat_mmio);
+	st->fallback = atomic_load(&stat_fallback);
+}
 static atomic_int exit_status = -1;
 
 /*
@@ -36,11 +46,19 @@ static atomic_int halt_probe_generation;
 static atomic_int halt_votes;
 static atomic_int halt_probe_answers;
 
+/* Pause state (see vcpus_pause below). */
+static pthread_mutex_t pause_mtx = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pause_cv = PTHREAD_COND_INITIALIZER;
+
 void vm_request_exit(int status)
 {
 	int expected = -1;
 	if (atomic_compare_exchange_strong(&exit_status, &expected, status)) {
 		vcpus_kick_all(&the_vm);
+		/* Parked vCPUs wake and leave too. */
+		pthread_mutex_lock(&pause_mtx);
+		pthread_cond_broadcast(&pause_cv);
+		pthread_mutex_unlock(&pause_mtx);
 		mevent_wakeup();
 	}
 }
@@ -274,6 +292,105 @@ int vcpus_watch_halt(struct hyve_vm *vm)
 	return mevent_add_timer(HALT_PROBE_NS, HALT_PROBE_NS, halt_probe_timer, vm) ? 0 : -1;
 }
 
+/*
+ * Pause: every vCPU thread parks outside KVM_RUN (checkpoint, migration,
+ * hyvectl --pause).  A kick gets each one out of the kernel; the thread
+ * sees pause_requested at the top of its loop and waits on pause_cv.
+ * Nested pauses are counted so a checkpoint inside a user's --pause does
+ * not resume the guest behind the user's back.
+ */
+static int pause_depth;
+static int parked;
+static atomic_bool pause_requested;
+
+static void vcpu_park_if_paused(void)
+{
+	if (!atomic_load(&pause_requested))
+		return;
+	pthread_mutex_lock(&pause_mtx);
+	parked++;
+	pthread_cond_broadcast(&pause_cv);
+	while (pause_depth > 0 && vm_exit_requested() < 0)
+		pthread_cond_wait(&pause_cv, &pause_mtx);
+	parked--;
+	pthread_mutex_unlock(&pause_mtx);
+}
+
+void vcpus_pause(struct hyve_vm *vm)
+{
+	pthread_mutex_lock(&pause_mtx);
+	if (pause_depth++ == 0) {
+		atomic_store(&pause_requested, true);
+		vcpus_kick_all(vm);
+		while (parked < vm->nrunning && vm_exit_requested() < 0) {
+			/* Timed: a vCPU thread that died with the VM never parks. */
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += 50000000;
+			if (ts.tv_nsec >= 1000000000) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000;
+			}
+			pthread_cond_timedwait(&pause_cv, &pause_mtx, &ts);
+		}
+	}
+	pthread_mutex_unlock(&pause_mtx);
+}
+
+void vcpus_resume(struct hyve_vm *vm)
+{
+	(void)vm;
+	pthread_mutex_lock(&pause_mtx);
+	if (pause_depth > 0 && --pause_depth == 0) {
+		atomic_store(&pause_requested, false);
+		pthread_cond_broadcast(&pause_cv);
+	}
+	pthread_mutex_unlock(&pause_mtx);
+}
+
+bool vcpus_paused(void)
+{
+	pthread_mutex_lock(&pause_mtx);
+	bool p = pause_depth > 0;
+	pthread_mutex_unlock(&pause_mtx);
+	return p;
+}
+
+/*
+ * Migration auto-converge: a vCPU that dirties memory faster than it can be
+ * sent sleeps pct% of every 10 ms.  vCPUs at CPL3 rarely exit, so a timer
+ * kicks them; the sleep happens at the top of the run loop.
+ */
+static atomic_int throttle_pct;
+static struct mevent *throttle_timer;
+
+static void throttle_kick(int fd, void *arg)
+{
+	(void)fd;
+	vcpus_kick_all(arg);
+}
+
+void vcpus_set_throttle(struct hyve_vm *vm, int pct)
+{
+	pct = pct < 0 ? 0 : pct > 95 ? 95 : pct;
+	atomic_store(&throttle_pct, pct);
+	if (pct && !throttle_timer)
+		throttle_timer = mevent_add_timer(10000000ULL, 10000000ULL, throttle_kick, vm);
+	else if (throttle_timer && pct)
+		mevent_enable(throttle_timer);
+	else if (throttle_timer)
+		mevent_disable(throttle_timer);
+}
+
+static void vcpu_throttle(void)
+{
+	int pct = atomic_load(&throttle_pct);
+	if (pct > 0) {
+		struct timespec ts = { 0, pct * 100000L };
+		nanosleep(&ts, NULL);
+	}
+}
+
 static void *vcpu_thread(void *arg)
 {
 	struct vcpu *vcpu = arg;
@@ -285,17 +402,24 @@ static void *vcpu_thread(void *arg)
 	pthread_setname_np(pthread_self(), name);
 
 	while (vm_exit_requested() < 0) {
+		vcpu_park_if_paused();
+		vcpu_throttle();
+		if (vm_exit_requested() >= 0)
+			break;
 		if (vcpu_run(vcpu, &vme)) {
 			log_err("vcpu%d: KVM_RUN: %s", vcpu_id(vcpu), strerror(errno));
 			vm_request_exit(HYVE_EXIT_ERROR);
 			break;
 		}
+		atomic_fetch_add_explicit(&stat_exits, 1, memory_order_relaxed);
 		switch (vme.exitcode) {
 		case VM_EXITCODE_INOUT:
+			atomic_fetch_add_explicit(&stat_io, 1, memory_order_relaxed);
 			if (handle_inout(vcpu, &vme))
 				vm_request_exit(HYVE_EXIT_ERROR);
 			break;
 		case VM_EXITCODE_MMIO:
+			atomic_fetch_add_explicit(&stat_mmio, 1, memory_order_relaxed);
 			if (handle_mmio(vcpu, &vme))
 				vm_request_exit(HYVE_EXIT_ERROR);
 			break;
@@ -320,8 +444,10 @@ static void *vcpu_thread(void *arg)
 			}
 			break;
 		case VM_EXITCODE_EMUL_FAIL:
-			if (the_vm.emulating && emulate_fallback(vcpu, &vme) == 0)
+			if (the_vm.emulating && emulate_fallback(vcpu, &vme) == 0) {
+				atomic_fetch_add_explicit(&stat_fallback, 1, memory_order_relaxed);
 				break;
+			}
 			if (!the_vm.emulating)
 				vcpu_report_failure(vcpu, "KVM could not emulate an instruction", &vme);
 			vm_request_exit(HYVE_EXIT_ERROR);
@@ -339,12 +465,13 @@ static void *vcpu_thread(void *arg)
 
 int vcpus_start(struct hyve_vm *vm)
 {
+	vm->nrunning = vm->ncpus;
 	for (int i = 0; i < vm->ncpus; i++) {
 		int rc = pthread_create(&vcpu_threads[i], NULL, vcpu_thread, vm->vcpu[i]);
 		if (rc) {
 			log_err("cannot start vCPU thread %d: %s", i, strerror(rc));
 			vm_request_exit(HYVE_EXIT_ERROR);
-			vm->ncpus = i;
+			vm->ncpus = vm->nrunning = i;
 			return -1;
 		}
 	}

@@ -6,6 +6,7 @@
 #define HYVE_VM_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "../boot/boot.h"
 #include "../vmm/vmm.h"
@@ -17,6 +18,7 @@ struct hyve_vm {
 	int ncpus;
 	struct vcpu *vcpu[HYVE_MAX_VCPUS];
 	bool emulating;    /* host KVM emulates guest CPL0 code: use fallbacks */
+	int nrunning;      /* vCPU threads started */
 };
 
 extern struct hyve_vm the_vm;
@@ -27,6 +29,20 @@ int vcpus_create(struct hyve_vm *vm, const struct boot_entry *be);
 int vcpus_start(struct hyve_vm *vm);
 void vcpus_join(struct hyve_vm *vm);
 void vcpus_kick_all(struct hyve_vm *vm);
+/*
+ * Stop every vCPU outside KVM_RUN and wait until all have stopped (they
+ * keep their state in KVM); vcpus_resume lets them go.  Pauses nest.
+ */
+void vcpus_pause(struct hyve_vm *vm);
+void vcpus_resume(struct hyve_vm *vm);
+bool vcpus_paused(void);
+/* Slow the vCPUs to pct% sleep (migration auto-converge); 0 stops it. */
+void vcpus_set_throttle(struct hyve_vm *vm, int pct);
+/* Exit counters since start (hyvectl --get-stats). */
+struct vcpu_stats {
+	uint64_t exits, io, mmio, fallback;
+};
+void vcpus_get_stats(struct vcpu_stats *st);
 /* Exit with status 2 once every vCPU sits in HLT with interrupts off. */
 int vcpus_watch_halt(struct hyve_vm *vm);
 

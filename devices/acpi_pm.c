@@ -6,12 +6,14 @@
  */
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <time.h>
 
 #include "../core/exitcode.h"
 #include "../core/init.h"
 #include "../core/inout.h"
 #include "../core/log.h"
+#include "../core/snapshot.h"
 #include "acpi_pm.h"
 
 #define PM1_SCI_EN 0x0001
@@ -91,6 +93,36 @@ int acpi_reset_port_access(bool in, uint32_t *val)
 	return 0;
 }
 
+/* PM1 registers; the PM timer follows the host clock and has no state. */
+static int pm_save(void *arg, struct snap_buf *out, char *err, size_t errlen)
+{
+	(void)arg; (void)err; (void)errlen;
+	pthread_mutex_lock(&pm.lock);
+	sb_u16(out, pm.sts);
+	sb_u16(out, pm.en);
+	sb_u16(out, pm.cnt);
+	pthread_mutex_unlock(&pm.lock);
+	return 0;
+}
+
+static int pm_load(void *arg, struct snap_rd *in, uint32_t version, char *err, size_t errlen)
+{
+	(void)arg;
+	uint16_t sts = sr_u16(in), en = sr_u16(in), cnt = sr_u16(in);
+	if (version != 1 || !sr_ok(in)) {
+		snprintf(err, errlen, "ACPI PM state is not valid");
+		return -1;
+	}
+	pthread_mutex_lock(&pm.lock);
+	pm.sts = sts;
+	pm.en = en;
+	pm.cnt = (uint16_t)((cnt & ~PM1_SLP_EN) | PM1_SCI_EN);
+	pthread_mutex_unlock(&pm.lock);
+	return 0;
+}
+
+static const struct snapshot_ops pm_snapshot_ops = { .version = 1, .save = pm_save, .load = pm_load };
+
 static int acpi_pm_init(struct vmctx *ctx)
 {
 	(void)ctx;
@@ -102,6 +134,6 @@ static int acpi_pm_init(struct vmctx *ctx)
 	for (size_t i = 0; i < sizeof(ports) / sizeof(ports[0]); i++)
 		if (register_inout(&ports[i]))
 			return -1;
-	return 0;
+	return snapshot_register("acpi-pm", &pm_snapshot_ops, NULL);
 }
 hyve_init(INIT_PLATFORM, acpi_pm_init)

@@ -7,11 +7,13 @@
  */
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "../core/exitcode.h"
 #include "../core/init.h"
 #include "../core/inout.h"
 #include "../core/log.h"
+#include "../core/snapshot.h"
 
 #define KBD_DATA 0x60
 #define KBD_STS_CTL 0x64
@@ -101,11 +103,44 @@ static int kbd_ctl_handler(struct vcpu *vcpu, bool in, uint16_t port, int bytes,
 	return 0;
 }
 
+static int kbd_save(void *arg, struct snap_buf *out, char *err, size_t errlen)
+{
+	(void)arg; (void)err; (void)errlen;
+	pthread_mutex_lock(&kbd.lock);
+	sb_u8(out, kbd.status);
+	sb_u8(out, kbd.ctrl_byte);
+	sb_u8(out, kbd.outbuf);
+	sb_u8(out, kbd.pending_cmd);
+	pthread_mutex_unlock(&kbd.lock);
+	return 0;
+}
+
+static int kbd_load(void *arg, struct snap_rd *in, uint32_t version, char *err, size_t errlen)
+{
+	(void)arg;
+	uint8_t status = sr_u8(in), ctrl = sr_u8(in), outbuf = sr_u8(in), pending = sr_u8(in);
+	if (version != 1 || !sr_ok(in)) {
+		snprintf(err, errlen, "i8042 state is not valid");
+		return -1;
+	}
+	pthread_mutex_lock(&kbd.lock);
+	kbd.status = status;
+	kbd.ctrl_byte = ctrl;
+	kbd.outbuf = outbuf;
+	kbd.pending_cmd = pending == 0x60 || pending == 0xd1 ? pending : 0;
+	pthread_mutex_unlock(&kbd.lock);
+	return 0;
+}
+
+static const struct snapshot_ops kbd_snapshot_ops = { .version = 1, .save = kbd_save, .load = kbd_load };
+
 static int atkbdc_init(struct vmctx *ctx)
 {
 	(void)ctx;
 	struct inout_port d = { "i8042-data", KBD_DATA, 1, kbd_data_handler, NULL };
 	struct inout_port c = { "i8042-ctl", KBD_STS_CTL, 1, kbd_ctl_handler, NULL };
-	return register_inout(&d) || register_inout(&c) ? -1 : 0;
+	if (register_inout(&d) || register_inout(&c))
+		return -1;
+	return snapshot_register("i8042", &kbd_snapshot_ops, NULL);
 }
 hyve_init(INIT_PLATFORM, atkbdc_init)

@@ -7,7 +7,7 @@
  * each reply through a writer that flags any write past the reply buffer,
  * so a reply that would not fit becomes Rlerror(EMSGSIZE).
  */
-#include "p9_server.h"
+#include "p9_internal.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -41,7 +41,6 @@ enum {
 #define P9_QTDIR     0x80
 #define P9_QTSYMLINK 0x02
 #define P9_QTFILE    0x00
-#define P9_MAXWELEM  16
 #define P9_IOHDR     11          /* size type tag count: Rread / Rreaddir header */
 
 /* Tsetattr valid bits */
@@ -58,50 +57,12 @@ enum {
 #define P9_GETATTR_BASIC  0x7ffULL
 #define P9_DOTL_AT_REMOVEDIR 0x200
 
-/* Tlopen / Tlcreate flags (Linux generic O_* values, as the client sends them) */
-#define P9_DOTL_ACCMODE   00000003
-#define P9_DOTL_CREATE    00000100
-#define P9_DOTL_EXCL      00000200
-#define P9_DOTL_TRUNC     00001000
-#define P9_DOTL_APPEND    00002000
-#define P9_DOTL_NONBLOCK  00004000
-#define P9_DOTL_DSYNC     00010000
-#define P9_DOTL_DIRECTORY 00200000
-#define P9_DOTL_SYNC      04000000
-
 #define P9_LOCK_SUCCESS 0
 #define P9_LOCK_BLOCKED 1
 #define P9_LOCK_ERROR   2
 #define P9_LOCK_RDLCK   0
 #define P9_LOCK_WRLCK   1
 #define P9_LOCK_UNLCK   2
-
-#define FID_BUCKETS 256
-#define NAMEMAX 256   /* NAME_MAX + NUL */
-
-struct p9_fid {
-	uint32_t fid;
-	int fd;             /* O_PATH, O_NOFOLLOW */
-	int ofd;            /* opened by Tlopen/Tlcreate, or -1 */
-	bool isdir;
-	bool xattr;         /* from Txattrwalk: reads as empty */
-	uint32_t uid;       /* n_uname of the attach */
-	char *path;         /* relative to the root, "" for the root */
-	struct p9_fid *next;
-};
-
-struct p9_server {
-	int rootfd;         /* O_PATH of the share */
-	int procfd;         /* /proc/self/fd, or -1 */
-	bool readonly;
-	bool have_openat2;
-	uint32_t msize;
-	dev_t rootdev;
-	ino_t rootino;
-	struct p9_fid *fids[FID_BUCKETS];
-	char wnames[P9_MAXWELEM][NAMEMAX];   /* Twalk names (P9_MAXWELEM x NAMEMAX) */
-	_Alignas(8) char dirbuf[32768];   /* getdents64 scratch */
-};
 
 /* ---- message cursor / writer ---- */
 
@@ -232,7 +193,7 @@ static void wrqid(struct wr *w, const struct stat *st)
 
 /* ---- fids ---- */
 
-static struct p9_fid **fid_slot(struct p9_server *s, uint32_t fid)
+struct p9_fid **p9_fid_slot(struct p9_server *s, uint32_t fid)
 {
 	struct p9_fid **pp = &s->fids[fid % FID_BUCKETS];
 	while (*pp && (*pp)->fid != fid)
@@ -240,9 +201,19 @@ static struct p9_fid **fid_slot(struct p9_server *s, uint32_t fid)
 	return pp;
 }
 
+/*
+ * The fid a request names, or NULL.  A stale fid (restored from a
+ * checkpoint whose file is gone) also gives NULL, so every handler fails
+ * as for an unknown fid; p9_handle() then answers ESTALE instead of EBADF.
+ */
 static struct p9_fid *fid_get(struct p9_server *s, uint32_t fid)
 {
-	return *fid_slot(s, fid);
+	struct p9_fid *f = *p9_fid_slot(s, fid);
+	if (f && f->stale) {
+		s->stale_hit = true;
+		return NULL;
+	}
+	return f;
 }
 
 static void fid_destroy(struct p9_fid *f)
@@ -257,7 +228,7 @@ static void fid_destroy(struct p9_fid *f)
 
 static int fid_clunk(struct p9_server *s, uint32_t fid)
 {
-	struct p9_fid **pp = fid_slot(s, fid);
+	struct p9_fid **pp = p9_fid_slot(s, fid);
 	struct p9_fid *f = *pp;
 	if (!f)
 		return -EBADF;
@@ -267,9 +238,9 @@ static int fid_clunk(struct p9_server *s, uint32_t fid)
 }
 
 /* New fid (fails if in use); takes ownership of fd and path. */
-static struct p9_fid *fid_new(struct p9_server *s, uint32_t fid, int fd, char *path, bool isdir, uint32_t uid)
+struct p9_fid *p9_fid_new(struct p9_server *s, uint32_t fid, int fd, char *path, bool isdir, uint32_t uid)
 {
-	struct p9_fid **pp = fid_slot(s, fid);
+	struct p9_fid **pp = p9_fid_slot(s, fid);
 	struct p9_fid *f = NULL;
 	if (fid == P9_NOFID || *pp || !path || !(f = calloc(1, sizeof(*f)))) {
 		if (fd >= 0)
@@ -282,7 +253,7 @@ static struct p9_fid *fid_new(struct p9_server *s, uint32_t fid, int fd, char *p
 	return f;
 }
 
-static void fids_clear(struct p9_server *s)
+void p9_fids_clear(struct p9_server *s)
 {
 	for (int i = 0; i < FID_BUCKETS; i++) {
 		while (s->fids[i]) {
@@ -304,7 +275,7 @@ static bool name_ok(const char *name)
  * Open rel (a '/'-separated path of plain names, "" for dirfd itself)
  * beneath dirfd, following no symlink at all.  Returns an fd or -errno.
  */
-static int p9_openat(struct p9_server *s, int dirfd, const char *rel, int flags, mode_t mode)
+int p9_openat(struct p9_server *s, int dirfd, const char *rel, int flags, mode_t mode)
 {
 	if (!rel[0])
 		rel = ".";
@@ -355,7 +326,7 @@ static int p9_openat(struct p9_server *s, int dirfd, const char *rel, int flags,
 }
 
 /* A fresh open file description for the object behind an O_PATH fd. */
-static int p9_reopen(struct p9_server *s, struct p9_fid *f, int flags)
+int p9_reopen(struct p9_server *s, struct p9_fid *f, int flags)
 {
 	flags &= ~(O_CREAT | O_EXCL | O_NOCTTY);
 	if (f->isdir)
@@ -445,7 +416,7 @@ void p9_server_free(struct p9_server *s)
 {
 	if (!s)
 		return;
-	fids_clear(s);
+	p9_fids_clear(s);
 	close(s->rootfd);
 	if (s->procfd >= 0)
 		close(s->procfd);
@@ -454,7 +425,7 @@ void p9_server_free(struct p9_server *s)
 
 void p9_server_reset(struct p9_server *s)
 {
-	fids_clear(s);
+	p9_fids_clear(s);
 	s->msize = P9_MAX_MSIZE;
 }
 
@@ -475,7 +446,7 @@ static int h_version(struct p9_server *s, struct rd *r, struct wr *w)
 		return -EPROTO;
 	if (msize < P9_MIN_MSIZE)
 		return -EINVAL;
-	fids_clear(s);
+	p9_fids_clear(s);
 	s->msize = msize < P9_MAX_MSIZE ? msize : P9_MAX_MSIZE;
 	wr32(w, s->msize);
 	if (strncmp(ver, "9P2000.L", 8) == 0)
@@ -504,7 +475,7 @@ static int h_attach(struct p9_server *s, struct rd *r, struct wr *w)
 		close(fd);
 		return e;
 	}
-	if (!fid_new(s, fid, fd, strdup(""), true, n_uname))
+	if (!p9_fid_new(s, fid, fd, strdup(""), true, n_uname))
 		return -EBADF;
 	wrqid(w, &st);
 	return 0;
@@ -531,7 +502,7 @@ static int h_walk(struct p9_server *s, struct rd *r, struct wr *w)
 		return -EBADF;
 	if (f->xattr)
 		return -EBADF;
-	if (newfid != fid && fid_get(s, newfid))
+	if (newfid != fid && *p9_fid_slot(s, newfid))
 		return -EBADF;
 	char *path = strdup(f->path);
 	int cur = dup(f->fd);
@@ -612,12 +583,12 @@ static int h_walk(struct p9_server *s, struct rd *r, struct wr *w)
 		f->isdir = curdir;
 		return 0;
 	}
-	if (!fid_new(s, newfid, cur, path, curdir, f->uid))
+	if (!p9_fid_new(s, newfid, cur, path, curdir, f->uid))
 		return -ENOMEM;
 	return 0;
 }
 
-static int open_flags(uint32_t fl)
+int p9_open_flags(uint32_t fl)
 {
 	int o = (int)(fl & P9_DOTL_ACCMODE);
 	if (o == 3)
@@ -635,7 +606,7 @@ static int open_flags(uint32_t fl)
 	return o;
 }
 
-static bool modifies(int o)
+bool p9_open_modifies(int o)
 {
 	return (o & O_ACCMODE) != O_RDONLY || (o & O_TRUNC);
 }
@@ -663,8 +634,8 @@ static int h_lopen(struct p9_server *s, struct rd *r, struct wr *w)
 		return -EBADF;
 	if (f->ofd >= 0)
 		return -EBUSY;
-	int o = open_flags(flags);
-	if (s->readonly && modifies(o))
+	int o = p9_open_flags(flags);
+	if (s->readonly && p9_open_modifies(o))
 		return -EROFS;
 	struct stat st;
 	int e = fstat_fd(f->fd, &st);
@@ -678,6 +649,8 @@ static int h_lopen(struct p9_server *s, struct rd *r, struct wr *w)
 	if (fd < 0)
 		return fd;
 	f->ofd = fd;
+	f->opened = true;
+	f->lflags = flags & P9_LFLAGS_KEPT;   /* what a restore may repeat */
 	wrqid(w, &st);
 	wr32(w, iounit(s));
 	return 0;
@@ -702,7 +675,7 @@ static int h_lcreate(struct p9_server *s, struct rd *r, struct wr *w)
 		return -ENOTDIR;
 	if (f->ofd >= 0)
 		return -EBUSY;
-	int o = open_flags(flags) & ~O_DIRECTORY;
+	int o = p9_open_flags(flags) & ~O_DIRECTORY;
 	if (flags & P9_DOTL_EXCL)
 		o |= O_EXCL;
 	char *np = path_join(f->path, name);
@@ -730,6 +703,8 @@ static int h_lcreate(struct p9_server *s, struct rd *r, struct wr *w)
 	f->ofd = fd;
 	f->path = np;
 	f->isdir = false;
+	f->opened = true;
+	f->lflags = flags & P9_LFLAGS_KEPT & ~(uint32_t)P9_DOTL_DIRECTORY;
 	wrqid(w, &st);
 	wr32(w, iounit(s));
 	return 0;
@@ -1241,8 +1216,11 @@ static int h_remove(struct p9_server *s, struct rd *r, struct wr *w)
 	if (r->bad)
 		return -EPROTO;
 	struct p9_fid *f = fid_get(s, fid);
-	if (!f)
+	if (!f) {
+		if (s->stale_hit)
+			fid_clunk(s, fid);   /* the client forgets the fid either way */
 		return -EBADF;
+	}
 	int e = 0, pfd;
 	const char *base;
 	if (s->readonly)
@@ -1353,12 +1331,12 @@ static int h_xattrwalk(struct p9_server *s, struct rd *r, struct wr *w)
 	if (name[0])
 		return -ENODATA;   /* no extended attributes exported */
 	/* listxattr: an empty list */
-	if (newfid == fid || fid_get(s, newfid))
+	if (newfid == fid || *p9_fid_slot(s, newfid))
 		return -EBADF;
 	int fd = dup(f->fd);
 	if (fd < 0)
 		return -errno;
-	struct p9_fid *x = fid_new(s, newfid, fd, strdup(f->path), f->isdir, f->uid);
+	struct p9_fid *x = p9_fid_new(s, newfid, fd, strdup(f->path), f->isdir, f->uid);
 	if (!x)
 		return -ENOMEM;
 	x->xattr = true;
@@ -1395,6 +1373,7 @@ size_t p9_handle(struct p9_server *s, const uint8_t *req, size_t reqlen, uint8_t
 		repcap = s->msize;
 	struct wr w = { .p = rep, .cap = repcap, .off = P9_HDR_SIZE };
 	int e;
+	s->stale_hit = false;
 	switch (type) {
 	case Tversion: e = h_version(s, &r, &w); break;
 	case Tauth: e = -EOPNOTSUPP; break;
@@ -1433,6 +1412,8 @@ size_t p9_handle(struct p9_server *s, const uint8_t *req, size_t reqlen, uint8_t
 	}
 	default: e = -EOPNOTSUPP; break;
 	}
+	if (e == -EBADF && s->stale_hit)
+		e = -ESTALE;
 	if (e == 0 && w.over)
 		e = -EMSGSIZE;
 	if (e < 0)

@@ -29,6 +29,8 @@
 #define P9_NOFID      0xffffffffu
 
 struct p9_server;
+struct snap_buf;
+struct snap_rd;
 
 /* Open the share (a directory).  NULL with errno set on failure. */
 struct p9_server *p9_server_new(const char *root, bool readonly);
@@ -44,5 +46,24 @@ uint32_t p9_server_msize(const struct p9_server *s);
  * reply length (always > 0 when repcap >= 11).
  */
 size_t p9_handle(struct p9_server *s, const uint8_t *req, size_t reqlen, uint8_t *rep, size_t repcap);
+
+/*
+ * Checkpoint (devices/p9_state.c, core/snapshot.h).  The state is the
+ * negotiated msize and, per fid, its path relative to the share, its kind
+ * (file, directory, xattr list), its open flags and file position: contents,
+ * never fds.  Call only between requests.
+ *
+ * p9_server_save: 0, or -1 if the buffer could not grow.
+ * p9_server_load: replaces every fid of s (a server over the same share,
+ * possibly in another process).  Paths are resolved again beneath the share
+ * with the same jailed resolution as Twalk and files reopened with the
+ * saved flags (never truncating or creating); a fid whose file is gone
+ * becomes stale (ESTALE on use) instead of failing the load.  A truncated
+ * or corrupt state, including any path that is not a plain relative path
+ * ("..", absolute, empty components), gives -1 with a reason in err, and
+ * leaves s reset (no fids).
+ */
+int p9_server_save(struct p9_server *s, struct snap_buf *out);
+int p9_server_load(struct p9_server *s, struct snap_rd *in, char *err, size_t errlen);
 
 #endif

@@ -10,6 +10,7 @@
  */
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "../core/config.h"
@@ -18,6 +19,7 @@
 #include "../core/inout.h"
 #include "../core/log.h"
 #include "../core/mmio.h"
+#include "../core/snapshot.h"
 #include "../vmm/vmm.h"
 #include "pci_lpc.h"
 
@@ -98,6 +100,34 @@ static int iomem_handler(struct vcpu *vcpu, bool write, uint64_t addr, int size,
 	return 0;
 }
 
+/* Scratch registers and the 4 KiB MMIO page (the guest can leave data there). */
+static int testdev_save(void *arg, struct snap_buf *out, char *err, size_t errlen)
+{
+	(void)arg; (void)err; (void)errlen;
+	sb_u32(out, ioport_data);
+	sb_put(out, ioport_bytes, sizeof(ioport_bytes));
+	sb_put(out, iomem, sizeof(iomem));
+	return 0;
+}
+
+static int testdev_load(void *arg, struct snap_rd *in, uint32_t version, char *err, size_t errlen)
+{
+	(void)arg;
+	uint32_t data = sr_u32(in);
+	uint8_t bytes[sizeof(ioport_bytes)];
+	sr_get(in, bytes, sizeof(bytes));
+	if (version != 1 || !sr_ok(in) || sr_left(in) != sizeof(iomem)) {
+		snprintf(err, errlen, "pc-testdev state is not valid");
+		return -1;
+	}
+	ioport_data = data;
+	memcpy(ioport_bytes, bytes, sizeof(bytes));
+	sr_get(in, iomem, sizeof(iomem));
+	return 0;
+}
+
+static const struct snapshot_ops testdev_snapshot_ops = { .version = 1, .save = testdev_save, .load = testdev_load };
+
 static int pc_testdev_init(struct vmctx *ctx)
 {
 	if (!get_config_bool_default("lpc.pc-testdev", false))
@@ -118,6 +148,8 @@ static int pc_testdev_init(struct vmctx *ctx)
 		if (register_inout(&ports[i]))
 			return -1;
 	struct mmio_range mr = { "pc-testdev-iomem", TESTDEV_IOMEM_BASE, TESTDEV_IOMEM_SIZE, iomem_handler, NULL };
-	return register_mmio(&mr);
+	if (register_mmio(&mr))
+		return -1;
+	return snapshot_register("pc-testdev", &testdev_snapshot_ops, NULL);
 }
 hyve_init(INIT_PLATFORM, pc_testdev_init)

@@ -14,6 +14,7 @@
 #include "../core/inout.h"
 #include "../core/log.h"
 #include "../core/mmio.h"
+#include "../core/snapshot.h"
 #include "../vmm/vmm.h"
 #include "acpi_pm.h"
 #include "pci_emul.h"
@@ -837,3 +838,128 @@ static int pci_init(struct vmctx *ctx)
 	return 0;
 }
 hyve_init(INIT_PCI, pci_init)
+
+/* ---- checkpoint: the framework's part of every PCI function ---- */
+
+#define PCI_FRAMEWORK_STATE_VERSION 1
+
+int pci_emul_save_state(struct pci_devinst *pi, struct snap_buf *out)
+{
+	sb_u32(out, PCI_FRAMEWORK_STATE_VERSION);
+	pthread_mutex_lock(&cfg_lock);
+	sb_put(out, pi->pi_cfg, PCI_CFG_SIZE);
+	pthread_mutex_unlock(&cfg_lock);
+	for (int i = 0; i < PCI_MAX_BARS; i++) {
+		sb_u8(out, (uint8_t)pi->pi_bar[i].type);
+		sb_u64(out, pi->pi_bar[i].addr);
+		sb_u64(out, pi->pi_bar[i].size);
+	}
+	sb_bool(out, pi->pi_lintr_asserted);
+	pthread_mutex_lock(&pi->pi_lock);
+	sb_u32(out, (uint32_t)pi->pi_msix.table_count);
+	for (int i = 0; i < pi->pi_msix.table_count; i++) {
+		sb_u64(out, pi->pi_msix.table[i].addr);
+		sb_u32(out, pi->pi_msix.table[i].data);
+		sb_u32(out, pi->pi_msix.table[i].ctrl);
+	}
+	for (int i = 0; i < (pi->pi_msix.table_count + 63) / 64; i++)
+		sb_u64(out, pi->pi_msix.pba[i]);
+	pthread_mutex_unlock(&pi->pi_lock);
+	return out->failed ? -1 : 0;
+}
+
+int pci_emul_load_state(struct pci_devinst *pi, struct snap_rd *in, char *err, size_t errlen)
+{
+	static uint8_t cfg[PCI_CFG_SIZE];
+	struct pcibar bars[PCI_MAX_BARS];
+	uint32_t v = sr_u32(in);
+	if (sr_ok(in) && v != PCI_FRAMEWORK_STATE_VERSION) {
+		snprintf(err, errlen, "PCI state version %u (this hyve reads %u)", v, PCI_FRAMEWORK_STATE_VERSION);
+		return -1;
+	}
+	sr_get(in, cfg, sizeof(cfg));
+	for (int i = 0; i < PCI_MAX_BARS; i++) {
+		bars[i].type = (enum pcibar_type)sr_u8(in);
+		bars[i].addr = sr_u64(in);
+		bars[i].size = sr_u64(in);
+	}
+	bool asserted = sr_bool(in);
+	uint32_t nmsix = sr_u32(in);
+	if (!sr_ok(in)) {
+		snprintf(err, errlen, "PCI state truncated");
+		return -1;
+	}
+	/* The configured device must be the one that was saved. */
+	if (memcmp(cfg, pi->pi_cfg, 4) || cfg[PCIR_CLASS] != pi->pi_cfg[PCIR_CLASS] ||
+	    nmsix != (uint32_t)pi->pi_msix.table_count) {
+		snprintf(err, errlen, "saved PCI function %04x:%04x does not match the configured %s",
+		         cfg[0] | cfg[1] << 8, cfg[2] | cfg[3] << 8, pi->pi_name);
+		return -1;
+	}
+	for (int i = 0; i < PCI_MAX_BARS; i++) {
+		const struct pcibar *b = &bars[i];
+		bool io_ok = b->type != PCIBAR_IO || b->addr + b->size <= 0x10000;
+		bool aligned = b->size == 0 || (b->addr & (b->size - 1)) == 0;
+		if (b->type != pi->pi_bar[i].type || b->size != pi->pi_bar[i].size || !io_ok || !aligned) {
+			snprintf(err, errlen, "BAR %d: saved type/size/address does not fit the configured %s", i,
+			         pi->pi_name);
+			return -1;
+		}
+	}
+	struct msix_entry *tab = calloc(nmsix ? nmsix : 1, sizeof(*tab));
+	uint64_t *pba = calloc((nmsix + 63) / 64 + 1, sizeof(*pba));
+	if (!tab || !pba) {
+		free(tab);
+		free(pba);
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	for (uint32_t i = 0; i < nmsix; i++) {
+		tab[i].addr = sr_u64(in);
+		tab[i].data = sr_u32(in);
+		tab[i].ctrl = sr_u32(in);
+	}
+	for (uint32_t i = 0; i < (nmsix + 63) / 64; i++)
+		pba[i] = sr_u64(in);
+	if (!sr_ok(in)) {
+		free(tab);
+		free(pba);
+		snprintf(err, errlen, "PCI MSI-X state truncated");
+		return -1;
+	}
+	/* Move the BARs: stop decoding the init-time placement, decode the saved one. */
+	for (int i = 0; i < PCI_MAX_BARS; i++)
+		bar_set_decode(pi, i, false);
+	pthread_mutex_lock(&cfg_lock);
+	memcpy(pi->pi_cfg, cfg, sizeof(cfg));
+	pthread_mutex_unlock(&cfg_lock);
+	for (int i = 0; i < PCI_MAX_BARS; i++) {
+		pi->pi_bar[i].addr = bars[i].addr;
+		if (bars[i].type != PCIBAR_NONE && bars[i].type != PCIBAR_MEMHI64 && bar_decode_enabled(pi, i))
+			bar_set_decode(pi, i, true);
+	}
+	pthread_mutex_lock(&pi->pi_lock);
+	if (nmsix) {
+		memcpy(pi->pi_msix.table, tab, nmsix * sizeof(*tab));
+		memcpy(pi->pi_msix.pba, pba, (nmsix + 63) / 64 * sizeof(*pba));
+	}
+	pthread_mutex_unlock(&pi->pi_lock);
+	free(tab);
+	free(pba);
+	pi->pi_lintr_asserted = false;
+	if (asserted)
+		pci_lintr_assert(pi);
+	return 0;
+}
+
+int pci_emul_snapshot_none(struct pci_devinst *pi, struct snap_buf *out, char *err, size_t errlen)
+{
+	(void)pi; (void)out; (void)err; (void)errlen;
+	return 0;
+}
+
+int pci_emul_restore_none(struct pci_devinst *pi, struct snap_rd *in, uint32_t version, char *err, size_t errlen)
+{
+	(void)pi; (void)in; (void)version; (void)err; (void)errlen;
+	return 0;
+}

@@ -19,6 +19,8 @@
 struct vmctx;
 struct vcpu;
 struct pci_devinst;
+struct snap_buf;
+struct snap_rd;
 
 #define PCI_MAX_BARS 6
 #define PCI_CFG_SIZE 4096
@@ -50,6 +52,22 @@ struct pci_devemu {
 	                    int size, uint64_t val);
 	uint64_t (*pe_barread)(struct vcpu *vcpu, struct pci_devinst *pi, int baridx, uint64_t off,
 	                       int size);
+	/*
+	 * Checkpoint (core/snapshot.h).  The framework saves config space,
+	 * BAR placement, INTx and MSI/MSI-X state itself; these hooks save the
+	 * model's own state.  pe_snapshot == NULL: the model cannot be
+	 * checkpointed and a checkpoint fails naming it.  pe_restore runs after
+	 * pe_init on a freshly configured instance and after the framework
+	 * state is back.  pe_pause stops taking new requests and waits for
+	 * in-flight I/O (called with every vCPU already stopped); pe_resume
+	 * undoes it.
+	 */
+	uint32_t pe_snapshot_version;
+	int (*pe_snapshot)(struct pci_devinst *pi, struct snap_buf *out, char *err, size_t errlen);
+	int (*pe_restore)(struct pci_devinst *pi, struct snap_rd *in, uint32_t version, char *err,
+	                  size_t errlen);
+	void (*pe_pause)(struct pci_devinst *pi);
+	void (*pe_resume)(struct pci_devinst *pi);
 };
 
 struct pci_devinst {
@@ -155,6 +173,14 @@ void pci_print_models(void);
  */
 int pci_parse_options(const char *cfgpath, const char *opts, const char *first_bare_key,
                       char *err, size_t errlen);
+/* Checkpoint: config space, BAR placement, INTx and MSI-X state of one
+ * function (the model's own state goes through pe_snapshot). */
+int pci_emul_save_state(struct pci_devinst *pi, struct snap_buf *out);
+int pci_emul_load_state(struct pci_devinst *pi, struct snap_rd *in, char *err, size_t errlen);
+/* pe_snapshot/pe_restore for models whose whole state is what the
+ * framework saves (config space, BARs, interrupts). */
+int pci_emul_snapshot_none(struct pci_devinst *pi, struct snap_buf *out, char *err, size_t errlen);
+int pci_emul_restore_none(struct pci_devinst *pi, struct snap_rd *in, uint32_t version, char *err, size_t errlen);
 /* Parse the -s argument into config keys; -1 with err on failure. */
 int pci_parse_slot(const char *opt, char *err, size_t errlen);
 /* Add hostbridge at 0:0:0 and lpc at 0:31:0 unless the user placed them. */

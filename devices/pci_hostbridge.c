@@ -47,6 +47,8 @@ static const struct pci_devemu pci_de_hostbridge = {
 	.pe_help = "PCI host bridge [,vendor=ID][,devid=ID]",
 	.pe_options = hostbridge_options,
 	.pe_init = hostbridge_init,
+	.pe_snapshot = pci_emul_snapshot_none,
+	.pe_restore = pci_emul_restore_none,
 };
 PCI_EMUL_REGISTER(pci_de_hostbridge)
 
@@ -55,5 +57,7 @@ static const struct pci_devemu pci_de_amd_hostbridge = {
 	.pe_help = "PCI host bridge with AMD ids [,vendor=ID][,devid=ID]",
 	.pe_options = hostbridge_options,
 	.pe_init = amd_hostbridge_init,
+	.pe_snapshot = pci_emul_snapshot_none,
+	.pe_restore = pci_emul_restore_none,
 };
 PCI_EMUL_REGISTER(pci_de_amd_hostbridge)

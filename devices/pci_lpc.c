@@ -42,6 +42,8 @@ static const struct pci_devemu pci_de_lpc = {
 	.pe_help = "LPC/ISA bridge hosting com1-com4 (-l), RTC, i8042, ACPI PM, pc-testdev",
 	.pe_options = lpc_options,
 	.pe_init = lpc_init,
+	.pe_snapshot = pci_emul_snapshot_none,
+	.pe_restore = pci_emul_restore_none,
 };
 PCI_EMUL_REGISTER(pci_de_lpc)
 

@@ -37,6 +37,7 @@
 #include "../core/inout.h"
 #include "../core/log.h"
 #include "../core/mevent.h"
+#include "../core/snapshot.h"
 #include "../vmm/vmm.h"
 
 #define RTC_PORT_INDEX 0x70
@@ -669,6 +670,8 @@ static struct rtc_softc *rtc_create(struct vmctx *ctx, bool localtime)
 	return sc;
 }
 
+static void rtc_snapshot_register(struct rtc_softc *sc);
+
 static int rtc_init(struct vmctx *ctx)
 {
 	/* UTC unless asked (bhyve defaults to local time; -u there means UTC). */
@@ -683,6 +686,7 @@ static int rtc_init(struct vmctx *ctx)
 	if (register_inout(&iop) != 0)
 		return -1;
 	rtc_sc = sc;
+	rtc_snapshot_register(sc);
 	return 0;
 }
 hyve_init(INIT_PLATFORM, rtc_init)
@@ -720,7 +724,7 @@ static uint64_t get_le64(const uint8_t *p)
 }
 
 /* Bytes written, or 0 if buf is too small. */
-static __attribute__((unused)) size_t rtc_save(struct rtc_softc *sc, uint8_t *buf, size_t len)
+static size_t rtc_save(struct rtc_softc *sc, uint8_t *buf, size_t len)
 {
 	if (len < RTC_SAVE_SIZE)
 		return 0;
@@ -739,7 +743,7 @@ static __attribute__((unused)) size_t rtc_save(struct rtc_softc *sc, uint8_t *bu
 }
 
 /* 0, or -1 if the record is malformed (state unchanged). */
-static __attribute__((unused)) int rtc_load(struct rtc_softc *sc, const uint8_t *buf, size_t len)
+static int rtc_load(struct rtc_softc *sc, const uint8_t *buf, size_t len)
 {
 	if (len < RTC_SAVE_SIZE || buf[0] != 'R' || buf[1] != 'T' || buf[2] != RTC_SAVE_VERSION)
 		return -1;
@@ -758,4 +762,35 @@ static __attribute__((unused)) int rtc_load(struct rtc_softc *sc, const uint8_t 
 	if (resched)
 		rtc_queue_resched(sc);
 	return 0;
+}
+
+static int rtc_snap_save(void *arg, struct snap_buf *out, char *err, size_t errlen)
+{
+	uint8_t buf[RTC_SAVE_SIZE];
+	if (rtc_save(arg, buf, sizeof(buf)) != RTC_SAVE_SIZE) {
+		snprintf(err, errlen, "RTC state does not fit");
+		return -1;
+	}
+	sb_put(out, buf, sizeof(buf));
+	return 0;
+}
+
+static int rtc_snap_load(void *arg, struct snap_rd *in, uint32_t version, char *err, size_t errlen)
+{
+	size_t n = sr_left(in);
+	if (version != RTC_SAVE_VERSION || n != RTC_SAVE_SIZE || rtc_load(arg, in->p + in->off, n) != 0) {
+		snprintf(err, errlen, "RTC state (version %u, %zu bytes) is not valid", version, n);
+		return -1;
+	}
+	in->off += n;
+	return 0;
+}
+
+static const struct snapshot_ops rtc_snapshot_ops = {
+	.version = RTC_SAVE_VERSION, .save = rtc_snap_save, .load = rtc_snap_load,
+};
+
+static void rtc_snapshot_register(struct rtc_softc *sc)
+{
+	snapshot_register("rtc", &rtc_snapshot_ops, sc);
 }

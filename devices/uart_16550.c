@@ -56,6 +56,7 @@
 #include "../core/inout.h"
 #include "../core/log.h"
 #include "../core/mevent.h"
+#include "../core/snapshot.h"
 #include "../vmm/vmm.h"
 
 /* Register offsets. */
@@ -1037,6 +1038,8 @@ void uart_cleanup(void)
 	uart_restore_terminal();
 }
 
+static void uart_snapshot_register(struct uart_softc *sc, const char *unit);
+
 static int uart_init_unit(struct vmctx *ctx, int unit, const char *value)
 {
 	enum uart_be be;
@@ -1068,6 +1071,7 @@ static int uart_init_unit(struct vmctx *ctx, int unit, const char *value)
 		return -1;
 	}
 	uart_sc[unit] = sc;
+	uart_snapshot_register(sc, uart_units[unit].name);
 	return 0;
 }
 
@@ -1123,7 +1127,7 @@ static uint16_t get_le16(const uint8_t *p)
 }
 
 /* Bytes written, or 0 if buf is too small. */
-static __attribute__((unused)) size_t uart_save(struct uart_softc *sc, uint8_t *buf, size_t len)
+static size_t uart_save(struct uart_softc *sc, uint8_t *buf, size_t len)
 {
 	pthread_mutex_lock(&sc->mtx);
 	size_t total = UART_SAVE_HDR + (size_t)sc->rxfifo.num;
@@ -1154,7 +1158,7 @@ static __attribute__((unused)) size_t uart_save(struct uart_softc *sc, uint8_t *
 }
 
 /* 0, or -1 if the record is malformed (state unchanged). */
-static __attribute__((unused)) int uart_load(struct uart_softc *sc, const uint8_t *buf, size_t len)
+static int uart_load(struct uart_softc *sc, const uint8_t *buf, size_t len)
 {
 	if (len < UART_SAVE_HDR || buf[0] != 'U' || buf[1] != 'A' || buf[2] != UART_SAVE_VERSION)
 		return -1;
@@ -1184,4 +1188,38 @@ static __attribute__((unused)) int uart_load(struct uart_softc *sc, const uint8_
 	pthread_mutex_unlock(&sc->mtx);
 	uart_run_deferred(sc, &d);
 	return 0;
+}
+
+static int uart_snap_save(void *arg, struct snap_buf *out, char *err, size_t errlen)
+{
+	uint8_t buf[UART_SAVE_MAX];
+	size_t n = uart_save(arg, buf, sizeof(buf));
+	if (n == 0) {
+		snprintf(err, errlen, "UART state does not fit");
+		return -1;
+	}
+	sb_put(out, buf, n);
+	return 0;
+}
+
+static int uart_snap_load(void *arg, struct snap_rd *in, uint32_t version, char *err, size_t errlen)
+{
+	size_t n = sr_left(in);
+	if (version != UART_SAVE_VERSION || uart_load(arg, in->p + in->off, n) != 0) {
+		snprintf(err, errlen, "UART state (version %u, %zu bytes) is not valid", version, n);
+		return -1;
+	}
+	in->off += n;
+	return 0;
+}
+
+static const struct snapshot_ops uart_snapshot_ops = {
+	.version = UART_SAVE_VERSION, .save = uart_snap_save, .load = uart_snap_load,
+};
+
+static void uart_snapshot_register(struct uart_softc *sc, const char *unit)
+{
+	char name[32];
+	snprintf(name, sizeof(name), "uart.%s", unit);
+	snapshot_register(name, &uart_snapshot_ops, sc);
 }

@@ -365,10 +365,48 @@ void vq_retchain(struct vqueue_info *vq)
 	vq->vq_last_avail--;
 }
 
+/*
+ * Migration: the device wrote this chain's device-writable buffers and the
+ * used ring from userspace, which KVM's dirty log cannot see.  The chain
+ * was validated when taken; this walk is bounded again anyway (the guest
+ * may have rewritten the table) and vm_mark_dirty ignores non-RAM ranges.
+ */
+static void vq_mark_written(struct vqueue_info *vq, uint16_t head)
+{
+	struct vmctx *ctx = vq->vq_vs->vs_ctx;
+	unsigned q = vq->vq_qsize, i = head, steps = 0;
+	struct vring_desc d;
+	while (i < q && steps++ < q) {
+		vq_load_desc(&vq->vq_desc[i], &d);
+		if (d.flags & VRING_DESC_F_INDIRECT) {
+			unsigned nent = d.len / sizeof(d), j = 0, k = 0;
+			const uint8_t *t = nent && nent <= VQ_MAX_INDIRECT ? vm_map_gpa(ctx, d.addr, nent * sizeof(d)) : NULL;
+			while (t && j < nent && k++ < nent) {
+				struct vring_desc e;
+				vq_load_desc(t + (size_t)j * sizeof(e), &e);
+				if (e.flags & VRING_DESC_F_WRITE)
+					vm_mark_dirty(ctx, e.addr, e.len);
+				if (!(e.flags & VRING_DESC_F_NEXT))
+					break;
+				j = e.next;
+			}
+			break;
+		}
+		if (d.flags & VRING_DESC_F_WRITE)
+			vm_mark_dirty(ctx, d.addr, d.len);
+		if (!(d.flags & VRING_DESC_F_NEXT))
+			break;
+		i = d.next;
+	}
+	vm_mark_dirty(ctx, vq->vq_used_gpa, vring_used_size(q));
+}
+
 void vq_relchain(struct vqueue_info *vq, uint16_t idx, uint32_t len)
 {
 	if (!vq_ring_ready(vq) || vq->vq_vs->vs_broken)
 		return;
+	if (vm_dirty_logging(vq->vq_vs->vs_ctx))
+		vq_mark_written(vq, idx);
 	struct vring_used_elem *e = &vq->vq_used->ring[vq->vq_next_used & (vq->vq_qsize - 1)];
 	__atomic_store_n(&e->id, (uint32_t)idx, __ATOMIC_RELAXED);
 	__atomic_store_n(&e->len, len, __ATOMIC_RELAXED);

@@ -46,6 +46,8 @@
 #include <sys/uio.h>
 
 struct pci_devinst;
+struct snap_buf;
+struct snap_rd;
 struct vmctx;
 struct vcpu;
 
@@ -214,6 +216,18 @@ struct virtio_consts {
 	 * guest memory) to finish so nothing lands after the reset.
 	 */
 	void (*vc_quiesce)(void *sc);
+	/*
+	 * Checkpoint (core/snapshot.h), vs_mtx held.  The transport saves its
+	 * own registers and every queue's addresses and indices; these save
+	 * what the model keeps beyond that (NULL: nothing).  vc_restore runs
+	 * after the transport state and queues are back.
+	 */
+	int (*vc_snapshot)(void *sc, struct snap_buf *out);
+	int (*vc_restore)(void *sc, struct snap_rd *in, char *err, size_t errlen);
+	/* Checkpoint quiesce/resume, WITHOUT vs_mtx: stop taking requests and
+	 * wait for in-flight ones (NULL: vc_quiesce, then nothing). */
+	void (*vc_pause)(void *sc);
+	void (*vc_resume)(void *sc);
 };
 
 struct virtio_softc {
@@ -263,6 +277,13 @@ void vi_pci_write(struct vcpu *vcpu, struct pci_devinst *pi, int baridx, uint64_
                   uint64_t val);
 int vi_pci_cfgread(struct pci_devinst *pi, int off, int bytes, uint32_t *val);
 int vi_pci_cfgwrite(struct pci_devinst *pi, int off, int bytes, uint32_t val);
+/* Checkpoint hooks shared by every virtio model: set .pe_snapshot_version =
+ * VI_SNAPSHOT_VERSION and these four in the model's pci_devemu. */
+#define VI_SNAPSHOT_VERSION 1
+int vi_pci_snapshot(struct pci_devinst *pi, struct snap_buf *out, char *err, size_t errlen);
+int vi_pci_restore(struct pci_devinst *pi, struct snap_rd *in, uint32_t version, char *err, size_t errlen);
+void vi_pci_pause(struct pci_devinst *pi);
+void vi_pci_resume(struct pci_devinst *pi);
 
 /* BAR layout of the modern interface (BAR 4). */
 #define VI_LEGACY_BAR   0

@@ -12,6 +12,13 @@
  * buffers.  Requests are served by one worker thread (slow host I/O does
  * not stall the vCPU that kicked), in order, by devices/p9_server.c: the
  * request is gathered into a flat buffer, the reply scattered back.
+ *
+ * Checkpoint: vc_pause stops the worker taking requests and waits for the
+ * one being served, whose reply is put in the used ring before the pause
+ * returns, so a checkpoint never holds a request that was executed but
+ * not answered.  Requests still in the avail ring are the transport's
+ * (vq_last_avail); they run after vc_resume.  The device's own state is
+ * the server's fid table (devices/p9_state.c).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -21,6 +28,7 @@
 
 #include "../core/config.h"
 #include "../core/log.h"
+#include "../core/snapshot.h"
 #include "p9_server.h"
 #include "pci_emul.h"
 #include "virtio.h"
@@ -29,6 +37,7 @@
 #define VT9P_MAX_IOV  1024
 #define VT9P_MAX_TAG  255
 #define VT9P_F_MOUNT_TAG (1ULL << 0)
+#define VT9P_STATE_VERSION 1   /* layout of this model's part of the section */
 
 struct vt9p_softc {
 	struct virtio_softc vs;        /* first: the transport finds it via pi_arg */
@@ -39,7 +48,7 @@ struct vt9p_softc {
 	pthread_t worker;
 	pthread_cond_t cv;             /* with vs_mtx: work, pause, busy changes */
 	bool kicked;
-	bool paused;                   /* between vc_quiesce and vc_reset */
+	bool paused;                   /* between vc_quiesce and vc_reset, or vc_pause and vc_resume */
 	bool busy;                     /* a request is being served unlocked */
 	bool need_server_reset;
 	uint8_t *reqbuf, *repbuf;      /* P9_MAX_MSIZE each (worker only) */
@@ -54,6 +63,8 @@ static void vt9p_notify(void *arg, struct vqueue_info *vq)
 	pthread_cond_broadcast(&sc->cv);
 }
 
+/* Reset (vc_quiesce) and checkpoint (vc_pause): no new requests, and the
+ * one in flight answered. */
 static void vt9p_quiesce(void *arg)
 {
 	struct vt9p_softc *sc = arg;
@@ -62,6 +73,55 @@ static void vt9p_quiesce(void *arg)
 	while (sc->busy)
 		pthread_cond_wait(&sc->cv, &sc->vs.vs_mtx);
 	pthread_mutex_unlock(&sc->vs.vs_mtx);
+}
+
+static void vt9p_resume(void *arg)
+{
+	struct vt9p_softc *sc = arg;
+	pthread_mutex_lock(&sc->vs.vs_mtx);
+	sc->paused = false;
+	/* Look at the ring again: kicks during the pause found it paused, and a
+	 * restored ring may hold requests the guest is waiting for. */
+	sc->kicked = true;
+	pthread_cond_broadcast(&sc->cv);
+	pthread_mutex_unlock(&sc->vs.vs_mtx);
+}
+
+/* vs_mtx held. */
+static int vt9p_snapshot(void *arg, struct snap_buf *out)
+{
+	struct vt9p_softc *sc = arg;
+	/* Normally paused already; never save while the worker is inside the
+	 * server (it runs requests without vs_mtx). */
+	while (sc->busy)
+		pthread_cond_wait(&sc->cv, &sc->vs.vs_mtx);
+	if (sc->need_server_reset) {   /* a driver reset the worker has not applied yet */
+		p9_server_reset(sc->srv);
+		sc->need_server_reset = false;
+	}
+	sb_u32(out, VT9P_STATE_VERSION);
+	return p9_server_save(sc->srv, out);
+}
+
+/* vs_mtx held; the transport and the queue are back. */
+static int vt9p_restore(void *arg, struct snap_rd *in, char *err, size_t errlen)
+{
+	struct vt9p_softc *sc = arg;
+	uint32_t v = sr_u32(in);
+	if (!sr_ok(in)) {
+		snprintf(err, errlen, "virtio-9p state truncated");
+		return -1;
+	}
+	if (v != VT9P_STATE_VERSION) {
+		snprintf(err, errlen, "virtio-9p state layout %u unknown (this hyve has %u)", v, VT9P_STATE_VERSION);
+		return -1;
+	}
+	while (sc->busy)
+		pthread_cond_wait(&sc->cv, &sc->vs.vs_mtx);
+	sc->need_server_reset = false;
+	/* Requests the guest queued before the checkpoint are not looked at
+	 * here: vi_pci_resume kicks the queue once the whole VM is back. */
+	return p9_server_load(sc->srv, in, err, errlen) < 0 ? -1 : 0;
 }
 
 static void vt9p_reset(void *arg)
@@ -110,12 +170,19 @@ static void *vt9p_thread(void *arg)
 			}
 
 			pthread_mutex_lock(&sc->vs.vs_mtx);
+			/* Answer before clearing busy, even when pausing: a pause
+			 * must not leave an executed request unanswered (the
+			 * checkpoint would lose the reply).  After a reset the ring
+			 * is gone and the reply is dropped. */
+			bool answer = vq_ring_ready(vq) && !sc->vs.vs_broken;
+			if (answer) {
+				vq_relchain(vq, ch.idx, (uint32_t)replen);
+				vq_endchains(vq, false);
+			}
 			sc->busy = false;
 			pthread_cond_broadcast(&sc->cv);
-			if (sc->paused || !vq_ring_ready(vq) || sc->vs.vs_broken)
+			if (!answer || sc->paused)
 				break;
-			vq_relchain(vq, ch.idx, (uint32_t)replen);
-			vq_endchains(vq, false);
 		}
 	}
 	return NULL;
@@ -147,6 +214,10 @@ static const struct virtio_consts vt9p_consts = {
 	.vc_qnotify = vt9p_notify,
 	.vc_cfgread = vt9p_cfgread,
 	.vc_quiesce = vt9p_quiesce,
+	.vc_snapshot = vt9p_snapshot,
+	.vc_restore = vt9p_restore,
+	.vc_pause = vt9p_quiesce,
+	.vc_resume = vt9p_resume,
 };
 
 /* "TAG=/host/dir[,ro][,...]": the first key is the mount tag (bhyve). */
@@ -240,5 +311,10 @@ static const struct pci_devemu pci_de_vt9p = {
 	.pe_barwrite = vi_pci_write,
 	.pe_cfgread = vi_pci_cfgread,
 	.pe_cfgwrite = vi_pci_cfgwrite,
+	.pe_snapshot_version = VI_SNAPSHOT_VERSION,
+	.pe_snapshot = vi_pci_snapshot,
+	.pe_restore = vi_pci_restore,
+	.pe_pause = vi_pci_pause,
+	.pe_resume = vi_pci_resume,
 };
 PCI_EMUL_REGISTER(pci_de_vt9p)

@@ -81,3 +81,78 @@ expect_one_error() {
 	fi
 	expect_err "$2"
 }
+
+# A guest that keeps running while the test acts on it (waits for a serial
+# line, then pings it, ...):
+#   vm_start [-n NETNS] HYVE-ARGS...   start hyve in the background (inside
+#                                      network namespace NETNS with -n); sets
+#                                      VM_PID, OUT (serial/stdout), ERR
+#   wait_serial DEADLINE REGEX         wait for a stdout line matching REGEX
+#                                      (grep -E); DEADLINE is in seconds since
+#                                      vm_start
+#   vm_stop                            kill hyve (if still running), set RC and
+#                                      VM_SECONDS (wall time since vm_start)
+# wait_serial fails, showing the last serial lines, when the deadline passes
+# or hyve exits first.
+VM_PID="" VM_START=0 VM_SECONDS=0
+vm_start() {
+	local ns=""
+	if [ "$1" = -n ]; then
+		ns=$2
+		shift 2
+	fi
+	OUT=$TMP/vm.$RANDOM.out ERR=$TMP/vm.$RANDOM.err
+	: >"$OUT"
+	if [ -n "$ns" ]; then
+		ip netns exec "$ns" "$HYVE" "$@" <"${HYVE_STDIN:-/dev/null}" >"$OUT" 2>"$ERR" &
+	else
+		"$HYVE" "$@" <"${HYVE_STDIN:-/dev/null}" >"$OUT" 2>"$ERR" &
+	fi
+	VM_PID=$! VM_START=$SECONDS RC=0
+}
+
+wait_serial() {
+	local deadline=$1 re=$2
+	while :; do
+		grep -qE -- "$re" "$OUT" && return 0
+		if ! kill -0 "$VM_PID" 2>/dev/null; then
+			grep -qE -- "$re" "$OUT" && return 0
+			wait "$VM_PID" 2>/dev/null
+			RC=$?
+			echo "    hyve exited (status $RC) after $((SECONDS - VM_START))s before a serial line matched: $re"
+			show_serial
+			return 1
+		fi
+		if [ $((SECONDS - VM_START)) -ge "$deadline" ]; then
+			echo "    timeout: no serial line matched within ${deadline}s: $re"
+			show_serial
+			return 1
+		fi
+		sleep 1
+	done
+}
+
+# show_serial [N]: the last N (25) serial lines and the end of stderr.
+show_serial() {
+	echo "    --- last serial lines:"
+	tail -n "${1:-25}" "$OUT" 2>/dev/null | tr -d '\r' | sed 's/^/    | /'
+	echo "    --- stderr (tail):"
+	tail -n 8 "$ERR" 2>/dev/null | sed 's/^/    | /'
+}
+
+vm_stop() {
+	VM_SECONDS=$((SECONDS - VM_START))
+	[ -n "$VM_PID" ] || return 0
+	if kill -0 "$VM_PID" 2>/dev/null; then
+		kill "$VM_PID" 2>/dev/null
+		local i=0
+		while kill -0 "$VM_PID" 2>/dev/null && [ $i -lt 10 ]; do
+			sleep 1
+			i=$((i + 1))
+		done
+		kill -9 "$VM_PID" 2>/dev/null
+	fi
+	wait "$VM_PID" 2>/dev/null
+	RC=$?
+	VM_PID=""
+}

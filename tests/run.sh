@@ -20,7 +20,8 @@ FAILED_NAMES=()
 
 run_test() {
 	local name=$1
-	if [ -n "$PATTERN" ] && [[ $name != *$PATTERN* ]]; then
+	# -k is an extended regular expression matched anywhere in the name.
+	if [ -n "$PATTERN" ] && ! [[ $name =~ $PATTERN ]]; then
 		return
 	fi
 	SKIP_REASON=""

@@ -53,6 +53,7 @@ t_guest_fallback_intn() { guest_pass intn && expect_out '^intn: vector 128 deliv
 t_guest_fallback_into() { guest_pass into && expect_out '^into: vector 4 delivered'; }
 t_guest_fallback_fwait() { guest_pass fwait; }
 t_guest_fallback_popcnt() { guest_pass popcnt && expect_out '^popcnt: 5 values correct'; }
+t_guest_fallback_mxcsr() { guest_pass mxcsr && expect_out '^mxcsr: ok'; }
 
 t_guest_triple_fault() {
 	have_kvm || return 77

@@ -23,6 +23,8 @@ struct mem_region {
 	uint64_t gpa;
 	uint64_t size;
 	uint8_t *hva;
+	/* Pages written by hyve itself (device DMA), which KVM cannot see. */
+	_Atomic uint64_t *udirty;
 };
 
 struct vmctx {
@@ -34,6 +36,9 @@ struct vmctx {
 	struct mem_region mem[2];    /* [0] below 4 GiB, [1] above */
 	int nmem;
 	bool dirty_log;
+	bool manual_dirty;           /* KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 enabled */
+	uint32_t *msr_idx;           /* KVM_GET_MSR_INDEX_LIST, cached */
+	int nmsr;
 };
 
 struct vcpu {
@@ -106,6 +111,7 @@ struct vmctx *vm_create(const char *name, char *err, size_t errlen)
 fail:
 	if (ctx->kvm_fd >= 0)
 		close(ctx->kvm_fd);
+	free(ctx->msr_idx);
 	free(ctx->name);
 	free(ctx);
 	return NULL;
@@ -113,8 +119,10 @@ fail:
 
 void vm_destroy(struct vmctx *ctx)
 {
-	for (int i = 0; i < ctx->nmem; i++)
+	for (int i = 0; i < ctx->nmem; i++) {
 		munmap(ctx->mem[i].hva, ctx->mem[i].size);
+		free((void *)ctx->mem[i].udirty);
+	}
 	close(ctx->vm_fd);
 	close(ctx->kvm_fd);
 	free(ctx->name);
@@ -199,7 +207,28 @@ int vm_copy_to_guest(struct vmctx *ctx, uint64_t gpa, const void *src, size_t le
 	if (!p)
 		return -1;
 	memcpy(p, src, len);
+	vm_mark_dirty(ctx, gpa, len);
 	return 0;
+}
+
+bool vm_dirty_logging(struct vmctx *ctx)
+{
+	return __atomic_load_n(&ctx->dirty_log, __ATOMIC_ACQUIRE);
+}
+
+void vm_mark_dirty(struct vmctx *ctx, uint64_t gpa, uint64_t len)
+{
+	if (!__atomic_load_n(&ctx->dirty_log, __ATOMIC_ACQUIRE) || len == 0)
+		return;
+	for (int i = 0; i < ctx->nmem; i++) {
+		struct mem_region *m = &ctx->mem[i];
+		if (!m->udirty || gpa + len <= m->gpa || gpa >= m->gpa + m->size)
+			continue;
+		uint64_t lo = gpa < m->gpa ? 0 : gpa - m->gpa;
+		uint64_t hi = gpa + len - m->gpa > m->size ? m->size : gpa + len - m->gpa;
+		for (uint64_t p = lo >> 12; p <= (hi - 1) >> 12; p++)
+			atomic_fetch_or(&m->udirty[p / 64], 1ULL << (p % 64));
+	}
 }
 
 int vm_copy_from_guest(struct vmctx *ctx, uint64_t gpa, void *dst, size_t len)
@@ -462,11 +491,197 @@ int vcpu_run(struct vcpu *v, struct vm_exit *vme)
 	return 0;
 }
 
+int vm_mem_regions(struct vmctx *ctx, struct vm_mem_region *out, int max)
+{
+	int n = 0;
+	for (int i = 0; i < ctx->nmem && n < max; i++) {
+		if (!ctx->mem[i].size)
+			continue;
+		out[n].gpa = ctx->mem[i].gpa;
+		out[n].size = ctx->mem[i].size;
+		out[n].hva = ctx->mem[i].hva;
+		n++;
+	}
+	return n;
+}
+
+int vm_map_memory_file(struct vmctx *ctx, int i, int fd, uint64_t off)
+{
+	if (i < 0 || i >= ctx->nmem || !ctx->mem[i].size) {
+		errno = EINVAL;
+		return -1;
+	}
+	/*
+	 * MAP_FIXED over the registered range: the memslot keeps its host
+	 * address, and KVM's MMU notifier drops any mapping of the old pages.
+	 */
+	void *p = mmap(ctx->mem[i].hva, ctx->mem[i].size, PROT_READ | PROT_WRITE,
+	               MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, fd, (off_t)off);
+	if (p == MAP_FAILED)
+		return -1;
+	return 0;
+}
+
+static int vcpu_ioctl(struct vcpu *v, unsigned long req, const void *arg)
+{
+	return ioctl(v->fd, req, arg);
+}
+
+size_t vcpu_xsave_size(struct vcpu *v)
+{
+	int n = ioctl(v->ctx->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE2);
+	return n > (int)sizeof(struct kvm_xsave) ? (size_t)n : sizeof(struct kvm_xsave);
+}
+
+int vcpu_get_xsave(struct vcpu *v, void *buf)
+{
+	if (vcpu_xsave_size(v) > sizeof(struct kvm_xsave))
+		return vcpu_ioctl(v, KVM_GET_XSAVE2, buf);
+	return vcpu_ioctl(v, KVM_GET_XSAVE, buf);
+}
+
+int vcpu_set_xsave(struct vcpu *v, const void *buf) { return vcpu_ioctl(v, KVM_SET_XSAVE, buf); }
+
+int vcpu_get_xcrs(struct vcpu *v, struct kvm_xcrs *x)
+{
+	if (ioctl(v->ctx->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XCRS) <= 0) {
+		errno = ENOTSUP;
+		return -1;
+	}
+	return vcpu_ioctl(v, KVM_GET_XCRS, x);
+}
+
+int vcpu_set_xcrs(struct vcpu *v, const struct kvm_xcrs *x) { return vcpu_ioctl(v, KVM_SET_XCRS, x); }
+int vcpu_get_lapic(struct vcpu *v, struct kvm_lapic_state *l) { return vcpu_ioctl(v, KVM_GET_LAPIC, l); }
+int vcpu_set_lapic(struct vcpu *v, const struct kvm_lapic_state *l) { return vcpu_ioctl(v, KVM_SET_LAPIC, l); }
+int vcpu_get_debugregs(struct vcpu *v, struct kvm_debugregs *d) { return vcpu_ioctl(v, KVM_GET_DEBUGREGS, d); }
+int vcpu_set_debugregs(struct vcpu *v, const struct kvm_debugregs *d) { return vcpu_ioctl(v, KVM_SET_DEBUGREGS, d); }
+
+int vm_msr_index_list(struct vmctx *ctx, const uint32_t **idx)
+{
+	if (!ctx->msr_idx) {
+		struct kvm_msr_list probe = { .nmsrs = 0 };
+		if (ioctl(ctx->kvm_fd, KVM_GET_MSR_INDEX_LIST, &probe) < 0 && errno != E2BIG)
+			return -1;
+		struct kvm_msr_list *l = calloc(1, sizeof(*l) + probe.nmsrs * sizeof(uint32_t));
+		if (!l)
+			return -1;
+		l->nmsrs = probe.nmsrs;
+		if (ioctl(ctx->kvm_fd, KVM_GET_MSR_INDEX_LIST, l) < 0) {
+			free(l);
+			return -1;
+		}
+		ctx->msr_idx = malloc(l->nmsrs * sizeof(uint32_t) + 1);
+		if (!ctx->msr_idx) {
+			free(l);
+			return -1;
+		}
+		memcpy(ctx->msr_idx, l->indices, l->nmsrs * sizeof(uint32_t));
+		ctx->nmsr = (int)l->nmsrs;
+		free(l);
+	}
+	*idx = ctx->msr_idx;
+	return ctx->nmsr;
+}
+
+static struct kvm_msrs *msrs_alloc(int n)
+{
+	return calloc(1, sizeof(struct kvm_msrs) + (size_t)n * sizeof(struct kvm_msr_entry));
+}
+
+int vcpu_get_msrs(struct vcpu *v, const uint32_t *idx, uint64_t *vals, bool *ok, int n)
+{
+	struct kvm_msrs *m = msrs_alloc(n);
+	if (!m)
+		return -1;
+	/* KVM_GET_MSRS stops at the first MSR it cannot read: go on after it. */
+	int done = 0;
+	while (done < n) {
+		m->nmsrs = (uint32_t)(n - done);
+		for (int i = 0; i < n - done; i++)
+			m->entries[i] = (struct kvm_msr_entry){ .index = idx[done + i] };
+		int got = ioctl(v->fd, KVM_GET_MSRS, m);
+		if (got < 0) {
+			free(m);
+			return -1;
+		}
+		for (int i = 0; i < got; i++) {
+			vals[done + i] = m->entries[i].data;
+			ok[done + i] = true;
+		}
+		done += got;
+		if (done < n) {
+			vals[done] = 0;
+			ok[done] = false;
+			done++;
+		}
+	}
+	free(m);
+	return 0;
+}
+
+int vcpu_set_msrs(struct vcpu *v, const uint32_t *idx, const uint64_t *vals, int n)
+{
+	struct kvm_msrs *m = msrs_alloc(n);
+	if (!m)
+		return -1;
+	m->nmsrs = (uint32_t)n;
+	for (int i = 0; i < n; i++)
+		m->entries[i] = (struct kvm_msr_entry){ .index = idx[i], .data = vals[i] };
+	int rc = ioctl(v->fd, KVM_SET_MSRS, m);
+	free(m);
+	return rc;
+}
+
+int vm_get_irqchip(struct vmctx *ctx, struct kvm_irqchip *c) { return ioctl(ctx->vm_fd, KVM_GET_IRQCHIP, c); }
+int vm_set_irqchip(struct vmctx *ctx, const struct kvm_irqchip *c) { return ioctl(ctx->vm_fd, KVM_SET_IRQCHIP, c); }
+int vm_get_pit(struct vmctx *ctx, struct kvm_pit_state2 *p) { return ioctl(ctx->vm_fd, KVM_GET_PIT2, p); }
+int vm_set_pit(struct vmctx *ctx, const struct kvm_pit_state2 *p) { return ioctl(ctx->vm_fd, KVM_SET_PIT2, p); }
+int vm_get_clock(struct vmctx *ctx, struct kvm_clock_data *c) { return ioctl(ctx->vm_fd, KVM_GET_CLOCK, c); }
+int vm_set_clock(struct vmctx *ctx, const struct kvm_clock_data *c) { return ioctl(ctx->vm_fd, KVM_SET_CLOCK, c); }
+
 int vm_dirty_log_enable(struct vmctx *ctx, bool on)
 {
-	ctx->dirty_log = on;
+	if (on && !ctx->manual_dirty && ctx->info.has_manual_dirty_log) {
+		struct kvm_enable_cap cap = {
+			.cap = KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
+			.args = { KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE },
+		};
+		if (ioctl(ctx->vm_fd, KVM_ENABLE_CAP, &cap) == 0)
+			ctx->manual_dirty = true;
+	}
+	for (int i = 0; on && i < ctx->nmem; i++) {
+		/* Never freed while the VM lives: device threads may be marking. */
+		if (ctx->mem[i].size && !ctx->mem[i].udirty) {
+			ctx->mem[i].udirty = calloc((ctx->mem[i].size / 4096 + 63) / 64, sizeof(uint64_t));
+			if (!ctx->mem[i].udirty)
+				return -1;
+		}
+	}
+	__atomic_store_n(&ctx->dirty_log, on, __ATOMIC_RELEASE);
 	for (int i = 0; i < ctx->nmem; i++)
-		if (set_slot(ctx, i))
+		if (ctx->mem[i].size && set_slot(ctx, i))
 			return -1;
 	return 0;
+}
+
+int vm_dirty_log_get(struct vmctx *ctx, int i, uint64_t *bitmap)
+{
+	struct kvm_dirty_log log = { .slot = (uint32_t)i, .dirty_bitmap = bitmap };
+	if (i < 0 || i >= ctx->nmem || ioctl(ctx->vm_fd, KVM_GET_DIRTY_LOG, &log))
+		return -1;
+	if (ctx->mem[i].udirty)
+		for (uint64_t w = 0; w < (ctx->mem[i].size / 4096 + 63) / 64; w++)
+			bitmap[w] |= atomic_exchange(&ctx->mem[i].udirty[w], 0);
+	return 0;
+}
+
+int vm_dirty_log_clear(struct vmctx *ctx, int i, uint64_t first_page, uint32_t npages, uint64_t *bitmap)
+{
+	if (!ctx->manual_dirty)
+		return 0;   /* KVM_GET_DIRTY_LOG already re-protected everything */
+	struct kvm_clear_dirty_log c = {
+		.slot = (uint32_t)i, .first_page = first_page, .num_pages = npages, .dirty_bitmap = bitmap,
+	};
+	return ioctl(ctx->vm_fd, KVM_CLEAR_DIRTY_LOG, &c);
 }

@@ -52,6 +52,14 @@ uint64_t vm_get_highmem_size(struct vmctx *ctx);
  */
 void *vm_map_gpa(struct vmctx *ctx, uint64_t gpa, size_t len);
 int vm_copy_to_guest(struct vmctx *ctx, uint64_t gpa, const void *src, size_t len);
+/*
+ * While dirty logging is on (migration), guest RAM that hyve writes itself
+ * must be reported: KVM only sees the guest's own writes.  vm_copy_to_guest
+ * does it; virtio marks every chain it returns; anything else writing
+ * through a vm_map_gpa pointer calls this.  Cheap when logging is off.
+ */
+void vm_mark_dirty(struct vmctx *ctx, uint64_t gpa, uint64_t len);
+bool vm_dirty_logging(struct vmctx *ctx);
 int vm_copy_from_guest(struct vmctx *ctx, uint64_t gpa, void *dst, size_t len);
 
 /* In-kernel interrupt controllers and timers. */
@@ -143,7 +151,60 @@ struct emulator_probe {
 int vmm_probe_emulator(struct emulator_probe *out);
 bool emulator_probe_rejects(const struct emulator_probe *p, const char *name);
 
-/* Dirty page tracking (used by migration). */
+/* ---- Full state, for checkpoint and migration ---- */
+
+/* Guest RAM regions as host mappings (index 0: below 4 GiB, 1: above). */
+struct vm_mem_region {
+	uint64_t gpa, size;
+	uint8_t *hva;
+};
+int vm_mem_regions(struct vmctx *ctx, struct vm_mem_region *out, int max);
+/*
+ * Replace region i's memory with a private (copy-on-write) mapping of
+ * [off, off+size) of fd: pages are read from the file on first touch and
+ * guest writes never reach it.  Before any vCPU runs.
+ */
+int vm_map_memory_file(struct vmctx *ctx, int i, int fd, uint64_t off);
+
+/*
+ * vCPU state beyond regs/sregs/events.  XSAVE area size: vcpu_xsave_size()
+ * bytes (4096 unless the host has larger state components).
+ */
+size_t vcpu_xsave_size(struct vcpu *vcpu);
+int vcpu_get_xsave(struct vcpu *vcpu, void *buf);
+int vcpu_set_xsave(struct vcpu *vcpu, const void *buf);
+int vcpu_get_xcrs(struct vcpu *vcpu, struct kvm_xcrs *x);   /* -1/ENOTSUP without XCRs */
+int vcpu_set_xcrs(struct vcpu *vcpu, const struct kvm_xcrs *x);
+int vcpu_get_lapic(struct vcpu *vcpu, struct kvm_lapic_state *l);
+int vcpu_set_lapic(struct vcpu *vcpu, const struct kvm_lapic_state *l);
+int vcpu_get_debugregs(struct vcpu *vcpu, struct kvm_debugregs *d);
+int vcpu_set_debugregs(struct vcpu *vcpu, const struct kvm_debugregs *d);
+/* MSRs KVM saves and restores (KVM_GET_MSR_INDEX_LIST), cached. */
+int vm_msr_index_list(struct vmctx *ctx, const uint32_t **idx);
+/* Read n MSRs into vals; 0, or -1.  Unreadable ones are flagged in ok[]. */
+int vcpu_get_msrs(struct vcpu *vcpu, const uint32_t *idx, uint64_t *vals, bool *ok, int n);
+/* Write n MSRs; returns how many KVM accepted (in order), or -1. */
+int vcpu_set_msrs(struct vcpu *vcpu, const uint32_t *idx, const uint64_t *vals, int n);
+
+/* In-kernel chips: chip 0 = PIC master, 1 = PIC slave, 2 = IOAPIC. */
+int vm_get_irqchip(struct vmctx *ctx, struct kvm_irqchip *chip);
+int vm_set_irqchip(struct vmctx *ctx, const struct kvm_irqchip *chip);
+int vm_get_pit(struct vmctx *ctx, struct kvm_pit_state2 *pit);
+int vm_set_pit(struct vmctx *ctx, const struct kvm_pit_state2 *pit);
+int vm_get_clock(struct vmctx *ctx, struct kvm_clock_data *c);
+int vm_set_clock(struct vmctx *ctx, const struct kvm_clock_data *c);
+
+/*
+ * Dirty page tracking (migration).  With manual protect (KVM 5.8+) the
+ * bitmap fetch does not re-protect pages; vm_dirty_log_clear() does, for
+ * exactly the pages about to be sent, so a page written after its bit was
+ * read is caught in the next round.
+ */
 int vm_dirty_log_enable(struct vmctx *ctx, bool on);
+/* Bitmap of region i (one bit per 4 KiB page, 64-bit words), including
+ * pages marked with vm_mark_dirty since the last call. */
+int vm_dirty_log_get(struct vmctx *ctx, int i, uint64_t *bitmap);
+/* Re-protect pages [first, first+64*nwords) of region i whose bits are set. */
+int vm_dirty_log_clear(struct vmctx *ctx, int i, uint64_t first_page, uint32_t npages, uint64_t *bitmap);
 
 #endif

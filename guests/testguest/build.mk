@@ -33,9 +33,9 @@ TG_ASFLAGS := -m64 -fno-pic -fno-pie
 TG_LDFLAGS := -nostdlib -static -no-pie -Wl,--build-id=none \
 	-Wl,-z,max-page-size=0x1000 -Wl,-z,noexecstack -Wl,--no-warn-rwx-segments
 
-TG_CSRC := main.c lib.c serial.c printf.c trap.c apic.c multiboot.c acpi.c \
-	smp.c user.c power.c tests.c utests.c probe.c shell.c \
-	pci.c virtio.c vblk.c vrnd.c vbad.c
+# Every .c file here is part of the guest (drivers register their shell
+# commands and tests themselves).
+TG_CSRC := $(sort $(notdir $(wildcard $(TG)/*.c)))
 TG_SSRC := boot.S entry.S fallback.S
 TG_OBJS := $(addprefix $(TG)/obj/,$(TG_SSRC:.S=.o) $(TG_CSRC:.c=.o))
 TG_HDRS := $(wildcard $(TG)/*.h)

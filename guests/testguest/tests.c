@@ -351,11 +351,15 @@ static bool token_eq(const char *tok, const char *name)
 	return !strncmp(tok, name, n) && (tok[n] == 0 || tok[n] == ' ');
 }
 
+extern const struct guest_test __start_guest_tests[], __stop_guest_tests[];
+
 void list_tests(void)
 {
 	printf("tests:");
 	for (u32 i = 0; i < ARRAY_SIZE(tests); i++)
 		printf(" %s", tests[i].name);
+	for (const struct guest_test *t = __start_guest_tests; t < __stop_guest_tests; t++)
+		printf(" %s", t->name);
 	printf(" exit=0xNN\n");
 }
 
@@ -380,6 +384,13 @@ void run_test(const char *name)
 			current_test = tests[i].name;
 			tests[i].fn();
 			test_pass(tests[i].name);
+		}
+	}
+	for (const struct guest_test *t = __start_guest_tests; t < __stop_guest_tests; t++) {
+		if (token_eq(name, t->name)) {
+			current_test = t->name;
+			t->fn();
+			test_pass(t->name);
 		}
 	}
 	current_test = "test";

@@ -12,4 +12,18 @@ void t_user(void);
 void t_counter(void);
 void t_worker(void);
 void t_probe(void);
+
+/*
+ * Tests in their own files register themselves (listed after the built-in
+ * table, in link order):
+ *   static void t_net(void) { ... }
+ *   GUEST_TEST(net, t_net);          -> test=net
+ */
+struct guest_test {
+	const char *name;
+	void (*fn)(void);
+};
+#define GUEST_TEST(tname, func)                                               \
+	static const struct guest_test guest_test_##tname                      \
+	__attribute__((used, section("guest_tests"), aligned(8))) = { #tname, func }
 #endif

@@ -86,17 +86,6 @@ int vblk_open(struct vdev *d)
 /* ---- CPL3 helpers ---- */
 #define BLK_SEED_WRITE 0x5eed0001u
 
-struct pjob {
-	u8 *buf;
-	u64 sector;
-	u64 nsect;
-	u32 seed;
-	u32 op;			/* 0: fill, 1: check pattern, 2: check zero */
-	u64 fnv;
-	u64 bad;		/* mismatching words */
-	u64 first_bad;		/* byte offset of the first mismatch */
-};
-
 USER_TEXT static u64 u_pattern(u64 arg)
 {
 	struct pjob *j = (struct pjob *)arg;
@@ -124,11 +113,14 @@ USER_TEXT static u64 u_pattern(u64 arg)
 	return 0;
 }
 
-static void pattern(struct pjob *j)
+extern const char *current_test;
+
+void vblk_pattern(struct pjob *j)
 {
 	if (user_run(u_pattern, (u64)j, 0) != 0)
-		test_fail("blk", "CPL3 pattern code took exception %lu at %lx", user_fault_vec, user_fault_rip);
+		test_fail(current_test, "CPL3 pattern code took exception %lu at %lx", user_fault_vec, user_fault_rip);
 }
+#define pattern vblk_pattern
 
 static u8 bufa[64 * 512] __attribute__((aligned(4096)));
 static u8 bufb[64 * 512] __attribute__((aligned(4096)));

@@ -133,7 +133,19 @@ int vblk_simple(struct vdev *d, u32 type);	/* FLUSH */
 int vblk_get_id(struct vdev *d, char id[21]);
 int vblk_discard(struct vdev *d, u64 sector, u32 nsect);
 u64 vblk_capacity(struct vdev *d);
-int vblk_open(struct vdev *d);	/* virtio_init with the blk features we use */
+int vblk_open(struct vdev *d);
+/* The disk pattern (see vblk.c), filled or checked at CPL3. */
+struct pjob {
+	u8 *buf;
+	u64 sector;
+	u64 nsect;
+	u32 seed;
+	u32 op;			/* 0: fill, 1: check pattern, 2: check zero */
+	u64 fnv;		/* FNV-1a 64 of the buffer afterwards */
+	u64 bad;		/* mismatching words */
+	u64 first_bad;		/* byte offset of the first mismatch */
+};
+void vblk_pattern(struct pjob *j);	/* virtio_init with the blk features we use */
 
 void t_blk(void);
 void t_rnd(void);

@@ -9,6 +9,11 @@
  *
  * (-DFUZZ_STANDALONE builds a main() that replays input files.)
  *
+ * Only devices/p9_server.c is needed: the checkpoint code beside it
+ * (devices/p9_state.c, p9_server_save/load) is not linked here; its loader
+ * is exercised against truncated and bit-flipped states by
+ * tests/unit/test_p9_server.c.
+ *
  * Input: byte 0 bit 0 picks the read-only or the writable server, bits
  * 1..7 the reply buffer size (11 bytes up to the msize); the rest is a
  * stream of 9P messages, each as long as its own size field says (clamped

@@ -2,12 +2,14 @@
  * Unit test of the 9P2000.L server (devices/p9_server.c): hand-built
  * messages against a temporary share directory, results checked against
  * the host directory; escape attempts, read-only shares and malformed
- * messages.  No KVM needed.
+ * messages; checkpoint of the fid table (p9_server_save/load into a new
+ * server, as a restore in a new process does) and corrupt or truncated
+ * saved state.  No KVM needed.
  *
  * Prints one line per check and "N passed, N failed"; exits 1 on failure.
  * Run it also with HYVE_P9_NO_OPENAT2=1 to exercise the fallback resolver
  * (the test does that itself in a second pass).
- * test-sources: devices/p9_server.c
+ * test-sources: devices/p9_server.c devices/p9_state.c core/snapshot.c
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -20,6 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../../core/snapshot.h"
 #include "../../devices/p9_server.h"
 
 static int npass, nfail;
@@ -564,6 +567,326 @@ static void run_malformed(void)
 	check(expect_err(&m) == EBADF, "attach to a fid in use: EBADF");
 }
 
+/* ---- checkpoint ---- */
+
+static void host_write(const char *rel, const char *data)
+{
+	int fd = open(hp(rel), O_CREAT | O_TRUNC | O_WRONLY, 0644);
+	if (fd < 0 || write(fd, data, strlen(data)) != (ssize_t)strlen(data))
+		check(false, "host write %s", rel);
+	if (fd >= 0)
+		close(fd);
+}
+
+/* Treaddir fid from *off (advanced to the last entry's offset); counts
+ * ".", ".." and "a".."e" in seen[0], seen[1], seen[2..6]; returns the
+ * number of entries, or -errno. */
+static int readdir_collect(uint32_t fid, uint64_t *off, uint32_t count, int seen[7])
+{
+	begin(&m, Treaddir);
+	p32(&m, fid);
+	p64(&m, *off);
+	p32(&m, count);
+	int err;
+	if (xfer(&m, &err) != 41)
+		return -err;
+	uint32_t cnt = g32(7);
+	size_t p = 11, end = 11 + cnt;
+	int n = 0;
+	while (p + 24 <= end) {
+		uint16_t nl = g16(p + 22);
+		if (p + 24 + nl > end)
+			break;
+		*off = g64(p + 13);
+		const char *nm = (const char *)rep + p + 24;
+		if (nl == 1 && nm[0] == '.')
+			seen[0]++;
+		else if (nl == 2 && nm[0] == '.' && nm[1] == '.')
+			seen[1]++;
+		else if (nl == 1 && nm[0] >= 'a' && nm[0] <= 'e')
+			seen[2 + nm[0] - 'a']++;
+		n++;
+		p += 24 + nl;
+	}
+	return n;
+}
+
+static int getattr_err(uint32_t fid)
+{
+	begin(&m, Tgetattr);
+	p32(&m, fid);
+	p64(&m, 0x7ff);
+	return expect_err(&m);
+}
+
+/* The saved state as devices/p9_state.c lays it out (for hand-made states). */
+static void state_header(struct snap_buf *sb, uint32_t magic, uint32_t version, uint32_t msize, uint32_t n)
+{
+	sb_init(sb);
+	sb_u32(sb, magic);
+	sb_u32(sb, version);
+	sb_u32(sb, msize);
+	sb_u32(sb, n);
+}
+
+static void state_fid(struct snap_buf *sb, uint32_t fid, uint8_t kind, uint32_t lflags, const char *path)
+{
+	sb_u32(sb, fid);
+	sb_u32(sb, 0);
+	sb_u8(sb, kind);
+	sb_u32(sb, lflags);
+	sb_u64(sb, 0);
+	sb_str(sb, path);
+}
+
+#define ST_MAGIC 0x54533950u
+
+static int load_buf(const void *p, size_t n, char *err, size_t errlen)
+{
+	struct snap_rd rd;
+	sr_init(&rd, p, n);
+	err[0] = 0;
+	return p9_server_load(srv, &rd, err, errlen);
+}
+
+static void run_checkpoint(void)
+{
+	p9_server_free(srv);
+	srv = p9_server_new(root, false);
+	check(srv != NULL, "checkpoint: server opens");
+	host_write("cp.txt", "0123456789abcdefghij");
+	host_write("gone.txt", "soon gone");
+	mkdir(hp("cpdir"), 0755);
+	const char *ents[] = { "cpdir/a", "cpdir/b", "cpdir/c", "cpdir/d", "cpdir/e" };
+	for (int i = 0; i < 5; i++)
+		host_write(ents[i], "x");
+
+	begin(&m, Tversion);
+	p32(&m, 12345);
+	ps(&m, "9P2000.L");
+	ok_reply(&m, "checkpoint: Tversion msize 12345");
+	begin(&m, Tattach);
+	p32(&m, 1);
+	p32(&m, 0xffffffffu);
+	ps(&m, "");
+	ps(&m, "");
+	p32(&m, 0);
+	ok_reply(&m, "checkpoint: Tattach");
+	check(walk1(1, 40, "cp.txt") == 0, "checkpoint: walk cp.txt");
+	begin(&m, Tlopen);
+	p32(&m, 40);
+	p32(&m, 2 | 01000);   /* O_RDWR | O_TRUNC: the restore must not truncate again */
+	ok_reply(&m, "checkpoint: Tlopen cp.txt O_RDWR|O_TRUNC");
+	begin(&m, Twrite);
+	p32(&m, 40);
+	p64(&m, 0);
+	p32(&m, 20);
+	pbytes(&m, "0123456789abcdefghij", 20);
+	ok_reply(&m, "checkpoint: Twrite 20 bytes");
+	begin(&m, Tread);
+	p32(&m, 40);
+	p64(&m, 0);
+	p32(&m, 10);
+	check(ok_reply(&m, "checkpoint: Tread 10") && g32(7) == 10 && memcmp(rep + 11, "0123456789", 10) == 0,
+	      "checkpoint: first 10 bytes before the save");
+	check(walk1(1, 41, "cpdir") == 0, "checkpoint: walk cpdir");
+	begin(&m, Tlopen);
+	p32(&m, 41);
+	p32(&m, 0);
+	ok_reply(&m, "checkpoint: Tlopen cpdir");
+	int seen[7] = { 0 };
+	uint64_t doff = 0;
+	int first = readdir_collect(41, &doff, 60, seen);   /* 60 bytes: two entries of seven */
+	check(first >= 1 && first < 7, "checkpoint: first Treaddir returns part of the directory (%d)", first);
+	check(walk1(1, 42, "gone.txt") == 0, "checkpoint: walk gone.txt");
+	check(walk1(1, 43, "gone.txt") == 0, "checkpoint: walk gone.txt again");
+	begin(&m, Tlopen);
+	p32(&m, 43);
+	p32(&m, 0);
+	ok_reply(&m, "checkpoint: Tlopen gone.txt");
+	check(walk1(1, 44, "cpdir") == 0, "checkpoint: walk cpdir (not opened)");
+	begin(&m, Txattrwalk);
+	p32(&m, 1);
+	p32(&m, 45);
+	ps(&m, "");
+	ok_reply(&m, "checkpoint: Txattrwalk fid 45");
+
+	struct snap_buf sb;
+	sb_init(&sb);
+	check(p9_server_save(srv, &sb) == 0 && !sb.failed && sb.len > 16, "checkpoint: save (%zu bytes)", sb.len);
+
+	/* The old process goes away; the host removes a file meanwhile. */
+	p9_server_free(srv);
+	unlink(hp("gone.txt"));
+	srv = p9_server_new(root, false);
+	char err[200];
+	struct snap_rd rd;
+	sr_init(&rd, sb.data, sb.len);
+	err[0] = 0;
+	int rc = p9_server_load(srv, &rd, err, sizeof(err));
+	check(rc == 0, "checkpoint: load into a new server (%s)", err);
+	check(sr_done(&rd), "checkpoint: load consumed the whole state");
+	check(p9_server_msize(srv) == 12345, "checkpoint: msize 12345 restored (%u)", p9_server_msize(srv));
+	begin(&m, Tread);
+	p32(&m, 40);
+	p64(&m, 10);
+	p32(&m, 100);
+	check(ok_reply(&m, "restored: Tread cp.txt from 10") && g32(7) == 10 && memcmp(rep + 11, "abcdefghij", 10) == 0,
+	      "restored: read goes on with 'abcdefghij'");
+	begin(&m, Twrite);
+	p32(&m, 40);
+	p64(&m, 20);
+	p32(&m, 3);
+	pbytes(&m, "XYZ", 3);
+	ok_reply(&m, "restored: Twrite on the reopened O_RDWR fid");
+	check(host_content("cp.txt", "0123456789abcdefghijXYZ"), "restored: host file appended, not truncated");
+	int more = 0, r;
+	for (int i = 0; i < 10 && (r = readdir_collect(41, &doff, 60, seen)) > 0; i++)
+		more += r;
+	bool once = true;
+	for (int i = 0; i < 7; i++)
+		once &= seen[i] == 1;
+	check(once && first + more == 7, "restored: Treaddir continues: each of . .. a-e exactly once (%d + %d)",
+	      first, more);
+	check(getattr_err(42) == ESTALE, "restored: fid of a removed file: getattr ESTALE");
+	begin(&m, Tread);
+	p32(&m, 43);
+	p64(&m, 0);
+	p32(&m, 10);
+	check(expect_err(&m) == ESTALE, "restored: open fid of a removed file: read ESTALE");
+	check(walk1(42, 50, "x") == -ESTALE, "restored: walk from a stale fid: ESTALE");
+	begin(&m, Tattach);
+	p32(&m, 42);
+	p32(&m, 0xffffffffu);
+	ps(&m, "");
+	ps(&m, "");
+	p32(&m, 0);
+	check(expect_err(&m) == EBADF, "restored: a stale fid's number is still in use");
+	clunk(42);
+	check(getattr_err(42) == EBADF, "restored: stale fid clunked");
+	begin(&m, Tremove);
+	p32(&m, 43);
+	check(expect_err(&m) == ESTALE && getattr_err(43) == EBADF, "restored: Tremove of a stale fid clunks it");
+	check(walk1(44, 46, "c") == 0, "restored: walk cpdir/c from a restored fid");
+	begin(&m, Tread);
+	p32(&m, 45);
+	p64(&m, 0);
+	p32(&m, 100);
+	check(ok_reply(&m, "restored: xattr fid read") && g32(7) == 0, "restored: xattr fid reads empty");
+	check(getattr_err(1) == 0, "restored: root fid works");
+
+	/* Truncated at every length: clean error, no fids left, no crash. */
+	int bad = 0;
+	for (size_t n = 0; n < sb.len; n++) {
+		if (load_buf(sb.data, n, err, sizeof(err)) != -1 || !err[0] || getattr_err(1) != EBADF)
+			bad++;
+	}
+	check(bad == 0, "truncated state (every length < %zu): error, server reset (%d bad)", sb.len, bad);
+	/* Every byte flipped three ways: loads or fails, never crashes. */
+	uint8_t *copy = malloc(sb.len);
+	int loaded = 0, refused = 0;
+	static const uint8_t masks[] = { 0x01, 0x80, 0xff };
+	for (size_t i = 0; copy && i < sb.len; i++) {
+		for (size_t k = 0; k < sizeof(masks); k++) {
+			memcpy(copy, sb.data, sb.len);
+			copy[i] ^= masks[k];
+			if (load_buf(copy, sb.len, err, sizeof(err)) == 0) {
+				loaded++;
+				for (uint32_t f = 40; f <= 46; f++)
+					getattr_err(f);   /* whatever came back must be usable */
+			} else {
+				refused += err[0] != 0;
+			}
+		}
+	}
+	free(copy);
+	check(loaded + refused == (int)sb.len * 3, "corrupted state: %d loaded, %d refused with a reason", loaded,
+	      refused);
+	sb_free(&sb);
+
+	/* Hand-made states. */
+	static const char *const escapes[] = { "..", "../outside-secret", "/etc", "/", "a//b", "cpdir/../..",
+	                                       ".", "cpdir/", "cpdir/./a" };
+	for (size_t i = 0; i < sizeof(escapes) / sizeof(escapes[0]); i++) {
+		state_header(&sb, ST_MAGIC, 1, 8192, 1);
+		state_fid(&sb, 7, 0, 0, escapes[i]);
+		rc = load_buf(sb.data, sb.len, err, sizeof(err));
+		check(rc == -1 && strstr(err, "not a plain path") && getattr_err(7) == EBADF,
+		      "state with path '%s' refused: %s", escapes[i], err);
+		sb_free(&sb);
+	}
+	/* Plain paths through symlinks that lead out: loads, but the fid is dead. */
+	static const char *const links[] = { "etc/passwd", "rel/etc", "d/up/share", "abs" };
+	for (size_t i = 0; i < sizeof(links) / sizeof(links[0]); i++) {
+		state_header(&sb, ST_MAGIC, 1, 8192, 1);
+		state_fid(&sb, 7, 0x04, 0, links[i]);   /* opened for reading */
+		rc = load_buf(sb.data, sb.len, err, sizeof(err));
+		begin(&m, Tread);
+		p32(&m, 7);
+		p64(&m, 0);
+		p32(&m, 64);
+		int e = expect_err(&m);
+		check(rc == 0 && e == ESTALE, "state path '%s' through a symlink: fid stale (rc %d, errno %d)",
+		      links[i], rc, e);
+		sb_free(&sb);
+	}
+	struct {
+		uint32_t magic, version, msize, n;
+		uint32_t fid;
+		uint8_t kind;
+		uint32_t lflags;
+		const char *what;
+	} hdrs[] = {
+		{ 0x12345678, 1, 8192, 1, 7, 0, 0, "wrong magic" },
+		{ ST_MAGIC, 99, 8192, 1, 7, 0, 0, "unknown version" },
+		{ ST_MAGIC, 1, 100, 1, 7, 0, 0, "msize too small" },
+		{ ST_MAGIC, 1, 1u << 30, 1, 7, 0, 0, "msize too large" },
+		{ ST_MAGIC, 1, 8192, 0xffffffffu, 7, 0, 0, "4G fids" },
+		{ ST_MAGIC, 1, 8192, 2, 7, 0, 0, "fewer fids than counted" },
+		{ ST_MAGIC, 1, 8192, 1, 0xffffffffu, 0, 0, "NOFID" },
+		{ ST_MAGIC, 1, 8192, 1, 7, 0x80, 0, "unknown kind bit" },
+		{ ST_MAGIC, 1, 8192, 1, 7, 0x06, 0, "opened xattr fid" },
+		{ ST_MAGIC, 1, 8192, 1, 7, 0x04, 01000 | 2, "O_TRUNC in the open flags" },
+		{ ST_MAGIC, 1, 8192, 1, 7, 0x04, 0100 | 2, "O_CREAT in the open flags" },
+	};
+	for (size_t i = 0; i < sizeof(hdrs) / sizeof(hdrs[0]); i++) {
+		state_header(&sb, hdrs[i].magic, hdrs[i].version, hdrs[i].msize, hdrs[i].n);
+		state_fid(&sb, hdrs[i].fid, hdrs[i].kind, hdrs[i].lflags, "cp.txt");
+		rc = load_buf(sb.data, sb.len, err, sizeof(err));
+		check(rc == -1 && err[0], "state with %s refused: %s", hdrs[i].what, err);
+		sb_free(&sb);
+	}
+	check(host_content("cp.txt", "0123456789abcdefghijXYZ"), "refused states truncated nothing");
+	state_header(&sb, ST_MAGIC, 1, 8192, 2);
+	state_fid(&sb, 7, 0, 0, "cp.txt");
+	state_fid(&sb, 7, 0, 0, "cpdir");
+	check(load_buf(sb.data, sb.len, err, sizeof(err)) == -1 && strstr(err, "twice"), "duplicate fid refused: %s",
+	      err);
+	sb_free(&sb);
+	/* A writable open fid restored onto a read-only share: dead, not writable. */
+	p9_server_free(srv);
+	srv = p9_server_new(root, true);
+	state_header(&sb, ST_MAGIC, 1, 8192, 2);
+	state_fid(&sb, 7, 0x04, 2, "cp.txt");
+	state_fid(&sb, 8, 0x04, 0, "cp.txt");
+	rc = load_buf(sb.data, sb.len, err, sizeof(err));
+	begin(&m, Tread);
+	p32(&m, 7);
+	p64(&m, 0);
+	p32(&m, 4);
+	int e7 = expect_err(&m);
+	begin(&m, Tread);
+	p32(&m, 8);
+	p64(&m, 0);
+	p32(&m, 4);
+	check(rc == 0 && e7 == ESTALE && ok_reply(&m, "ro restore: read-only fid reads") && g32(7) == 4,
+	      "ro share: restored O_RDWR fid is stale, O_RDONLY fid works");
+	sb_free(&sb);
+	p9_server_free(srv);
+	srv = p9_server_new(root, false);
+	version_attach(1);
+}
+
 static void run_readonly(void)
 {
 	p9_server_free(srv);
@@ -638,6 +961,7 @@ static void one_pass(void)
 	run_functional();
 	run_escapes();
 	run_malformed();
+	run_checkpoint();
 	run_readonly();
 	p9_server_free(srv);
 	char cmd[PATH_MAX * 2 + 16];

@@ -7,9 +7,10 @@
  * repository root):
  *
  *   cc -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -I. \
- *      tests/unit/test_rtc.c -o /tmp/test_rtc && /tmp/test_rtc
+ *      tests/unit/test_rtc.c core/snapshot.c -o /tmp/test_rtc && /tmp/test_rtc
  *
  * One line per check ("ok - ..." / "FAIL - ..."), exit status 1 on failure.
+ * test-sources: core/snapshot.c
  */
 #include "../../devices/rtc.c"
 

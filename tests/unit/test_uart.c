@@ -6,9 +6,10 @@
  * Build and run (from the repository root):
  *
  *   cc -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -I. \
- *      tests/unit/test_uart.c -o /tmp/test_uart && /tmp/test_uart
+ *      tests/unit/test_uart.c core/snapshot.c -o /tmp/test_uart && /tmp/test_uart
  *
  * One line per check ("ok - ..." / "FAIL - ..."), exit status 1 on failure.
+ * test-sources: core/snapshot.c
  */
 #include "../../devices/uart_16550.c"
 

@@ -1,0 +1,380 @@
+/*
+ * Control socket server (protocol in control.h).  One thread accepts; each
+ * connection gets its own short-lived thread so a long request (a live
+ * migration) does not block --migrate-status or --pause.  Requests that
+ * change the VM's run state are serialized by op_lock.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+
+#include "checkpoint.h"
+#include "config.h"
+#include "control.h"
+#include "exitcode.h"
+#include "log.h"
+#include "mevent.h"
+
+#define MAX_COMMANDS 16
+#define MAX_REQUEST 4200
+
+struct control_conn {
+	int fd;
+	int exit_status;   /* >= 0: stop the VM after replying */
+};
+
+void control_exit_after_reply(struct control_conn *c, int status)
+{
+	c->exit_status = status;
+}
+
+static struct {
+	const char *name;
+	control_handler_t fn;
+} commands[MAX_COMMANDS];
+static int ncommands;
+static char sock_path[108];
+static int listen_fd = -1;
+static struct hyve_vm *ctl_vm;
+static pthread_mutex_t op_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct timespec started;
+
+void control_register(const char *command, control_handler_t fn)
+{
+	if (ncommands < MAX_COMMANDS) {
+		commands[ncommands].name = command;
+		commands[ncommands].fn = fn;
+		ncommands++;
+	}
+}
+
+void control_reply(struct control_conn *c, const char *fmt, ...)
+{
+	char buf[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if ((size_t)n > sizeof(buf) - 2)
+		n = sizeof(buf) - 2;
+	buf[n++] = '\n';
+	(void)!send(c->fd, buf, (size_t)n, MSG_NOSIGNAL);
+}
+
+/* ---- run on the main thread ---- */
+
+struct main_call {
+	void (*fn)(void *);
+	void *arg;
+	pthread_mutex_t mtx;
+	pthread_cond_t cv;
+	bool done;
+};
+
+static void main_call_trampoline(void *p)
+{
+	struct main_call *mc = p;
+	mc->fn(mc->arg);
+	pthread_mutex_lock(&mc->mtx);
+	mc->done = true;
+	pthread_cond_signal(&mc->cv);
+	pthread_mutex_unlock(&mc->mtx);
+}
+
+void control_run_on_main(void (*fn)(void *), void *arg)
+{
+	struct main_call mc = { .fn = fn, .arg = arg, .done = false };
+	pthread_mutex_init(&mc.mtx, NULL);
+	pthread_cond_init(&mc.cv, NULL);
+	if (mevent_call(main_call_trampoline, &mc)) {
+		fn(arg);   /* no loop to ask: nothing else is running */
+	} else {
+		pthread_mutex_lock(&mc.mtx);
+		while (!mc.done)
+			pthread_cond_wait(&mc.cv, &mc.mtx);
+		pthread_mutex_unlock(&mc.mtx);
+	}
+	pthread_mutex_destroy(&mc.mtx);
+	pthread_cond_destroy(&mc.cv);
+}
+
+/* ---- built-in commands ---- */
+
+struct ckpt_call {
+	struct hyve_vm *vm;
+	const char *path;
+	bool suspend;
+	int rc;
+	char err[512];
+};
+
+static void ckpt_on_main(void *p)
+{
+	struct ckpt_call *c = p;
+	c->rc = checkpoint_save(c->vm, c->path, c->suspend, c->err, sizeof(c->err));
+}
+
+static int do_checkpoint(struct hyve_vm *vm, struct control_conn *conn, const char *path, bool suspend, char *err,
+                         size_t errlen)
+{
+	if (!path || path[0] != '/') {
+		snprintf(err, errlen, "checkpoint needs an absolute file path");
+		return -1;
+	}
+	struct ckpt_call c = { .vm = vm, .path = path, .suspend = suspend };
+	control_run_on_main(ckpt_on_main, &c);
+	if (c.rc) {
+		snprintf(err, errlen, "%s", c.err);
+		return -1;
+	}
+	if (suspend) {
+		log_info("suspended to %s; exiting", path);
+		control_exit_after_reply(conn, HYVE_EXIT_POWEROFF);
+	}
+	return 0;
+}
+
+static int cmd_checkpoint(struct hyve_vm *vm, struct control_conn *c, const char *arg, char *err, size_t errlen)
+{
+	return do_checkpoint(vm, c, arg, false, err, errlen);
+}
+
+static int cmd_suspend(struct hyve_vm *vm, struct control_conn *c, const char *arg, char *err, size_t errlen)
+{
+	return do_checkpoint(vm, c, arg, true, err, errlen);
+}
+
+static bool user_paused;
+
+static int cmd_pause(struct hyve_vm *vm, struct control_conn *c, const char *arg, char *err, size_t errlen)
+{
+	(void)c; (void)arg;
+	if (user_paused) {
+		snprintf(err, errlen, "already paused");
+		return -1;
+	}
+	vcpus_pause(vm);
+	user_paused = true;
+	return 0;
+}
+
+static int cmd_resume(struct hyve_vm *vm, struct control_conn *c, const char *arg, char *err, size_t errlen)
+{
+	(void)c; (void)arg;
+	if (!user_paused) {
+		snprintf(err, errlen, "not paused");
+		return -1;
+	}
+	user_paused = false;
+	vcpus_resume(vm);
+	return 0;
+}
+
+static int cmd_destroy(struct hyve_vm *vm, struct control_conn *c, const char *arg, char *err, size_t errlen)
+{
+	(void)vm; (void)arg; (void)err; (void)errlen;
+	log_info("destroyed by hyvectl");
+	control_exit_after_reply(c, HYVE_EXIT_POWEROFF);
+	return 0;
+}
+
+static int cmd_stats(struct hyve_vm *vm, struct control_conn *c, const char *arg, char *err, size_t errlen)
+{
+	(void)arg; (void)err; (void)errlen;
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	double up = (double)(now.tv_sec - started.tv_sec) + (now.tv_nsec - started.tv_nsec) / 1e9;
+	struct vcpu_stats st;
+	vcpus_get_stats(&st);
+	control_reply(c, "name %s", get_config_value("name"));
+	control_reply(c, "state %s", vcpus_paused() ? "paused" : "running");
+	control_reply(c, "uptime_s %.1f", up);
+	control_reply(c, "vcpus %d", vm->ncpus);
+	control_reply(c, "memory_bytes %llu",
+	              (unsigned long long)(vm_get_lowmem_size(vm->ctx) + vm_get_highmem_size(vm->ctx)));
+	control_reply(c, "exits_total %llu", (unsigned long long)st.exits);
+	control_reply(c, "exits_io %llu", (unsigned long long)st.io);
+	control_reply(c, "exits_mmio %llu", (unsigned long long)st.mmio);
+	control_reply(c, "exits_emulation_fallback %llu", (unsigned long long)st.fallback);
+	return 0;
+}
+
+/* ---- server ---- */
+
+static void *conn_thread(void *p)
+{
+	struct control_conn c = { .fd = (int)(intptr_t)p, .exit_status = -1 };
+	char req[MAX_REQUEST + 1], err[600] = "";
+	size_t n = 0;
+	pthread_setname_np(pthread_self(), "hyve-ctl");
+	/* A request is one line; a client that sends nothing is dropped after 10 s. */
+	struct timeval tv = { 10, 0 };
+	setsockopt(c.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	while (n < MAX_REQUEST) {
+		ssize_t r = recv(c.fd, req + n, MAX_REQUEST - n, 0);
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+		if (memchr(req, '\n', n))
+			break;
+	}
+	req[n] = '\0';
+	char *nl = strchr(req, '\n');
+	if (!nl) {
+		control_reply(&c, "ERR request must be one line ending in a newline");
+		goto out;
+	}
+	*nl = '\0';
+	int ver;
+	char cmd[32];
+	int off = 0;
+	if (sscanf(req, "HYVECTL %d %31s %n", &ver, cmd, &off) < 2) {
+		control_reply(&c, "ERR malformed request (expected: HYVECTL <version> <command> [arg])");
+		goto out;
+	}
+	if (ver != CONTROL_PROTO_VERSION) {
+		control_reply(&c, "ERR protocol version %d not supported (this VM speaks %d)", ver, CONTROL_PROTO_VERSION);
+		goto out;
+	}
+	const char *arg = off ? req + off : "";
+	for (int i = 0; i < ncommands; i++) {
+		if (strcmp(commands[i].name, cmd))
+			continue;
+		/* Status queries run alongside anything; other commands one at a time. */
+		bool query = strcmp(cmd, "stats") == 0 || strcmp(cmd, "migrate-status") == 0;
+		if (!query && pthread_mutex_trylock(&op_lock)) {
+			control_reply(&c, "ERR busy: another control request is in progress");
+			goto out;
+		}
+		int rc = commands[i].fn(ctl_vm, &c, arg[0] ? arg : NULL, err, sizeof(err));
+		if (!query)
+			pthread_mutex_unlock(&op_lock);
+		if (rc)
+			control_reply(&c, "ERR %s", err[0] ? err : "failed");
+		else
+			control_reply(&c, "OK");
+		goto out;
+	}
+	control_reply(&c, "ERR unknown command '%s'", cmd);
+out:
+	close(c.fd);
+	if (c.exit_status >= 0)
+		vm_request_exit(c.exit_status);
+	return NULL;
+}
+
+static void *accept_thread(void *p)
+{
+	(void)p;
+	pthread_setname_np(pthread_self(), "hyve-ctl-accept");
+	for (;;) {
+		int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			return NULL;
+		}
+		pthread_t t;
+		pthread_attr_t a;
+		pthread_attr_init(&a);
+		pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+		if (pthread_create(&t, &a, conn_thread, (void *)(intptr_t)fd))
+			close(fd);
+		pthread_attr_destroy(&a);
+	}
+}
+
+/* Is something answering on the socket (a live VM of the same name)? */
+static bool socket_alive(const struct sockaddr_un *sa)
+{
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	bool alive = fd >= 0 && connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0;
+	if (fd >= 0)
+		close(fd);
+	return alive;
+}
+
+int control_start(struct hyve_vm *vm)
+{
+	const char *cfg = get_config_value("control.socket");
+	char dir[96];
+	clock_gettime(CLOCK_MONOTONIC, &started);
+	ctl_vm = vm;
+	control_register("checkpoint", cmd_checkpoint);
+	control_register("suspend", cmd_suspend);
+	control_register("pause", cmd_pause);
+	control_register("resume", cmd_resume);
+	control_register("destroy", cmd_destroy);
+	control_register("stats", cmd_stats);
+	/* vCPU threads start parked (they have not started yet: nothing to wait for). */
+	if (get_config_bool_default("boot.paused", false)) {
+		vcpus_pause(vm);
+		user_paused = true;
+	}
+	if (cfg && strcmp(cfg, "none") == 0)
+		return 0;
+	if (cfg) {
+		if (strlen(cfg) >= sizeof(sock_path)) {
+			log_err("config: control.socket: path longer than %zu bytes", sizeof(sock_path) - 1);
+			return -1;
+		}
+		snprintf(sock_path, sizeof(sock_path), "%s", cfg);
+	} else {
+		control_default_dir(dir, sizeof(dir));
+		if (mkdir(dir, 0700) && errno != EEXIST) {
+			log_warn("control socket directory %s: %s; hyvectl will not reach this VM", dir, strerror(errno));
+			return 0;
+		}
+		if (snprintf(sock_path, sizeof(sock_path), "%s/%s.sock", dir, get_config_value("name")) >=
+		    (int)sizeof(sock_path)) {
+			log_err("control socket path for VM '%s' is too long; set control.socket", get_config_value("name"));
+			return -1;
+		}
+	}
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock_path);
+	struct stat st;
+	if (lstat(sock_path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode)) {
+			log_err("control socket %s exists and is not a socket", sock_path);
+			sock_path[0] = '\0';
+			return -1;
+		}
+		if (socket_alive(&sa)) {
+			log_err("a VM named '%s' is already running (control socket %s)", get_config_value("name"), sock_path);
+			sock_path[0] = '\0';
+			return -1;
+		}
+		unlink(sock_path);   /* left behind by a hyve that died */
+	}
+	listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (listen_fd < 0 || bind(listen_fd, (struct sockaddr *)&sa, sizeof(sa)) || listen(listen_fd, 8)) {
+		log_err("control socket %s: %s", sock_path, strerror(errno));
+		sock_path[0] = '\0';
+		return -1;
+	}
+	chmod(sock_path, 0600);
+	pthread_t t;
+	if (pthread_create(&t, NULL, accept_thread, NULL)) {
+		log_err("cannot start the control thread");
+		return -1;
+	}
+	pthread_detach(t);
+	log_debug("control socket %s", sock_path);
+	return 0;
+}
+
+void control_stop(void)
+{
+	if (sock_path[0])
+		unlink(sock_path);
+	sock_path[0] = '\0';
+}

@@ -1,0 +1,158 @@
+/*
+ * hyvectl: control a running hyve VM through its control socket, with
+ * bhyvectl's option syntax:
+ *
+ *   hyvectl --vm=NAME --checkpoint=FILE     save state, keep running
+ *   hyvectl --vm=NAME --suspend=FILE        save state, then the VM exits
+ *   hyvectl --vm=NAME --pause | --resume
+ *   hyvectl --vm=NAME --destroy
+ *   hyvectl --vm=NAME --get-stats
+ *   hyvectl --vm=NAME --migrate=HOST:PORT | --migrate-live=HOST:PORT
+ *   hyvectl --vm=NAME --migrate-status
+ *
+ * --socket=PATH talks to a VM started with -o control.socket=PATH.
+ * Exit status: 0 done, 1 the VM refused or failed (its message is printed),
+ * 2 usage error, 3 the VM cannot be reached.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "../core/control.h"
+
+enum { EXIT_OK = 0, EXIT_REFUSED = 1, EXIT_USAGE = 2, EXIT_UNREACHABLE = 3 };
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: hyvectl --vm=NAME [--socket=PATH] COMMAND\n"
+	           "commands: --checkpoint=FILE --suspend=FILE --pause --resume --destroy --get-stats\n"
+	           "          --migrate=HOST:PORT --migrate-live=HOST:PORT --migrate-status\n"
+	           "exit status: 0 done, 1 refused/failed, 2 usage, 3 VM not reachable\n");
+}
+
+/* File arguments are resolved here: the VM runs in another directory. */
+static char *absolute_path(const char *p)
+{
+	if (p[0] == '/')
+		return strdup(p);
+	char cwd[PATH_MAX];
+	if (!getcwd(cwd, sizeof(cwd)))
+		return NULL;
+	size_t n = strlen(cwd) + strlen(p) + 2;
+	char *s = malloc(n);
+	if (s)
+		snprintf(s, n, "%s/%s", cwd, p);
+	return s;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "vm", required_argument, NULL, 'v' },
+		{ "socket", required_argument, NULL, 'S' },
+		{ "checkpoint", required_argument, NULL, 'c' },
+		{ "suspend", required_argument, NULL, 's' },
+		{ "pause", no_argument, NULL, 'p' },
+		{ "resume", no_argument, NULL, 'r' },
+		{ "destroy", no_argument, NULL, 'd' },
+		{ "get-stats", no_argument, NULL, 'g' },
+		{ "migrate", required_argument, NULL, 'm' },
+		{ "migrate-live", required_argument, NULL, 'l' },
+		{ "migrate-status", no_argument, NULL, 'M' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *vm = NULL, *sock = NULL, *cmd = NULL;
+	char *arg = NULL;
+	int c;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		const char *this = NULL;
+		switch (c) {
+		case 'v': vm = optarg; continue;
+		case 'S': sock = optarg; continue;
+		case 'c': this = "checkpoint"; break;
+		case 's': this = "suspend"; break;
+		case 'p': this = "pause"; break;
+		case 'r': this = "resume"; break;
+		case 'd': this = "destroy"; break;
+		case 'g': this = "stats"; break;
+		case 'm': this = "migrate"; break;
+		case 'l': this = "migrate-live"; break;
+		case 'M': this = "migrate-status"; break;
+		case 'h': usage(stdout); return EXIT_OK;
+		default: usage(stderr); return EXIT_USAGE;
+		}
+		if (cmd) {
+			fprintf(stderr, "hyvectl: one command at a time (--%s and --%s)\n", cmd, this);
+			return EXIT_USAGE;
+		}
+		cmd = this;
+		free(arg);
+		arg = NULL;
+		if (c == 'c' || c == 's') {
+			arg = absolute_path(optarg);
+			if (!arg) {
+				fprintf(stderr, "hyvectl: %s: %s\n", optarg, strerror(errno));
+				return EXIT_USAGE;
+			}
+		} else if (optarg) {
+			arg = strdup(optarg);
+		}
+	}
+	if (optind < argc || !cmd || (!vm && !sock)) {
+		fprintf(stderr, "hyvectl: %s\n", optind < argc ? "unexpected argument" : !cmd ? "no command given" : "--vm=NAME is required");
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	char dir[96];
+	control_default_dir(dir, sizeof(dir));
+	int n = sock ? snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock)
+	             : snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s.sock", dir, vm);
+	if (n >= (int)sizeof(sa.sun_path) || (vm && strchr(vm, '/'))) {
+		fprintf(stderr, "hyvectl: bad VM name or socket path\n");
+		return EXIT_USAGE;
+	}
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+		fprintf(stderr, "hyvectl: VM %s is not running or not reachable (%s: %s)\n", vm ? vm : "", sa.sun_path,
+		        strerror(errno));
+		return EXIT_UNREACHABLE;
+	}
+	char req[8192];
+	n = snprintf(req, sizeof(req), "HYVECTL %d %s%s%s\n", CONTROL_PROTO_VERSION, cmd, arg ? " " : "", arg ? arg : "");
+	free(arg);
+	if (n >= (int)sizeof(req) || send(fd, req, (size_t)n, MSG_NOSIGNAL) != n) {
+		fprintf(stderr, "hyvectl: cannot send the request\n");
+		return EXIT_UNREACHABLE;
+	}
+	/* Print the reply; its last line says how it went. */
+	FILE *f = fdopen(fd, "r");
+	char line[2048], last[2048] = "";
+	while (f && fgets(line, sizeof(line), f)) {
+		if (strncmp(line, "OK", 2) == 0 || strncmp(line, "ERR", 3) == 0) {
+			snprintf(last, sizeof(last), "%s", line);
+			break;
+		}
+		fputs(line, stdout);
+	}
+	if (f)
+		fclose(f);
+	if (strncmp(last, "OK", 2) == 0) {
+		if (strlen(last) > 3)
+			fputs(last + 3, stdout);
+		return EXIT_OK;
+	}
+	if (strncmp(last, "ERR ", 4) == 0) {
+		fprintf(stderr, "hyvectl: %s", last + 4);
+		return EXIT_REFUSED;
+	}
+	fprintf(stderr, "hyvectl: the VM closed the connection without an answer\n");
+	return EXIT_UNREACHABLE;
+}

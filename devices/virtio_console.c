@@ -1,0 +1,948 @@
+/*
+ * virtio console (virtio 1.2, section 5.3) with multiple ports:
+ *
+ *   -s N,virtio-console,port1=/path/one.sock[,port2=/path/two.sock,...][,legacy=false]
+ *
+ * As in bhyve, every option NAME=PATH is a named port whose backend is a
+ * unix stream socket at PATH that hyve listens on, one client at a time.
+ * hyve accepts the names port1 .. port16; portN is virtio port id N, so a
+ * Linux guest shows it as /dev/vportXpN with the name "portN" in
+ * /sys/class/virtio-ports/vportXpN/name.  A stale socket file is replaced
+ * (only if it is a socket nobody listens on); the files are removed at exit.
+ *
+ * The device offers VIRTIO_CONSOLE_F_MULTIPORT only.  Queues 0/1 belong to
+ * port 0, which hyve never adds: what a driver sends there is dropped.  The
+ * control queues (2: device->driver, 3: driver->device) carry the
+ * handshake: the driver's DEVICE_READY makes the device announce every
+ * port (PORT_ADD); after the driver's PORT_READY for a port the device
+ * sends its PORT_NAME and, while a socket client is connected, PORT_OPEN 1
+ * (PORT_OPEN 0 when the client goes away).  The driver's PORT_OPEN says
+ * whether the guest has the port open.
+ *
+ * Data: bytes from the socket client go into the port's receive queue, but
+ * only while the guest has the port open and has posted buffers; otherwise
+ * the client's read event is disabled and the bytes wait in the socket
+ * (the guest's kick or PORT_OPEN resumes reading), so nothing is lost.
+ * (A client that hangs up meanwhile is noticed when the next one connects.)
+ * What the guest transmits goes to the client; with no client connected it
+ * is dropped, like a serial line with nothing attached.  A client that
+ * does not read throttles the guest (its buffers are returned only once
+ * sent).
+ *
+ * Threads: kicks arrive on vCPU threads with vs_mtx held.  They handle the
+ * driver's control messages and fill the control receive queue (guest
+ * memory only), and hand everything that touches a socket to the main
+ * thread with mevent_call().  Socket I/O runs on the main thread (mevent),
+ * also under vs_mtx, which therefore protects all of this device's state.
+ * Control messages to the driver are not queued: each port keeps "to send"
+ * flags (add, name, open), so the backlog is bounded whatever the guest
+ * and the clients do.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "../core/config.h"
+#include "../core/log.h"
+#include "../core/mevent.h"
+#include "../core/snapshot.h"
+#include "pci_emul.h"
+#include "virtio.h"
+
+#define VTCON_MAXPORTS   16      /* names port1..port16 (bhyve's limit) */
+#define VTCON_DATA_QSIZE 128
+#define VTCON_CTRL_QSIZE 64
+#define VTCON_MAXIOV     64      /* buffers per chain */
+#define VTCON_BUDGET     256     /* chains per port per main-loop pass */
+#define VTCON_STATE_VERSION 1
+
+#define VTCON_F_SIZE       (1ULL << 0)
+#define VTCON_F_MULTIPORT  (1ULL << 1)
+
+/* Control events (5.3.6.2) */
+#define VTCON_DEVICE_READY  0
+#define VTCON_PORT_ADD      1
+#define VTCON_PORT_REMOVE   2
+#define VTCON_PORT_READY    3
+#define VTCON_CONSOLE_PORT  4
+#define VTCON_RESIZE        5
+#define VTCON_PORT_OPEN     6
+#define VTCON_PORT_NAME     7
+
+#define VTCON_CTRL_RXQ 2   /* device -> driver */
+#define VTCON_CTRL_TXQ 3   /* driver -> device */
+
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "virtio structures are little-endian");
+
+struct vtcon_control {
+	uint32_t id;
+	uint16_t event;
+	uint16_t value;
+} __attribute__((packed));
+
+struct vtcon_config {
+	uint16_t cols;
+	uint16_t rows;
+	uint32_t max_nr_ports;
+	uint32_t emerg_wr;
+} __attribute__((packed));
+
+struct vtcon_port;
+struct vtcon_softc;
+
+/*
+ * One socket client.  A closed client is parked, not freed: its mevents may
+ * still be in the epoll batch being dispatched (see uart_16550.c).
+ */
+struct vtcon_client {
+	struct vtcon_port *port;
+	int fd, wfd;                  /* wfd: dup for the write event (epoll wants one kind per fd) */
+	struct mevent *rev, *wev;
+	bool dead;
+	bool tx_waiting;              /* wev armed: the socket was full */
+	struct vtcon_client *next_dead;
+};
+
+struct vtcon_port {
+	struct vtcon_softc *sc;
+	unsigned id;                  /* virtio port id = N of "portN" */
+	char name[16];
+	char *path;
+	int lfd;
+	struct mevent *lev;
+	struct vtcon_client *cl;      /* NULL: nobody connected */
+	bool rx_stalled;              /* cl->rev disabled until the guest can take bytes */
+	/* Driver-side state; cleared by a device reset. */
+	bool ready;                   /* PORT_READY 1 received */
+	bool guest_open;              /* driver said PORT_OPEN 1 */
+	bool pend_add, pend_name;     /* control messages still to send */
+	bool told_open;               /* the driver was last told PORT_OPEN 1 */
+	bool pend_close;              /* ...and must hear PORT_OPEN 0 before the next 1 */
+	/* The transmit chain being written to the client (main thread). */
+	bool tx_active;
+	uint16_t tx_idx;
+	int tx_niov;
+	uint32_t tx_len, tx_off;
+	uint32_t tx_skip;             /* restored: bytes of the first chain already sent */
+	struct iovec tx_iov[VTCON_MAXIOV];
+};
+
+struct vtcon_softc {
+	struct virtio_softc vs;       /* first: the transport finds it via pi_arg */
+	struct virtio_consts consts;  /* per instance: the queue count depends on the ports */
+	struct vqueue_info *queues;
+	int nvq;
+	struct vtcon_config cfg;
+	int nports;
+	struct vtcon_port ports[VTCON_MAXPORTS];
+	bool device_ready;            /* DEVICE_READY 1 received */
+	bool paused;                  /* checkpoint: touch neither guest memory nor sockets */
+	bool work_queued;             /* vtcon_work is in the main thread's call queue */
+	bool call_failed_logged;
+	struct vtcon_client *dead_clients;
+	struct iovec iov[VTCON_MAXIOV];   /* scratch for vq_getchain (vs_mtx) */
+	struct vtcon_softc *next;     /* every instance, for the exit cleanup */
+};
+
+static struct vtcon_softc *vtcon_all;
+static pthread_mutex_t vtcon_all_mtx = PTHREAD_MUTEX_INITIALIZER;
+
+/* ---- queues and ports ---- */
+
+static int vtcon_rxq(const struct vtcon_port *p) { return 2 + 2 * (int)p->id; }
+static int vtcon_txq(const struct vtcon_port *p) { return 3 + 2 * (int)p->id; }
+
+static struct vtcon_port *vtcon_port_by_id(struct vtcon_softc *sc, uint32_t id)
+{
+	for (int i = 0; i < sc->nports; i++)
+		if (sc->ports[i].id == id)
+			return &sc->ports[i];
+	return NULL;
+}
+
+/* Which port's data queue is q (NULL: a control queue or port 0). */
+static struct vtcon_port *vtcon_port_by_queue(struct vtcon_softc *sc, int q, bool *is_rx)
+{
+	if (q < 4)
+		return NULL;
+	*is_rx = (q & 1) == 0;
+	return vtcon_port_by_id(sc, (uint32_t)(q - 2) / 2);
+}
+
+/* The driver is running and speaks the multiport protocol. */
+static bool vtcon_live(struct vtcon_softc *sc)
+{
+	return !sc->paused && !sc->vs.vs_broken && (sc->vs.vs_status & VIRTIO_S_DRIVER_OK) &&
+	       vi_negotiated(&sc->vs, VTCON_F_MULTIPORT);
+}
+
+static void vtcon_work(void *arg);
+
+/* vs_mtx held: have the main thread run vtcon_work (once per batch of requests). */
+static void vtcon_schedule(struct vtcon_softc *sc)
+{
+	if (sc->work_queued)
+		return;
+	if (mevent_call(vtcon_work, sc) == 0) {
+		sc->work_queued = true;
+	} else if (!sc->call_failed_logged) {
+		sc->call_failed_logged = true;
+		log_warn("%s: cannot queue socket work (out of memory)", sc->vs.vs_name);
+	}
+}
+
+/* ---- control messages to the driver ---- */
+
+/* One message into the control receive queue: 1 sent, 0 no buffer, -1 guest error. */
+static int vtcon_ctrl_send(struct vtcon_softc *sc, uint32_t id, uint16_t event, uint16_t value,
+                           const char *extra)
+{
+	struct vqueue_info *vq = &sc->queues[VTCON_CTRL_RXQ];
+	struct vq_chain ch;
+	int n = vq_getchain(vq, sc->iov, VTCON_MAXIOV, &ch);
+	if (n <= 0)
+		return n;
+	if (ch.readable) {
+		vi_error(&sc->vs, "control receive buffer is device-readable");
+		return -1;
+	}
+	struct vtcon_control m = { .id = id, .event = event, .value = value };
+	if (ch.wlen < sizeof(m)) {
+		vi_error(&sc->vs, "control receive buffer of %u bytes (a message needs %zu)", ch.wlen, sizeof(m));
+		return -1;
+	}
+	size_t len = buf_to_iov(&m, sizeof(m), sc->iov, n, 0);
+	if (extra) {
+		/* The name fills the rest of the message; a smaller buffer truncates it. */
+		size_t el = strlen(extra);
+		if (el > ch.wlen - sizeof(m))
+			el = ch.wlen - sizeof(m);
+		len += buf_to_iov(extra, el, sc->iov, n, sizeof(m));
+	}
+	vq_relchain(vq, ch.idx, (uint32_t)len);
+	return 1;
+}
+
+/*
+ * vs_mtx held.  Send what the ports have pending, in protocol order: every
+ * PORT_ADD first (the driver answers each with PORT_READY), then per ready
+ * port its name and its host-side open state.  Stops when the driver has
+ * no control buffers; its next kick on queue 2 continues.
+ */
+static void vtcon_ctrl_flush(struct vtcon_softc *sc)
+{
+	if (!vtcon_live(sc) || !vq_ring_ready(&sc->queues[VTCON_CTRL_RXQ]))
+		return;
+	int sent = 0, r = 1;
+	for (int i = 0; i < sc->nports && r > 0; i++) {
+		struct vtcon_port *p = &sc->ports[i];
+		if (p->pend_add && (r = vtcon_ctrl_send(sc, p->id, VTCON_PORT_ADD, 0, NULL)) > 0) {
+			p->pend_add = false;
+			sent++;
+		}
+	}
+	for (int i = 0; i < sc->nports && r > 0; i++) {
+		struct vtcon_port *p = &sc->ports[i];
+		if (!p->ready)
+			continue;
+		if (p->pend_name && (r = vtcon_ctrl_send(sc, p->id, VTCON_PORT_NAME, 0, p->name)) > 0) {
+			p->pend_name = false;
+			sent++;
+		}
+		/* Host side: every connection the driver hears of is closed before the next. */
+		if (r > 0 && p->told_open && (p->pend_close || !p->cl) &&
+		    (r = vtcon_ctrl_send(sc, p->id, VTCON_PORT_OPEN, 0, NULL)) > 0) {
+			p->told_open = p->pend_close = false;
+			sent++;
+		}
+		if (r > 0 && !p->told_open && p->cl &&
+		    (r = vtcon_ctrl_send(sc, p->id, VTCON_PORT_OPEN, 1, NULL)) > 0) {
+			p->told_open = true;
+			sent++;
+		}
+	}
+	if (sent)
+		vq_endchains(&sc->queues[VTCON_CTRL_RXQ], false);
+}
+
+/* vs_mtx held: a control message from the driver. */
+static void vtcon_ctrl_handle(struct vtcon_softc *sc, const struct vtcon_control *m)
+{
+	if (m->event == VTCON_DEVICE_READY) {
+		if (m->value != 1) {
+			log_debug("%s: driver failed to initialize (DEVICE_READY %u)", sc->vs.vs_name, m->value);
+			return;
+		}
+		/* A repeated DEVICE_READY announces the ports again; duplicates are the driver's to ignore. */
+		sc->device_ready = true;
+		for (int i = 0; i < sc->nports; i++)
+			sc->ports[i].pend_add = true;
+		return;
+	}
+	struct vtcon_port *p = vtcon_port_by_id(sc, m->id);
+	if (!p) {
+		log_debug("%s: control event %u for unknown port %u", sc->vs.vs_name, m->event, m->id);
+		return;
+	}
+	switch (m->event) {
+	case VTCON_PORT_READY:
+		if (m->value != 1) {
+			log_debug("%s: %s: driver could not add the port", sc->vs.vs_name, p->name);
+			p->ready = false;
+			break;
+		}
+		log_debug("%s: %s: driver added the port", sc->vs.vs_name, p->name);
+		p->ready = true;
+		p->pend_name = true;
+		p->told_open = p->pend_close = false;   /* a new port: its state is sent afresh */
+		break;
+	case VTCON_PORT_OPEN:
+		p->guest_open = m->value != 0;
+		log_debug("%s: %s: guest %s the port", sc->vs.vs_name, p->name, p->guest_open ? "opened" : "closed");
+		if (p->guest_open && p->cl && p->rx_stalled)
+			vtcon_schedule(sc);   /* bytes may be waiting in the socket */
+		break;
+	default:
+		log_debug("%s: %s: ignoring control event %u", sc->vs.vs_name, p->name, m->event);
+		break;
+	}
+}
+
+/* vs_mtx held (vCPU thread): the driver's control transmit queue. */
+static void vtcon_ctrl_tx(struct vtcon_softc *sc, struct vqueue_info *vq)
+{
+	struct vq_chain ch;
+	int n;
+	while ((n = vq_getchain(vq, sc->iov, VTCON_MAXIOV, &ch)) > 0) {
+		if (ch.writable) {
+			vi_error(&sc->vs, "control transmit buffer is device-writable");
+			return;
+		}
+		struct vtcon_control m;
+		if (ch.rlen >= sizeof(m)) {
+			iov_to_buf(sc->iov, n, 0, &m, sizeof(m));
+			vtcon_ctrl_handle(sc, &m);
+		} else {
+			log_debug("%s: short control message (%u bytes) ignored", sc->vs.vs_name, ch.rlen);
+		}
+		vq_relchain(vq, ch.idx, 0);
+	}
+	vq_endchains(vq, true);
+	vtcon_ctrl_flush(sc);
+}
+
+/* ---- socket clients (main thread, vs_mtx held unless noted) ---- */
+
+static void vtcon_client_close(struct vtcon_port *p, const char *why)
+{
+	struct vtcon_client *cl = p->cl;
+	struct vtcon_softc *sc = p->sc;
+	if (!cl)
+		return;
+	cl->dead = true;
+	if (cl->rev)
+		mevent_disable(cl->rev);
+	if (cl->wev)
+		mevent_disable(cl->wev);
+	close(cl->fd);
+	if (cl->wfd >= 0)
+		close(cl->wfd);
+	cl->fd = cl->wfd = -1;
+	cl->next_dead = sc->dead_clients;
+	sc->dead_clients = cl;
+	p->cl = NULL;
+	p->rx_stalled = false;
+	log_debug("%s: %s: client disconnected (%s)", sc->vs.vs_name, p->name, why);
+	if (p->told_open) {
+		p->pend_close = true;
+		vtcon_ctrl_flush(sc);
+	}
+	/* A partly sent chain is finished (dropped) by the next transmit pass. */
+	vtcon_schedule(sc);
+}
+
+static void vtcon_rx_stall(struct vtcon_port *p)
+{
+	if (!p->rx_stalled && p->cl) {
+		p->rx_stalled = true;
+		mevent_disable(p->cl->rev);
+	}
+}
+
+/* Can the guest take bytes for this port now? */
+static bool vtcon_rx_possible(struct vtcon_port *p)
+{
+	struct vtcon_softc *sc = p->sc;
+	return vtcon_live(sc) && p->ready && p->guest_open && vq_ring_ready(&sc->queues[vtcon_rxq(p)]);
+}
+
+/* Socket -> guest: read straight into the receive buffers. */
+static void vtcon_rx(struct vtcon_port *p)
+{
+	struct vtcon_softc *sc = p->sc;
+	struct vtcon_client *cl = p->cl;
+	struct vqueue_info *vq = &sc->queues[vtcon_rxq(p)];
+	if (!vtcon_rx_possible(p)) {
+		vtcon_rx_stall(p);
+		return;
+	}
+	bool used = false;
+	for (int budget = VTCON_BUDGET; budget > 0 && p->cl == cl; budget--) {
+		struct vq_chain ch;
+		int n = vq_getchain(vq, sc->iov, VTCON_MAXIOV, &ch);
+		if (n < 0)
+			break;
+		if (n == 0) {
+			vtcon_rx_stall(p);   /* the driver's next kick resumes */
+			break;
+		}
+		if (ch.readable) {
+			vi_error(&sc->vs, "%s: receive buffer is device-readable", p->name);
+			break;
+		}
+		if (ch.wlen == 0) {
+			/* Nothing fits; a read of 0 bytes would look like end of stream. */
+			vq_relchain(vq, ch.idx, 0);
+			used = true;
+			continue;
+		}
+		ssize_t r = readv(cl->fd, sc->iov, n);
+		if (r > 0) {
+			vq_relchain(vq, ch.idx, (uint32_t)r);
+			used = true;
+			continue;
+		}
+		vq_retchain(vq);
+		if (r == 0)
+			vtcon_client_close(p, "end of stream");
+		else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+			vtcon_client_close(p, strerror(errno));
+		break;
+	}
+	if (used)
+		vq_endchains(vq, false);
+}
+
+static void vtcon_rx_ready(int fd, void *arg)
+{
+	(void)fd;
+	struct vtcon_client *cl = arg;
+	struct vtcon_port *p = cl->port;
+	pthread_mutex_lock(&p->sc->vs.vs_mtx);
+	if (!cl->dead && p->cl == cl)
+		vtcon_rx(p);
+	pthread_mutex_unlock(&p->sc->vs.vs_mtx);
+}
+
+/* Resume reading a stalled client if the guest can take bytes again. */
+static void vtcon_rx_resume(struct vtcon_port *p)
+{
+	if (!p->cl || !p->rx_stalled || !vtcon_rx_possible(p))
+		return;
+	if (!vq_has_descs(&p->sc->queues[vtcon_rxq(p)]))
+		return;
+	p->rx_stalled = false;
+	if (mevent_enable(p->cl->rev) != 0) {
+		log_warn("%s: %s: cannot watch the client: %s", p->sc->vs.vs_name, p->name, strerror(errno));
+		vtcon_client_close(p, "event loop error");
+	}
+}
+
+static void vtcon_tx_ready(int fd, void *arg);
+
+/* The socket is full: continue when it is writable. */
+static void vtcon_tx_wait(struct vtcon_port *p)
+{
+	struct vtcon_client *cl = p->cl;
+	if (!cl->wev) {
+		cl->wev = mevent_add(cl->wfd, EVF_WRITE, vtcon_tx_ready, cl);
+		if (!cl->wev) {
+			vtcon_client_close(p, "cannot watch for writability");
+			return;
+		}
+	} else if (mevent_enable(cl->wev) != 0) {
+		vtcon_client_close(p, "cannot watch for writability");
+		return;
+	}
+	cl->tx_waiting = true;
+}
+
+/* Guest -> socket.  Chains are returned once sent (or dropped: no client). */
+static void vtcon_tx(struct vtcon_port *p)
+{
+	struct vtcon_softc *sc = p->sc;
+	struct vqueue_info *vq = &sc->queues[vtcon_txq(p)];
+	if (!vtcon_live(sc) || !vq_ring_ready(vq) || (p->cl && p->cl->tx_waiting))
+		return;
+	bool used = false;
+	int budget = VTCON_BUDGET;
+	for (;;) {
+		if (!p->tx_active) {
+			if (budget-- == 0) {
+				vtcon_schedule(sc);   /* let other events in; continue later */
+				break;
+			}
+			struct vq_chain ch;
+			int n = vq_getchain(vq, p->tx_iov, VTCON_MAXIOV, &ch);
+			if (n <= 0)
+				break;
+			if (ch.writable) {
+				vi_error(&sc->vs, "%s: transmit buffer is device-writable", p->name);
+				break;
+			}
+			p->tx_active = true;
+			p->tx_idx = ch.idx;
+			p->tx_niov = n;
+			p->tx_len = ch.rlen;
+			p->tx_off = p->tx_skip < ch.rlen ? p->tx_skip : ch.rlen;
+			p->tx_skip = 0;
+		}
+		if (p->cl && p->tx_off < p->tx_len) {
+			struct iovec part[VTCON_MAXIOV];
+			int k = iov_slice(p->tx_iov, p->tx_niov, p->tx_off, p->tx_len - p->tx_off, part, VTCON_MAXIOV);
+			struct msghdr mh = { .msg_iov = part, .msg_iovlen = (size_t)(k > 0 ? k : 0) };
+			ssize_t w = k > 0 ? sendmsg(p->cl->wfd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL) : 0;
+			if (w > 0) {
+				p->tx_off += (uint32_t)w;
+				continue;
+			}
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+				vtcon_tx_wait(p);
+				if (p->cl)
+					break;
+				/* closed: fall through, the chain is dropped */
+			} else if (w < 0) {
+				vtcon_client_close(p, strerror(errno));
+			}
+		}
+		/* Sent, empty, or nobody to send to. */
+		vq_relchain(vq, p->tx_idx, 0);
+		p->tx_active = false;
+		used = true;
+	}
+	if (used)
+		vq_endchains(vq, true);
+}
+
+static void vtcon_tx_ready(int fd, void *arg)
+{
+	(void)fd;
+	struct vtcon_client *cl = arg;
+	struct vtcon_port *p = cl->port;
+	pthread_mutex_lock(&p->sc->vs.vs_mtx);
+	if (!cl->dead && p->cl == cl) {
+		cl->tx_waiting = false;
+		mevent_disable(cl->wev);
+		vtcon_tx(p);
+	}
+	pthread_mutex_unlock(&p->sc->vs.vs_mtx);
+}
+
+/*
+ * Has the client hung up?  A client whose reads are stalled (the guest does
+ * not take bytes) is not read, so its end of stream goes unseen; without
+ * this check it would keep the port busy forever.
+ */
+static bool vtcon_client_gone(const struct vtcon_client *cl)
+{
+	struct pollfd pfd = { .fd = cl->fd, .events = POLLRDHUP };
+	return poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
+static void vtcon_accept(int fd, void *arg)
+{
+	struct vtcon_port *p = arg;
+	struct vtcon_softc *sc = p->sc;
+	int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (cfd < 0)
+		return;
+	pthread_mutex_lock(&sc->vs.vs_mtx);
+	if (p->cl && vtcon_client_gone(p->cl))
+		vtcon_client_close(p, "hung up");   /* unread bytes of the old client are lost */
+	if (p->cl) {
+		pthread_mutex_unlock(&sc->vs.vs_mtx);
+		log_info("%s: %s: a client is already connected; refusing another", sc->vs.vs_name, p->name);
+		close(cfd);
+		return;
+	}
+	struct vtcon_client *cl = calloc(1, sizeof(*cl));
+	if (cl) {
+		cl->port = p;
+		cl->fd = cfd;
+		cl->wfd = fcntl(cfd, F_DUPFD_CLOEXEC, 0);
+		cl->rev = cl->wfd >= 0 ? mevent_add(cfd, EVF_READ, vtcon_rx_ready, cl) : NULL;
+	}
+	if (!cl || !cl->rev) {
+		pthread_mutex_unlock(&sc->vs.vs_mtx);
+		log_warn("%s: %s: cannot watch the new client", sc->vs.vs_name, p->name);
+		close(cfd);
+		if (cl && cl->wfd >= 0)
+			close(cl->wfd);
+		free(cl);
+		return;
+	}
+	p->cl = cl;
+	p->rx_stalled = false;
+	log_debug("%s: %s: client connected", sc->vs.vs_name, p->name);
+	if (p->ready)
+		vtcon_ctrl_flush(sc);
+	/* Anything the guest queued while nobody was connected was dropped already. */
+	pthread_mutex_unlock(&sc->vs.vs_mtx);
+}
+
+/* Main thread: socket work queued by kicks, resumes and budgets. */
+static void vtcon_work(void *arg)
+{
+	struct vtcon_softc *sc = arg;
+	pthread_mutex_lock(&sc->vs.vs_mtx);
+	sc->work_queued = false;
+	if (!sc->paused) {
+		for (int i = 0; i < sc->nports; i++) {
+			vtcon_tx(&sc->ports[i]);
+			vtcon_rx_resume(&sc->ports[i]);
+		}
+		vtcon_ctrl_flush(sc);
+	}
+	pthread_mutex_unlock(&sc->vs.vs_mtx);
+}
+
+/* ---- transport hooks ---- */
+
+/* vs_mtx held, vCPU thread. */
+static void vtcon_notify(void *arg, struct vqueue_info *vq)
+{
+	struct vtcon_softc *sc = arg;
+	int q = vq->vq_num;
+	if (q == VTCON_CTRL_TXQ) {
+		vtcon_ctrl_tx(sc, vq);
+		return;
+	}
+	if (q == VTCON_CTRL_RXQ) {
+		vtcon_ctrl_flush(sc);
+		return;
+	}
+	bool is_rx = false;
+	struct vtcon_port *p = vtcon_port_by_queue(sc, q, &is_rx);
+	if (p) {
+		/* New receive buffers matter only to a stalled client; transmit always goes to the main thread. */
+		if (!is_rx || (p->cl && p->rx_stalled))
+			vtcon_schedule(sc);
+		return;
+	}
+	if (q == 1) {
+		/* Port 0 has no backend: give its transmit buffers back. */
+		struct vq_chain ch;
+		int n;
+		while ((n = vq_getchain(vq, sc->iov, VTCON_MAXIOV, &ch)) > 0)
+			vq_relchain(vq, ch.idx, 0);
+		vq_endchains(vq, true);
+	}
+	/* Queue 0 (port 0 receive), and queues of unconfigured ids: never filled. */
+}
+
+/* vs_mtx held.  The driver's view of every port starts over; clients stay. */
+static void vtcon_reset(void *arg)
+{
+	struct vtcon_softc *sc = arg;
+	sc->device_ready = false;
+	for (int i = 0; i < sc->nports; i++) {
+		struct vtcon_port *p = &sc->ports[i];
+		p->ready = p->guest_open = false;
+		p->pend_add = p->pend_name = false;
+		p->told_open = p->pend_close = false;
+		p->tx_active = false;   /* its ring is gone: nothing to return */
+		p->tx_skip = 0;
+		/* A waiting client stays stalled until the new driver opens the port. */
+	}
+}
+
+static int vtcon_cfgread(void *arg, uint32_t off, int size, uint32_t *val)
+{
+	struct vtcon_softc *sc = arg;
+	if (off + (uint32_t)size > sizeof(sc->cfg))
+		return -1;
+	*val = 0;
+	memcpy(val, (uint8_t *)&sc->cfg + off, (size_t)size);
+	return 0;
+}
+
+/* Checkpoint: what the transport does not save (it has the rings). */
+static int vtcon_snapshot(void *arg, struct snap_buf *out)
+{
+	struct vtcon_softc *sc = arg;
+	sb_u32(out, VTCON_STATE_VERSION);
+	sb_u32(out, (uint32_t)sc->nports);
+	sb_bool(out, sc->device_ready);
+	for (int i = 0; i < sc->nports; i++) {
+		struct vtcon_port *p = &sc->ports[i];
+		sb_u32(out, p->id);
+		sb_bool(out, p->ready);
+		sb_bool(out, p->guest_open);
+		sb_bool(out, p->pend_add);
+		sb_bool(out, p->pend_name);
+		sb_bool(out, p->told_open);
+		sb_bool(out, p->pend_close);
+		/* A chain taken but not fully sent is the last one taken from its queue. */
+		sb_bool(out, p->tx_active);
+		sb_u32(out, p->tx_active ? p->tx_off : p->tx_skip);
+	}
+	return out->failed ? -1 : 0;
+}
+
+static int vtcon_restore(void *arg, struct snap_rd *in, char *err, size_t errlen)
+{
+	struct vtcon_softc *sc = arg;
+	uint32_t ver = sr_u32(in), n = sr_u32(in);
+	if (!sr_ok(in) || ver != VTCON_STATE_VERSION) {
+		snprintf(err, errlen, "virtio-console state version %u unknown", ver);
+		return -1;
+	}
+	if (n != (uint32_t)sc->nports) {
+		snprintf(err, errlen, "checkpoint has %u console ports, this VM %d", n, sc->nports);
+		return -1;
+	}
+	bool device_ready = sr_bool(in);
+	struct { bool ready, gopen, padd, pname, told, pclose, txa; uint32_t txoff; } st[VTCON_MAXPORTS];
+	for (int i = 0; i < sc->nports; i++) {
+		uint32_t id = sr_u32(in);
+		st[i].ready = sr_bool(in);
+		st[i].gopen = sr_bool(in);
+		st[i].padd = sr_bool(in);
+		st[i].pname = sr_bool(in);
+		st[i].told = sr_bool(in);
+		st[i].pclose = sr_bool(in);
+		st[i].txa = sr_bool(in);
+		st[i].txoff = sr_u32(in);
+		if (sr_ok(in) && id != sc->ports[i].id) {
+			snprintf(err, errlen, "checkpoint port %d has id %u, this VM's %s has %u", i, id,
+			         sc->ports[i].name, sc->ports[i].id);
+			return -1;
+		}
+	}
+	if (!sr_done(in)) {
+		snprintf(err, errlen, "virtio-console state truncated or too long");
+		return -1;
+	}
+	sc->device_ready = device_ready;
+	for (int i = 0; i < sc->nports; i++) {
+		struct vtcon_port *p = &sc->ports[i];
+		struct vqueue_info *txq = &sc->queues[vtcon_txq(p)];
+		p->ready = st[i].ready;
+		p->guest_open = st[i].gopen;
+		p->pend_add = st[i].padd;
+		p->pend_name = st[i].pname;
+		/* The saved process's client is gone: a driver told "open" hears the close. */
+		p->told_open = st[i].told;
+		p->pend_close = st[i].pclose || st[i].told;
+		p->tx_active = false;
+		p->tx_skip = 0;
+		if (st[i].txa && vq_ring_ready(txq)) {
+			/* Take that chain again and skip what the client already got. */
+			vq_retchain(txq);
+			p->tx_skip = st[i].txoff;
+		}
+	}
+	vtcon_schedule(sc);
+	return 0;
+}
+
+static void vtcon_pause(void *arg)
+{
+	struct vtcon_softc *sc = arg;
+	pthread_mutex_lock(&sc->vs.vs_mtx);
+	sc->paused = true;   /* every path into guest memory checks it under this lock */
+	pthread_mutex_unlock(&sc->vs.vs_mtx);
+}
+
+static void vtcon_resume(void *arg)
+{
+	struct vtcon_softc *sc = arg;
+	pthread_mutex_lock(&sc->vs.vs_mtx);
+	sc->paused = false;
+	vtcon_schedule(sc);
+	pthread_mutex_unlock(&sc->vs.vs_mtx);
+}
+
+/* ---- setup ---- */
+
+static void vtcon_cleanup(void)
+{
+	pthread_mutex_lock(&vtcon_all_mtx);
+	for (struct vtcon_softc *sc = vtcon_all; sc; sc = sc->next)
+		for (int i = 0; i < sc->nports; i++)
+			if (sc->ports[i].lfd >= 0 && sc->ports[i].path)
+				unlink(sc->ports[i].path);
+	pthread_mutex_unlock(&vtcon_all_mtx);
+}
+
+/* Listen on the port's socket path; fatal (one line, status 4) on failure. */
+static void vtcon_listen(struct vtcon_softc *sc, struct vtcon_port *p, const char *key)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	memcpy(sun.sun_path, p->path, strlen(p->path) + 1);   /* length checked by the caller */
+	struct stat st;
+	if (lstat(p->path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode))
+			fatal("config: %s: %s exists and is not a socket", key, p->path);
+		/* Replace a stale socket, but not one that someone still listens on. */
+		int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (probe >= 0) {
+			/* Non-blocking: a listener with a full backlog answers EAGAIN. */
+			int r = connect(probe, (struct sockaddr *)&sun, sizeof(sun));
+			bool live = r == 0 || errno == EAGAIN || errno == EINPROGRESS;
+			close(probe);
+			if (live)
+				fatal("config: %s: %s is in use (another process listens on it)", key, p->path);
+		}
+		unlink(p->path);
+	}
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		fatal("%s: %s: socket: %s", sc->vs.vs_name, p->name, strerror(errno));
+	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0)
+		fatal("config: %s: %s: %s", key, p->path, strerror(errno));
+	p->lfd = fd;   /* from here on the exit cleanup removes the file */
+	if (listen(fd, 1) != 0)
+		fatal("config: %s: %s: listen: %s", key, p->path, strerror(errno));
+	p->lev = mevent_add(fd, EVF_READ, vtcon_accept, p);
+	if (!p->lev)
+		fatal("%s: %s: cannot watch %s", sc->vs.vs_name, p->name, p->path);
+}
+
+/* A port's socket path: NULL if usable, else why not. */
+static const char *vtcon_path_problem(const char *path)
+{
+	if (!*path)
+		return "empty socket path";
+	if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+		return "socket path too long";
+	return NULL;
+}
+
+/* -s N,virtio-console,port1=PATH,...: checked here too, before the VM exists. */
+static int vtcon_legacy_config(const char *cfgpath, const char *opts, char *err, size_t errlen)
+{
+	if (pci_parse_options(cfgpath, opts, NULL, err, errlen))
+		return -1;
+	for (unsigned n = 1; n <= VTCON_MAXPORTS; n++) {
+		const char *path = get_config_valuef("%s.port%u", cfgpath, n);
+		const char *why = path ? vtcon_path_problem(path) : NULL;
+		if (why) {
+			snprintf(err, errlen, "config: %s.port%u: %s (expected port%u=/path/to/socket, at most %zu bytes)",
+			         cfgpath, n, why, n, sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int vtcon_init(struct pci_devinst *pi, const char *cfgpath)
+{
+	char key[128];
+	struct vtcon_softc *sc = calloc(1, sizeof(*sc));
+	if (!sc)
+		return -1;
+	sc->vs.vs_pi = pi;
+	snprintf(sc->vs.vs_name, sizeof(sc->vs.vs_name), "%s", pi->pi_name);
+	unsigned maxid = 0;
+	for (unsigned n = 1; n <= VTCON_MAXPORTS; n++) {
+		snprintf(key, sizeof(key), "%s.port%u", cfgpath, n);
+		const char *path = get_config_value(key);
+		if (!path)
+			continue;
+		const char *why = vtcon_path_problem(path);
+		if (why)
+			fatal("config: %s: %s (expected port%u=/path/to/socket, at most %zu bytes)", key, why, n,
+			      sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+		for (int i = 0; i < sc->nports; i++)
+			if (!strcmp(sc->ports[i].path, path))
+				fatal("config: %s: %s is also the socket of %s", key, path, sc->ports[i].name);
+		struct vtcon_port *p = &sc->ports[sc->nports++];
+		p->sc = sc;
+		p->id = n;
+		p->lfd = -1;
+		snprintf(p->name, sizeof(p->name), "port%u", n);
+		p->path = strdup(path);
+		if (!p->path)
+			return -1;
+		maxid = n;
+	}
+	bool legacy = get_config_bool_default((snprintf(key, sizeof(key), "%s.legacy", cfgpath), key), true);
+
+	/* Port ids 0..maxid: queues 0/1 (port 0), 2/3 (control), then two per port. */
+	sc->cfg.max_nr_ports = maxid + 1;
+	sc->nvq = 2 * (int)sc->cfg.max_nr_ports + 2;
+	sc->queues = calloc((size_t)sc->nvq, sizeof(*sc->queues));
+	if (!sc->queues)
+		return -1;
+	sc->consts = (struct virtio_consts){
+		.vc_name = "virtio-console",
+		.vc_devtype = VIRTIO_ID_CONSOLE,
+		.vc_class = 0x07,      /* communication controller */
+		.vc_subclass = 0x80,   /* other */
+		.vc_nvq = sc->nvq,
+		.vc_cfgsize = sizeof(struct vtcon_config),
+		.vc_reset = vtcon_reset,
+		.vc_qnotify = vtcon_notify,
+		.vc_cfgread = vtcon_cfgread,
+		.vc_snapshot = vtcon_snapshot,
+		.vc_restore = vtcon_restore,
+		.vc_pause = vtcon_pause,
+		.vc_resume = vtcon_resume,
+	};
+	vi_softc_linkup(&sc->vs, &sc->consts, sc, pi, sc->queues);
+	for (int q = 0; q < sc->nvq; q++)
+		sc->queues[q].vq_maxsize = (q == VTCON_CTRL_RXQ || q == VTCON_CTRL_TXQ) ? VTCON_CTRL_QSIZE
+		                                                                         : VTCON_DATA_QSIZE;
+	sc->vs.vs_hv_caps = VTCON_F_MULTIPORT;
+
+	pthread_mutex_lock(&vtcon_all_mtx);
+	static bool cleanup_registered;
+	if (!cleanup_registered) {
+		atexit(vtcon_cleanup);
+		cleanup_registered = true;
+	}
+	sc->next = vtcon_all;
+	vtcon_all = sc;
+	pthread_mutex_unlock(&vtcon_all_mtx);
+	for (int i = 0; i < sc->nports; i++) {
+		snprintf(key, sizeof(key), "%s.%s", cfgpath, sc->ports[i].name);
+		vtcon_listen(sc, &sc->ports[i], key);
+		log_debug("%s: %s (virtio port %u) listens on %s", pi->pi_name, sc->ports[i].name, sc->ports[i].id,
+		          sc->ports[i].path);
+	}
+	return vi_pci_setup(&sc->vs, legacy);
+}
+
+static const char *const vtcon_options[] = {
+	"port1", "port2", "port3", "port4", "port5", "port6", "port7", "port8",
+	"port9", "port10", "port11", "port12", "port13", "port14", "port15", "port16",
+	"legacy", NULL,
+};
+
+static const struct pci_devemu pci_de_vtcon = {
+	.pe_emu = "virtio-console",
+	.pe_help = "virtio console ports on unix sockets: port1=PATH[,port2=PATH...] (up to port16) [,legacy=false]",
+	.pe_options = vtcon_options,
+	.pe_legacy_config = vtcon_legacy_config,
+	.pe_init = vtcon_init,
+	.pe_barread = vi_pci_read,
+	.pe_barwrite = vi_pci_write,
+	.pe_cfgread = vi_pci_cfgread,
+	.pe_cfgwrite = vi_pci_cfgwrite,
+	.pe_snapshot_version = VI_SNAPSHOT_VERSION,
+	.pe_snapshot = vi_pci_snapshot,
+	.pe_restore = vi_pci_restore,
+	.pe_pause = vi_pci_pause,
+	.pe_resume = vi_pci_resume,
+};
+PCI_EMUL_REGISTER(pci_de_vtcon)

@@ -1,0 +1,119 @@
+# The small Linux test kernel checkpointed and migrated in the middle of
+# its boot (issues 5 and 6).  One boot serves both, to keep make check
+# short: the VM runs in network namespace A ("host A"); it is checkpointed
+# (paused, state saved, disk copied, resumed) right after SMP bring-up and
+# again while its virtio devices are being probed; then it is live-migrated
+# over a veth pair to a hyve in namespace B ("host B"), which must boot on
+# to /init from the virtio-blk root.  Finally each checkpoint is restored in
+# a new process with its own disk copy and must reach /init too.  Uses
+# linux_test_kit/wait_linux_init (test_linux.sh) and mg_port
+# (test_migration.sh).
+HYVECTL=${HYVECTL:-$(dirname -- "$HYVE")/hyvectl}
+
+LXS_A="" LXS_B=""
+lxs_netns_up() {
+	LXS_A=hyveA$$ LXS_B=hyveB$$
+	ip netns add "$LXS_A" 2>/dev/null && ip netns add "$LXS_B" 2>/dev/null &&
+	ip link add "va$$" type veth peer name "vb$$" 2>/dev/null &&
+	ip link set "va$$" netns "$LXS_A" && ip link set "vb$$" netns "$LXS_B" &&
+	ip -n "$LXS_A" addr add 10.99.0.1/24 dev "va$$" && ip -n "$LXS_B" addr add 10.99.0.2/24 dev "vb$$" &&
+	ip -n "$LXS_A" link set "va$$" up && ip -n "$LXS_B" link set "vb$$" up &&
+	ip -n "$LXS_A" link set lo up && ip -n "$LXS_B" link set lo up
+}
+
+lxs_netns_down() {
+	[ -n "$LXS_A" ] && ip netns del "$LXS_A" 2>/dev/null
+	[ -n "$LXS_B" ] && ip netns del "$LXS_B" 2>/dev/null
+	LXS_A="" LXS_B=""
+}
+
+# lxs_ckpt SOCK N IMG: pause, checkpoint, copy the disk, resume.
+lxs_ckpt() {
+	local sock=$1 n=$2 img=$3
+	"$HYVECTL" --socket="$sock" --pause >/dev/null &&
+	"$HYVECTL" --socket="$sock" --checkpoint="$TMP/lxs$n.ckpt" >/dev/null &&
+	cp --sparse=always "$img" "$TMP/lxs$n.img" &&
+	"$HYVECTL" --socket="$sock" --resume >/dev/null
+}
+
+# The guest clock after a restore goes on from the checkpoint: the first
+# kernel timestamp printed by the restored VM is not below the last one
+# the saving VM printed before it was saved.
+lxs_first_ts() { tr -d '\r' <"$1" | sed -n 's/^\[ *\([0-9]*\)\.[0-9]*\].*/\1/p' | head -1; }
+
+t_linux_checkpoint_and_migrate_midboot() {
+	linux_test_kit || return $?
+	[ -x "$HYVECTL" ] || { SKIP_REASON="hyvectl not built"; return 77; }
+	if ! lxs_netns_up; then
+		lxs_netns_down
+		SKIP_REASON="cannot create network namespaces and a veth pair (needs root and iproute2)"
+		return 77
+	fi
+	local img=$TMP/lxs-root.img sock=$TMP/lxs.sock dsock=$TMP/lxsd.sock port rc=0
+	port=$(mg_port)
+	sh tests/linux/mkrootfs.sh "$img" 2>"$TMP/lxs-mkrootfs.log" || {
+		echo "    mkrootfs.sh failed:"; tail -5 "$TMP/lxs-mkrootfs.log" | sed 's/^/    | /'; lxs_netns_down; return 1; }
+	local cmdline="console=ttyS0 root=/dev/vda rw rootfstype=ext4 init=/init"
+	vm_start -n "$LXS_A" -l com1,stdio -c 2 -m 256M -o boot.kernel="$TEST_BZIMAGE" -o boot.cmdline="$cmdline" \
+		-s 3,virtio-blk,"$img" -s 4,virtio-rnd -o control.socket="$sock" lxstate
+	local src_pid=$VM_PID src_out=$OUT src_err=$ERR src_start=$VM_START
+	local marks="smpboot: Total of 2 processors activated|virtio_blk virtio[0-9]+: \\[vda\\]"
+	local n=0 ts=""
+	while [ $n -lt 2 ]; do
+		n=$((n + 1))
+		local re
+		re=$(echo "$marks" | cut -d'|' -f$n)
+		wait_serial "$LINUX_TIMEOUT" "$re|Kernel panic" || { rc=1; break; }
+		if grep -q 'Kernel panic' "$OUT"; then
+			show_serial 10
+			rc=1
+			break
+		fi
+		lxs_ckpt "$sock" $n "$img" || { echo "    checkpoint $n failed"; rc=1; break; }
+		ts="$ts $(tr -d '\r' <"$OUT" | sed -n 's/^\[ *\([0-9]*\)\.[0-9]*\].*/\1/p' | tail -1)"
+		echo "    checkpoint $n at wall $((SECONDS - VM_START))s after: $re"
+	done
+	if [ $rc = 0 ]; then
+		# Host B waits; host A's VM moves over the veth pair, still booting.
+		vm_start -n "$LXS_B" -R 10.99.0.2:"$port" -o control.socket="$dsock"
+		local dst_pid=$VM_PID dst_out=$OUT dst_err=$ERR dst_start=$VM_START
+		sleep 1
+		if ! "$HYVECTL" --socket="$sock" --migrate-live=10.99.0.2:"$port" >"$TMP/lxs-mig.log" 2>&1; then
+			echo "    migration failed:"; sed 's/^/    | /' "$TMP/lxs-mig.log"; rc=1
+		fi
+		VM_PID=$src_pid OUT=$src_out ERR=$src_err VM_START=$src_start
+		local i=0
+		while kill -0 "$src_pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+		vm_stop
+		grep 'migrated to\|verify pass' "$src_err" | sed 's/^/    source: /'
+		[ "$RC" -eq 0 ] || { echo "    source exit status $RC, expected 0 after migrating"; rc=1; }
+		VM_PID=$dst_pid OUT=$dst_out ERR=$dst_err VM_START=$dst_start
+		if [ $rc = 0 ] && wait_linux_init "$LINUX_TIMEOUT"; then
+			echo "    migrated VM reached /init at guest ${LINUX_INIT_GUEST}s"
+			expect_no_out 'EXT4-fs (error|warning)|I/O error|Buffer I/O|BUG:|Oops' "errors after migration" || rc=1
+		else
+			rc=1
+		fi
+		vm_stop
+	else
+		vm_stop
+	fi
+	lxs_netns_down
+	[ $rc = 0 ] || return 1
+	# Each checkpoint restores in a new process, with the disk as it was.
+	for n in 1 2; do
+		vm_start -r "$TMP/lxs$n.ckpt" -o pci.0.3.0.path="$TMP/lxs$n.img" -o control.socket=none
+		if ! wait_linux_init "$LINUX_TIMEOUT"; then
+			vm_stop
+			echo "    restore of checkpoint $n did not reach /init"
+			return 1
+		fi
+		local first saved
+		first=$(lxs_first_ts "$OUT")
+		saved=$(echo "$ts" | cut -d' ' -f$((n + 1)))
+		echo "    restore $n: first kernel timestamp ${first}s (saved VM's last before the checkpoint: ${saved}s), /init at guest ${LINUX_INIT_GUEST}s"
+		vm_stop
+		expect_no_out 'EXT4-fs (error|warning)|I/O error|Buffer I/O|BUG:|Oops' "errors after restore $n" || return 1
+		[ -z "$first" ] || [ "$first" -ge "$saved" ] || { echo "    guest clock went backwards"; return 1; }
+	done
+}
