@@ -59,7 +59,8 @@ deps:
 check: all
 	SANITIZE=$(SANITIZE) ./tests/run.sh
 
-# Everything, plus the slow tier (Debian's stock kernel boot).
+# The same as check (Debian's stock kernel boot is part of check now; kept
+# for scripts that call it).
 check-slow: all
 	SANITIZE=$(SANITIZE) ./tests/run.sh --slow
 

@@ -71,6 +71,16 @@ void linux_adapt_cmdline(const struct emulator_probe *p, int ncpus, char *buf, s
 	 */
 	append(buf, n, "no_timer_check");
 	/*
+	 * Until clocksource_done_booting() the kernel keeps time with jiffies;
+	 * a vCPU starved of host CPU drops ticks, so the switch to tsc-early
+	 * then jumps the clock forward and the periodic tick re-arms once per
+	 * missed period, each costing emulated CPL0 time: measured, boots
+	 * stuck for 8+ minutes after "Switched to clocksource tsc-early" with
+	 * 4-6 VMs on 2 cores.  Staying on jiffies removes the jump (the guest
+	 * clock runs slow while the host is busy).
+	 */
+	append(buf, n, "clocksource=jiffies");
+	/*
 	 * Measured with Debian's 6.1 kernel: after freeing init memory,
 	 * mark_rodata_ro() ends with the CONFIG_DEBUG_WX page-table walk over
 	 * the whole kernel address space, which took over 10 minutes emulated.

@@ -257,6 +257,14 @@ static int emulate_mxcsr(struct vcpu *vcpu, struct kvm_regs *r, const struct kvm
 		if (v & ~0xffffu)   /* reserved bits: #GP(0), as the CPU would */
 			return vcpu_inject_exception(vcpu, 13, true, 0);
 		memcpy((uint8_t *)xs.region + 24, &v, 4);
+		/*
+		 * The kernel takes MXCSR from the legacy area only when XSTATE_BV
+		 * (byte 512) marks SSE state present; while SSE is in its init
+		 * state the bit is clear and the new value would be dropped.  The
+		 * XMM registers in the area are then loaded too: they hold the
+		 * current (or init, all-zero) values, so that changes nothing.
+		 */
+		xs.region[512 / 4] |= 0x2;
 		if (vcpu_set_xsave(vcpu, &xs))
 			return -1;
 	} else {

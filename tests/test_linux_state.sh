@@ -53,7 +53,7 @@ t_linux_checkpoint_and_migrate_midboot() {
 	port=$(mg_port)
 	sh tests/linux/mkrootfs.sh "$img" 2>"$TMP/lxs-mkrootfs.log" || {
 		echo "    mkrootfs.sh failed:"; tail -5 "$TMP/lxs-mkrootfs.log" | sed 's/^/    | /'; lxs_netns_down; return 1; }
-	local cmdline="console=ttyS0 root=/dev/vda rw rootfstype=ext4 init=/init"
+	local cmdline="console=ttyS0 root=/dev/vda rw rootfstype=ext4 init=/init $(linux_cmdline_extra)"
 	vm_start -n "$LXS_A" -l com1,stdio -c 2 -m 256M -o boot.kernel="$TEST_BZIMAGE" -o boot.cmdline="$cmdline" \
 		-s 3,virtio-blk,"$img" -s 4,virtio-rnd -o control.socket="$sock" lxstate
 	local src_pid=$VM_PID src_out=$OUT src_err=$ERR src_start=$VM_START
