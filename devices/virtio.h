@@ -9,9 +9,8 @@
  *	sc->queues[i].vq_maxsize = N;               (power of two)
  *	vi_pci_setup(&sc->vs, legacy);
  *
- * and sets .pe_barread/.pe_barwrite/.pe_cfgread/.pe_cfgwrite of its
- * struct pci_devemu to vi_pci_read/vi_pci_write/vi_pci_cfgread/
- * vi_pci_cfgwrite.
+ * and puts VI_PCI_DEVEMU_HOOKS in its struct pci_devemu (BAR and config
+ * space access, checkpoint hooks).
  *
  * The PCI function is transitional by default: legacy registers in I/O
  * BAR 0, MSI-X table in BAR 1, and the modern capabilities (common cfg,
@@ -277,13 +276,18 @@ void vi_pci_write(struct vcpu *vcpu, struct pci_devinst *pi, int baridx, uint64_
                   uint64_t val);
 int vi_pci_cfgread(struct pci_devinst *pi, int off, int bytes, uint32_t *val);
 int vi_pci_cfgwrite(struct pci_devinst *pi, int off, int bytes, uint32_t val);
-/* Checkpoint hooks shared by every virtio model: set .pe_snapshot_version =
- * VI_SNAPSHOT_VERSION and these four in the model's pci_devemu. */
+/* Checkpoint hooks shared by every virtio model (VI_PCI_DEVEMU_HOOKS sets them). */
 #define VI_SNAPSHOT_VERSION 1
 int vi_pci_snapshot(struct pci_devinst *pi, struct snap_buf *out, char *err, size_t errlen);
 int vi_pci_restore(struct pci_devinst *pi, struct snap_rd *in, uint32_t version, char *err, size_t errlen);
 void vi_pci_pause(struct pci_devinst *pi);
 void vi_pci_resume(struct pci_devinst *pi);
+/* Every virtio model's pci_devemu: BAR/config access and checkpoint hooks. */
+#define VI_PCI_DEVEMU_HOOKS                                                     \
+	.pe_barread = vi_pci_read, .pe_barwrite = vi_pci_write,                 \
+	.pe_cfgread = vi_pci_cfgread, .pe_cfgwrite = vi_pci_cfgwrite,           \
+	.pe_snapshot_version = VI_SNAPSHOT_VERSION, .pe_snapshot = vi_pci_snapshot, \
+	.pe_restore = vi_pci_restore, .pe_pause = vi_pci_pause, .pe_resume = vi_pci_resume
 
 /* BAR layout of the modern interface (BAR 4). */
 #define VI_LEGACY_BAR   0

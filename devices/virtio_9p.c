@@ -307,14 +307,6 @@ static const struct pci_devemu pci_de_vt9p = {
 	.pe_options = vt9p_options,
 	.pe_legacy_config = vt9p_legacy_config,
 	.pe_init = vt9p_init,
-	.pe_barread = vi_pci_read,
-	.pe_barwrite = vi_pci_write,
-	.pe_cfgread = vi_pci_cfgread,
-	.pe_cfgwrite = vi_pci_cfgwrite,
-	.pe_snapshot_version = VI_SNAPSHOT_VERSION,
-	.pe_snapshot = vi_pci_snapshot,
-	.pe_restore = vi_pci_restore,
-	.pe_pause = vi_pci_pause,
-	.pe_resume = vi_pci_resume,
+	VI_PCI_DEVEMU_HOOKS,
 };
 PCI_EMUL_REGISTER(pci_de_vt9p)

@@ -85,14 +85,6 @@ static const struct pci_devemu pci_de_vtrnd = {
 	.pe_help = "virtio entropy source (host getrandom) [,legacy=false: modern-only]",
 	.pe_options = vtrnd_options,
 	.pe_init = vtrnd_init,
-	.pe_barread = vi_pci_read,
-	.pe_barwrite = vi_pci_write,
-	.pe_cfgread = vi_pci_cfgread,
-	.pe_cfgwrite = vi_pci_cfgwrite,
-	.pe_snapshot_version = VI_SNAPSHOT_VERSION,
-	.pe_snapshot = vi_pci_snapshot,
-	.pe_restore = vi_pci_restore,
-	.pe_pause = vi_pci_pause,
-	.pe_resume = vi_pci_resume,
+	VI_PCI_DEVEMU_HOOKS,
 };
 PCI_EMUL_REGISTER(pci_de_vtrnd)
