@@ -1234,7 +1234,8 @@ int migration_receive(struct hyve_vm *vm, char *err, size_t errlen)
 		rc = -1;
 		goto out_joined;
 	}
-	log_info("incoming VM received: %llu pages in %.0f ms", (unsigned long long)pages, (now_s() - t0) * 1e3);
+	log_info("incoming VM received: %llu pages in %.0f ms over %d stream%s, compression %s", (unsigned long long)pages,
+	         (now_s() - t0) * 1e3, dst.nstreams, dst.nstreams > 1 ? "s" : "", dst.comp == COMP_LZ4 ? "lz4" : "none");
 	rc = 0;
 	goto out_joined;
 out:

@@ -90,16 +90,17 @@ t_migrate_live_worker_1g() {
 	grep -q 'downtime [0-9]* ms' "$ERR" || { echo "    no downtime reported"; return 1; }
 }
 
-# The test guest in the middle of virtio-blk writes moves and finishes
-# them there; the host checks the image.
+# The test guest in the middle of virtio-blk writes moves (over 3 streams,
+# lz4) and finishes them there; the host checks the image.
 t_migrate_blk_midway() {
 	mg_need || return 77
 	command -v python3 >/dev/null || { SKIP_REASON="python3 not installed"; return 77; }
 	local port sock=$TMP/mg2.sock img
 	port=$(mg_port)
 	img=$(vt_image mgblk) || return 1
+	# Three TCP streams and lz4 here, so those paths are covered too.
 	vm_start -l com1,stdio -o lpc.pc-testdev=true -o boot.kernel="$GUEST" -o boot.cmdline="test=blkckpt rounds=48" \
-		-s 4,virtio-blk,"$img" -o control.socket="$sock" mgvm2 || return 1
+		-s 4,virtio-blk,"$img" -o control.socket="$sock" -o migration.streams=3 -o migration.compress=lz4 mgvm2 || return 1
 	wait_serial 60 '^blkckpt: round 8.$' || { vm_stop; return 1; }
 	mg_dest "$port" -o control.socket=none
 	"$HYVECTL" --socket="$sock" --migrate-live=127.0.0.1:"$port" >"$TMP/mg2.ctl" 2>&1 || {
@@ -108,6 +109,7 @@ t_migrate_blk_midway() {
 	local i=0
 	while kill -0 "$DST_PID" 2>/dev/null && [ $i -lt 1200 ]; do sleep 0.1; i=$((i + 1)); done
 	mg_dest_stop
+	grep -q 'over 3 streams, compression lz4' "$DST_ERR" || { echo "    streams/compression not used"; mg_show_dest; return 1; }
 	[ "$DST_RC" -eq 1 ] && grep -q '^PASS blkckpt' "$DST_OUT" && grep -q '^blkckpt: verified 48 rounds' "$DST_OUT" || {
 		echo "    destination: status $DST_RC, expected the guest's PASS (1)"; mg_show_dest; return 1; }
 	ck_check_image "$img" 48
