@@ -999,7 +999,10 @@ int migration_accept(const char *addrport, char *err, size_t errlen)
 	}
 	dst.nstreams = (int)nstreams;
 	dst.comp = comps & (1u << COMP_LZ4) ? COMP_LZ4 : COMP_NONE;
-	/* The other streams identify themselves with the session number. */
+	/* The other streams identify themselves with the session number (and
+	 * must come soon: accept() honours the receive timeout). */
+	struct timeval tv = { 30, 0 };
+	setsockopt(lfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	for (uint32_t i = 1; i < nstreams; i++) {
 		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
 		uint8_t *sh = NULL;
