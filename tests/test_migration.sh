@@ -29,6 +29,16 @@ mg_dest_stop() {   # status in DST_RC
 	DST_RC=$?
 }
 
+# mg_dest_wait [SECONDS]: let the destination exit by itself, then collect it.
+mg_dest_wait() {
+	local i=0
+	while kill -0 "$DST_PID" 2>/dev/null && [ $i -lt $((${1:-10} * 10)) ]; do
+		sleep 0.1
+		i=$((i + 1))
+	done
+	mg_dest_stop
+}
+
 mg_show_dest() {
 	echo "    --- destination serial (tail):"
 	tail -n 8 "$DST_OUT" | tr -d '\r' | sed 's/^/    | /'
@@ -157,7 +167,7 @@ t_migrate_refusals() {
 	mg_dest "$port" -o control.socket=none -m 512M
 	"$HYVECTL" --socket="$sock" --migrate-live=127.0.0.1:"$port" >"$ctl" 2>&1
 	local rc=$?
-	mg_dest_stop
+	mg_dest_wait 10
 	grep -q 'memory size differs' "$ctl" && [ $rc -eq 1 ] && [ "$DST_RC" -eq 4 ] || {
 		echo "    hyvectl $rc / destination $DST_RC:"; cat "$ctl"; mg_show_dest; vm_stop; return 1; }
 	# Nobody listening.
@@ -171,9 +181,7 @@ t_migrate_refusals() {
 	head -c 4096 /dev/urandom | python3 -c "
 import socket, sys
 s = socket.create_connection(('127.0.0.1', $port)); s.sendall(sys.stdin.buffer.read()); s.shutdown(1); s.recv(100)" 2>/dev/null
-	local i=0
-	while kill -0 "$DST_PID" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-	mg_dest_stop
+	mg_dest_wait 10
 	[ "$DST_RC" -eq 4 ] && [ "$(grep -c '^hyve: error:' "$DST_ERR")" -eq 1 ] || {
 		echo "    garbage stream: destination status $DST_RC"; mg_show_dest; return 1; }
 	# A source that dies mid-stream: the destination discards the VM.
@@ -185,9 +193,7 @@ s = socket.create_connection(('127.0.0.1', $port)); s.sendall(sys.stdin.buffer.r
 	kill -9 "$VM_PID"
 	wait "$VM_PID" 2>/dev/null
 	VM_PID=""
-	i=0
-	while kill -0 "$DST_PID" 2>/dev/null && [ $i -lt 900 ]; do sleep 0.1; i=$((i + 1)); done
-	mg_dest_stop
+	mg_dest_wait 90
 	[ "$DST_RC" -eq 4 ] && grep -q 'connection lost' "$DST_ERR" || {
 		echo "    source killed: destination status $DST_RC"; mg_show_dest; return 1; }
 }
