@@ -151,8 +151,17 @@ t_ckpt_roundtrip_identical() {
 	"$HYVECTL" --socket="$sock" --checkpoint="$b" >"$TMP/ck4.ctl" 2>&1 || {
 		echo "    second checkpoint failed:"; sed 's/^/    | /' "$TMP/ck4.ctl"; vm_stop; return 1; }
 	vm_stop
-	python3 "$CKPT_PY" compare "$a" "$b" | sed 's/^/    /'
-	[ "${PIPESTATUS[0]}" -eq 0 ]
+	local out n sec
+	out=$(python3 "$CKPT_PY" compare "$a" "$b") || { echo "$out" | sed 's/^/    /'; return 1; }
+	echo "$out" | sed 's/^/    /'
+	# An empty or partial save would compare equal too: the sections must be there.
+	local list
+	list=$(python3 "$CKPT_PY" list "$a")
+	for sec in vcpu.0 vcpu.1 irqchip pit pci.0.4.0 pci.0.5.0 uart.com1; do
+		echo "$list" | grep -q "^$sec " || { echo "    section $sec missing"; return 1; }
+	done
+	n=$(echo "$out" | sed -n 's/^\([0-9]*\) sections compared.*/\1/p')
+	[ "${n:-0}" -ge 10 ] || { echo "    only ${n:-0} sections compared"; return 1; }
 }
 
 # Bad files: one clear error naming what is wrong, exit 4, no VM runs.
