@@ -179,6 +179,18 @@ static void set_timeouts(int fd, int seconds)
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
+/* Wait up to `seconds` for an empty message of this type (or a refusal). */
+static int await_msg(int fd, uint32_t type, int seconds, char *err, size_t errlen)
+{
+	uint8_t *reply;
+	uint64_t len;
+	set_timeouts(fd, seconds);
+	if (recv_expect(fd, type, 0, &reply, &len, err, errlen))
+		return -1;
+	free(reply);
+	return 0;
+}
+
 /* "[ADDR:]PORT" -> host (NULL for any) and port strings. */
 static int split_addr(const char *s, char *host, size_t hn, char *port, size_t pn)
 {
@@ -706,10 +718,8 @@ static int migrate_run(struct hyve_vm *vm, const char *addr, bool live, char *er
 		goto fail;
 	}
 	/* The destination builds the VM from the config before it answers. */
-	set_timeouts(m.s[0].fd, 120);
-	if (recv_expect(m.s[0].fd, MSG_READY, 0, &reply, &rlen, err, errlen))
+	if (await_msg(m.s[0].fd, MSG_READY, 120, err, errlen))
 		goto fail;
-	free(reply);
 	set_timeouts(m.s[0].fd, 30);
 	for (int i = 0; i < nstreams; i++) {
 		m.s[i].index = i;
@@ -834,10 +844,8 @@ static int migrate_run(struct hyve_vm *vm, const char *addr, bool live, char *er
 		goto fail;
 	}
 	/* The VM is the destination's only once it says it runs. */
-	set_timeouts(m.s[0].fd, 60);
-	if (recv_expect(m.s[0].fd, MSG_RUNNING, 0, &reply, &rlen, err, errlen))
+	if (await_msg(m.s[0].fd, MSG_RUNNING, 60, err, errlen))
 		goto fail;
-	free(reply);
 	double t1 = now_s();
 	pthread_mutex_lock(&st.mtx);
 	st.state = MIG_DONE;
