@@ -43,7 +43,7 @@ static void append(char *buf, size_t n, const char *s)
 	snprintf(buf + len, n - len, "%s%s", len ? " " : "", s);
 }
 
-void linux_adapt_cmdline(const struct emulator_probe *p, int ncpus, char *buf, size_t n)
+void linux_adapt_cmdline(const struct emulator_probe *p, int ncpus, unsigned tsc_khz, char *buf, size_t n)
 {
 	buf[0] = '\0';
 	/* Hypercalls (PV IPIs, PV yield, kvmclock setup) never return on PVM. */
@@ -80,6 +80,18 @@ void linux_adapt_cmdline(const struct emulator_probe *p, int ncpus, char *buf, s
 	 * clock runs slow while the host is busy).
 	 */
 	append(buf, n, "clocksource=jiffies");
+	/*
+	 * Early TSC calibration times the TSC against the PIT and the ACPI PM
+	 * timer, both emulated port reads here; measured on this host, it
+	 * failed in about half of the boots ("Marking TSC unstable due to
+	 * could not calculate TSC khz"), and those boots took twice as long
+	 * to reach /init.  KVM knows the guest's TSC rate: hand it over.
+	 */
+	if (tsc_khz) {
+		char khz[40];
+		snprintf(khz, sizeof(khz), "tsc_early_khz=%u", tsc_khz);
+		append(buf, n, khz);
+	}
 	/*
 	 * Measured with Debian's 6.1 kernel: after freeing init memory,
 	 * mark_rodata_ro() ends with the CONFIG_DEBUG_WX page-table walk over

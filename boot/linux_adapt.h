@@ -6,6 +6,6 @@
 struct emulator_probe;
 
 /* Kernel parameters for a Linux guest on an emulating host (space-separated). */
-void linux_adapt_cmdline(const struct emulator_probe *p, int ncpus, char *buf, size_t n);
+void linux_adapt_cmdline(const struct emulator_probe *p, int ncpus, unsigned tsc_khz, char *buf, size_t n);
 
 #endif

@@ -186,6 +186,16 @@ static int cmd_destroy(struct hyve_vm *vm, struct control_conn *c, const char *a
 	return 0;
 }
 
+#define MAX_STATS_FNS 8
+static void (*stats_fns[MAX_STATS_FNS])(struct control_conn *c);
+static int nstats_fns;
+
+void control_register_stats(void (*fn)(struct control_conn *c))
+{
+	if (nstats_fns < MAX_STATS_FNS)
+		stats_fns[nstats_fns++] = fn;
+}
+
 static int cmd_stats(struct hyve_vm *vm, struct control_conn *c, const char *arg, char *err, size_t errlen)
 {
 	(void)arg; (void)err; (void)errlen;
@@ -204,6 +214,8 @@ static int cmd_stats(struct hyve_vm *vm, struct control_conn *c, const char *arg
 	control_reply(c, "exits_io %llu", (unsigned long long)st.io);
 	control_reply(c, "exits_mmio %llu", (unsigned long long)st.mmio);
 	control_reply(c, "exits_emulation_fallback %llu", (unsigned long long)st.fallback);
+	for (int i = 0; i < nstats_fns; i++)
+		stats_fns[i](c);
 	return 0;
 }
 

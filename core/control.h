@@ -59,5 +59,8 @@ void control_exit_after_reply(struct control_conn *c, int status);
 typedef int (*control_handler_t)(struct hyve_vm *vm, struct control_conn *c, const char *arg, char *err,
                                  size_t errlen);
 void control_register(const char *command, control_handler_t fn);
+/* Extra "key value" lines for the stats command, from the layers that
+ * count them (interrupt and kick paths). */
+void control_register_stats(void (*fn)(struct control_conn *c));
 
 #endif

@@ -370,7 +370,7 @@ static char *linux_cmdline(struct hyve_vm *vm, const char *user)
 					snprintf(rejected + strlen(rejected), sizeof(rejected) - strlen(rejected), "%s%s",
 					         rejected[0] ? "," : "", probe.names[i]);
 			log_info("host emulator rejects at CPL0: %s", rejected[0] ? rejected : "nothing probed");
-			linux_adapt_cmdline(&probe, vm->ncpus, adapt, sizeof(adapt));
+			linux_adapt_cmdline(&probe, vm->ncpus, vm_get_tsc_khz(vm->ctx), adapt, sizeof(adapt));
 			log_info("appending Linux parameters for this host: %s", adapt);
 		} else {
 			log_warn("emulator probe failed; booting Linux without adapted parameters");

@@ -377,6 +377,8 @@ static void pci_walk_cb(struct pci_devinst *pi, void *arg)
 	case WALK_QUIESCE:
 		if (pe->pe_pause)
 			pe->pe_pause(pi);
+		/* Interrupts it raised must be in the LAPIC state saved next. */
+		pci_emul_irqfd_flush(pi);
 		break;
 	case WALK_RESUME:
 		if (pe->pe_resume)

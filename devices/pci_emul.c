@@ -5,11 +5,15 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "../core/config.h"
+#include "../core/control.h"
 #include "../core/init.h"
 #include "../core/inout.h"
 #include "../core/log.h"
@@ -215,6 +219,7 @@ static int check_pci_key(const char *path, const char *value, char *err, size_t 
 
 static const struct config_key pci_keys[] = {
 	{ "pci.*.*.*.*", CFG_CUSTOM, "PCI device model (.device) and its options", check_pci_key },
+	{ "pci.irqfd", CFG_BOOL, "raise MSI-X interrupts through KVM irqfds where available (default true)", NULL },
 	{ NULL, 0, NULL, NULL },
 };
 
@@ -294,9 +299,11 @@ static void bar_set_decode(struct pci_devinst *pi, int idx, bool on)
 		}
 	}
 	/* A guest placing a BAR over another device is its own problem: not decoded. */
-	if (rc == 0)
+	if (rc == 0) {
 		b->registered = on;
-	else if (on)
+		if (pi->pi_d->pe_baraddr)
+			pi->pi_d->pe_baraddr(pi, idx, on, b->addr);
+	} else if (on)
 		log_warn("%s: BAR %d at 0x%llx not decoded (overlap)", pi->pi_name, idx,
 		         (unsigned long long)b->addr);
 }
@@ -498,10 +505,15 @@ int pci_emul_add_msixcap(struct pci_devinst *pi, int msgnum, int barnum)
 	pi->pi_msix.table_count = msgnum;
 	pi->pi_msix.table = calloc((size_t)msgnum, sizeof(*pi->pi_msix.table));
 	pi->pi_msix.pba = calloc(((size_t)msgnum + 63) / 64, sizeof(uint64_t));
-	if (!pi->pi_msix.table || !pi->pi_msix.pba)
+	pi->pi_msix.irqfd = calloc((size_t)msgnum, sizeof(*pi->pi_msix.irqfd));
+	if (!pi->pi_msix.table || !pi->pi_msix.pba || !pi->pi_msix.irqfd)
 		return -1;
-	for (int i = 0; i < msgnum; i++)
+	bool irqfd = get_config_bool_default("pci.irqfd", true) && pi->pi_vmctx &&
+	             vm_host_info(pi->pi_vmctx)->has_irqfd;
+	for (int i = 0; i < msgnum; i++) {
 		pi->pi_msix.table[i].ctrl = 1;   /* masked at reset */
+		pi->pi_msix.irqfd[i] = (struct msix_irqfd){ .fd = -1, .gsi = irqfd ? -1 : -2 };
+	}
 	uint64_t barsize = pba_off + pba_size;
 	uint64_t sz = 4096;
 	while (sz < barsize)
@@ -579,6 +591,60 @@ bool pci_msix_enabled(struct pci_devinst *pi)
 	return pi->pi_msix.capoff && (pci_get_cfgdata16(pi, pi->pi_msix.capoff + 2) & 0x8000);
 }
 
+/*
+ * The eventfd that raises MSI-X vector `index` with the entry's current
+ * address/data, or -1 to use KVM_SIGNAL_MSI (pi_lock held).  Made on the
+ * vector's first interrupt; a vector the guest reprogrammed gets its
+ * route rewritten on the next one, so table writes stay cheap.
+ */
+/* Interrupts raised each way, for hyvectl --get-stats. */
+static atomic_ullong stat_msix_irqfd, stat_msix_ioctl;
+
+static int msix_irqfd(struct pci_devinst *pi, int index, uint64_t addr, uint32_t data)
+{
+	struct msix_irqfd *f = &pi->pi_msix.irqfd[index];
+	struct vmctx *ctx = pi->pi_vmctx;
+	if (f->gsi == -2)
+		return -1;
+	if (f->gsi == -1) {
+		f->fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		f->gsi = f->fd >= 0 ? vm_msi_route_add(ctx, addr, data) : -1;
+		if (f->gsi < 0 || vm_irqfd(ctx, f->fd, f->gsi, true)) {
+			log_warn("%s: MSI-X vector %d: no irqfd (%s); using KVM_SIGNAL_MSI", pi->pi_name, index,
+			         strerror(errno));
+			if (f->gsi >= 0)
+				vm_msi_route_del(ctx, f->gsi);
+			if (f->fd >= 0)
+				close(f->fd);
+			*f = (struct msix_irqfd){ .fd = -1, .gsi = -2 };
+			return -1;
+		}
+		f->stale = false;
+	} else if (f->stale) {
+		if (vm_msi_route_update(ctx, f->gsi, addr, data))
+			return -1;
+		f->stale = false;
+	}
+	return f->fd;
+}
+
+void pci_emul_irqfd_flush(struct pci_devinst *pi)
+{
+	pthread_mutex_lock(&pi->pi_lock);
+	for (int i = 0; pi->pi_msix.irqfd && i < pi->pi_msix.table_count; i++) {
+		struct msix_irqfd *f = &pi->pi_msix.irqfd[i];
+		/* Unbinding waits for injections in flight; then bind again. */
+		if (f->gsi >= 0 && (vm_irqfd(pi->pi_vmctx, f->fd, f->gsi, false) ||
+		                    vm_irqfd(pi->pi_vmctx, f->fd, f->gsi, true))) {
+			log_warn("%s: MSI-X vector %d: cannot rebind irqfd; using KVM_SIGNAL_MSI", pi->pi_name, i);
+			vm_msi_route_del(pi->pi_vmctx, f->gsi);
+			close(f->fd);
+			*f = (struct msix_irqfd){ .fd = -1, .gsi = -2 };
+		}
+	}
+	pthread_mutex_unlock(&pi->pi_lock);
+}
+
 void pci_generate_msix(struct pci_devinst *pi, int index)
 {
 	if (!pci_msix_enabled(pi) || index < 0 || index >= pi->pi_msix.table_count)
@@ -593,8 +659,27 @@ void pci_generate_msix(struct pci_devinst *pi, int index)
 	}
 	uint64_t addr = e->addr;
 	uint32_t data = e->data;
+	int fd = msix_irqfd(pi, index, addr, data);
 	pthread_mutex_unlock(&pi->pi_lock);
+	uint64_t one = 1;
+	/* A full counter (EAGAIN) means an injection is already on its way. */
+	if (fd >= 0 && (write(fd, &one, sizeof(one)) == sizeof(one) || errno == EAGAIN)) {
+		atomic_fetch_add_explicit(&stat_msix_irqfd, 1, memory_order_relaxed);
+		return;
+	}
+	atomic_fetch_add_explicit(&stat_msix_ioctl, 1, memory_order_relaxed);
 	vm_signal_msi(pi->pi_vmctx, addr, data);
+}
+
+static void msix_stats(struct control_conn *c)
+{
+	control_reply(c, "msix_irqfd %llu", (unsigned long long)atomic_load(&stat_msix_irqfd));
+	control_reply(c, "msix_signal_ioctl %llu", (unsigned long long)atomic_load(&stat_msix_ioctl));
+}
+
+static void __attribute__((constructor)) msix_stats_register(void)
+{
+	control_register_stats(msix_stats);
 }
 
 bool pci_emul_msix_bar_access(struct pci_devinst *pi, int baridx, uint64_t off, int size,
@@ -620,7 +705,10 @@ bool pci_emul_msix_bar_access(struct pci_devinst *pi, int baridx, uint64_t off, 
 			words[w] = (uint32_t)*val;
 			if (size == 8 && w < 3)
 				words[w + 1] = (uint32_t)(*val >> 32);
-			e->addr = words[0] | (uint64_t)words[1] << 32;
+			uint64_t naddr = words[0] | (uint64_t)words[1] << 32;
+			if (naddr != e->addr || words[2] != e->data)
+				pi->pi_msix.irqfd[idx].stale = true;
+			e->addr = naddr;
 			e->data = words[2];
 			unmasked = (e->ctrl & 1) && !(words[3] & 1);
 			e->ctrl = words[3] & 1;
@@ -942,6 +1030,8 @@ int pci_emul_load_state(struct pci_devinst *pi, struct snap_rd *in, char *err, s
 	if (nmsix) {
 		memcpy(pi->pi_msix.table, tab, nmsix * sizeof(*tab));
 		memcpy(pi->pi_msix.pba, pba, (nmsix + 63) / 64 * sizeof(*pba));
+		for (uint32_t i = 0; i < nmsix; i++)
+			pi->pi_msix.irqfd[i].stale = true;
 	}
 	pthread_mutex_unlock(&pi->pi_lock);
 	free(tab);

@@ -52,6 +52,9 @@ struct pci_devemu {
 	                    int size, uint64_t val);
 	uint64_t (*pe_barread)(struct vcpu *vcpu, struct pci_devinst *pi, int baridx, uint64_t off,
 	                       int size);
+	/* A BAR started (decoded) or stopped being decoded at addr: lets a
+	 * model move what KVM handles for it (ioeventfds).  May be NULL. */
+	void (*pe_baraddr)(struct pci_devinst *pi, int baridx, bool decoded, uint64_t addr);
 	/*
 	 * Checkpoint (core/snapshot.h).  The framework saves config space,
 	 * BAR placement, INTx and MSI/MSI-X state itself; these hooks save the
@@ -89,6 +92,10 @@ struct pci_devinst {
 		int table_count;
 		struct msix_entry { uint64_t addr; uint32_t data; uint32_t ctrl; } *table;
 		uint64_t *pba;
+		/* Per vector: the irqfd that raises it (made on first use; gsi -1
+		 * not yet, -2 unavailable) and whether the route must be rewritten
+		 * because the guest changed the address/data since. */
+		struct msix_irqfd { int fd; int gsi; bool stale; } *irqfd;
 		bool function_mask;
 	} pi_msix;
 	struct {
@@ -153,7 +160,12 @@ void pci_lintr_deassert(struct pci_devinst *pi);
 bool pci_msi_enabled(struct pci_devinst *pi);
 void pci_generate_msi(struct pci_devinst *pi, int index);
 bool pci_msix_enabled(struct pci_devinst *pi);
+/* Raises the vector through its irqfd where KVM has them (pci.irqfd),
+ * else with KVM_SIGNAL_MSI; a masked vector is left pending. */
 void pci_generate_msix(struct pci_devinst *pi, int index);
+/* Wait until every interrupt this function's irqfds already raised has
+ * reached the vCPUs (before saving LAPIC state). */
+void pci_emul_irqfd_flush(struct pci_devinst *pi);
 /* MSI-X table/PBA accesses routed from the model's BAR handler. */
 bool pci_emul_msix_bar_access(struct pci_devinst *pi, int baridx, uint64_t off, int size,
                               bool write, uint64_t *val);

@@ -483,6 +483,7 @@ void vi_softc_linkup(struct virtio_softc *vs, const struct virtio_consts *vc, vo
 		queues[i].vq_vs = vs;
 		queues[i].vq_num = (uint16_t)i;
 		queues[i].vq_msix_idx = VIRTIO_MSI_NO_VECTOR;
+		queues[i].vq_kickfd = -1;
 	}
 	if (pi)
 		pi->pi_arg = sc;
@@ -520,7 +521,8 @@ static void vi_queue_notify_locked(struct virtio_softc *vs, unsigned qidx)
 		return;
 	}
 	struct vqueue_info *vq = &vs->vs_queues[qidx];
-	if (!vq_ring_ready(vq) || vs->vs_broken)
+	/* Paused for a checkpoint: vi_pci_resume looks at every queue again. */
+	if (!vq_ring_ready(vq) || vs->vs_broken || vs->vs_paused)
 		return;
 	/* A device consumes nothing before DRIVER_OK (legacy drivers were lax). */
 	if (!vs->vs_legacy_mode && !(vs->vs_status & VIRTIO_S_DRIVER_OK)) {
@@ -964,6 +966,9 @@ int vi_pci_setup(struct virtio_softc *vs, bool legacy)
 	pci_set_cfgdata8(pi, PCIR_SUBCLASS, vc->vc_subclass);
 	pci_set_cfgdata8(pi, PCIR_HDRTYPE, 0);
 
+	/* Before the BARs exist: allocating them decodes them, which binds these. */
+	if (vi_ioeventfd_setup(vs))
+		return -1;
 	if (pci_emul_add_msixcap(pi, vs->vs_nvq + 1, VI_MSIX_BAR))
 		return -1;
 	if (legacy) {

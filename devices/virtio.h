@@ -30,10 +30,11 @@
  * vm_map_gpa() with the full length of what is accessed.
  *
  * Notifications: every "queue available" kick enters via
- * vi_queue_notify(vs, qidx).  Today that is called from the MMIO/PIO
- * handlers; each modern queue has its own 4-byte notify address
- * (BAR 4 + VI_NOTIFY_OFF + 4 * q), so an ioeventfd per queue (no
- * datamatch) can later call it from the event loop instead.
+ * vi_queue_notify(vs, qidx): on the main thread from the queue's ioeventfd
+ * where KVM has them (virtio_ioeventfd.c), else on the vCPU thread from
+ * the MMIO/PIO handlers.  Models must not assume either thread.
+ * Interrupts go out through pci_generate_msix (an irqfd write where KVM
+ * has them) or INTx.
  */
 #ifndef HYVE_VIRTIO_H
 #define HYVE_VIRTIO_H
@@ -145,6 +146,7 @@ struct vqueue_info {
 	struct vring_used *vq_used;
 	/* Per-queue kick handler; NULL means virtio_consts.vc_qnotify. */
 	void (*vq_notify)(void *sc, struct vqueue_info *vq);
+	int vq_kickfd;            /* ioeventfd for this queue's kicks, or -1 */
 };
 
 #define VQ_ENABLED 0x1   /* addresses validated and mapped */
@@ -250,6 +252,8 @@ struct virtio_softc {
 	bool vs_legacy_mode;            /* driver is using the legacy interface */
 	bool vs_broken;                 /* guest error: NEEDS_RESET */
 	bool vs_error_logged;
+	bool vs_ioeventfd;              /* kicks arrive through vq_kickfd */
+	bool vs_paused;                 /* checkpoint pause: kicks wait for resume */
 	int vs_pcicfg_off;              /* VIRTIO_PCI_CAP_PCI_CFG capability */
 };
 
@@ -276,6 +280,10 @@ void vi_pci_write(struct vcpu *vcpu, struct pci_devinst *pi, int baridx, uint64_
                   uint64_t val);
 int vi_pci_cfgread(struct pci_devinst *pi, int off, int bytes, uint32_t *val);
 int vi_pci_cfgwrite(struct pci_devinst *pi, int off, int bytes, uint32_t val);
+/* Kicks through ioeventfds (virtio_ioeventfd.c): setup makes one eventfd
+ * per queue (called by vi_pci_setup); baraddr binds them where the BARs are. */
+int vi_ioeventfd_setup(struct virtio_softc *vs);
+void vi_pci_baraddr(struct pci_devinst *pi, int baridx, bool decoded, uint64_t addr);
 /* Checkpoint hooks shared by every virtio model (VI_PCI_DEVEMU_HOOKS sets them). */
 #define VI_SNAPSHOT_VERSION 1
 int vi_pci_snapshot(struct pci_devinst *pi, struct snap_buf *out, char *err, size_t errlen);
@@ -286,6 +294,7 @@ void vi_pci_resume(struct pci_devinst *pi);
 #define VI_PCI_DEVEMU_HOOKS                                                     \
 	.pe_barread = vi_pci_read, .pe_barwrite = vi_pci_write,                 \
 	.pe_cfgread = vi_pci_cfgread, .pe_cfgwrite = vi_pci_cfgwrite,           \
+	.pe_baraddr = vi_pci_baraddr,                                           \
 	.pe_snapshot_version = VI_SNAPSHOT_VERSION, .pe_snapshot = vi_pci_snapshot, \
 	.pe_restore = vi_pci_restore, .pe_pause = vi_pci_pause, .pe_resume = vi_pci_resume
 

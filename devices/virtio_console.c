@@ -1,14 +1,24 @@
 /*
  * virtio console (virtio 1.2, section 5.3) with multiple ports:
  *
- *   -s N,virtio-console,port1=/path/one.sock[,port2=/path/two.sock,...][,legacy=false]
+ *   -s N,virtio-console,NAME=PATH[,NAME2=PATH2,...][,legacy=false]
  *
- * As in bhyve, every option NAME=PATH is a named port whose backend is a
- * unix stream socket at PATH that hyve listens on, one client at a time.
- * hyve accepts the names port1 .. port16; portN is virtio port id N, so a
- * Linux guest shows it as /dev/vportXpN with the name "portN" in
- * /sys/class/virtio-ports/vportXpN/name.  A stale socket file is replaced
- * (only if it is a socket nobody listens on); the files are removed at exit.
+ * As in bhyve, every option NAME=PATH except legacy= is a named port whose
+ * backend is a unix stream socket at PATH that hyve listens on, one client
+ * at a time.  NAME is what the guest is told in PORT_NAME (a Linux guest
+ * shows it in /sys/class/virtio-ports/vportXpN/name and udev links
+ * /dev/virtio-ports/NAME), e.g. org.qemu.guest_agent.0=/run/vm/qga.sock:
+ * 1..63 characters from A-Z a-z 0-9 . _ - (not "." or ".."), at most 16
+ * ports, names and paths distinct.
+ *
+ * Port ids follow the option order: the Kth port given is virtio port id K
+ * (1-based).  The order has to live in the keys, because the configuration
+ * tree does not keep insertion order (dumps and checkpoints sort it), so
+ * -s writes bhyve_config(5)'s form, pci.B.S.F.port.K.name and .port.K.path
+ * with K = id - 1.  The keys pci.B.S.F.portN=PATH of older hyve versions
+ * (-k files, checkpoints) still work: a port named "portN" with id N.
+ * A stale socket file is replaced (only if it is a socket nobody listens
+ * on); the files are removed at exit.
  *
  * The device offers VIRTIO_CONSOLE_F_MULTIPORT only.  Queues 0/1 belong to
  * port 0, which hyve never adds: what a driver sends there is dropped.  The
@@ -29,11 +39,17 @@
  * does not read throttles the guest (its buffers are returned only once
  * sent).
  *
- * Threads: kicks arrive on vCPU threads with vs_mtx held.  They handle the
- * driver's control messages and fill the control receive queue (guest
- * memory only), and hand everything that touches a socket to the main
- * thread with mevent_call().  Socket I/O runs on the main thread (mevent),
- * also under vs_mtx, which therefore protects all of this device's state.
+ * Threads: kicks (vtcon_notify) arrive with vs_mtx held, on a vCPU thread
+ * or, when the transport uses an ioeventfd, on the main thread.  They
+ * handle the driver's control messages and fill the control receive queue
+ * (guest memory only), and hand everything that touches a socket to
+ * vtcon_work with mevent_call().  That is right on either thread:
+ * mevent_call() only appends to the loop's call queue (its lock is never
+ * held while a queued call runs) and wakes the loop, so vtcon_work runs
+ * later from the main loop, never nested in the kick that holds vs_mtx
+ * (calling it directly from a main-thread kick would deadlock on that
+ * non-recursive lock).  Socket I/O runs on the main thread (mevent), also
+ * under vs_mtx, which therefore protects all of this device's state.
  * Control messages to the driver are not queued: each port keeps "to send"
  * flags (add, name, open), so the backlog is bounded whatever the guest
  * and the clients do.
@@ -56,7 +72,8 @@
 #include "pci_emul.h"
 #include "virtio.h"
 
-#define VTCON_MAXPORTS   16      /* names port1..port16 (bhyve's limit) */
+#define VTCON_MAXPORTS   16      /* bhyve's limit */
+#define VTCON_NAMEMAX    63      /* longest port name */
 #define VTCON_DATA_QSIZE 128
 #define VTCON_CTRL_QSIZE 64
 #define VTCON_MAXIOV     64      /* buffers per chain */
@@ -112,8 +129,8 @@ struct vtcon_client {
 
 struct vtcon_port {
 	struct vtcon_softc *sc;
-	unsigned id;                  /* virtio port id = N of "portN" */
-	char name[16];
+	unsigned id;                  /* virtio port id: position in the option list */
+	char name[VTCON_NAMEMAX + 1];
 	char *path;
 	int lfd;
 	struct mevent *lev;
@@ -315,7 +332,7 @@ static void vtcon_ctrl_handle(struct vtcon_softc *sc, const struct vtcon_control
 	}
 }
 
-/* vs_mtx held (vCPU thread): the driver's control transmit queue. */
+/* vs_mtx held (a kick): the driver's control transmit queue. */
 static void vtcon_ctrl_tx(struct vtcon_softc *sc, struct vqueue_info *vq)
 {
 	struct vq_chain ch;
@@ -617,11 +634,18 @@ static void vtcon_work(void *arg)
 
 /* ---- transport hooks ---- */
 
-/* vs_mtx held, vCPU thread. */
+/* vs_mtx held; a vCPU thread or the main thread (ioeventfd), see "Threads" above. */
 static void vtcon_notify(void *arg, struct vqueue_info *vq)
 {
 	struct vtcon_softc *sc = arg;
 	int q = vq->vq_num;
+	/*
+	 * A main-thread kick can pass the transport's pause check just before
+	 * a checkpoint pauses the device: leave guest memory alone then; the
+	 * transport's resume looks at every queue again.
+	 */
+	if (sc->paused)
+		return;
 	if (q == VTCON_CTRL_TXQ) {
 		vtcon_ctrl_tx(sc, vq);
 		return;
@@ -828,53 +852,204 @@ static const char *vtcon_path_problem(const char *path)
 	return NULL;
 }
 
-/* -s N,virtio-console,port1=PATH,...: checked here too, before the VM exists. */
-static int vtcon_legacy_config(const char *cfgpath, const char *opts, char *err, size_t errlen)
+/*
+ * A port name: NULL if usable, else why not.  The character set is the
+ * config tree's key alphabet (so a name never needs quoting anywhere) and
+ * keeps udev's /dev/virtio-ports/NAME link a plain file name.
+ */
+static const char *vtcon_name_problem(const char *name)
 {
-	if (pci_parse_options(cfgpath, opts, NULL, err, errlen))
-		return -1;
-	for (unsigned n = 1; n <= VTCON_MAXPORTS; n++) {
-		const char *path = get_config_valuef("%s.port%u", cfgpath, n);
-		const char *why = path ? vtcon_path_problem(path) : NULL;
+	size_t n = strlen(name);
+	if (n == 0)
+		return "empty";
+	if (n > VTCON_NAMEMAX)
+		return "too long";
+	if (!strcmp(name, ".") || !strcmp(name, ".."))
+		return "may not be . or ..";
+	for (const char *c = name; *c; c++)
+		if (!(*c >= 'a' && *c <= 'z') && !(*c >= 'A' && *c <= 'Z') && !(*c >= '0' && *c <= '9') &&
+		    !strchr("._-", *c))
+			return "bad character";
+	return NULL;
+}
+
+/* A user-supplied string, shortened and made printable, for one error line. */
+static const char *vtcon_quote(const char *s, char *buf, size_t len)
+{
+	size_t i = 0;
+	for (; s[i] && i + 4 < len; i++)
+		buf[i] = s[i] >= 0x20 && s[i] < 0x7f ? s[i] : '?';
+	if (s[i])
+		buf[i++] = '.', buf[i++] = '.', buf[i++] = '.';   /* i + 4 < len left room */
+	buf[i] = '\0';
+	return buf;
+}
+
+#define VTCON_RULES "1..63 characters from A-Z a-z 0-9 . _ -"
+#define VTCON_PATH_HINT "expected NAME=/path/to/socket, at most 107 bytes"
+_Static_assert(sizeof(((struct sockaddr_un *)0)->sun_path) == 108, "VTCON_PATH_HINT's 107");
+
+/* Options of this model that are not ports (-s NAME=... with these names sets the option). */
+static const char *const vtcon_nonport[] = { "legacy", NULL };
+
+static bool vtcon_is_nonport(const char *opt)
+{
+	for (const char *const *o = vtcon_nonport; *o; o++)
+		if (!strcmp(*o, opt))
+			return true;
+	return false;
+}
+
+/* A port as configured; index id - 1 in vtcon_read_ports' table. */
+struct vtcon_portcfg {
+	const char *name, *path;      /* path NULL: no port with this id */
+	char key[96];                 /* where it came from, for messages */
+	char oldname[8];              /* "portN" of an old-style key */
+};
+
+/*
+ * Read and check the ports of the device at cfgpath: 0, or -1 with one
+ * line in err.  Port id K+1 comes from pci.B.S.F.port.K.{name,path}, or
+ * from the old key pci.B.S.F.port<K+1> (named "port<K+1>"); both for one
+ * id is an error.  Everything is checked here so that a bad -s is
+ * reported while parsing and a bad -k/-o key before the VM starts.
+ */
+static int vtcon_read_ports(const char *cfgpath, struct vtcon_portcfg cfg[VTCON_MAXPORTS], char *err,
+                            size_t errlen)
+{
+	char q[VTCON_NAMEMAX + 8];
+	memset(cfg, 0, VTCON_MAXPORTS * sizeof(*cfg));
+	for (unsigned k = 0; k < VTCON_MAXPORTS; k++) {
+		struct vtcon_portcfg *c = &cfg[k];
+		const char *name = get_config_valuef("%s.port.%u.name", cfgpath, k);
+		const char *path = get_config_valuef("%s.port.%u.path", cfgpath, k);
+		const char *old = get_config_valuef("%s.port%u", cfgpath, k + 1);
+		if (name || path) {
+			snprintf(c->key, sizeof(c->key), "%s.port.%u", cfgpath, k);
+			if (old) {
+				snprintf(err, errlen, "config: %s and %s.port%u both give virtio port id %u", c->key,
+				         cfgpath, k + 1, k + 1);
+				return -1;
+			}
+			if (!name || !path) {
+				snprintf(err, errlen, "config: %s: .%s set but no .%s (a port needs both)", c->key,
+				         name ? "name" : "path", name ? "path" : "name");
+				return -1;
+			}
+		} else if (old) {
+			snprintf(c->key, sizeof(c->key), "%s.port%u", cfgpath, k + 1);
+			snprintf(c->oldname, sizeof(c->oldname), "port%u", k + 1);
+			name = c->oldname;
+			path = old;
+		} else {
+			continue;
+		}
+		const char *why = vtcon_name_problem(name);
 		if (why) {
-			snprintf(err, errlen, "config: %s.port%u: %s (expected port%u=/path/to/socket, at most %zu bytes)",
-			         cfgpath, n, why, n, sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+			snprintf(err, errlen, "config: %s: port name '%s': %s (%s)", c->key, vtcon_quote(name, q, sizeof(q)),
+			         why, VTCON_RULES);
 			return -1;
 		}
+		if ((why = vtcon_path_problem(path))) {
+			snprintf(err, errlen, "config: %s (port '%s'): %s (%s)", c->key, name, why, VTCON_PATH_HINT);
+			return -1;
+		}
+		for (unsigned j = 0; j < k; j++) {
+			if (!cfg[j].path)
+				continue;
+			if (!strcmp(cfg[j].name, name)) {
+				snprintf(err, errlen, "config: %s: port name '%s' given twice (also %s)", c->key, name,
+				         cfg[j].key);
+				return -1;
+			}
+			if (!strcmp(cfg[j].path, path)) {
+				snprintf(err, errlen, "config: %s (port '%s'): %s is also the socket of %s", c->key, name,
+				         vtcon_quote(path, q, sizeof(q)), cfg[j].name);
+				return -1;
+			}
+		}
+		c->name = name;
+		c->path = path;
 	}
 	return 0;
 }
 
+/*
+ * -s N,virtio-console,NAME=PATH,...: ports get ids in the order given,
+ * written as port.K.name/port.K.path (see the head comment for why).
+ */
+static int vtcon_legacy_config(const char *cfgpath, const char *opts, char *err, size_t errlen)
+{
+	char *copy = strdup(opts), *save = NULL;
+	char q[VTCON_NAMEMAX + 8];
+	unsigned k = 0;
+	int rc = 0;
+	if (!copy)
+		return -1;
+	for (char *tok = strtok_r(copy, ",", &save); tok && !rc; tok = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(tok, '=');
+		if (eq)
+			*eq = '\0';
+		if (vtcon_is_nonport(tok)) {
+			if (set_config_valuef(eq ? eq + 1 : "true", "%s.%s", cfgpath, tok)) {
+				snprintf(err, errlen, "-s: bad option '%s'", tok);
+				rc = -1;
+			}
+			continue;
+		}
+		const char *why = vtcon_name_problem(tok);
+		if (why) {
+			snprintf(err, errlen, "config: %s: port name '%s': %s (ports are NAME=PATH, NAME %s)", cfgpath,
+			         vtcon_quote(tok, q, sizeof(q)), why, VTCON_RULES);
+			rc = -1;
+		} else if (!eq) {
+			snprintf(err, errlen, "config: %s: port '%s' has no socket path (%s)", cfgpath, tok,
+			         VTCON_PATH_HINT);
+			rc = -1;
+		} else if (k == VTCON_MAXPORTS) {
+			snprintf(err, errlen, "config: %s: too many ports at '%s' (at most %d)", cfgpath, tok,
+			         VTCON_MAXPORTS);
+			rc = -1;
+		} else if (set_config_valuef(tok, "%s.port.%u.name", cfgpath, k) ||
+		           set_config_valuef(eq + 1, "%s.port.%u.path", cfgpath, k)) {
+			snprintf(err, errlen, "config: %s: cannot store port '%s'", cfgpath, tok);
+			rc = -1;
+		} else {
+			k++;
+		}
+	}
+	free(copy);
+	if (rc)
+		return rc;
+	struct vtcon_portcfg cfg[VTCON_MAXPORTS];
+	return vtcon_read_ports(cfgpath, cfg, err, errlen);
+}
+
 static int vtcon_init(struct pci_devinst *pi, const char *cfgpath)
 {
-	char key[128];
+	char key[128], err[512];
+	struct vtcon_portcfg cfg[VTCON_MAXPORTS];
+	if (vtcon_read_ports(cfgpath, cfg, err, sizeof(err)))
+		fatal("%s", err);
 	struct vtcon_softc *sc = calloc(1, sizeof(*sc));
 	if (!sc)
 		return -1;
 	sc->vs.vs_pi = pi;
 	snprintf(sc->vs.vs_name, sizeof(sc->vs.vs_name), "%s", pi->pi_name);
 	unsigned maxid = 0;
-	for (unsigned n = 1; n <= VTCON_MAXPORTS; n++) {
-		snprintf(key, sizeof(key), "%s.port%u", cfgpath, n);
-		const char *path = get_config_value(key);
-		if (!path)
+	/* By id, so the checkpoint's per-port records have one order for one configuration. */
+	for (unsigned k = 0; k < VTCON_MAXPORTS; k++) {
+		if (!cfg[k].path)
 			continue;
-		const char *why = vtcon_path_problem(path);
-		if (why)
-			fatal("config: %s: %s (expected port%u=/path/to/socket, at most %zu bytes)", key, why, n,
-			      sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
-		for (int i = 0; i < sc->nports; i++)
-			if (!strcmp(sc->ports[i].path, path))
-				fatal("config: %s: %s is also the socket of %s", key, path, sc->ports[i].name);
 		struct vtcon_port *p = &sc->ports[sc->nports++];
 		p->sc = sc;
-		p->id = n;
+		p->id = k + 1;
 		p->lfd = -1;
-		snprintf(p->name, sizeof(p->name), "port%u", n);
-		p->path = strdup(path);
+		snprintf(p->name, sizeof(p->name), "%s", cfg[k].name);   /* length checked */
+		p->path = strdup(cfg[k].path);
 		if (!p->path)
 			return -1;
-		maxid = n;
+		maxid = k + 1;
 	}
 	bool legacy = get_config_bool_default((snprintf(key, sizeof(key), "%s.legacy", cfgpath), key), true);
 
@@ -915,23 +1090,72 @@ static int vtcon_init(struct pci_devinst *pi, const char *cfgpath)
 	vtcon_all = sc;
 	pthread_mutex_unlock(&vtcon_all_mtx);
 	for (int i = 0; i < sc->nports; i++) {
-		snprintf(key, sizeof(key), "%s.%s", cfgpath, sc->ports[i].name);
-		vtcon_listen(sc, &sc->ports[i], key);
+		vtcon_listen(sc, &sc->ports[i], cfg[sc->ports[i].id - 1].key);
 		log_debug("%s: %s (virtio port %u) listens on %s", pi->pi_name, sc->ports[i].name, sc->ports[i].id,
 		          sc->ports[i].path);
 	}
 	return vi_pci_setup(&sc->vs, legacy);
 }
 
+/* Keys for check_pci_key (pci.B.S.F.OPT): the non-port options and the old portN. */
 static const char *const vtcon_options[] = {
+	"legacy",   /* keep in step with vtcon_nonport */
 	"port1", "port2", "port3", "port4", "port5", "port6", "port7", "port8",
 	"port9", "port10", "port11", "port12", "port13", "port14", "port15", "port16",
-	"legacy", NULL,
+	NULL,
 };
+_Static_assert(VTCON_MAXPORTS == 16, "vtcon_options lists port1..port16");
+
+/*
+ * pci.B.S.F.port.K.name/.path have two more components than the PCI
+ * framework's pci.*.*.*.* pattern, so they get their own: the key belongs
+ * to a virtio-console and K is a port index.  The values are checked by
+ * vtcon_read_ports (names and paths depend on each other).
+ */
+static int vtcon_check_key(const char *path, const char *value, char *err, size_t errlen)
+{
+	(void)value;
+	unsigned b, s, f, k;
+	int end = 0;
+	char canon[64];
+	/* Canonical numbers only: "port.01" would be a key nobody reads. */
+	bool ok = sscanf(path, "pci.%u.%u.%u.port.%u.%*[a-z]%n", &b, &s, &f, &k, &end) == 4 && !path[end];
+	if (ok) {
+		int n = snprintf(canon, sizeof(canon), "pci.%u.%u.%u.port.%u.", b, s, f, k);
+		ok = n > 0 && (size_t)n < sizeof(canon) && !strncmp(path, canon, (size_t)n);
+	}
+	if (!ok) {
+		snprintf(err, errlen, "malformed console port key");
+		return -1;
+	}
+	const char *model = get_config_valuef("pci.%u.%u.%u.device", b, s, f);
+	if (!model || strcmp(model, "virtio-console")) {
+		snprintf(err, errlen, "port.K keys belong to a virtio-console, pci.%u.%u.%u is %s", b, s, f,
+		         model ? model : "empty");
+		return -1;
+	}
+	if (k >= VTCON_MAXPORTS) {
+		snprintf(err, errlen, "port index %u out of range (0..%d: virtio port ids 1..%d)", k,
+		         VTCON_MAXPORTS - 1, VTCON_MAXPORTS);
+		return -1;
+	}
+	return 0;
+}
+
+static const struct config_key vtcon_keys[] = {
+	{ "pci.*.*.*.port.*.name", CFG_CUSTOM, "virtio-console port K (0..15, virtio port id K+1): name", vtcon_check_key },
+	{ "pci.*.*.*.port.*.path", CFG_CUSTOM, "virtio-console port K: unix socket path", vtcon_check_key },
+	{ NULL, 0, NULL, NULL },
+};
+
+static void __attribute__((constructor)) vtcon_keys_register(void)
+{
+	config_register_keys(vtcon_keys);
+}
 
 static const struct pci_devemu pci_de_vtcon = {
 	.pe_emu = "virtio-console",
-	.pe_help = "virtio console ports on unix sockets: port1=PATH[,port2=PATH...] (up to port16) [,legacy=false]",
+	.pe_help = "virtio console ports on unix sockets: NAME=PATH[,NAME2=PATH2...] (up to 16, ids in order) [,legacy=false]",
 	.pe_options = vtcon_options,
 	.pe_legacy_config = vtcon_legacy_config,
 	.pe_init = vtcon_init,

@@ -18,7 +18,12 @@
  * The virtio-net header is 12 bytes (with num_buffers) when VERSION_1 or
  * MRG_RXBUF is negotiated, 10 bytes for a legacy driver without mergeable
  * buffers.  Taps carry a 10-byte header (net_backend.h); its checksum/GSO
- * fields pass through only when the matching offload was negotiated.
+ * fields pass through only when the matching offload was negotiated: a
+ * received frame needing one the driver did not take is dropped (the tap
+ * is told what the driver takes, TUNSETOFFLOAD, so that is only frames
+ * queued before a renegotiation), and so is a transmitted frame asking for
+ * a GSO type that was not negotiated.  Which offloads are on is logged at
+ * debug level (test_net.sh's offload test checks it).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -61,6 +66,7 @@
 
 /* virtio_net_hdr (5.1.6) */
 #define VTNET_HDR_F_NEEDS_CSUM 1
+#define VTNET_HDR_F_DATA_VALID 2
 #define VTNET_HDR_GSO_NONE     0
 #define VTNET_HDR_GSO_TCPV4    1
 #define VTNET_HDR_GSO_TCPV6    4
@@ -165,11 +171,14 @@ static bool vtnet_rx_header(struct vtnet_softc *sc)
 			return false;
 		memset(&h, 0, sizeof(h));
 	} else {
-		uint8_t gso = h.gso_type & (uint8_t)~VTNET_HDR_GSO_ECN;
+		/* GSO_ECN needs GUEST_ECN, which is not offered: the kernel segments such packets itself. */
+		uint8_t gso = h.gso_type;
 		if ((gso == VTNET_HDR_GSO_TCPV4 && !vi_negotiated(&sc->vs, VTNET_F_GUEST_TSO4)) ||
 		    (gso == VTNET_HDR_GSO_TCPV6 && !vi_negotiated(&sc->vs, VTNET_F_GUEST_TSO6)) ||
 		    (gso != VTNET_HDR_GSO_NONE && gso != VTNET_HDR_GSO_TCPV4 && gso != VTNET_HDR_GSO_TCPV6))
 			return false;
+		/* Only the flags GUEST_CSUM allows (RSC_INFO needs GUEST_RSC4/6). */
+		h.flags &= VTNET_HDR_F_NEEDS_CSUM | VTNET_HDR_F_DATA_VALID;
 	}
 	h.num_buffers = 1;   /* the merged path rewrites it in guest memory */
 	memcpy(sc->rx_buf + VTNET_HDR_MAX - sc->hdrlen, &h, sc->hdrlen);
@@ -379,18 +388,30 @@ static void vtnet_tx_kick(struct vtnet_softc *sc, struct vqueue_info *vq)
 		memset(&h, 0, sizeof(h));
 		iov_to_buf(sc->tx_iov, n, 0, &h, NETBE_VNET_HDR_LEN);
 		int nout = 0;
-		if (sc->be->be_vnet_hdr) {
-			/* Offload requests pass only if negotiated; the kernel checks the rest. */
-			if (!vi_negotiated(&sc->vs, VTNET_F_CSUM))
-				memset(&h, 0, sizeof(h));
-			else if (h.gso_type != VTNET_HDR_GSO_NONE &&
-			         !vi_negotiated(&sc->vs, VTNET_F_HOST_TSO4 | VTNET_F_HOST_TSO6))
-				h.gso_type = VTNET_HDR_GSO_NONE;
-			sc->tx_out[nout++] = (struct iovec){ &h, NETBE_VNET_HDR_LEN };
+		/*
+		 * Without CSUM the header's offload fields mean nothing (5.1.6.2).
+		 * With it, only NEEDS_CSUM is a transmit flag (DATA_VALID would
+		 * make the host trust a checksum nobody checked), and a GSO type
+		 * must have been negotiated: a frame larger than the MTU sent
+		 * without it is not a frame the wire could carry.  The kernel
+		 * checks csum_start/csum_offset/gso_size against the frame.
+		 */
+		bool gso_ok = true;
+		if (!vi_negotiated(&sc->vs, VTNET_F_CSUM)) {
+			memset(&h, 0, sizeof(h));
+		} else {
+			h.flags &= VTNET_HDR_F_NEEDS_CSUM;
+			gso_ok = h.gso_type == VTNET_HDR_GSO_NONE ||
+			         (h.gso_type == VTNET_HDR_GSO_TCPV4 && vi_negotiated(&sc->vs, VTNET_F_HOST_TSO4)) ||
+			         (h.gso_type == VTNET_HDR_GSO_TCPV6 && vi_negotiated(&sc->vs, VTNET_F_HOST_TSO6));
 		}
+		if (sc->be->be_vnet_hdr)
+			sc->tx_out[nout++] = (struct iovec){ &h, NETBE_VNET_HDR_LEN };
 		int k = iov_slice(sc->tx_iov, n, sc->hdrlen, framelen, sc->tx_out + nout, VTNET_MAX_IOV);
 		if (framelen < VTNET_MIN_FRAME || framelen > VTNET_MAX_FRAME || k < 0)
 			vtnet_tx_drop(sc, framelen, "not an Ethernet frame size");
+		else if (!gso_ok)
+			vtnet_tx_drop(sc, framelen, "GSO type the driver did not negotiate");
 		else if (!sc->be->be_vnet_hdr && (h.flags & VTNET_HDR_F_NEEDS_CSUM || h.gso_type))
 			vtnet_tx_drop(sc, framelen, "offload requested that the backend cannot do");
 		else if (netbe_send(sc->be, sc->tx_out, nout + k))
@@ -439,6 +460,13 @@ static void vtnet_apply_features(void *arg, uint64_t features)
 	struct vtnet_softc *sc = arg;
 	vtnet_set_hdrlen(sc, features);
 	vtnet_apply_offload(sc, features);
+	/* What the offload tests look for (log.level=3): the device's view, not the driver's. */
+	if (features & VTNET_OFFLOAD_FEATURES)
+		log_debug("%s: features 0x%llx: to the guest:%s%s%s; from the guest:%s%s%s", sc->vs.vs_name,
+		          (unsigned long long)features, (features & VTNET_F_GUEST_CSUM) ? " csum" : " -",
+		          (features & VTNET_F_GUEST_TSO4) ? " tso4" : "", (features & VTNET_F_GUEST_TSO6) ? " tso6" : "",
+		          (features & VTNET_F_CSUM) ? " csum" : " -", (features & VTNET_F_HOST_TSO4) ? " tso4" : "",
+		          (features & VTNET_F_HOST_TSO6) ? " tso6" : "");
 }
 
 static void vtnet_reset(void *arg)

@@ -131,6 +131,9 @@ out:
 void vi_pci_pause(struct pci_devinst *pi)
 {
 	struct virtio_softc *vs = vs_of(pi);
+	pthread_mutex_lock(&vs->vs_mtx);
+	vs->vs_paused = true;
+	pthread_mutex_unlock(&vs->vs_mtx);
 	if (vs->vs_vc->vc_pause)
 		vs->vs_vc->vc_pause(vs->vs_sc);
 	else if (vs->vs_vc->vc_quiesce)
@@ -147,8 +150,10 @@ void vi_pci_resume(struct pci_devinst *pi)
 	 * (it was out of resources when the checkpoint stopped it, or this is
 	 * a restored VM whose kicks happened in another process): look again.
 	 * Models loop until the ring is empty, so an extra look is harmless.
+	 * This also covers ioeventfd kicks dropped while paused.
 	 */
 	pthread_mutex_lock(&vs->vs_mtx);
+	vs->vs_paused = false;
 	if ((vs->vs_status & VIRTIO_S_DRIVER_OK) && !vs->vs_broken) {
 		for (int i = 0; i < vs->vs_nvq; i++) {
 			struct vqueue_info *vq = &vs->vs_queues[i];

@@ -174,7 +174,7 @@ lx_dev_boot_once() {
 
 	# shellcheck disable=SC2086
 	vm_start ${ns:+-n "$ns"} -l com1,stdio -c 2 -m 256M -o boot.kernel="$TEST_BZIMAGE" \
-		-o boot.cmdline="$cmdline" $args "linuxdev$$"
+		-o boot.cmdline="$cmdline" -o control.socket="$TMP/linuxdev.sock" $args "linuxdev$$"
 	local rc=0 ping_pid=""
 	LX_PING_RC="" LX_PING_LOG=$TMP/linux-ping.log
 	if [ -n "$ns" ]; then
@@ -194,6 +194,9 @@ lx_dev_boot_once() {
 		wait "$ping_pid"
 		LX_PING_RC=$?
 	fi
+	# Interrupt and kick paths the drivers used (t_linux_virtio_irqfd_ioeventfd).
+	LX_STATS=$TMP/linux-stats.txt
+	"$(dirname -- "$HYVE")/hyvectl" --socket="$TMP/linuxdev.sock" --get-stats >"$LX_STATS" 2>&1 || true
 	vm_stop
 	lx_netns_down
 	echo "    /init at guest ${LINUX_INIT_GUEST:-?}s, wall ${LINUX_INIT_WALL:-?}s${LX_IPCONFIG_WALL:+ (IP-Config at wall ${LX_IPCONFIG_WALL}s)} (-c 2); VM stopped after ${VM_SECONDS}s"
@@ -223,6 +226,24 @@ t_linux_ext4_root_virtio_blk() {
 		printf '%s\n' "$sb" | grep -E 'Mount count|Last mount time|state' | sed 's/^/    | /'
 		return 1
 	fi
+}
+
+# Linux's virtio drivers (MSI-X, modern interface) kicked their queues
+# through ioeventfds and got their interrupts through irqfds: counters read
+# with hyvectl --get-stats at the end of the devices boot.
+t_linux_virtio_irqfd_ioeventfd() {
+	lx_dev_boot || return $?
+	local irqfd ioctl kicks
+	irqfd=$(sed -n 's/^msix_irqfd //p' "$LX_STATS")
+	ioctl=$(sed -n 's/^msix_signal_ioctl //p' "$LX_STATS")
+	kicks=$(sed -n 's/^virtio_kicks_ioeventfd //p' "$LX_STATS")
+	if [ -z "$irqfd" ] || [ -z "$kicks" ]; then
+		echo "    no counters from hyvectl --get-stats:"; sed 's/^/    | /' "$LX_STATS"; return 1
+	fi
+	echo "    MSI-X through irqfd $irqfd, through KVM_SIGNAL_MSI $ioctl; kicks through ioeventfd $kicks"
+	[ "$irqfd" -gt 0 ] || { echo "    no interrupt went through an irqfd"; return 1; }
+	[ "$ioctl" -eq 0 ] || { echo "    some interrupts fell back to KVM_SIGNAL_MSI"; return 1; }
+	[ "$kicks" -gt 0 ] || { echo "    no kick came through an ioeventfd"; return 1; }
 }
 
 # Every virtio function: virtio-pci binds it ("probe of 0000:00:SS.0
@@ -270,7 +291,9 @@ t_linux_virtio_net_ping() {
 
 # --- boot 2: 9p root -----------------------------------------------------------
 
-t_linux_9p_root() {
+# lx_9p_root_boot CACHE: root over virtio-9p with v9fs cache=CACHE.
+lx_9p_root_boot() {
+	local cache=$1
 	linux_test_kit || return $?
 	local root=$TMP/linux-9proot initrd=$TMP/linux-marker.cpio
 	sh tests/linux/mk9proot.sh "$root" 2>"$TMP/mk9proot.log" || {
@@ -281,12 +304,12 @@ t_linux_9p_root() {
 		(cd "$TMP/linux-marker" && echo hyve-initrd | cpio --quiet -o -H newc -R 0:0) >"$initrd" || {
 		echo "    cannot build $initrd"; return 1; }
 	vm_start -l com1,stdio -c 1 -m 256M -o boot.kernel="$TEST_BZIMAGE" -o boot.initrd="$initrd" \
-		-o boot.cmdline="console=ttyS0 root=hyveroot rootfstype=9p rootflags=trans=virtio,version=9p2000.L init=/init $(linux_cmdline_extra)" \
+		-o boot.cmdline="console=ttyS0 root=hyveroot rootfstype=9p rootflags=trans=virtio,version=9p2000.L,cache=$cache init=/init $(linux_cmdline_extra)" \
 		-s 3,virtio-9p,hyveroot="$root" "linux9p$$"
 	local rc=0
 	wait_linux_init "$LINUX_TIMEOUT" || rc=1
 	vm_stop
-	echo "    /init at guest ${LINUX_INIT_GUEST:-?}s, wall ${LINUX_INIT_WALL:-?}s (-c 1); VM stopped after ${VM_SECONDS}s"
+	echo "    cache=$cache: /init at guest ${LINUX_INIT_GUEST:-?}s, wall ${LINUX_INIT_WALL:-?}s (-c 1); VM stopped after ${VM_SECONDS}s"
 	[ $rc = 0 ] || return 1
 	expect_out 'Unpacking initramfs' && expect_out 'Freeing initrd memory: 4K' &&
 	expect_out 'VFS: Mounted root \(9p filesystem\)' && expect_out "$LINUX_INIT_LINE" || return 1
@@ -295,6 +318,12 @@ t_linux_9p_root() {
 		expect_out 'hyve-init: root: hyveroot / 9p' || return 1
 	fi
 }
+
+# v9fs's two main modes: no cache (every access a 9P request), and
+# cache=loose (page cache, cached metadata; also how Linux mounts with
+# cache=fscache).
+t_linux_9p_root() { lx_9p_root_boot none; }
+t_linux_9p_root_cache_loose() { lx_9p_root_boot loose; }
 
 # --- loader errors and the stock kernel ------------------------------------------
 

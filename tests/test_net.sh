@@ -7,7 +7,9 @@
 # ICMP echo, and its interface counters and neighbour table show that it
 # saw the guest's frames.  slirp tests need no privileges: libslirp answers
 # ARP and ICMP echo for 10.0.2.2, and hostfwd carries a host TCP connection
-# to the guest's echo server.
+# to the guest's echo server.  The tap takes checksum/TSO offloads
+# (TUNSETOFFLOAD): the offload tests drive them both ways and feed the
+# device transmit headers it must refuse.
 
 NET_EOL='[[:space:]]*$'   # serial lines end with CR LF
 NET_NS=""
@@ -175,6 +177,162 @@ PY
 t_net_tap_jumbo() {
 	net_need_tap 9000 || return 77
 	net_tap_jumbo_body
+	local rc=$?
+	net_cleanup
+	return $rc
+}
+
+# Offload both ways over a tap (gso=1 tso=1): the guest negotiates
+# GUEST_CSUM + GUEST_TSO4 (the host kernel sends it TCP in GSO frames of many
+# MSS with the checksum left to it: NEEDS_CSUM) and CSUM + HOST_TSO4 (its
+# echo goes out as 16 KiB TSO frames the host kernel takes whole).  The host
+# streams 1 MiB of random bytes to the guest's echo server while reading the
+# echo; the bytes must come back intact, and the guest's counters, hyve's
+# debug line and the tap's packet counter must show that offload carried
+# them, not plain 1500-byte frames.
+net_tap_offload_body() {
+	local n=1048576 rx0 rxb0
+	rx0=$(net_counter rx_packets) rxb0=$(net_counter rx_bytes)
+	vm_start -n "$NET_NS" -l com1,stdio -o lpc.pc-testdev=true -o log.level=3 -o boot.kernel="$GUEST" \
+		-o boot.cmdline="test=net ip=10.0.3.2 peer=10.0.3.1 listen=7 wait=120 gso=1 tso=1" \
+		-s 3,virtio-net,hyvetap0 testvm
+	wait_serial 90 '^net: tcp: listening on 10.0.3.2 port 7' || { vm_stop; return 1; }
+	local msg
+	if ! msg=$(ip netns exec "$NET_NS" python3 - 10.0.3.2 7 $n <<'PY'
+import os, socket, sys, threading, time
+n = int(sys.argv[3])
+data = os.urandom(n)
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=60)
+mss = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG)
+err = []
+def sender():   # concurrently with the reads: the echo must not fill our receive buffer
+    try:
+        s.sendall(data)
+    except OSError as e:
+        err.append(e)
+t0 = time.time()
+th = threading.Thread(target=sender)
+th.start()
+got = bytearray()
+while len(got) < n:
+    d = s.recv(262144)
+    if not d:
+        break
+    got += d
+th.join()
+dt = time.time() - t0
+s.close()
+if err:
+    sys.exit("send failed: %s" % err[0])
+if got != data:
+    i = next((i for i in range(min(len(got), n)) if got[i] != data[i]), min(len(got), n))
+    sys.exit("echo mismatch: sent %d bytes, got %d (first difference at %d)" % (n, len(got), i))
+print("host: %d bytes echoed intact over tcp (mss %d) in %.0f ms" % (n, mss, dt * 1000))
+PY
+	); then
+		echo "    $msg"
+		vm_stop
+		show_serial
+		return 1
+	fi
+	wait_serial 60 '^PASS net' || { vm_stop; return 1; }
+	vm_stop
+	expect_rc 1 || return 1
+	expect_out "^net: tcp: echoed $n bytes, connection closed$NET_EOL" || return 1
+	# Both sides agree on the offload features.
+	local feat want=$(((1 << 0) | (1 << 1) | (1 << 7) | (1 << 11)))   # CSUM GUEST_CSUM GUEST_TSO4 HOST_TSO4
+	feat=$(tr -d '\r' <"$OUT" | sed -n 's/^net: negotiated features \(0x[0-9a-f]*\).*/\1/p')
+	if [ -z "$feat" ] || [ $((feat & want)) -ne $want ]; then
+		echo "    negotiated features ${feat:-?}: expected the bits $(printf 0x%x $want)"
+		show
+		return 1
+	fi
+	expect_err "virtio-net@3:0: features $feat: to the guest: csum tso4; from the guest: csum tso4$" || return 1
+	# Host to guest: GSO frames larger than the MTU, checksums completed by the guest.
+	local rx gso gmax needs
+	rx=$(tr -d '\r' <"$OUT" | grep '^net: rx offload:')
+	gso=$(sed -n 's/^net: rx offload: \([0-9]*\) gso frames.*/\1/p' <<<"$rx")
+	gmax=$(sed -n 's/.*(largest \([0-9]*\) bytes.*/\1/p' <<<"$rx")
+	needs=$(sed -n 's/.*, \([0-9]*\) needs_csum.*/\1/p' <<<"$rx")
+	if [ -z "$gso" ] || [ "$gso" -lt 1 ] || [ "${gmax:-0}" -le 1514 ] || [ "${needs:-0}" -lt "$gso" ]; then
+		echo "    guest: '${rx:-no rx offload line}': expected GSO frames over 1514 bytes, each NEEDS_CSUM"
+		show
+		return 1
+	fi
+	# Guest to host: TSO frames, which the host kernel counts as one packet each.
+	local tx tso tmax rxp rxb
+	tx=$(tr -d '\r' <"$OUT" | grep '^net: tx offload:')
+	tso=$(sed -n 's/^net: tx offload: \([0-9]*\) tso frames.*/\1/p' <<<"$tx")
+	tmax=$(sed -n 's/.*(largest \([0-9]*\) bytes.*/\1/p' <<<"$tx")
+	rxp=$(($(net_counter rx_packets) - rx0)) rxb=$(($(net_counter rx_bytes) - rxb0))
+	if [ -z "$tso" ] || [ "$tso" -lt 1 ] || [ "${tmax:-0}" -le 1514 ]; then
+		echo "    guest: '${tx:-no tx offload line}': expected TSO frames over 1514 bytes"
+		show
+		return 1
+	fi
+	if [ "$rxb" -lt $n ] || [ "$rxp" -ge $((n / 1460)) ]; then
+		echo "    host tap: received $rxp packets, $rxb bytes: expected >= $n bytes in fewer than $((n / 1460)) packets"
+		return 1
+	fi
+	if grep -q 'dropped a' "$ERR"; then
+		echo "    hyve dropped frames:"; show; return 1
+	fi
+	echo "    $msg; guest: $(sed 's/^net: //' <<<"$rx"); $(sed 's/^net: //' <<<"$tx"); host tap: $rxp packets in"
+}
+
+t_net_tap_offload() {
+	net_need_tap 1500 || return 77
+	net_tap_offload_body
+	local rc=$?
+	net_cleanup
+	return $rc
+}
+
+# Transmit headers the guest controls (csum=1 txbad=1, HOST_TSO4 not
+# negotiated): UDP datagrams to the host's port 9999 whose header has a
+# checksum offset past the packet (the host kernel refuses it) or a GSO type
+# that was not negotiated (UDP/UFO, TCPV4|ECN, TCPV4: hyve drops them,
+# rather than passing them on or clearing the type), then a good one.
+# The host must receive only the good datagram, and the device keeps working.
+net_tap_tx_badhdr_body() {
+	ip netns exec "$NET_NS" python3 - >"$TMP/udp9999.log" 2>&1 <<'PY' &
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("10.0.3.1", 9999))
+s.settimeout(1)
+end = time.time() + 60
+while time.time() < end:
+    try:
+        d = s.recv(65536)
+    except socket.timeout:
+        continue
+    print(d.decode(errors="replace"), flush=True)
+    if d.startswith(b"good"):
+        break
+PY
+	local lpid=$!
+	sleep 0.5   # bound before the guest sends
+	net_run 120 "test=net ip=10.0.3.2 peer=10.0.3.1 csum=1 txbad=1" -s 3,virtio-net,hyvetap0
+	wait $lpid
+	expect_rc 1 && expect_out '^PASS net'"$NET_EOL" || return 1
+	expect_out '^net: txbad: bad offload headers sent, then a good datagram' || return 1
+	if [ "$(grep -c '^net: ping 10.0.3.1: 56 bytes, reply ok' "$OUT")" != 2 ]; then
+		echo "    expected a good ping before and after the bad headers"
+		show
+		return 1
+	fi
+	if [ "$(cat "$TMP/udp9999.log")" != 'good: checksum offload' ]; then
+		echo "    host received on port 9999 (expected only the good datagram):"
+		sed 's/^/    | /' "$TMP/udp9999.log"
+		return 1
+	fi
+	expect_err 'virtio-net@3:0: dropped a transmitted [0-9]+-byte frame: ' || return 1
+	echo "    host received only '$(cat "$TMP/udp9999.log")'; hyve: $(grep -o 'dropped a transmitted.*' "$ERR")"
+}
+
+t_net_tap_tx_badhdr() {
+	net_need_tap 1500 || return 77
+	net_tap_tx_badhdr_body
 	local rc=$?
 	net_cleanup
 	return $rc

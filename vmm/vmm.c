@@ -39,6 +39,16 @@ struct vmctx {
 	bool manual_dirty;           /* KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 enabled */
 	uint32_t *msr_idx;           /* KVM_GET_MSR_INDEX_LIST, cached */
 	int nmsr;
+	/*
+	 * KVM_SET_GSI_ROUTING replaces the whole table, so the vmm keeps it:
+	 * the fixed PC entries, then one MSI entry per allocated GSI
+	 * (VM_MSI_GSI_BASE + i; msi_used says which are live).
+	 */
+	pthread_mutex_t route_mtx;
+	struct kvm_irq_routing_entry pc_routes[40];
+	uint32_t npc_routes;
+	struct kvm_irq_routing_entry msi_routes[VM_MAX_MSI_ROUTES];
+	bool msi_used[VM_MAX_MSI_ROUTES];
 };
 
 struct vcpu {
@@ -63,6 +73,7 @@ struct vmctx *vm_create(const char *name, char *err, size_t errlen)
 		return NULL;
 	}
 	ctx->name = strdup(name);
+	pthread_mutex_init(&ctx->route_mtx, NULL);
 	ctx->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
 	if (ctx->kvm_fd < 0) {
 		snprintf(err, errlen, "/dev/kvm: %s", strerror(errno));
@@ -240,6 +251,111 @@ int vm_copy_from_guest(struct vmctx *ctx, uint64_t gpa, void *dst, size_t len)
 	return 0;
 }
 
+/* Hand KVM the whole table (route_mtx held). */
+static int commit_routes(struct vmctx *ctx)
+{
+	size_t max = ctx->npc_routes + VM_MAX_MSI_ROUTES;
+	struct kvm_irq_routing *r = calloc(1, sizeof(*r) + max * sizeof(r->entries[0]));
+	if (!r)
+		return -1;
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < ctx->npc_routes; i++)
+		r->entries[n++] = ctx->pc_routes[i];
+	for (uint32_t i = 0; i < VM_MAX_MSI_ROUTES; i++)
+		if (ctx->msi_used[i])
+			r->entries[n++] = ctx->msi_routes[i];
+	r->nr = n;
+	int rc = ioctl(ctx->vm_fd, KVM_SET_GSI_ROUTING, r) < 0 ? -1 : 0;
+	free(r);
+	return rc;
+}
+
+static void fill_msi_route(struct kvm_irq_routing_entry *e, uint32_t gsi, uint64_t addr, uint32_t data)
+{
+	memset(e, 0, sizeof(*e));
+	e->gsi = gsi;
+	e->type = KVM_IRQ_ROUTING_MSI;
+	e->u.msi.address_lo = (uint32_t)addr;
+	e->u.msi.address_hi = (uint32_t)(addr >> 32);
+	e->u.msi.data = data;
+}
+
+int vm_msi_route_add(struct vmctx *ctx, uint64_t addr, uint32_t data)
+{
+	pthread_mutex_lock(&ctx->route_mtx);
+	int gsi = -1;
+	for (uint32_t i = 0; i < VM_MAX_MSI_ROUTES; i++) {
+		if (ctx->msi_used[i])
+			continue;
+		fill_msi_route(&ctx->msi_routes[i], VM_MSI_GSI_BASE + i, addr, data);
+		ctx->msi_used[i] = true;
+		if (commit_routes(ctx) == 0) {
+			gsi = (int)(VM_MSI_GSI_BASE + i);
+		} else {
+			ctx->msi_used[i] = false;
+		}
+		break;
+	}
+	pthread_mutex_unlock(&ctx->route_mtx);
+	return gsi;
+}
+
+static bool msi_gsi_valid(struct vmctx *ctx, int gsi)
+{
+	return gsi >= VM_MSI_GSI_BASE && gsi < VM_MSI_GSI_BASE + VM_MAX_MSI_ROUTES &&
+	       ctx->msi_used[gsi - VM_MSI_GSI_BASE];
+}
+
+int vm_msi_route_update(struct vmctx *ctx, int gsi, uint64_t addr, uint32_t data)
+{
+	pthread_mutex_lock(&ctx->route_mtx);
+	int rc = -1;
+	if (msi_gsi_valid(ctx, gsi)) {
+		struct kvm_irq_routing_entry *e = &ctx->msi_routes[gsi - VM_MSI_GSI_BASE];
+		struct kvm_irq_routing_entry old = *e;
+		fill_msi_route(e, (uint32_t)gsi, addr, data);
+		rc = commit_routes(ctx);
+		if (rc)
+			*e = old;
+	}
+	pthread_mutex_unlock(&ctx->route_mtx);
+	return rc;
+}
+
+void vm_msi_route_del(struct vmctx *ctx, int gsi)
+{
+	pthread_mutex_lock(&ctx->route_mtx);
+	if (msi_gsi_valid(ctx, gsi)) {
+		ctx->msi_used[gsi - VM_MSI_GSI_BASE] = false;
+		(void)commit_routes(ctx);
+	}
+	pthread_mutex_unlock(&ctx->route_mtx);
+}
+
+int vm_irqfd(struct vmctx *ctx, int fd, int gsi, bool assign)
+{
+	struct kvm_irqfd req = {
+		.fd = (uint32_t)fd,
+		.gsi = (uint32_t)gsi,
+		.flags = assign ? 0 : KVM_IRQFD_FLAG_DEASSIGN,
+	};
+	return ioctl(ctx->vm_fd, KVM_IRQFD, &req) < 0 ? -1 : 0;
+}
+
+int vm_ioeventfd(struct vmctx *ctx, const struct vm_ioeventfd *io, bool assign)
+{
+	struct kvm_ioeventfd req = {
+		.datamatch = io->datamatch,
+		.addr = io->addr,
+		.len = (uint32_t)io->len,
+		.fd = io->fd,
+		.flags = (io->pio ? KVM_IOEVENTFD_FLAG_PIO : 0) |
+		         (io->match ? KVM_IOEVENTFD_FLAG_DATAMATCH : 0) |
+		         (assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN),
+	};
+	return ioctl(ctx->vm_fd, KVM_IOEVENTFD, &req) < 0 ? -1 : 0;
+}
+
 /*
  * PC interrupt routing: ISA IRQs 0-15 reach the 8259s, and GSIs 0-23 reach
  * IOAPIC pins, except that IRQ0 (the PIT) is wired to IOAPIC pin 2 as on
@@ -248,32 +364,32 @@ int vm_copy_from_guest(struct vmctx *ctx, uint64_t gpa, void *dst, size_t len)
  */
 static int set_pc_irq_routing(struct vmctx *ctx)
 {
-	struct {
-		struct kvm_irq_routing hdr;
-		struct kvm_irq_routing_entry e[40];
-	} r;
-	memset(&r, 0, sizeof(r));
+	struct kvm_irq_routing_entry *e = ctx->pc_routes;
 	uint32_t n = 0;
+	memset(ctx->pc_routes, 0, sizeof(ctx->pc_routes));
 	for (uint32_t gsi = 0; gsi < 16; gsi++) {
 		if (gsi == 2)
 			continue;   /* the cascade */
-		r.e[n].gsi = gsi;
-		r.e[n].type = KVM_IRQ_ROUTING_IRQCHIP;
-		r.e[n].u.irqchip.irqchip = gsi < 8 ? KVM_IRQCHIP_PIC_MASTER : KVM_IRQCHIP_PIC_SLAVE;
-		r.e[n].u.irqchip.pin = gsi % 8;
+		e[n].gsi = gsi;
+		e[n].type = KVM_IRQ_ROUTING_IRQCHIP;
+		e[n].u.irqchip.irqchip = gsi < 8 ? KVM_IRQCHIP_PIC_MASTER : KVM_IRQCHIP_PIC_SLAVE;
+		e[n].u.irqchip.pin = gsi % 8;
 		n++;
 	}
 	for (uint32_t gsi = 0; gsi < 24; gsi++) {
 		if (gsi == 2)
 			continue;
-		r.e[n].gsi = gsi;
-		r.e[n].type = KVM_IRQ_ROUTING_IRQCHIP;
-		r.e[n].u.irqchip.irqchip = KVM_IRQCHIP_IOAPIC;
-		r.e[n].u.irqchip.pin = gsi == 0 ? 2 : gsi;
+		e[n].gsi = gsi;
+		e[n].type = KVM_IRQ_ROUTING_IRQCHIP;
+		e[n].u.irqchip.irqchip = KVM_IRQCHIP_IOAPIC;
+		e[n].u.irqchip.pin = gsi == 0 ? 2 : gsi;
 		n++;
 	}
-	r.hdr.nr = n;
-	return ioctl(ctx->vm_fd, KVM_SET_GSI_ROUTING, &r);
+	ctx->npc_routes = n;
+	pthread_mutex_lock(&ctx->route_mtx);
+	int rc = commit_routes(ctx);
+	pthread_mutex_unlock(&ctx->route_mtx);
+	return rc;
 }
 
 int vm_create_irqchip(struct vmctx *ctx)
@@ -300,6 +416,12 @@ int vm_irq_pulse(struct vmctx *ctx, int gsi)
 	if (vm_set_irq_line(ctx, gsi, 1))
 		return -1;
 	return vm_set_irq_line(ctx, gsi, 0);
+}
+
+unsigned vm_get_tsc_khz(struct vmctx *ctx)
+{
+	int khz = ioctl(ctx->vm_fd, KVM_GET_TSC_KHZ, 0);
+	return khz > 0 ? (unsigned)khz : 0;
 }
 
 int vm_signal_msi(struct vmctx *ctx, uint64_t addr, uint32_t data)

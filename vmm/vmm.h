@@ -69,6 +69,41 @@ int vm_create_pit(struct vmctx *ctx);
 int vm_set_irq_line(struct vmctx *ctx, int gsi, int level);
 int vm_irq_pulse(struct vmctx *ctx, int gsi);
 int vm_signal_msi(struct vmctx *ctx, uint64_t addr, uint32_t data);
+/* The guest TSC rate in kHz (KVM_GET_TSC_KHZ on the VM), or 0 if unknown. */
+unsigned vm_get_tsc_khz(struct vmctx *ctx);
+
+/*
+ * MSI routes and irqfds (host_info.has_irqfd): a device that raises an
+ * MSI often gets a GSI routed to that address/data pair and an eventfd
+ * bound to the GSI; writing the eventfd then injects without an ioctl
+ * per interrupt, and from any thread.  GSIs from vm_msi_route_add start at
+ * VM_MSI_GSI_BASE (below are the PC pins).  -1 on failure (table full or
+ * KVM refused).
+ */
+#define VM_MSI_GSI_BASE   24
+#define VM_MAX_MSI_ROUTES 1024
+int vm_msi_route_add(struct vmctx *ctx, uint64_t addr, uint32_t data);
+int vm_msi_route_update(struct vmctx *ctx, int gsi, uint64_t addr, uint32_t data);
+void vm_msi_route_del(struct vmctx *ctx, int gsi);
+/* Bind (assign) or unbind an eventfd to a GSI.  Unbinding waits until an
+ * injection the eventfd already triggered has been delivered. */
+int vm_irqfd(struct vmctx *ctx, int fd, int gsi, bool assign);
+
+/*
+ * ioeventfd (host_info.has_ioeventfd): a guest write to [addr, addr+len)
+ * in MMIO or port space signals fd inside KVM instead of exiting to hyve.
+ * len 0 matches a write of any size at addr; match limits it to writes of
+ * exactly `datamatch` (len must then be 1, 2, 4 or 8).
+ */
+struct vm_ioeventfd {
+	int fd;
+	uint64_t addr;
+	int len;
+	bool pio;
+	bool match;
+	uint64_t datamatch;
+};
+int vm_ioeventfd(struct vmctx *ctx, const struct vm_ioeventfd *io, bool assign);
 
 /* CPUID: what KVM supports, edited by the caller, then set on each vCPU. */
 struct kvm_cpuid2 *vm_get_supported_cpuid(struct vmctx *ctx);

@@ -5,10 +5,14 @@
  * The driver sets up the control queues (2: device->driver, 3: driver->
  * device) and port 1's receive/transmit queues (4/5), sends DEVICE_READY,
  * answers every PORT_ADD with PORT_READY and opens port 1 (PORT_OPEN 1).
- * Each time the host side of port 1 opens (a socket client connects) it
- * sends "vcons: hello N from port1 'NAME'\n"; every line it receives is
- * sent back upper-cased; the line "quit" is answered with "BYE\n" and ends
- * the test.  The host side is tests/test_console.sh.
+ * Every PORT_NAME is reported as "console: port ID name 'NAME'" (any
+ * port; quotes and bytes outside printable ASCII shown as '?', names
+ * longer than 63 bytes cut and flagged), so the host side can check which
+ * name arrived for which id.  Each time the host side of port 1 opens (a
+ * socket client connects) it sends "vcons: hello N on port 1 'NAME'\n";
+ * every line it receives is sent back upper-cased; the line "quit" is
+ * answered with "BYE\n" and ends the test.  The host side is
+ * tests/test_console.sh.
  *
  * Queues are polled; receive buffers are deliberately few and small so
  * that a bulk write from the host must wait for the guest (the device
@@ -32,10 +36,11 @@
 
 #define GQ_SIZE 16
 #define CIN_BUFS 8		/* control receive buffers */
-#define CIN_BUFSZ 64
+#define CIN_BUFSZ 128		/* a control header and a name of up to 120 bytes */
 #define RX_BUFS 4		/* port 1 receive buffers */
 #define RX_BUFSZ 128
 #define ECHO_PORT 1
+#define VCON_NAMEMAX 63		/* hyve's limit; longer names are cut */
 
 struct vcon_ctrl {
 	u32 id;
@@ -150,7 +155,7 @@ static void port_write(struct vdev *d, const char *s, u32 len)
 
 static struct {
 	bool host_open, named;
-	char name[32];
+	char name[VCON_NAMEMAX + 1];	/* port 1's */
 	u32 conns, lines, bytes_in, ports_added;
 	char line[256];
 	u32 linelen;
@@ -158,8 +163,8 @@ static struct {
 
 static void greet(struct vdev *d)
 {
-	char msg[96];
-	int n = snprintf(msg, sizeof(msg), "vcons: hello %u from port%u '%s'\n", st.conns, ECHO_PORT, st.name);
+	char msg[128];
+	int n = snprintf(msg, sizeof(msg), "vcons: hello %u on port %u '%s'\n", st.conns, ECHO_PORT, st.name);
 	port_write(d, msg, (u32)n);
 }
 
@@ -199,13 +204,21 @@ static void handle_ctrl(struct vdev *d, const u8 *buf, u32 len)
 			ctrl_send(d, m.id, VCON_PORT_OPEN, 1);	/* the guest side opens it */
 		break;
 	case VCON_PORT_NAME: {
+		/* The name fills the rest of the message; a trailing NUL is allowed, not required. */
 		u32 n = len - sizeof(m);
-		char name[32];
-		if (n >= sizeof(name))
-			n = sizeof(name) - 1;
-		memcpy(name, buf + sizeof(m), n);
+		const u8 *src = buf + sizeof(m);
+		char name[VCON_NAMEMAX + 1];
+		bool cut = false;
+		if (n > 0 && src[n - 1] == 0)
+			n--;
+		if (n > VCON_NAMEMAX) {
+			n = VCON_NAMEMAX;
+			cut = true;
+		}
+		for (u32 i = 0; i < n; i++)
+			name[i] = src[i] >= 0x20 && src[i] < 0x7f && src[i] != '\'' ? (char)src[i] : '?';
 		name[n] = 0;
-		printf("console: port %u name '%s'\n", m.id, name);
+		printf("console: port %u name '%s'%s\n", m.id, name, cut ? " (cut)" : "");
 		if (m.id == ECHO_PORT) {
 			memcpy(st.name, name, n + 1);
 			st.named = true;

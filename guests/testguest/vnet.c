@@ -22,6 +22,23 @@
  * cannot fit, the device must hold it (and stop reading its backend) until
  * the rest are posted and kicked.
  *
+ * Offloads (tap backends offer them, test_net.sh's offload test uses them):
+ *   csum=1  VIRTIO_NET_F_CSUM: pings leave their ICMP checksum to the device.
+ *   gso=1   GUEST_CSUM + GUEST_TSO4 (required): received frames may carry
+ *           NEEDS_CSUM (the checksum field holds only the pseudo-header sum;
+ *           we complete it over csum_start/csum_offset and then verify the
+ *           TCP checksum as for any frame) and gso_type TCPV4 (one frame of
+ *           up to 64 KiB carrying many MSS of TCP payload, spread over
+ *           mergeable buffers).  Counted and printed ("rx offload:").
+ *   tso=1   CSUM + HOST_TSO4 (required): the echo server leaves its TCP
+ *           checksums to the device and echoes in segments of up to
+ *           TSO_SEG bytes, gso_type TCPV4, gso_size the peer's MSS.
+ *   txbad=1 (needs CSUM) after the first ping: UDP datagrams to the peer's
+ *           port 9999 with offload headers that must not reach it
+ *           (csum_start past the packet, GSO types not negotiated), then a
+ *           good one and another ping; the host checks what arrived.
+ * The negotiated feature bits are printed ("negotiated features").
+ *
  * Command line: ip=A.B.C.D (ours), peer=A.B.C.D (ARP + ping target),
  * big=N (also ping with an N-byte payload: jumbo frames), listen=PORT
  * (then serve one TCP echo connection), wait=S (seconds to wait for it,
@@ -33,19 +50,32 @@
 
 #define VIRTIO_ID_NET 1
 #define VNET_F_CSUM (1UL << 0)
+#define VNET_F_GUEST_CSUM (1UL << 1)
 #define VNET_F_MTU (1UL << 3)
 #define VNET_F_MAC (1UL << 5)
+#define VNET_F_GUEST_TSO4 (1UL << 7)
+#define VNET_F_HOST_TSO4 (1UL << 11)
 #define VNET_F_MRG_RXBUF (1UL << 15)
 #define VNET_F_STATUS (1UL << 16)
 #define VNET_HDR 12		/* largest header: virtio_net_hdr + num_buffers */
 #define VNET_Q 64
 #define RXBUF_SIZE 2048
-#define FRAME_MAX 16384
+/* A GSO frame from the device: 64 KiB of IP packet plus Ethernet/VLAN headers. */
+#define FRAME_MAX (65536 + 64)
+/* Our TSO segments: well under the peer's receive window (we do not track it). */
+#define TSO_SEG 16384
+
+/* virtio_net_hdr (5.1.6) */
+#define HDR_F_NEEDS_CSUM 1
+#define HDR_F_DATA_VALID 2
+#define HDR_GSO_NONE 0
+#define HDR_GSO_TCPV4 1
 
 #define ETH_ARP 0x0806
 #define ETH_IP 0x0800
 #define IP_ICMP 1
 #define IP_TCP 6
+#define IP_UDP 17
 #define TCP_FIN 0x01
 #define TCP_SYN 0x02
 #define TCP_RST 0x04
@@ -70,7 +100,16 @@ static struct {
 	u32 hdrlen;		/* 12, or 10 for legacy without MRG_RXBUF */
 	bool mrg;
 	bool tx_csum;		/* CSUM negotiated: pings leave the checksum to the device */
-	u16 tx_csum_start;	/* for the next tx_send: NEEDS_CSUM at this offset (0: none) */
+	bool tx_tso;		/* CSUM + HOST_TSO4 negotiated (tso=1): TCP uses both */
+	bool rx_csum, rx_tso;	/* GUEST_CSUM, GUEST_TSO4 negotiated (gso=1) */
+	/* For the next tx_send: NEEDS_CSUM if csum_start != 0; GSO if gso_type != 0. */
+	u16 tx_csum_start, tx_csum_offset, tx_gso_size, tx_hdr_len;
+	u8 tx_gso_type;
+	u8 rx_hdr[VNET_HDR];	/* the last received frame's header */
+	bool rx_completed;	/* ... was NEEDS_CSUM: we filled in its checksum */
+	/* offload counters */
+	u64 rx_gso, rx_needs_csum, rx_data_valid, tx_tso_frames;
+	u32 rx_gso_max, rx_gso_size, tx_tso_max;	/* largest frames (and the MSS of that rx one) */
 	u8 mac[6];
 	u16 mtu, status;
 	u64 khz;
@@ -104,7 +143,8 @@ static u8 lqmem[2][3 * 4096] __attribute__((aligned(4096)));
 static u8 rxbufs[VNET_Q][RXBUF_SIZE] __attribute__((aligned(64)));
 static u8 txbuf[VNET_HDR + FRAME_MAX] __attribute__((aligned(64)));
 static u8 frame[FRAME_MAX] __attribute__((aligned(64)));
-static u8 unacked[8192];
+/* Echoed bytes until acknowledged; also our receive window (no scaling: < 64 KiB). */
+static u8 unacked[49152];
 
 static const char *tname = "net";
 
@@ -226,13 +266,25 @@ static int vnet_open(struct vdev *d)
 	vc_w32(d, VC_DFSELECT, 1);
 	offered |= (u64)vc_r32(d, VC_DF) << 32;
 	d->offered = offered;
-	u64 csum = 0;
+	u64 csum = 0, gso = 0, tso = 0;
 	cmdline_get_u64("csum", &csum);
+	cmdline_get_u64("gso", &gso);
+	cmdline_get_u64("tso", &tso);
+	/* gso= and tso= must get what they ask for: the test is about that path. */
+	u64 need = (gso ? VNET_F_GUEST_CSUM | VNET_F_GUEST_TSO4 : 0) | (tso ? VNET_F_CSUM | VNET_F_HOST_TSO4 : 0);
 	d->features = offered & (VF_VERSION_1 | VNET_F_MAC | VNET_F_STATUS | VNET_F_MTU | VNET_F_MRG_RXBUF |
-				 (csum ? VNET_F_CSUM : 0));
+				 (csum ? VNET_F_CSUM : 0) | need);
 	net.tx_csum = (d->features & VNET_F_CSUM) != 0;
+	net.tx_tso = tso && (d->features & VNET_F_HOST_TSO4);
+	net.rx_csum = (d->features & VNET_F_GUEST_CSUM) != 0;
+	net.rx_tso = (d->features & VNET_F_GUEST_TSO4) != 0;
 	if (!(d->features & VF_VERSION_1) || !(d->features & VNET_F_MRG_RXBUF)) {
 		printf("%s: device offers 0x%lx, without VERSION_1 or MRG_RXBUF\n", tname, offered);
+		return -1;
+	}
+	if ((d->features & need) != need) {
+		printf("%s: device offers 0x%lx, without the offloads 0x%lx that gso=/tso= ask for\n", tname, offered,
+		       need & ~d->features);
 		return -1;
 	}
 	vc_w32(d, VC_GFSELECT, 0);
@@ -325,14 +377,24 @@ static void tx_send(u32 len)
 		len = 60;
 	}
 	memset(txbuf, 0, VNET_HDR);
-	if (net.tx_csum_start) {	/* virtio_net_hdr: flags, ..., csum_start, csum_offset */
-		u8 *h = txbuf + VNET_HDR - net.hdrlen;
-		h[0] = 1;		/* VIRTIO_NET_HDR_F_NEEDS_CSUM */
+	/* virtio_net_hdr, little-endian: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset */
+	u8 *h = txbuf + VNET_HDR - net.hdrlen;
+	if (net.tx_csum_start) {
+		h[0] = HDR_F_NEEDS_CSUM;
 		h[6] = (u8)net.tx_csum_start;
 		h[7] = (u8)(net.tx_csum_start >> 8);
-		h[8] = 2;		/* the ICMP checksum field */
-		net.tx_csum_start = 0;
+		h[8] = (u8)net.tx_csum_offset;
+		h[9] = (u8)(net.tx_csum_offset >> 8);
 	}
+	if (net.tx_gso_type) {
+		h[1] = net.tx_gso_type;
+		h[2] = (u8)net.tx_hdr_len;
+		h[3] = (u8)(net.tx_hdr_len >> 8);
+		h[4] = (u8)net.tx_gso_size;
+		h[5] = (u8)(net.tx_gso_size >> 8);
+	}
+	net.tx_csum_start = net.tx_csum_offset = net.tx_gso_size = net.tx_hdr_len = 0;
+	net.tx_gso_type = HDR_GSO_NONE;
 	u16 slot = q->avail_idx & (q->qsize - 1);
 	q->desc[slot] = (struct vring_desc){ (u64)(txbuf + VNET_HDR - net.hdrlen), net.hdrlen + len, 0, 0 };
 	vq_put(q, slot);
@@ -345,6 +407,52 @@ static void tx_send(u32 len)
 	}
 	q->used_idx = READ_ONCE(q->used[1]);
 	net.tx_frames++;
+}
+
+/*
+ * The offload half of the received header (5.1.6.4): anything the device
+ * may only send after GUEST_CSUM/GUEST_TSO4 is a device bug without them.
+ * A NEEDS_CSUM frame is completed here, as a NIC would on transmit: the
+ * field at csum_start + csum_offset holds the pseudo-header sum, the sum
+ * from csum_start to the end of the packet goes into it.  tcp_input then
+ * checks that checksum like any other, and fails the test if it is wrong:
+ * the header pointed at the wrong bytes, or the frame was corrupted.
+ */
+static void rx_offload(u32 len)
+{
+	const u8 *h = net.rx_hdr;
+	u8 flags = h[0], gso = h[1];
+	u32 gso_size = h[4] | (u32)h[5] << 8, cstart = h[6] | (u32)h[7] << 8, coff = h[8] | (u32)h[9] << 8;
+	if (flags & ~(HDR_F_NEEDS_CSUM | HDR_F_DATA_VALID))
+		test_fail(tname, "received header flags 0x%x: unknown bits", flags);
+	if (flags && !net.rx_csum)
+		test_fail(tname, "received header flags 0x%x without GUEST_CSUM negotiated", flags);
+	if (gso != HDR_GSO_NONE) {
+		if (gso != HDR_GSO_TCPV4 || !net.rx_tso)
+			test_fail(tname, "received gso_type 0x%x, not negotiated", gso);
+		if (gso_size == 0 || gso_size > len)
+			test_fail(tname, "received TCPV4 frame of %u bytes with gso_size %u", len, gso_size);
+		net.rx_gso++;
+		if (len > net.rx_gso_max) {
+			net.rx_gso_max = len;
+			net.rx_gso_size = gso_size;
+		}
+	}
+	if (flags & HDR_F_DATA_VALID)
+		net.rx_data_valid++;
+	net.rx_completed = false;
+	if (!(flags & HDR_F_NEEDS_CSUM))
+		return;
+	/* The end of the IPv4 packet, not of the frame (Ethernet padding is not summed). */
+	u32 end = len;
+	if (len >= 14 + 20 && get16(frame + 12) == ETH_IP && 14 + (u32)get16(frame + 16) <= len)
+		end = 14 + get16(frame + 16);
+	if (cstart + coff + 2 > end)
+		test_fail(tname, "received NEEDS_CSUM with csum_start %u + csum_offset %u beyond the %u-byte packet",
+			  cstart, coff, end);
+	put16(frame + cstart + coff, csum_fold(csum_add(0, frame + cstart, end - cstart)));
+	net.rx_needs_csum++;
+	net.rx_completed = true;
 }
 
 /* Next received frame into `frame`: its length, or 0 if none. */
@@ -374,6 +482,7 @@ static u32 rx_poll(void)
 			nbufs = net.mrg ? (b[10] | (u32)b[11] << 8) : 1;
 			if (nbufs == 0 || nbufs > q->qsize)
 				test_fail(tname, "num_buffers %u", nbufs);
+			memcpy(net.rx_hdr, b, net.hdrlen);
 			off = net.hdrlen;
 		}
 		if (total + len - off > FRAME_MAX)
@@ -386,7 +495,10 @@ static u32 rx_poll(void)
 	vq_kick(q, 0);
 	net.last_nbufs = nbufs;
 	net.rx_frames++;
-	return toolong ? 0 : total;
+	if (toolong)
+		test_fail(tname, "received a frame of %u bytes (more than %u)", total, (u32)FRAME_MAX);
+	rx_offload(total);
+	return total;
 }
 
 /* ---- Ethernet, ARP, IPv4, ICMP ---- */
@@ -451,9 +563,10 @@ static void ping_send(u32 len)
 	put16(icmp + 6, net.ping_seq);
 	for (u32 i = 0; i < len; i++)
 		icmp[8 + i] = ping_byte(i, net.ping_seq);
-	if (net.tx_csum)	/* the device (the host kernel) fills it in */
+	if (net.tx_csum) {	/* the device (the host kernel) fills it in */
 		net.tx_csum_start = 14 + 20;
-	else
+		net.tx_csum_offset = 2;
+	} else
 		put16(icmp + 2, csum_fold(csum_add(0, icmp, 8 + len)));
 	eth_send(net.peer_mac, ETH_IP, 20 + 8 + len);
 }
@@ -514,22 +627,50 @@ static void tcp_send(u32 seq, u8 flags, const u8 *data, u32 len)
 		put16(t + 22, (u16)(net.mtu - 40));
 	}
 	memcpy(t + 20 + optlen, data, len);
-	put16(t + 16, tcp_csum(net.ip, net.rip, t, 20 + optlen + len));
-	eth_send(net.rmac, ETH_IP, 20 + 20 + optlen + len);
+	u32 tlen = 20 + optlen + len;
+	if (net.tx_tso) {
+		/* The device sums from csum_start; the field starts as the pseudo-header sum. */
+		u8 ph[12];
+		put32(ph, net.ip);
+		put32(ph + 4, net.rip);
+		ph[8] = 0;
+		ph[9] = IP_TCP;
+		put16(ph + 10, (u16)tlen);
+		put16(t + 16, (u16)~csum_fold(csum_add(0, ph, 12)));
+		net.tx_csum_start = 14 + 20;
+		net.tx_csum_offset = 16;
+		if (len > net.peer_mss) {	/* the device cuts it into peer_mss segments */
+			net.tx_gso_type = HDR_GSO_TCPV4;
+			net.tx_gso_size = (u16)net.peer_mss;
+			net.tx_hdr_len = (u16)(14 + 20 + 20 + optlen);
+			net.tx_tso_frames++;
+			if (14 + 20 + tlen > net.tx_tso_max)
+				net.tx_tso_max = 14 + 20 + tlen;
+		}
+	} else {
+		put16(t + 16, tcp_csum(net.ip, net.rip, t, tlen));
+	}
+	eth_send(net.rmac, ETH_IP, 20 + tlen);
+}
+
+/* Data from seq on: in peer_mss segments, or TSO_SEG ones the device cuts up (tso=1). */
+static void tcp_send_data(u32 seq, const u8 *data, u32 len)
+{
+	u32 seg = net.tx_tso ? TSO_SEG : net.peer_mss;
+	for (u32 off = 0; off < len;) {
+		u32 n = len - off < seg ? len - off : seg;
+		tcp_send(seq + off, TCP_ACK | TCP_PSH, data + off, n);
+		off += n;
+	}
 }
 
 /* (Re)send everything from snd_una: unacknowledged data, then our FIN. */
 static void tcp_output(void)
 {
-	u32 mss = net.peer_mss, off = 0;
 	if (net.tcp == TCP_SYN_RCVD) {
 		tcp_send(net.snd_una, TCP_SYN | TCP_ACK, NULL, 0);
 	} else {
-		while (off < net.unacked_len) {
-			u32 n = net.unacked_len - off < mss ? net.unacked_len - off : mss;
-			tcp_send(net.snd_una + off, TCP_ACK | TCP_PSH, unacked + off, n);
-			off += n;
-		}
+		tcp_send_data(net.snd_una, unacked, net.unacked_len);
 		if (net.fin_sent)
 			tcp_send(net.snd_una + net.unacked_len, TCP_FIN | TCP_ACK, NULL, 0);
 	}
@@ -539,8 +680,17 @@ static void tcp_output(void)
 static void tcp_input(const u8 *eth, const u8 *ip, const u8 *t, u32 len)
 {
 	u32 src = get32(ip + 12);
-	if (len < 20 || tcp_csum(src, net.ip, t, len) != 0 || get16(t + 2) != net.lport)
+	if (len < 20 || get16(t + 2) != net.lport)
 		return;
+	if (tcp_csum(src, net.ip, t, len) != 0) {
+		/* No wire between the host kernel and us: a checksum we completed
+		 * ourselves can only be wrong if the header pointed elsewhere. */
+		if (net.rx_completed)
+			test_fail(tname, "tcp: %u-byte segment: checksum wrong after completing NEEDS_CSUM "
+				  "(csum_start %u, csum_offset %u)", len, net.rx_hdr[6] | net.rx_hdr[7] << 8,
+				  net.rx_hdr[8] | net.rx_hdr[9] << 8);
+		return;
+	}
 	u32 hl = (u32)(t[12] >> 4) * 4, seq = get32(t + 4), ack = get32(t + 8);
 	u8 fl = t[13];
 	if (hl < 20 || hl > len)
@@ -625,11 +775,7 @@ static void tcp_input(const u8 *eth, const u8 *ip, const u8 *t, u32 len)
 		u32 from = net.unacked_len;
 		net.unacked_len += dlen;
 		net.echoed += dlen;
-		for (u32 off = from; off < net.unacked_len;) {	/* echo the new bytes */
-			u32 n = net.unacked_len - off < net.peer_mss ? net.unacked_len - off : net.peer_mss;
-			tcp_send(net.snd_una + off, TCP_ACK | TCP_PSH, unacked + off, n);
-			off += n;
-		}
+		tcp_send_data(net.snd_una + from, unacked + from, dlen);	/* echo the new bytes */
 		net.snd_nxt = net.snd_una + net.unacked_len;
 		if (fin) {			/* their FIN: ours goes right back (no half-close) */
 			net.rcv_nxt++;
@@ -699,6 +845,55 @@ static bool poll_until(bool (*done)(void), u64 timeout_us)
 static bool peer_known(void) { return net.peer_known; }
 static bool ping_done(void) { return net.ping_result != 0; }
 static bool tcp_done(void) { return net.tcp == TCP_DONE; }
+
+/* ---- txbad=1: offload headers that must not reach the host ---- */
+
+#define TXBAD_PORT 9999
+
+/* A UDP datagram to the peer's TXBAD_PORT, its checksum left to the device. */
+static void udp_offload_send(const char *msg, u16 csum_start, u8 gso_type, u16 gso_size)
+{
+	u32 n = strlen(msg);
+	u8 *u = ip_header(eth_payload(), IP_UDP, net.peer, 8 + n);
+	put16(u, TXBAD_PORT);
+	put16(u + 2, TXBAD_PORT);
+	put16(u + 4, (u16)(8 + n));
+	memcpy(u + 8, msg, n);
+	u8 ph[12];
+	put32(ph, net.ip);
+	put32(ph + 4, net.peer);
+	ph[8] = 0;
+	ph[9] = IP_UDP;
+	put16(ph + 10, (u16)(8 + n));
+	put16(u + 6, (u16)~csum_fold(csum_add(0, ph, 12)));
+	net.tx_csum_start = csum_start;
+	net.tx_csum_offset = 6;
+	net.tx_gso_type = gso_type;
+	net.tx_gso_size = gso_size;
+	net.tx_hdr_len = 14 + 20 + 8;
+	eth_send(net.peer_mac, ETH_IP, 20 + 8 + n);
+}
+
+/*
+ * Each bad datagram names itself; the host's listener on TXBAD_PORT must
+ * see only the good one.  Every transmit must still complete (tx_send
+ * waits for it), and the device must keep working (the ping after).
+ */
+static void tx_bad_headers(void)
+{
+	if (!net.tx_csum)
+		test_fail(tname, "txbad=1 needs CSUM (csum=1 or tso=1)");
+	/* The kernel refuses a checksum field past the end of the packet. */
+	udp_offload_send("bad: csum_start past the end", 14 + 20 + 200, HDR_GSO_NONE, 0);
+	/* UDP fragmentation offload (UFO, 3) is not offered: the device must not pass it on. */
+	udp_offload_send("bad: gso_type UDP (not negotiated)", 14 + 20, 3, 8);
+	/* TCPV4 with ECN needs HOST_ECN, not offered either. */
+	udp_offload_send("bad: gso_type TCPV4|ECN (not negotiated)", 14 + 20, 0x81, 8);
+	if (!net.tx_tso)	/* TCPV4 itself, when HOST_TSO4 is not negotiated */
+		udp_offload_send("bad: gso_type TCPV4 (not negotiated)", 14 + 20, HDR_GSO_TCPV4, 8);
+	udp_offload_send("good: checksum offload", 14 + 20, HDR_GSO_NONE, 0);
+	printf("net: txbad: bad offload headers sent, then a good datagram\n");
+}
 
 static bool arp_resolve(void)
 {
@@ -783,6 +978,8 @@ static u64 net_main(u64 arg)
 		printf("net: legacy interface, %u-byte header, mergeable rx buffers %s\n", net.hdrlen,
 		       net.mrg ? "on" : "off");
 	printf("net: offered features 0x%lx%s\n", d->offered, net.tx_csum ? ", pings use tx checksum offload" : "");
+	printf("net: negotiated features 0x%lx%s%s\n", d->features, net.rx_tso ? ", rx csum+tso4 offload" : "",
+	       net.tx_tso ? ", tx tso4 offload" : "");
 	if (!(net.status & 1))
 		test_fail(tname, "link is down");
 	char a[16], m[18];
@@ -793,6 +990,11 @@ static u64 net_main(u64 arg)
 		fmt_mac(m, net.peer_mac);
 		printf("net: arp: %s is at %s\n", a, m);
 		ping(56);
+		u64 txbad = 0;
+		if (cmdline_get_u64("txbad", &txbad) && txbad) {
+			tx_bad_headers();
+			ping(56);	/* still transmitting and receiving */
+		}
 		u64 big = 0;
 		if (cmdline_get_u64("big", &big) && big) {
 			if (big + 28 > net.mtu || big + 28 + 14 > (net.mrg ? FRAME_MAX : RXBUF_SIZE - net.hdrlen))
@@ -813,6 +1015,11 @@ static u64 net_main(u64 arg)
 		printf("net: tcp: echoed %u bytes, connection closed\n", net.echoed);
 	}
 	printf("net: rx %lu frames, tx %lu frames\n", net.rx_frames, net.tx_frames);
+	if (net.rx_csum)
+		printf("net: rx offload: %lu gso frames (largest %u bytes, gso_size %u), %lu needs_csum, %lu data_valid\n",
+		       net.rx_gso, net.rx_gso_max, net.rx_gso_size, net.rx_needs_csum, net.rx_data_valid);
+	if (net.tx_tso)
+		printf("net: tx offload: %lu tso frames (largest %u bytes)\n", net.tx_tso_frames, net.tx_tso_max);
 	return 0;
 }
 
