@@ -45,6 +45,7 @@ struct blockif_ctxt {
 	struct mevent *mev;
 	pthread_mutex_t sq_mtx, cq_mtx;
 	bool submit_warned;
+	unsigned plugged;   /* blockif_plug depth (sq_mtx): queue SQEs, submit at unplug */
 
 	int nthreads;
 	pthread_t threads[POOL_THREADS_FALLBACK];
@@ -274,9 +275,29 @@ static int uring_queue(struct blockif_ctxt *bc, struct blockif_req *br)
 		break;
 	}
 	io_uring_sqe_set_data(sqe, br);
-	uring_submit_locked(bc);
+	if (!bc->plugged)
+		uring_submit_locked(bc);
 	pthread_mutex_unlock(&bc->sq_mtx);
 	return 0;
+}
+
+void blockif_plug(struct blockif_ctxt *bc)
+{
+	if (!bc->uring)
+		return;
+	pthread_mutex_lock(&bc->sq_mtx);
+	bc->plugged++;
+	pthread_mutex_unlock(&bc->sq_mtx);
+}
+
+void blockif_unplug(struct blockif_ctxt *bc)
+{
+	if (!bc->uring)
+		return;
+	pthread_mutex_lock(&bc->sq_mtx);
+	if (bc->plugged && --bc->plugged == 0 && io_uring_sq_ready(&bc->ring))
+		uring_submit_locked(bc);
+	pthread_mutex_unlock(&bc->sq_mtx);
 }
 
 /* What a CQE means for its request: an errno/0, or -1 to resubmit. */

@@ -77,6 +77,15 @@ int blockif_flush(struct blockif_ctxt *bc, struct blockif_req *br);    /* fdatas
 int blockif_discard(struct blockif_ctxt *bc, struct blockif_req *br);  /* [br_offset, +br_resid) */
 int blockif_write_zeroes(struct blockif_ctxt *bc, struct blockif_req *br, bool unmap);
 
+/*
+ * Batch submissions: between plug and unplug, io_uring requests are queued
+ * but not handed to the kernel; unplug submits them all with one system
+ * call (and lets the host block layer merge and notify its device once).
+ * Nests; a no-op for the thread pool.  Call both from the same thread.
+ */
+void blockif_plug(struct blockif_ctxt *bc);
+void blockif_unplug(struct blockif_ctxt *bc);
+
 /* Wait until every submitted request has completed (callbacks included). */
 void blockif_drain(struct blockif_ctxt *bc);
 unsigned blockif_inflight(struct blockif_ctxt *bc);

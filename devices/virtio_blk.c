@@ -298,8 +298,11 @@ static int vtblk_proc(struct vtblk_softc *sc, struct vqueue_info *vq)
 static void vtblk_notify(void *arg, struct vqueue_info *vq)
 {
 	struct vtblk_softc *sc = arg;
+	/* Everything this kick made available goes to the kernel in one submission. */
+	blockif_plug(sc->bc);
 	while (vtblk_proc(sc, vq) > 0)
 		;
+	blockif_unplug(sc->bc);
 	if (sc->need_intr) {
 		sc->need_intr = false;
 		vq_endchains(vq, true);

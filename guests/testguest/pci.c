@@ -41,6 +41,12 @@ void pci_cfg_write16(const struct pci_func *f, u8 off, u16 v)
 	outw(0xcfc + (off & 2), v);
 }
 
+void pci_cfg_write32(const struct pci_func *f, u8 off, u32 v)
+{
+	cfg_addr(f->bus, f->dev, f->fn, off);
+	outl(0xcfc, v);
+}
+
 static void read_bars(struct pci_func *f)
 {
 	for (int i = 0; i < 6; i++) {

@@ -23,6 +23,7 @@ u32 pci_cfg_read32(const struct pci_func *f, u8 off);
 u16 pci_cfg_read16(const struct pci_func *f, u8 off);
 u8 pci_cfg_read8(const struct pci_func *f, u8 off);
 void pci_cfg_write16(const struct pci_func *f, u8 off, u16 v);
+void pci_cfg_write32(const struct pci_func *f, u8 off, u32 v);
 int pci_scan(void);		/* bus 0, once; returns the number of functions */
 
 /* ---- virtio.c ---- */
