@@ -591,15 +591,15 @@ bool pci_msix_enabled(struct pci_devinst *pi)
 	return pi->pi_msix.capoff && (pci_get_cfgdata16(pi, pi->pi_msix.capoff + 2) & 0x8000);
 }
 
+/* Interrupts raised each way, for hyvectl --get-stats. */
+static atomic_ullong stat_msix_irqfd, stat_msix_ioctl;
+
 /*
  * The eventfd that raises MSI-X vector `index` with the entry's current
  * address/data, or -1 to use KVM_SIGNAL_MSI (pi_lock held).  Made on the
  * vector's first interrupt; a vector the guest reprogrammed gets its
  * route rewritten on the next one, so table writes stay cheap.
  */
-/* Interrupts raised each way, for hyvectl --get-stats. */
-static atomic_ullong stat_msix_irqfd, stat_msix_ioctl;
-
 static int msix_irqfd(struct pci_devinst *pi, int index, uint64_t addr, uint32_t data)
 {
 	struct msix_irqfd *f = &pi->pi_msix.irqfd[index];
