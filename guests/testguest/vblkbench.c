@@ -29,14 +29,6 @@
 #define BQ_MAXDEPTH (BQ_SIZE / 3)
 #define RAND_BS 4096
 
-struct bq {
-	volatile struct vring_desc *desc;
-	volatile u16 *avail;	/* flags, idx, ring[BQ_SIZE] */
-	volatile u16 *used;	/* flags, idx, {u32 id, u32 len}[BQ_SIZE] */
-	volatile u16 *notify;
-	u16 avail_idx, used_idx;
-};
-
 struct breq {
 	u32 type, ioprio;
 	u64 sector;
@@ -45,7 +37,7 @@ struct breq {
 } __attribute__((aligned(64)));
 
 struct bjob {
-	struct bq *q;
+	struct gvq *q;
 	struct breq *rq;	/* [depth] */
 	u8 *bufs;		/* depth * bs */
 	u32 type, bs, depth;
@@ -57,35 +49,22 @@ struct bjob {
 	u64 done, errors, bad_used, ticks;
 };
 
-static u8 ring_mem[8192] __attribute__((aligned(4096)));
+static u8 ring_mem[4096] __attribute__((aligned(4096)));
 static struct breq reqs[BQ_MAXDEPTH];
-static struct bq bq;
+static struct gvq bq;	/* fields read by the CPL3 loop */
 
 static const char *T = "blkbench";
 
 static int bq_setup(struct vdev *d)
 {
-	vc_w16(d, VC_QSELECT, 0);
-	u16 max = vc_r16(d, VC_QSIZE);
-	if (max < BQ_SIZE) {
-		printf("blkbench: queue 0 has %u entries, need %u\n", max, BQ_SIZE);
+	if (gvq_setup(d, &bq, 0, BQ_SIZE, ring_mem))
+		return -1;
+	if (bq.size != BQ_SIZE) {
+		printf("blkbench: queue 0 has %u entries, need %u\n", bq.size, BQ_SIZE);
 		return -1;
 	}
-	memset(ring_mem, 0, sizeof(ring_mem));
-	bq.desc = (volatile struct vring_desc *)ring_mem;		/* 16 * 64 = 1024 */
-	bq.avail = (volatile u16 *)(ring_mem + 1024);			/* 6 + 2 * 64 */
-	bq.used = (volatile u16 *)(ring_mem + 2048);			/* 6 + 8 * 64 */
-	bq.avail_idx = bq.used_idx = 0;
 	bq.avail[0] = 1;	/* VRING_AVAIL_F_NO_INTERRUPT: we poll */
-	vc_w16(d, VC_QSIZE, BQ_SIZE);
-	u64 a[3] = { (u64)bq.desc, (u64)bq.avail, (u64)bq.used };
-	for (int i = 0; i < 3; i++) {
-		vc_w32(d, VC_QDESC + 8 * i, (u32)a[i]);
-		vc_w32(d, VC_QDESC + 8 * i + 4, (u32)(a[i] >> 32));
-	}
-	bq.notify = (volatile u16 *)(d->notify + (u64)vc_r16(d, VC_QNOFF) * d->notify_mult);
-	vc_w16(d, VC_QENABLE, 1);
-	return vc_r16(d, VC_QENABLE) == 1 ? 0 : -1;
+	return 0;
 }
 
 /* ---- CPL3: submit and poll ---- */
@@ -106,7 +85,7 @@ USER_TEXT static u64 next_sector(struct bjob *j)
 
 USER_TEXT static void submit(struct bjob *j, u32 slot)
 {
-	struct bq *q = j->q;
+	struct gvq *q = j->q;
 	struct breq *r = &j->rq[slot];
 	u16 h = (u16)(3 * slot);
 	r->type = j->type;
@@ -127,7 +106,7 @@ USER_TEXT static void submit(struct bjob *j, u32 slot)
 USER_TEXT static u64 u_bench(u64 arg)
 {
 	struct bjob *j = (struct bjob *)arg;
-	struct bq *q = j->q;
+	struct gvq *q = j->q;
 	u64 t0 = rdtsc(), end = t0 + j->duration, last = t0;
 	u32 inflight = 0;
 	for (u32 s = 0; s < j->depth; s++, inflight++)
@@ -211,21 +190,11 @@ static void t_blkbench(void)
 	 * written bytes do not matter (neither VMM looks for zeros). */
 
 	virtio_reset(d);
-	vc_w8(d, VC_STATUS, VS_ACK);
-	vc_w8(d, VC_STATUS, VS_ACK | VS_DRIVER);
-	vc_w32(d, VC_DFSELECT, 0);
-	u64 offered = vc_r32(d, VC_DF);
-	vc_w32(d, VC_DFSELECT, 1);
-	offered |= (u64)vc_r32(d, VC_DF) << 32;
+	u64 offered = virtio_begin(d);
 	if (!(offered & VF_VERSION_1))
 		test_fail(T, "VERSION_1 not offered (0x%lx)", offered);
 	d->features = VF_VERSION_1 | (offered & VBLK_F_RO);
-	vc_w32(d, VC_GFSELECT, 0);
-	vc_w32(d, VC_GF, (u32)d->features);
-	vc_w32(d, VC_GFSELECT, 1);
-	vc_w32(d, VC_GF, (u32)(d->features >> 32));
-	vc_w8(d, VC_STATUS, VS_ACK | VS_DRIVER | VS_FEATURES_OK);
-	if (!(virtio_status(d) & VS_FEATURES_OK))
+	if (virtio_set_features(d))
 		test_fail(T, "features refused");
 	if (bq_setup(d))
 		test_fail(T, "queue setup failed (status 0x%x)", virtio_status(d));

@@ -48,68 +48,31 @@ struct vcon_ctrl {
 	u16 value;
 } __attribute__((packed));
 
-/* One polled split queue (the driver in virtio.c only knows queue 0). */
-struct gq {
-	u16 idx, size;
-	volatile struct vring_desc *desc;
-	volatile u16 *avail;	/* flags, idx, ring[size] */
-	volatile u16 *used;	/* flags, idx, {u32 id, u32 len}[size] */
-	volatile u16 *notify;
-	u16 avail_idx, used_idx;
-};
-
+/* Four polled split queues (struct gvq, virtio.h): control in/out and the echo port's. */
 static u8 qmem[4][4096] __attribute__((aligned(4096)));
 static u8 cin_buf[CIN_BUFS][CIN_BUFSZ] __attribute__((aligned(64)));
 static u8 rx_buf[RX_BUFS][RX_BUFSZ] __attribute__((aligned(64)));
 static struct vcon_ctrl cout_msg __attribute__((aligned(64)));
 static char tx_buf[512] __attribute__((aligned(64)));
 
-static struct gq cin, cout, rxq, txq;
+static struct gvq cin, cout, rxq, txq;
 
 static const char *T = "console";
 
-static int gq_setup(struct vdev *d, struct gq *q, u16 qidx, u8 *mem)
-{
-	vc_w16(d, VC_QSELECT, qidx);
-	u16 max = vc_r16(d, VC_QSIZE);
-	if (max == 0)
-		return -1;
-	q->idx = qidx;
-	q->size = max < GQ_SIZE ? max : GQ_SIZE;	/* both powers of two */
-	memset(mem, 0, 4096);
-	q->desc = (volatile struct vring_desc *)mem;
-	q->avail = (volatile u16 *)(mem + 512);
-	q->used = (volatile u16 *)(mem + 1024);
-	q->avail_idx = q->used_idx = 0;
-	vc_w16(d, VC_QSIZE, q->size);
-	u64 a[3] = { (u64)q->desc, (u64)q->avail, (u64)q->used };
-	for (int i = 0; i < 3; i++) {
-		vc_w32(d, VC_QDESC + 8 * i, (u32)a[i]);
-		vc_w32(d, VC_QDESC + 8 * i + 4, (u32)(a[i] >> 32));
-	}
-	q->notify = (volatile u16 *)(d->notify + (u64)vc_r16(d, VC_QNOFF) * d->notify_mult);
-	vc_w16(d, VC_QENABLE, 1);
-	return vc_r16(d, VC_QENABLE) == 1 ? 0 : -1;
-}
-
 /* Make buffer `id` (descriptor id) available. */
-static void gq_post(struct gq *q, u16 id, void *buf, u32 len, bool writable)
+static void gq_post(struct gvq *q, u16 id, void *buf, u32 len, bool writable)
 {
 	q->desc[id] = (struct vring_desc){ (u64)buf, len, writable ? VRING_DESC_F_WRITE : 0, 0 };
-	q->avail[2 + (q->avail_idx & (q->size - 1))] = id;
-	barrier();		/* x86: the ring entry is visible before the index */
-	q->avail_idx++;
-	q->avail[1] = q->avail_idx;
-	barrier();
+	gvq_put(q, id);
 }
 
-static void gq_kick(struct gq *q)
+static void gq_kick(struct gvq *q)
 {
 	*q->notify = q->idx;
 }
 
 /* Next used element, if any.  The id is checked against the queue size. */
-static bool gq_get(struct gq *q, u32 *id, u32 *len)
+static bool gq_get(struct gvq *q, u32 *id, u32 *len)
 {
 	if (READ_ONCE(q->used[1]) == q->used_idx)
 		return false;
@@ -124,7 +87,7 @@ static bool gq_get(struct gq *q, u32 *id, u32 *len)
 }
 
 /* Post one device-readable buffer (descriptor 0) and wait until it is used. */
-static void gq_send_sync(struct vdev *d, struct gq *q, void *buf, u32 len, const char *what)
+static void gq_send_sync(struct vdev *d, struct gvq *q, void *buf, u32 len, const char *what)
 {
 	gq_post(q, 0, buf, len, false);
 	gq_kick(q);
@@ -265,21 +228,11 @@ static void t_console(void)
 	if (!d)
 		test_fail(T, "no virtio-console device (%d virtio functions on bus 0)", nvdevs);
 	virtio_reset(d);
-	vc_w8(d, VC_STATUS, VS_ACK);
-	vc_w8(d, VC_STATUS, VS_ACK | VS_DRIVER);
-	vc_w32(d, VC_DFSELECT, 0);
-	u64 offered = vc_r32(d, VC_DF);
-	vc_w32(d, VC_DFSELECT, 1);
-	offered |= (u64)vc_r32(d, VC_DF) << 32;
+	u64 offered = virtio_begin(d);
 	if ((offered & (VF_VERSION_1 | VCON_F_MULTIPORT)) != (VF_VERSION_1 | VCON_F_MULTIPORT))
 		test_fail(T, "VERSION_1 and MULTIPORT not both offered (0x%lx)", offered);
 	d->features = VF_VERSION_1 | VCON_F_MULTIPORT;
-	vc_w32(d, VC_GFSELECT, 0);
-	vc_w32(d, VC_GF, (u32)d->features);
-	vc_w32(d, VC_GFSELECT, 1);
-	vc_w32(d, VC_GF, (u32)(d->features >> 32));
-	vc_w8(d, VC_STATUS, VS_ACK | VS_DRIVER | VS_FEATURES_OK);
-	if (!(virtio_status(d) & VS_FEATURES_OK))
+	if (virtio_set_features(d))
 		test_fail(T, "features refused");
 	if (!d->devcfg)
 		test_fail(T, "no device configuration capability");
@@ -289,8 +242,8 @@ static void t_console(void)
 	       d->pci->dev, d->pci->fn, d->pci->vendor, d->pci->device, maxports, nq, offered);
 	if (maxports <= ECHO_PORT || nq < 2 * ECHO_PORT + 4)
 		test_fail(T, "port %u does not exist (max_nr_ports %u, %u queues)", ECHO_PORT, maxports, nq);
-	if (gq_setup(d, &cin, 2, qmem[0]) || gq_setup(d, &cout, 3, qmem[1]) ||
-	    gq_setup(d, &rxq, 2 + 2 * ECHO_PORT, qmem[2]) || gq_setup(d, &txq, 3 + 2 * ECHO_PORT, qmem[3]))
+	if (gvq_setup(d, &cin, 2, GQ_SIZE, qmem[0]) || gvq_setup(d, &cout, 3, GQ_SIZE, qmem[1]) ||
+	    gvq_setup(d, &rxq, 2 + 2 * ECHO_PORT, GQ_SIZE, qmem[2]) || gvq_setup(d, &txq, 3 + 2 * ECHO_PORT, GQ_SIZE, qmem[3]))
 		test_fail(T, "queue setup failed (status 0x%x)", virtio_status(d));
 	vc_w8(d, VC_STATUS, VS_ACK | VS_DRIVER | VS_FEATURES_OK | VS_DRIVER_OK);
 	d->ready = true;

@@ -12,8 +12,6 @@ int nvdevs = -1;
 
 /* One page per device: descriptors at 0, avail at 256, used at 1024. */
 static u8 vq_pages[VDEV_MAX][4096] __attribute__((aligned(4096)));
-#define VQ_AVAIL_OFF 256
-#define VQ_USED_OFF 1024
 
 static const char *vtype_name(u16 t)
 {
@@ -102,6 +100,63 @@ void virtio_reset(struct vdev *d)
 	d->ready = false;
 }
 
+u64 virtio_begin(struct vdev *d)
+{
+	vc_w8(d, VC_STATUS, VS_ACK);
+	vc_w8(d, VC_STATUS, VS_ACK | VS_DRIVER);
+	vc_w32(d, VC_DFSELECT, 0);
+	u64 offered = vc_r32(d, VC_DF);
+	vc_w32(d, VC_DFSELECT, 1);
+	offered |= (u64)vc_r32(d, VC_DF) << 32;
+	d->offered = offered;
+	return offered;
+}
+
+int virtio_set_features(struct vdev *d)
+{
+	vc_w32(d, VC_GFSELECT, 0);
+	vc_w32(d, VC_GF, (u32)d->features);
+	vc_w32(d, VC_GFSELECT, 1);
+	vc_w32(d, VC_GF, (u32)(d->features >> 32));
+	vc_w8(d, VC_STATUS, VS_ACK | VS_DRIVER | VS_FEATURES_OK);
+	return (vc_r8(d, VC_STATUS) & VS_FEATURES_OK) ? 0 : -1;
+}
+
+int gvq_setup(struct vdev *d, struct gvq *q, u16 qidx, u16 want, u8 *page)
+{
+	vc_w16(d, VC_QSELECT, qidx);
+	u16 max = vc_r16(d, VC_QSIZE);
+	if (max == 0)
+		return -1;
+	if (want > GVQ_MAX)
+		want = GVQ_MAX;
+	q->idx = qidx;
+	q->size = max < want ? max : want;	/* both powers of two */
+	memset(page, 0, 4096);
+	q->desc = (volatile struct vring_desc *)page;
+	q->avail = (volatile u16 *)(page + 2048);
+	q->used = (volatile u16 *)(page + 2560);
+	q->avail_idx = q->used_idx = 0;
+	vc_w16(d, VC_QSIZE, q->size);
+	u64 a[3] = { (u64)q->desc, (u64)q->avail, (u64)q->used };
+	for (int i = 0; i < 3; i++) {
+		vc_w32(d, VC_QDESC + 8 * i, (u32)a[i]);
+		vc_w32(d, VC_QDESC + 8 * i + 4, (u32)(a[i] >> 32));
+	}
+	q->notify = (volatile u16 *)(d->notify + (u64)vc_r16(d, VC_QNOFF) * d->notify_mult);
+	vc_w16(d, VC_QENABLE, 1);
+	return vc_r16(d, VC_QENABLE) == 1 ? 0 : -2;
+}
+
+void gvq_put(struct gvq *q, u16 head)
+{
+	q->avail[2 + (q->avail_idx & (q->size - 1))] = head;
+	barrier();		/* x86: the ring entry is visible before the index */
+	q->avail_idx++;
+	q->avail[1] = q->avail_idx;
+	barrier();
+}
+
 int virtio_init(struct vdev *d, u64 want)
 {
 	struct pci_func *f = d->pci;
@@ -110,53 +165,32 @@ int virtio_init(struct vdev *d, u64 want)
 		printf("virtio-%s %02x:%02x.%x: reset did not complete\n", vtype_name(d->type), f->bus, f->dev, f->fn);
 		return -1;
 	}
-	vc_w8(d, VC_STATUS, VS_ACK);
-	vc_w8(d, VC_STATUS, VS_ACK | VS_DRIVER);
-	vc_w32(d, VC_DFSELECT, 0);
-	u64 offered = vc_r32(d, VC_DF);
-	vc_w32(d, VC_DFSELECT, 1);
-	offered |= (u64)vc_r32(d, VC_DF) << 32;
-	d->offered = offered;
+	u64 offered = virtio_begin(d);
 	if (!(offered & VF_VERSION_1)) {
 		printf("virtio-%s: VERSION_1 not offered (0x%lx)\n", vtype_name(d->type), offered);
 		vc_w8(d, VC_STATUS, VS_FAILED);
 		return -2;
 	}
 	d->features = offered & (want | VF_VERSION_1);
-	vc_w32(d, VC_GFSELECT, 0);
-	vc_w32(d, VC_GF, (u32)d->features);
-	vc_w32(d, VC_GFSELECT, 1);
-	vc_w32(d, VC_GF, (u32)(d->features >> 32));
-	vc_w8(d, VC_STATUS, VS_ACK | VS_DRIVER | VS_FEATURES_OK);
-	if (!(vc_r8(d, VC_STATUS) & VS_FEATURES_OK)) {
+	if (virtio_set_features(d)) {
 		printf("virtio-%s: features 0x%lx refused\n", vtype_name(d->type), d->features);
 		vc_w8(d, VC_STATUS, VS_FAILED);
 		return -3;
 	}
 
-	vc_w16(d, VC_QSELECT, 0);
-	u16 max = vc_r16(d, VC_QSIZE);
-	if (max == 0) {
+	struct gvq q;
+	int r = gvq_setup(d, &q, 0, VQ_SIZE, d->mem);
+	if (r == -1) {
 		printf("virtio-%s: queue 0 not available\n", vtype_name(d->type));
 		return -4;
 	}
-	d->qsize = max < VQ_SIZE ? max : VQ_SIZE;
-	u8 *m = d->mem;
-	memset(m, 0, VQ_USED_OFF + 8 + 8 * VQ_SIZE);
-	d->desc = (volatile struct vring_desc *)m;
-	d->avail = (volatile u16 *)(m + VQ_AVAIL_OFF);
-	d->used = (volatile u16 *)(m + VQ_USED_OFF);
+	d->qsize = q.size;
+	d->desc = q.desc;
+	d->avail = q.avail;
+	d->used = q.used;
+	d->qnotify = q.notify;
 	d->avail_idx = d->used_idx = 0;
-	vc_w16(d, VC_QSIZE, d->qsize);
-	u64 a[3] = { (u64)d->desc, (u64)d->avail, (u64)d->used };
-	for (int i = 0; i < 3; i++) {
-		vc_w32(d, VC_QDESC + 8 * i, (u32)a[i]);
-		vc_w32(d, VC_QDESC + 8 * i + 4, (u32)(a[i] >> 32));
-	}
-	u16 noff = vc_r16(d, VC_QNOFF);
-	d->qnotify = (volatile u16 *)(d->notify + (u64)noff * d->notify_mult);
-	vc_w16(d, VC_QENABLE, 1);
-	if (vc_r16(d, VC_QENABLE) != 1) {
+	if (r) {
 		printf("virtio-%s: queue 0 not enabled (status 0x%x)\n", vtype_name(d->type), virtio_status(d));
 		return -5;
 	}

@@ -77,6 +77,35 @@ struct vdev *virtio_find(u16 type, int nth);
 /* Reset, negotiate (VERSION_1 | (offered & want)), set up queue 0, DRIVER_OK.
  * 0 or a negative error (message printed). */
 int virtio_init(struct vdev *d, u64 want);
+
+/*
+ * The steps every driver here repeats.  virtio_begin (after a reset):
+ * ACKNOWLEDGE, DRIVER, then the offered features (also in d->offered).
+ * virtio_set_features: write d->features, set FEATURES_OK; 0, or -1 if the
+ * device refused them.
+ */
+u64 virtio_begin(struct vdev *d);
+int virtio_set_features(struct vdev *d);
+
+/*
+ * A split virtqueue a driver keeps itself, in one zeroed 4 KiB page:
+ * descriptors at 0, avail at 2048, used at 2560 (room for GVQ_MAX
+ * entries).  gvq_setup selects queue qidx, sizes it min(device max, want)
+ * (want a power of two), programs and enables it: 0, -1 if the device has
+ * no such queue, -2 if it did not enable it.  gvq_put publishes a head
+ * (no kick); kick through q->notify (modern) or the legacy port.
+ */
+#define GVQ_MAX 128
+struct gvq {
+	u16 idx, size;
+	volatile struct vring_desc *desc;
+	volatile u16 *avail;	/* flags, idx, ring[size] */
+	volatile u16 *used;	/* flags, idx, {u32 id, u32 len}[size] */
+	volatile u16 *notify;
+	u16 avail_idx, used_idx;
+};
+int gvq_setup(struct vdev *d, struct gvq *q, u16 qidx, u16 want, u8 *page);
+void gvq_put(struct gvq *q, u16 head);
 void virtio_reset(struct vdev *d);
 u8 virtio_status(struct vdev *d);
 /* Put descriptors d[0..n) on the queue as one chain (NEXT is set here),

@@ -83,19 +83,12 @@
 #define TCP_ACK 0x10
 #define ICMP_ID 0x4879		/* "Hy" */
 
-struct vq {
-	volatile struct vring_desc *desc;
-	volatile u16 *avail;	/* flags, idx, ring[] */
-	volatile u16 *used;	/* flags, idx, {u32 id, u32 len}[] */
-	volatile u16 *notify;	/* modern; legacy kicks go to port + 16 */
-	u16 qsize, avail_idx, used_idx;
-};
 
 enum tcp_state { TCP_CLOSED, TCP_LISTEN, TCP_SYN_RCVD, TCP_ESTABLISHED, TCP_LAST_ACK, TCP_DONE };
 
 static struct {
 	struct vdev *d;
-	struct vq rx, tx;
+	struct gvq rx, tx;
 	u16 legacy_port;	/* I/O BAR 0 when driving the legacy interface */
 	u32 hdrlen;		/* 12, or 10 for legacy without MRG_RXBUF */
 	bool mrg;
@@ -204,39 +197,7 @@ static u64 now_us(void) { return rdtsc() / (net.khz / 1000 ? net.khz / 1000 : 1)
 
 /* ---- device ---- */
 
-static int vq_setup(struct vdev *d, u16 q, struct vq *vq, u8 *mem)
-{
-	vc_w16(d, VC_QSELECT, q);
-	u16 max = vc_r16(d, VC_QSIZE);
-	if (max == 0)
-		return -1;
-	vq->qsize = max < VNET_Q ? max : VNET_Q;
-	memset(mem, 0, 4096);
-	vq->desc = (volatile struct vring_desc *)mem;
-	vq->avail = (volatile u16 *)(mem + 1024);
-	vq->used = (volatile u16 *)(mem + 2048);
-	vq->avail_idx = vq->used_idx = 0;
-	vc_w16(d, VC_QSIZE, vq->qsize);
-	u64 a[3] = { (u64)vq->desc, (u64)vq->avail, (u64)vq->used };
-	for (int i = 0; i < 3; i++) {
-		vc_w32(d, VC_QDESC + 8 * i, (u32)a[i]);
-		vc_w32(d, VC_QDESC + 8 * i + 4, (u32)(a[i] >> 32));
-	}
-	vq->notify = (volatile u16 *)(d->notify + (u64)vc_r16(d, VC_QNOFF) * d->notify_mult);
-	vc_w16(d, VC_QENABLE, 1);
-	return vc_r16(d, VC_QENABLE) == 1 ? 0 : -1;
-}
-
-static void vq_put(struct vq *vq, u16 head)
-{
-	vq->avail[2 + (vq->avail_idx & (vq->qsize - 1))] = head;
-	barrier();
-	vq->avail_idx++;
-	vq->avail[1] = vq->avail_idx;
-	barrier();
-}
-
-static void vq_kick(struct vq *vq, u16 qidx)
+static void vq_kick(struct gvq *vq, u16 qidx)
 {
 	if (net.legacy_port)
 		outw(net.legacy_port + 16, qidx);
@@ -252,20 +213,14 @@ static u8 net_status(void)
 static void rx_post(u16 i)
 {
 	net.rx.desc[i] = (struct vring_desc){ (u64)rxbufs[i], RXBUF_SIZE, VRING_DESC_F_WRITE, 0 };
-	vq_put(&net.rx, i);
+	gvq_put(&net.rx, i);
 }
 
 /* Reset, negotiate, both queues, DRIVER_OK, receive buffers posted. */
 static int vnet_open(struct vdev *d)
 {
 	virtio_reset(d);
-	vc_w8(d, VC_STATUS, VS_ACK);
-	vc_w8(d, VC_STATUS, VS_ACK | VS_DRIVER);
-	vc_w32(d, VC_DFSELECT, 0);
-	u64 offered = vc_r32(d, VC_DF);
-	vc_w32(d, VC_DFSELECT, 1);
-	offered |= (u64)vc_r32(d, VC_DF) << 32;
-	d->offered = offered;
+	u64 offered = virtio_begin(d);
 	u64 csum = 0, gso = 0, tso = 0;
 	cmdline_get_u64("csum", &csum);
 	cmdline_get_u64("gso", &gso);
@@ -287,16 +242,11 @@ static int vnet_open(struct vdev *d)
 		       need & ~d->features);
 		return -1;
 	}
-	vc_w32(d, VC_GFSELECT, 0);
-	vc_w32(d, VC_GF, (u32)d->features);
-	vc_w32(d, VC_GFSELECT, 1);
-	vc_w32(d, VC_GF, (u32)(d->features >> 32));
-	vc_w8(d, VC_STATUS, VS_ACK | VS_DRIVER | VS_FEATURES_OK);
-	if (!(vc_r8(d, VC_STATUS) & VS_FEATURES_OK)) {
+	if (virtio_set_features(d)) {
 		printf("%s: features 0x%lx refused\n", tname, d->features);
 		return -1;
 	}
-	if (vq_setup(d, 0, &net.rx, qmem[0]) || vq_setup(d, 1, &net.tx, qmem[1])) {
+	if (gvq_setup(d, &net.rx, 0, VNET_Q, qmem[0]) || gvq_setup(d, &net.tx, 1, VNET_Q, qmem[1])) {
 		printf("%s: queue setup failed (status 0x%x)\n", tname, virtio_status(d));
 		return -1;
 	}
@@ -307,9 +257,9 @@ static int vnet_open(struct vdev *d)
 	net.mtu = d->devcfg && (d->features & VNET_F_MTU) ? *(volatile u16 *)(d->devcfg + 10) : 1500;
 	net.hdrlen = VNET_HDR;
 	net.mrg = true;
-	u64 limit = net.rx.qsize;
+	u64 limit = net.rx.size;
 	cmdline_get_u64("rxlimit", &limit);
-	net.rx_posted = limit && limit < net.rx.qsize ? (u16)limit : net.rx.qsize;
+	net.rx_posted = limit && limit < net.rx.size ? (u16)limit : net.rx.size;
 	for (u16 i = 0; i < net.rx_posted; i++)
 		rx_post(i);
 	vq_kick(&net.rx, 0);
@@ -337,7 +287,7 @@ static int vnet_open_legacy(struct vdev *d, bool mrg)
 	d->features = d->offered & (VNET_F_MAC | VNET_F_STATUS | VNET_F_MTU | (mrg ? VNET_F_MRG_RXBUF : 0));
 	outl(port + 4, (u32)d->features);
 	for (u16 q = 0; q < 2; q++) {
-		struct vq *vq = q ? &net.tx : &net.rx;
+		struct gvq *vq = q ? &net.tx : &net.rx;
 		outw(port + 14, q);
 		u16 size = inw(port + 12);
 		if (size == 0 || size > 256 || (size & (size - 1))) {
@@ -346,7 +296,8 @@ static int vnet_open_legacy(struct vdev *d, bool mrg)
 		}
 		u8 *mem = lqmem[q];
 		memset(mem, 0, sizeof(lqmem[q]));
-		vq->qsize = size;
+		vq->idx = q;
+		vq->size = size;
 		vq->desc = (volatile struct vring_desc *)mem;
 		vq->avail = (volatile u16 *)(mem + 16 * size);
 		vq->used = (volatile u16 *)(mem + ALIGN_UP(16 * size + 6 + 2 * size, 4096));
@@ -371,7 +322,7 @@ static int vnet_open_legacy(struct vdev *d, bool mrg)
  * device completes it in the kick. */
 static void tx_send(u32 len)
 {
-	struct vq *q = &net.tx;
+	struct gvq *q = &net.tx;
 	if (len < 60) {		/* Ethernet minimum, as hardware pads */
 		memset(txbuf + VNET_HDR + len, 0, 60 - len);
 		len = 60;
@@ -395,9 +346,9 @@ static void tx_send(u32 len)
 	}
 	net.tx_csum_start = net.tx_csum_offset = net.tx_gso_size = net.tx_hdr_len = 0;
 	net.tx_gso_type = HDR_GSO_NONE;
-	u16 slot = q->avail_idx & (q->qsize - 1);
+	u16 slot = q->avail_idx & (q->size - 1);
 	q->desc[slot] = (struct vring_desc){ (u64)(txbuf + VNET_HDR - net.hdrlen), net.hdrlen + len, 0, 0 };
-	vq_put(q, slot);
+	gvq_put(q, slot);
 	vq_kick(q, 1);
 	u64 end = now_us() + 1000000;
 	while (READ_ONCE(q->used[1]) == q->used_idx) {
@@ -458,7 +409,7 @@ static void rx_offload(u32 len)
 /* Next received frame into `frame`: its length, or 0 if none. */
 static u32 rx_poll(void)
 {
-	struct vq *q = &net.rx;
+	struct gvq *q = &net.rx;
 	if (READ_ONCE(q->used[1]) == q->used_idx)
 		return 0;
 	barrier();
@@ -469,10 +420,10 @@ static u32 rx_poll(void)
 		while (READ_ONCE(q->used[1]) == q->used_idx)	/* rest of a merged frame */
 			if (now_us() > end)
 				test_fail(tname, "merged frame: buffer %u of %u missing", k + 1, nbufs);
-		volatile u32 *e = (volatile u32 *)&q->used[2 + 4 * (q->used_idx & (q->qsize - 1))];
+		volatile u32 *e = (volatile u32 *)&q->used[2 + 4 * (q->used_idx & (q->size - 1))];
 		u32 id = e[0], len = e[1];
 		q->used_idx++;
-		if (id >= q->qsize || len > RXBUF_SIZE)
+		if (id >= q->size || len > RXBUF_SIZE)
 			test_fail(tname, "used element id %u len %u out of range", id, len);
 		const u8 *b = rxbufs[id];
 		u32 off = 0;
@@ -480,7 +431,7 @@ static u32 rx_poll(void)
 			if (len < net.hdrlen)
 				test_fail(tname, "received buffer of %u bytes, shorter than the header", len);
 			nbufs = net.mrg ? (b[10] | (u32)b[11] << 8) : 1;
-			if (nbufs == 0 || nbufs > q->qsize)
+			if (nbufs == 0 || nbufs > q->size)
 				test_fail(tname, "num_buffers %u", nbufs);
 			memcpy(net.rx_hdr, b, net.hdrlen);
 			off = net.hdrlen;
@@ -919,9 +870,9 @@ static void ping_held_reply(u32 len)
 		test_fail(tname, "rxlimit: a %u-byte reply came with %u buffers of %u bytes posted", len, net.rx_posted,
 			  RXBUF_SIZE);
 	printf("net: rx: %u buffers posted, the %u-byte reply waits in the device\n", net.rx_posted, len);
-	for (u16 i = net.rx_posted; i < net.rx.qsize; i++)
+	for (u16 i = net.rx_posted; i < net.rx.size; i++)
 		rx_post(i);
-	net.rx_posted = net.rx.qsize;
+	net.rx_posted = net.rx.size;
 	vq_kick(&net.rx, 0);
 	if (!poll_until(ping_done, 2000000) || net.ping_result < 0)
 		test_fail(tname, "rxlimit: no valid %u-byte reply after posting more buffers", len);
@@ -933,7 +884,7 @@ static void ping(u32 len)
 {
 	char a[16];
 	fmt_ip(a, net.peer);
-	if (net.rx_posted < net.rx.qsize && len + 42 + net.hdrlen > (u32)net.rx_posted * RXBUF_SIZE) {
+	if (net.rx_posted < net.rx.size && len + 42 + net.hdrlen > (u32)net.rx_posted * RXBUF_SIZE) {
 		ping_held_reply(len);
 		return;
 	}
@@ -1059,10 +1010,10 @@ static void bad_tx(const char *what, const struct vring_desc *descs, int n)
 	struct vdev *d = net.d;
 	if (vnet_open(d))
 		test_fail(tname, "%s: initialization failed", what);
-	struct vq *q = &net.tx;
+	struct gvq *q = &net.tx;
 	for (int i = 0; i < n; i++)
 		q->desc[i] = descs[i];
-	vq_put(q, 0);
+	gvq_put(q, 0);
 	vq_kick(q, 1);
 	if (!virtio_wait_status(d, VS_NEEDS_RESET, 2000))
 		test_fail(tname, "%s: status 0x%x, DEVICE_NEEDS_RESET not set", what, virtio_status(d));
