@@ -66,6 +66,13 @@ enum {
 
 /* ---- message cursor / writer ---- */
 
+/* v little-endian in n bytes at p (also patches a count written earlier) */
+static void put_le(uint8_t *p, uint64_t v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
 struct rd {
 	const uint8_t *p;
 	size_t len, off;
@@ -83,29 +90,20 @@ static const uint8_t *rd_take(struct rd *r, size_t n)
 	return q;
 }
 
-static uint8_t rd8(struct rd *r)
+/* An n-byte little-endian integer; 0 once the message has gone bad. */
+static uint64_t rd_le(struct rd *r, size_t n)
 {
-	const uint8_t *q = rd_take(r, 1);
-	return q ? q[0] : 0;
+	const uint8_t *q = rd_take(r, n);
+	uint64_t v = 0;
+	for (size_t i = 0; q && i < n; i++)
+		v |= (uint64_t)q[i] << (8 * i);
+	return v;
 }
 
-static uint16_t rd16(struct rd *r)
-{
-	const uint8_t *q = rd_take(r, 2);
-	return q ? (uint16_t)(q[0] | q[1] << 8) : 0;
-}
-
-static uint32_t rd32(struct rd *r)
-{
-	const uint8_t *q = rd_take(r, 4);
-	return q ? (uint32_t)q[0] | (uint32_t)q[1] << 8 | (uint32_t)q[2] << 16 | (uint32_t)q[3] << 24 : 0;
-}
-
-static uint64_t rd64(struct rd *r)
-{
-	uint64_t lo = rd32(r);
-	return lo | (uint64_t)rd32(r) << 32;
-}
+static uint8_t rd8(struct rd *r) { return (uint8_t)rd_le(r, 1); }
+static uint16_t rd16(struct rd *r) { return (uint16_t)rd_le(r, 2); }
+static uint32_t rd32(struct rd *r) { return (uint32_t)rd_le(r, 4); }
+static uint64_t rd64(struct rd *r) { return rd_le(r, 8); }
 
 /* A string as a NUL-terminated copy in buf (cap bytes).  Strings with an
  * embedded NUL or longer than cap-1 make the message bad. */
@@ -122,6 +120,14 @@ static void rdstr(struct rd *r, char *buf, size_t cap)
 	}
 	memcpy(buf, q, n);
 	buf[n] = 0;
+}
+
+/* fid[4] name[s]: the head of most requests that name a directory entry. */
+static uint32_t rd_fid_name(struct rd *r, char name[NAMEMAX])
+{
+	uint32_t fid = rd32(r);
+	rdstr(r, name, NAMEMAX);
+	return fid;
 }
 
 struct wr {
@@ -141,35 +147,17 @@ static uint8_t *wr_take(struct wr *w, size_t n)
 	return q;
 }
 
-static void wr8(struct wr *w, uint8_t v)
+static void wr_le(struct wr *w, uint64_t v, size_t n)
 {
-	uint8_t *q = wr_take(w, 1);
+	uint8_t *q = wr_take(w, n);
 	if (q)
-		q[0] = v;
+		put_le(q, v, n);
 }
 
-static void wr16(struct wr *w, uint16_t v)
-{
-	uint8_t *q = wr_take(w, 2);
-	if (q) {
-		q[0] = (uint8_t)v;
-		q[1] = (uint8_t)(v >> 8);
-	}
-}
-
-static void wr32(struct wr *w, uint32_t v)
-{
-	uint8_t *q = wr_take(w, 4);
-	if (q)
-		for (int i = 0; i < 4; i++)
-			q[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void wr64(struct wr *w, uint64_t v)
-{
-	wr32(w, (uint32_t)v);
-	wr32(w, (uint32_t)(v >> 32));
-}
+static void wr8(struct wr *w, uint8_t v) { wr_le(w, v, 1); }
+static void wr16(struct wr *w, uint16_t v) { wr_le(w, v, 2); }
+static void wr32(struct wr *w, uint32_t v) { wr_le(w, v, 4); }
+static void wr64(struct wr *w, uint64_t v) { wr_le(w, v, 8); }
 
 static void wrstr(struct wr *w, const char *s, size_t n)
 {
@@ -214,6 +202,30 @@ static struct p9_fid *fid_get(struct p9_server *s, uint32_t fid)
 		return NULL;
 	}
 	return f;
+}
+
+/* What a request needs of the fid it names (req_fid). */
+enum {
+	FID_ANY = 0,
+	FID_NO_XATTR = 1 << 0,   /* not a Txattrwalk fid: those only read as empty */
+	FID_OPEN = 1 << 1,       /* has an open file (Tlopen/Tlcreate) */
+};
+
+/*
+ * Where a handler's decoding ends (it reads its whole request before acting
+ * on any of it, so a malformed message is EPROTO whatever it names): then
+ * the fid it names, if that meets need, else EBADF (which p9_handle turns
+ * into ESTALE for a stale fid, see fid_get).
+ */
+static int req_fid(struct p9_server *s, const struct rd *r, uint32_t fid, unsigned need, struct p9_fid **out)
+{
+	if (r->bad)
+		return -EPROTO;
+	struct p9_fid *f = fid_get(s, fid);
+	if (!f || ((need & FID_NO_XATTR) && f->xattr) || ((need & FID_OPEN) && f->ofd < 0))
+		return -EBADF;
+	*out = f;
+	return 0;
 }
 
 static void fid_destroy(struct p9_fid *f)
@@ -362,6 +374,16 @@ static int fstat_fd(int fd, struct stat *st)
 	return fstatat(fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
 }
 
+/* p9_openat, then fstat_fd of what it opened: fd or -errno. */
+static int open_stat(struct p9_server *s, int dirfd, const char *rel, int flags, struct stat *st)
+{
+	int fd = p9_openat(s, dirfd, rel, flags, 0);
+	int e = fd < 0 ? fd : fstat_fd(fd, st);
+	if (e < 0 && fd >= 0)
+		close(fd);
+	return e < 0 ? e : fd;
+}
+
 /* After a rename of dir-relative entry "old" to "new", fix fid paths. */
 static void fids_renamed(struct p9_server *s, const char *oldp, const char *newp)
 {
@@ -436,7 +458,6 @@ uint32_t p9_server_msize(const struct p9_server *s)
 
 /* ---- request handlers: return 0 (reply in w) or -errno ---- */
 
-
 static int h_version(struct p9_server *s, struct rd *r, struct wr *w)
 {
 	uint32_t msize = rd32(r);
@@ -467,14 +488,9 @@ static int h_attach(struct p9_server *s, struct rd *r, struct wr *w)
 	if (r->bad)
 		return -EPROTO;
 	struct stat st;
-	int fd = p9_openat(s, s->rootfd, "", O_PATH | O_DIRECTORY, 0);
+	int fd = open_stat(s, s->rootfd, "", O_PATH | O_DIRECTORY, &st);
 	if (fd < 0)
 		return fd;
-	int e = fstat_fd(fd, &st);
-	if (e < 0) {
-		close(fd);
-		return e;
-	}
 	if (!p9_fid_new(s, fid, fd, strdup(""), true, n_uname))
 		return -EBADF;
 	wrqid(w, &st);
@@ -497,11 +513,10 @@ static int h_walk(struct p9_server *s, struct rd *r, struct wr *w)
 		if (!names[i][0] || strchr(names[i], '/'))
 			return -EINVAL;
 	}
-	struct p9_fid *f = fid_get(s, fid);
-	if (!f)
-		return -EBADF;
-	if (f->xattr)
-		return -EBADF;
+	struct p9_fid *f;
+	int e = req_fid(s, r, fid, FID_NO_XATTR, &f);
+	if (e < 0)
+		return e;
 	if (newfid != fid && *p9_fid_slot(s, newfid))
 		return -EBADF;
 	char *path = strdup(f->path);
@@ -539,16 +554,14 @@ static int h_walk(struct p9_server *s, struct rd *r, struct wr *w)
 			np = path_join(path, nm);
 			fd = np ? p9_openat(s, cur, nm, O_PATH, 0) : -ENAMETOOLONG;
 		}
-		if (!np || fd < 0) {
+		if (np && fd >= 0)
+			err = fstat_fd(fd, &st);
+		else
+			err = fd < 0 ? fd : -ENOMEM;
+		if (err < 0) {
 			free(np);
 			if (fd >= 0)
 				close(fd);
-			err = fd < 0 ? fd : -ENOMEM;
-			break;
-		}
-		if ((err = fstat_fd(fd, &st)) < 0) {
-			free(np);
-			close(fd);
 			break;
 		}
 		close(cur);
@@ -558,23 +571,18 @@ static int h_walk(struct p9_server *s, struct rd *r, struct wr *w)
 		curdir = S_ISDIR(st.st_mode);
 		wrqid(w, &st);
 	}
-	if (done < nw) {
+	if (done < nw || w->over) {
 		close(cur);
 		free(path);
+		if (done == nw)
+			return -EMSGSIZE;
 		if (done == 0)
 			return err;
 		/* Partial walk: Rwalk with the qids found, newfid not made. */
-		w->p[qpos] = (uint8_t)done;
-		w->p[qpos + 1] = 0;
+		put_le(w->p + qpos, (uint64_t)done, 2);
 		return 0;
 	}
-	if (w->over) {
-		close(cur);
-		free(path);
-		return -EMSGSIZE;
-	}
-	w->p[qpos] = (uint8_t)nw;
-	w->p[qpos + 1] = 0;
+	put_le(w->p + qpos, nw, 2);
 	if (newfid == fid) {
 		close(f->fd);
 		free(f->path);
@@ -611,34 +619,40 @@ bool p9_open_modifies(int o)
 	return (o & O_ACCMODE) != O_RDONLY || (o & O_TRUNC);
 }
 
-static void maybe_chown(struct p9_server *s, int dirfd, const char *name, uint32_t uid, uint32_t gid)
+static void maybe_chown(int dirfd, const char *name, uint32_t uid, uint32_t gid)
 {
-	(void)s;
 	if (geteuid() == 0 && fchownat(dirfd, name, uid, gid, AT_SYMLINK_NOFOLLOW) < 0) {
 		/* best effort */
 	}
 }
 
-static uint32_t iounit(struct p9_server *s)
+/* Tlopen/Tlcreate succeeded: f now holds the open file fd (lflags are the
+ * 9P flags a restore may repeat); reply qid[13] iounit[4]. */
+static int fid_opened(struct p9_server *s, struct p9_fid *f, int fd, uint32_t lflags,
+                      const struct stat *st, struct wr *w)
 {
-	return s->msize - 24;
+	f->ofd = fd;
+	f->opened = true;
+	f->lflags = lflags;
+	wrqid(w, st);
+	wr32(w, s->msize - 24);
+	return 0;
 }
 
 static int h_lopen(struct p9_server *s, struct rd *r, struct wr *w)
 {
 	uint32_t fid = rd32(r), flags = rd32(r);
-	if (r->bad)
-		return -EPROTO;
-	struct p9_fid *f = fid_get(s, fid);
-	if (!f || f->xattr)
-		return -EBADF;
+	struct p9_fid *f;
+	int e = req_fid(s, r, fid, FID_NO_XATTR, &f);
+	if (e < 0)
+		return e;
 	if (f->ofd >= 0)
 		return -EBUSY;
 	int o = p9_open_flags(flags);
 	if (s->readonly && p9_open_modifies(o))
 		return -EROFS;
 	struct stat st;
-	int e = fstat_fd(f->fd, &st);
+	e = fstat_fd(f->fd, &st);
 	if (e < 0)
 		return e;
 	if (S_ISLNK(st.st_mode))
@@ -648,27 +662,47 @@ static int h_lopen(struct p9_server *s, struct rd *r, struct wr *w)
 	int fd = p9_reopen(s, f, o);
 	if (fd < 0)
 		return fd;
-	f->ofd = fd;
-	f->opened = true;
-	f->lflags = flags & P9_LFLAGS_KEPT;   /* what a restore may repeat */
-	wrqid(w, &st);
-	wr32(w, iounit(s));
+	return fid_opened(s, f, fd, flags & P9_LFLAGS_KEPT, &st, w);
+}
+
+/* dfid + name of an entry to make, remove or rename: the fid (req_fid) of
+ * what should be its directory; name_ok keeps the operation inside that. */
+static int entry_dir_fid(struct p9_server *s, const struct rd *r, uint32_t dfid, const char *name,
+                         struct p9_fid **out)
+{
+	if (r->bad)
+		return -EPROTO;
+	if (!name_ok(name))
+		return -EINVAL;
+	return req_fid(s, r, dfid, FID_NO_XATTR, out);
+}
+
+/* entry_dir_fid, and it must be a directory on a writable share. */
+static int dir_and_name(struct p9_server *s, const struct rd *r, uint32_t dfid, const char *name,
+                        struct p9_fid **out)
+{
+	struct p9_fid *d;
+	int e = entry_dir_fid(s, r, dfid, name, &d);
+	if (e < 0)
+		return e;
+	if (!d->isdir)
+		return -ENOTDIR;
+	if (s->readonly)
+		return -EROFS;
+	*out = d;
 	return 0;
 }
 
 static int h_lcreate(struct p9_server *s, struct rd *r, struct wr *w)
 {
-	uint32_t fid = rd32(r);
 	char name[NAMEMAX];
-	rdstr(r, name, sizeof(name));
+	uint32_t fid = rd_fid_name(r, name);
 	uint32_t flags = rd32(r), mode = rd32(r), gid = rd32(r);
-	if (r->bad)
-		return -EPROTO;
-	if (!name_ok(name))
-		return -EINVAL;
-	struct p9_fid *f = fid_get(s, fid);
-	if (!f || f->xattr)
-		return -EBADF;
+	struct p9_fid *f;
+	int e = entry_dir_fid(s, r, fid, name, &f);
+	if (e < 0)
+		return e;
+	/* Not dir_and_name: a read-only share answers EROFS before ENOTDIR here. */
 	if (s->readonly)
 		return -EROFS;
 	if (!f->isdir)
@@ -686,10 +720,10 @@ static int h_lcreate(struct p9_server *s, struct rd *r, struct wr *w)
 		free(np);
 		return fd;
 	}
-	maybe_chown(s, f->fd, name, f->uid, gid);
+	maybe_chown(f->fd, name, f->uid, gid);
 	int pfd = p9_openat(s, f->fd, name, O_PATH, 0);
 	struct stat st;
-	int e = pfd < 0 ? pfd : fstat_fd(fd, &st);
+	e = pfd < 0 ? pfd : fstat_fd(fd, &st);
 	if (e < 0) {
 		if (pfd >= 0)
 			close(pfd);
@@ -697,81 +731,94 @@ static int h_lcreate(struct p9_server *s, struct rd *r, struct wr *w)
 		free(np);
 		return e;
 	}
+	/* The fid moves from the directory to the new file. */
 	close(f->fd);
 	free(f->path);
 	f->fd = pfd;
-	f->ofd = fd;
 	f->path = np;
 	f->isdir = false;
-	f->opened = true;
-	f->lflags = flags & P9_LFLAGS_KEPT & ~(uint32_t)P9_DOTL_DIRECTORY;
-	wrqid(w, &st);
-	wr32(w, iounit(s));
-	return 0;
+	return fid_opened(s, f, fd, flags & P9_LFLAGS_KEPT & ~(uint32_t)P9_DOTL_DIRECTORY, &st, w);
 }
 
-static int h_read(struct p9_server *s, struct rd *r, struct wr *w)
+struct io_req {
+	struct p9_fid *f;
+	uint64_t off;
+	uint32_t count;
+};
+
+/* Tread, Treaddir: fid[4] offset[8] count[4]; Twrite: the same, then count
+ * bytes of data (*data).  Decoded, and the fid looked up (req_fid). */
+static int io_request(struct p9_server *s, struct rd *r, unsigned need, struct io_req *q, const uint8_t **data)
 {
 	uint32_t fid = rd32(r);
-	uint64_t off = rd64(r);
-	uint32_t count = rd32(r);
-	if (r->bad)
-		return -EPROTO;
-	struct p9_fid *f = fid_get(s, fid);
-	if (!f)
-		return -EBADF;
+	q->off = rd64(r);
+	q->count = rd32(r);
+	if (data)
+		*data = rd_take(r, q->count);
+	return req_fid(s, r, fid, need, &q->f);
+}
+
+/* Clamp a Tread/Treaddir count to what fits in the reply after count[4]
+ * and in msize.  The guest's count is never trusted beyond that. */
+static int clamp_count(const struct p9_server *s, const struct wr *w, uint32_t *count)
+{
 	size_t room = w->cap - w->off;   /* after the header */
 	if (room < 4)
 		return -EMSGSIZE;
 	room -= 4;
-	if (count > room)
-		count = (uint32_t)room;
-	if (count > s->msize - P9_IOHDR)
-		count = s->msize - P9_IOHDR;
-	if (f->xattr) {
-		wr32(w, 0);
-		return 0;
-	}
+	if (*count > room)
+		*count = (uint32_t)room;
+	if (*count > s->msize - P9_IOHDR)
+		*count = s->msize - P9_IOHDR;
+	return 0;
+}
+
+/* pread (into rbuf) or pwrite (from wbuf) on the regular file f has open,
+ * at a guest-given offset, retried on EINTR: bytes moved or -errno. */
+static ssize_t file_io(struct p9_fid *f, void *rbuf, const void *wbuf, uint32_t count, uint64_t off)
+{
 	if (f->ofd < 0 || f->isdir)
 		return -EBADF;
 	if (off > INT64_MAX)
 		return -EINVAL;
-	uint8_t *cnt = wr_take(w, 4);
 	ssize_t n;
 	do
-		n = pread(f->ofd, w->p + w->off, count, (off_t)off);
+		n = wbuf ? pwrite(f->ofd, wbuf, count, (off_t)off) : pread(f->ofd, rbuf, count, (off_t)off);
 	while (n < 0 && errno == EINTR);
+	return n < 0 ? -errno : n;
+}
+
+static int h_read(struct p9_server *s, struct rd *r, struct wr *w)
+{
+	struct io_req q;
+	int e = io_request(s, r, FID_ANY, &q, NULL);
+	if (e < 0 || (e = clamp_count(s, w, &q.count)) < 0)
+		return e;
+	if (q.f->xattr) {
+		wr32(w, 0);
+		return 0;
+	}
+	/* Straight into the reply, after its count[4] (clamp_count made room). */
+	ssize_t n = file_io(q.f, w->p + w->off + 4, NULL, q.count, q.off);
 	if (n < 0)
-		return -errno;
+		return (int)n;
+	wr32(w, (uint32_t)n);
 	w->off += (size_t)n;
-	for (int i = 0; i < 4; i++)
-		cnt[i] = (uint8_t)((uint32_t)n >> (8 * i));
 	return 0;
 }
 
 static int h_write(struct p9_server *s, struct rd *r, struct wr *w)
 {
-	uint32_t fid = rd32(r);
-	uint64_t off = rd64(r);
-	uint32_t count = rd32(r);
-	const uint8_t *data = rd_take(r, count);
-	if (r->bad)
-		return -EPROTO;
-	struct p9_fid *f = fid_get(s, fid);
-	if (!f || f->xattr)
-		return -EBADF;
+	struct io_req q;
+	const uint8_t *data;
+	int e = io_request(s, r, FID_NO_XATTR, &q, &data);
+	if (e < 0)
+		return e;
 	if (s->readonly)
 		return -EROFS;
-	if (f->ofd < 0 || f->isdir)
-		return -EBADF;
-	if (off > INT64_MAX)
-		return -EINVAL;
-	ssize_t n;
-	do
-		n = pwrite(f->ofd, data, count, (off_t)off);
-	while (n < 0 && errno == EINTR);
+	ssize_t n = file_io(q.f, NULL, data, q.count, q.off);
 	if (n < 0)
-		return -errno;
+		return (int)n;
 	wr32(w, (uint32_t)n);
 	return 0;
 }
@@ -786,29 +833,20 @@ struct linux_dirent64 {
 
 static int h_readdir(struct p9_server *s, struct rd *r, struct wr *w)
 {
-	uint32_t fid = rd32(r);
-	uint64_t off = rd64(r);
-	uint32_t count = rd32(r);
-	if (r->bad)
-		return -EPROTO;
-	struct p9_fid *f = fid_get(s, fid);
-	if (!f || f->xattr)
+	struct io_req q;
+	int e = io_request(s, r, FID_NO_XATTR | FID_OPEN, &q, NULL);
+	if (e < 0)
+		return e;
+	struct p9_fid *f = q.f;
+	if (!f->isdir)
 		return -EBADF;
-	if (f->ofd < 0 || !f->isdir)
-		return -EBADF;
-	size_t room = w->cap - w->off;
-	if (room < 4)
-		return -EMSGSIZE;
-	room -= 4;
-	if (count > room)
-		count = (uint32_t)room;
-	if (count > s->msize - P9_IOHDR)
-		count = s->msize - P9_IOHDR;
-	if (lseek(f->ofd, (off_t)off, SEEK_SET) < 0)
+	if ((e = clamp_count(s, w, &q.count)) < 0)
+		return e;
+	if (lseek(f->ofd, (off_t)q.off, SEEK_SET) < 0)
 		return -errno;
 	size_t cntpos = w->off;
 	wr32(w, 0);
-	struct wr body = { .p = w->p + w->off, .cap = count, .off = 0 };
+	struct wr body = { .p = w->p + w->off, .cap = q.count, .off = 0 };
 	char *buf = s->dirbuf;
 	bool full = false;
 	while (!full) {
@@ -841,8 +879,7 @@ static int h_readdir(struct p9_server *s, struct rd *r, struct wr *w)
 		}
 	}
 	w->off += body.off;
-	for (int i = 0; i < 4; i++)
-		w->p[cntpos + i] = (uint8_t)(body.off >> (8 * i));
+	put_le(w->p + cntpos, body.off, 4);
 	return 0;
 }
 
@@ -850,13 +887,12 @@ static int h_getattr(struct p9_server *s, struct rd *r, struct wr *w)
 {
 	uint32_t fid = rd32(r);
 	(void)rd64(r);   /* request_mask: we always fill the basic set */
-	if (r->bad)
-		return -EPROTO;
-	struct p9_fid *f = fid_get(s, fid);
-	if (!f || f->xattr)
-		return -EBADF;
+	struct p9_fid *f;
+	int e = req_fid(s, r, fid, FID_NO_XATTR, &f);
+	if (e < 0)
+		return e;
 	struct stat st;
-	int e = fstat_fd(f->fd, &st);
+	e = fstat_fd(f->fd, &st);
 	if (e < 0)
 		return e;
 	wr64(w, P9_GETATTR_BASIC);
@@ -890,20 +926,29 @@ static int proc_path(struct p9_server *s, int fd, char *buf, size_t cap)
 	return 0;
 }
 
+/* One Tsetattr time: left alone, now, or the time given. */
+static struct timespec attr_time(uint32_t valid, uint32_t bit, uint32_t set_bit, uint64_t sec, uint64_t nsec)
+{
+	if (!(valid & bit))
+		return (struct timespec){ .tv_nsec = UTIME_OMIT };
+	if (!(valid & set_bit))
+		return (struct timespec){ .tv_nsec = UTIME_NOW };
+	return (struct timespec){ .tv_sec = (time_t)sec, .tv_nsec = (long)(nsec % 1000000000) };
+}
+
 static int h_setattr(struct p9_server *s, struct rd *r, struct wr *w)
 {
 	(void)w;
 	uint32_t fid = rd32(r), valid = rd32(r), mode = rd32(r), uid = rd32(r), gid = rd32(r);
 	uint64_t size = rd64(r), asec = rd64(r), ansec = rd64(r), msec = rd64(r), mnsec = rd64(r);
-	if (r->bad)
-		return -EPROTO;
-	struct p9_fid *f = fid_get(s, fid);
-	if (!f || f->xattr)
-		return -EBADF;
+	struct p9_fid *f;
+	int e = req_fid(s, r, fid, FID_NO_XATTR, &f);
+	if (e < 0)
+		return e;
 	if (s->readonly)
 		return -EROFS;
 	struct stat st;
-	int e = fstat_fd(f->fd, &st);
+	e = fstat_fd(f->fd, &st);
 	if (e < 0)
 		return e;
 	bool lnk = S_ISLNK(st.st_mode);
@@ -938,19 +983,10 @@ static int h_setattr(struct p9_server *s, struct rd *r, struct wr *w)
 		}
 	}
 	if (valid & (P9_ATTR_ATIME | P9_ATTR_MTIME) && !lnk) {
-		struct timespec ts[2] = { { .tv_nsec = UTIME_OMIT }, { .tv_nsec = UTIME_OMIT } };
-		if (valid & P9_ATTR_ATIME) {
-			if (valid & P9_ATTR_ATIME_SET)
-				ts[0] = (struct timespec){ .tv_sec = (time_t)asec, .tv_nsec = (long)(ansec % 1000000000) };
-			else
-				ts[0].tv_nsec = UTIME_NOW;
-		}
-		if (valid & P9_ATTR_MTIME) {
-			if (valid & P9_ATTR_MTIME_SET)
-				ts[1] = (struct timespec){ .tv_sec = (time_t)msec, .tv_nsec = (long)(mnsec % 1000000000) };
-			else
-				ts[1].tv_nsec = UTIME_NOW;
-		}
+		struct timespec ts[2] = {
+			attr_time(valid, P9_ATTR_ATIME, P9_ATTR_ATIME_SET, asec, ansec),
+			attr_time(valid, P9_ATTR_MTIME, P9_ATTR_MTIME_SET, msec, mnsec),
+		};
 		if ((e = proc_path(s, f->fd, pp, sizeof(pp))) < 0)
 			return e;
 		if (utimensat(AT_FDCWD, pp, ts, 0) < 0)
@@ -961,12 +997,10 @@ static int h_setattr(struct p9_server *s, struct rd *r, struct wr *w)
 
 static int h_statfs(struct p9_server *s, struct rd *r, struct wr *w)
 {
-	uint32_t fid = rd32(r);
-	if (r->bad)
-		return -EPROTO;
-	struct p9_fid *f = fid_get(s, fid);
-	if (!f)
-		return -EBADF;
+	struct p9_fid *f;
+	int e = req_fid(s, r, rd32(r), FID_ANY, &f);
+	if (e < 0)
+		return e;
 	struct statfs sf;
 	if (fstatfs(f->fd, &sf) < 0)
 		return -errno;
@@ -984,102 +1018,57 @@ static int h_statfs(struct p9_server *s, struct rd *r, struct wr *w)
 	return 0;
 }
 
-/* dfid + name of a new entry: the directory fid, validated. */
-static int dir_and_name(struct p9_server *s, uint32_t dfid, const char *name, struct p9_fid **out)
+/* Tmkdir:   dfid[4] name[s] mode[4] gid[4]
+ * Tsymlink: dfid[4] name[s] target[s] gid[4]
+ * Tmknod:   dfid[4] name[s] mode[4] major[4] minor[4] gid[4]
+ * Each makes one entry in the directory and replies with its qid. */
+static int h_newentry(struct p9_server *s, uint8_t type, struct rd *r, struct wr *w)
 {
-	if (!name_ok(name))
-		return -EINVAL;
-	struct p9_fid *d = fid_get(s, dfid);
-	if (!d || d->xattr)
-		return -EBADF;
-	if (!d->isdir)
-		return -ENOTDIR;
-	if (s->readonly)
-		return -EROFS;
-	*out = d;
-	return 0;
-}
-
-static int reply_entry_qid(struct p9_server *s, int dirfd, const char *name, struct wr *w)
-{
-	int fd = p9_openat(s, dirfd, name, O_PATH, 0);
-	if (fd < 0)
-		return fd;
-	struct stat st;
-	int e = fstat_fd(fd, &st);
-	close(fd);
+	char name[NAMEMAX], target[PATH_MAX];
+	uint32_t dfid = rd_fid_name(r, name);
+	uint32_t mode = 0, major = 0, minor = 0;
+	if (type == Tsymlink)
+		rdstr(r, target, sizeof(target));
+	else
+		mode = rd32(r);
+	if (type == Tmknod) {
+		major = rd32(r);
+		minor = rd32(r);
+	}
+	uint32_t gid = rd32(r);
+	struct p9_fid *d;
+	int e = dir_and_name(s, r, dfid, name, &d);
 	if (e < 0)
 		return e;
+	if (type == Tmkdir) {
+		e = mkdirat(d->fd, name, mode & 07777);
+	} else if (type == Tsymlink) {
+		/* The target is stored, never followed: fids open nothing by symlink. */
+		e = symlinkat(target, d->fd, name);
+	} else {
+		/* No device nodes in a host directory. */
+		if (!S_ISFIFO(mode) && !S_ISSOCK(mode) && !S_ISREG(mode))
+			return -EPERM;
+		e = mknodat(d->fd, name, mode & (S_IFMT | 07777), makedev(major, minor));
+	}
+	if (e < 0)
+		return -errno;
+	maybe_chown(d->fd, name, d->uid, gid);
+	struct stat st;
+	int fd = open_stat(s, d->fd, name, O_PATH, &st);
+	if (fd < 0)
+		return fd;
+	close(fd);
 	wrqid(w, &st);
 	return 0;
 }
 
-static int h_mkdir(struct p9_server *s, struct rd *r, struct wr *w)
-{
-	uint32_t dfid = rd32(r);
-	char name[NAMEMAX];
-	rdstr(r, name, sizeof(name));
-	uint32_t mode = rd32(r), gid = rd32(r);
-	if (r->bad)
-		return -EPROTO;
-	struct p9_fid *d;
-	int e = dir_and_name(s, dfid, name, &d);
-	if (e < 0)
-		return e;
-	if (mkdirat(d->fd, name, mode & 07777) < 0)
-		return -errno;
-	maybe_chown(s, d->fd, name, d->uid, gid);
-	return reply_entry_qid(s, d->fd, name, w);
-}
-
-static int h_symlink(struct p9_server *s, struct rd *r, struct wr *w)
-{
-	uint32_t dfid = rd32(r);
-	char name[NAMEMAX], target[PATH_MAX];
-	rdstr(r, name, sizeof(name));
-	rdstr(r, target, sizeof(target));
-	uint32_t gid = rd32(r);
-	if (r->bad)
-		return -EPROTO;
-	struct p9_fid *d;
-	int e = dir_and_name(s, dfid, name, &d);
-	if (e < 0)
-		return e;
-	if (symlinkat(target, d->fd, name) < 0)
-		return -errno;
-	maybe_chown(s, d->fd, name, d->uid, gid);
-	return reply_entry_qid(s, d->fd, name, w);
-}
-
-static int h_mknod(struct p9_server *s, struct rd *r, struct wr *w)
-{
-	uint32_t dfid = rd32(r);
-	char name[NAMEMAX];
-	rdstr(r, name, sizeof(name));
-	uint32_t mode = rd32(r), major = rd32(r), minor = rd32(r), gid = rd32(r);
-	if (r->bad)
-		return -EPROTO;
-	struct p9_fid *d;
-	int e = dir_and_name(s, dfid, name, &d);
-	if (e < 0)
-		return e;
-	/* No device nodes in a host directory. */
-	if (!S_ISFIFO(mode) && !S_ISSOCK(mode) && !S_ISREG(mode))
-		return -EPERM;
-	if (mknodat(d->fd, name, mode & (S_IFMT | 07777), makedev(major, minor)) < 0)
-		return -errno;
-	maybe_chown(s, d->fd, name, d->uid, gid);
-	return reply_entry_qid(s, d->fd, name, w);
-}
-
 static int h_readlink(struct p9_server *s, struct rd *r, struct wr *w)
 {
-	uint32_t fid = rd32(r);
-	if (r->bad)
-		return -EPROTO;
-	struct p9_fid *f = fid_get(s, fid);
-	if (!f || f->xattr)
-		return -EBADF;
+	struct p9_fid *f;
+	int e = req_fid(s, r, rd32(r), FID_NO_XATTR, &f);
+	if (e < 0)
+		return e;
 	char buf[PATH_MAX];
 	ssize_t n = readlinkat(f->fd, "", buf, sizeof(buf));
 	if (n < 0)
@@ -1094,15 +1083,13 @@ static int h_link(struct p9_server *s, struct rd *r, struct wr *w)
 	uint32_t dfid = rd32(r), fid = rd32(r);
 	char name[NAMEMAX];
 	rdstr(r, name, sizeof(name));
-	if (r->bad)
-		return -EPROTO;
 	struct p9_fid *d;
-	int e = dir_and_name(s, dfid, name, &d);
+	int e = dir_and_name(s, r, dfid, name, &d);
 	if (e < 0)
 		return e;
-	struct p9_fid *f = fid_get(s, fid);
-	if (!f || f->xattr)
-		return -EBADF;
+	struct p9_fid *f;
+	if ((e = req_fid(s, r, fid, FID_NO_XATTR, &f)) < 0)
+		return e;
 	if (f->isdir)
 		return -EPERM;
 	char pp[64];
@@ -1113,14 +1100,16 @@ static int h_link(struct p9_server *s, struct rd *r, struct wr *w)
 	return 0;
 }
 
-static int do_rename(struct p9_server *s, struct p9_fid *od, const char *on, struct p9_fid *nd, const char *nn)
+/* Rename on in ofd (share path oldp, or NULL) to nn in nd; fids at or
+ * below oldp follow. */
+static int rename_tracked(struct p9_server *s, int ofd, const char *on, const char *oldp,
+                          struct p9_fid *nd, const char *nn)
 {
-	if (renameat(od->fd, on, nd->fd, nn) < 0)
+	if (renameat(ofd, on, nd->fd, nn) < 0)
 		return -errno;
-	char *op = path_join(od->path, on), *np = path_join(nd->path, nn);
-	if (op && np)
-		fids_renamed(s, op, np);
-	free(op);
+	char *np = path_join(nd->path, nn);
+	if (oldp && np)
+		fids_renamed(s, oldp, np);
 	free(np);
 	return 0;
 }
@@ -1128,18 +1117,17 @@ static int do_rename(struct p9_server *s, struct p9_fid *od, const char *on, str
 static int h_renameat(struct p9_server *s, struct rd *r, struct wr *w)
 {
 	(void)w;
-	uint32_t ofid = rd32(r);
 	char on[NAMEMAX], nn[NAMEMAX];
-	rdstr(r, on, sizeof(on));
-	uint32_t nfid = rd32(r);
-	rdstr(r, nn, sizeof(nn));
-	if (r->bad)
-		return -EPROTO;
+	uint32_t ofid = rd_fid_name(r, on);
+	uint32_t nfid = rd_fid_name(r, nn);
 	struct p9_fid *od, *nd;
-	int e = dir_and_name(s, ofid, on, &od);
-	if (e < 0 || (e = dir_and_name(s, nfid, nn, &nd)) < 0)
+	int e = dir_and_name(s, r, ofid, on, &od);
+	if (e < 0 || (e = dir_and_name(s, r, nfid, nn, &nd)) < 0)
 		return e;
-	return do_rename(s, od, on, nd, nn);
+	char *op = path_join(od->path, on);
+	e = rename_tracked(s, od->fd, on, op, nd, nn);
+	free(op);
+	return e;
 }
 
 /* Parent directory fid-like view of a fid's path: fd + basename. */
@@ -1163,45 +1151,36 @@ static int open_parent(struct p9_server *s, struct p9_fid *f, int *pfd, const ch
 static int h_rename(struct p9_server *s, struct rd *r, struct wr *w)
 {
 	(void)w;
-	uint32_t fid = rd32(r), dfid = rd32(r);
+	uint32_t fid = rd32(r);
 	char nn[NAMEMAX];
-	rdstr(r, nn, sizeof(nn));
-	if (r->bad)
-		return -EPROTO;
+	uint32_t dfid = rd_fid_name(r, nn);
 	struct p9_fid *nd;
-	int e = dir_and_name(s, dfid, nn, &nd);
+	int e = dir_and_name(s, r, dfid, nn, &nd);
 	if (e < 0)
 		return e;
-	struct p9_fid *f = fid_get(s, fid);
-	if (!f || f->xattr)
-		return -EBADF;
+	struct p9_fid *f;
+	if ((e = req_fid(s, r, fid, FID_NO_XATTR, &f)) < 0)
+		return e;
 	int pfd;
 	const char *base;
 	if ((e = open_parent(s, f, &pfd, &base)) < 0)
 		return e;
+	/* A copy: fids_renamed replaces f->path (and base points into it). */
 	char *oldpath = strdup(f->path);
-	char *np = path_join(nd->path, nn);
-	if (renameat(pfd, base, nd->fd, nn) < 0)
-		e = -errno;
-	else if (oldpath && np)
-		fids_renamed(s, oldpath, np);
+	e = rename_tracked(s, pfd, base, oldpath, nd, nn);
 	close(pfd);
 	free(oldpath);
-	free(np);
 	return e;
 }
 
 static int h_unlinkat(struct p9_server *s, struct rd *r, struct wr *w)
 {
 	(void)w;
-	uint32_t dfid = rd32(r);
 	char name[NAMEMAX];
-	rdstr(r, name, sizeof(name));
+	uint32_t dfid = rd_fid_name(r, name);
 	uint32_t flags = rd32(r);
-	if (r->bad)
-		return -EPROTO;
 	struct p9_fid *d;
-	int e = dir_and_name(s, dfid, name, &d);
+	int e = dir_and_name(s, r, dfid, name, &d);
 	if (e < 0)
 		return e;
 	if (unlinkat(d->fd, name, (flags & P9_DOTL_AT_REMOVEDIR) ? AT_REMOVEDIR : 0) < 0)
@@ -1213,15 +1192,14 @@ static int h_remove(struct p9_server *s, struct rd *r, struct wr *w)
 {
 	(void)w;
 	uint32_t fid = rd32(r);
-	if (r->bad)
-		return -EPROTO;
-	struct p9_fid *f = fid_get(s, fid);
-	if (!f) {
+	struct p9_fid *f;
+	int e = req_fid(s, r, fid, FID_ANY, &f);
+	if (e < 0) {
 		if (s->stale_hit)
 			fid_clunk(s, fid);   /* the client forgets the fid either way */
-		return -EBADF;
+		return e;
 	}
-	int e = 0, pfd;
+	int pfd;
 	const char *base;
 	if (s->readonly)
 		e = -EROFS;
@@ -1239,73 +1217,50 @@ static int h_remove(struct p9_server *s, struct rd *r, struct wr *w)
 static int h_fsync(struct p9_server *s, struct rd *r, struct wr *w)
 {
 	(void)w;
-	uint32_t fid = rd32(r);
-	if (r->bad)
-		return -EPROTO;
-	struct p9_fid *f = fid_get(s, fid);
-	if (!f)
-		return -EBADF;
+	struct p9_fid *f;
+	int e = req_fid(s, r, rd32(r), FID_ANY, &f);
+	if (e < 0)
+		return e;
 	if (f->ofd >= 0 && fsync(f->ofd) < 0)
 		return -errno;
 	return 0;
 }
 
-static int lock_type(uint8_t t)
-{
-	return t == P9_LOCK_RDLCK ? F_RDLCK : t == P9_LOCK_WRLCK ? F_WRLCK : t == P9_LOCK_UNLCK ? F_UNLCK : -1;
-}
-
-static int h_lock(struct p9_server *s, struct rd *r, struct wr *w)
-{
-	uint32_t fid = rd32(r);
-	uint8_t type = rd8(r);
-	(void)rd32(r);   /* flags */
-	uint64_t start = rd64(r), length = rd64(r);
-	(void)rd32(r);   /* proc_id */
-	char client[NAMEMAX];
-	rdstr(r, client, sizeof(client));
-	if (r->bad)
-		return -EPROTO;
-	struct p9_fid *f = fid_get(s, fid);
-	if (!f || f->xattr || f->ofd < 0)
-		return -EBADF;
-	int lt = lock_type(type);
-	if (lt < 0 || start > INT64_MAX || length > INT64_MAX)
-		return -EINVAL;
-	/* Open-file-description locks: one per fid's open file, never blocking
-	 * (the client polls on BLOCKED). */
-	struct flock fl = { .l_type = (short)lt, .l_whence = SEEK_SET, .l_start = (off_t)start,
-	                    .l_len = (off_t)length };
-	uint8_t st = P9_LOCK_SUCCESS;
-	if (fcntl(f->ofd, F_OFD_SETLK, &fl) < 0)
-		st = (errno == EAGAIN || errno == EACCES) ? P9_LOCK_BLOCKED : P9_LOCK_ERROR;
-	wr8(w, st);
-	return 0;
-}
-
-static int h_getlock(struct p9_server *s, struct rd *r, struct wr *w)
+/* Tlock:    fid[4] type[1] flags[4] start[8] length[8] proc_id[4] client_id[s]
+ * Tgetlock: fid[4] type[1]          start[8] length[8] proc_id[4] client_id[s]
+ * Open-file-description locks: one per fid's open file, never blocking
+ * (the client polls on BLOCKED). */
+static int h_lock(struct p9_server *s, uint8_t op, struct rd *r, struct wr *w)
 {
 	uint32_t fid = rd32(r);
 	uint8_t type = rd8(r);
+	if (op == Tlock)
+		(void)rd32(r);   /* flags */
 	uint64_t start = rd64(r), length = rd64(r);
 	uint32_t proc_id = rd32(r);
 	char client[NAMEMAX];
 	rdstr(r, client, sizeof(client));
-	if (r->bad)
-		return -EPROTO;
-	struct p9_fid *f = fid_get(s, fid);
-	if (!f || f->xattr || f->ofd < 0)
-		return -EBADF;
-	int lt = lock_type(type);
+	struct p9_fid *f;
+	int e = req_fid(s, r, fid, FID_NO_XATTR | FID_OPEN, &f);
+	if (e < 0)
+		return e;
+	int lt = type == P9_LOCK_RDLCK ? F_RDLCK : type == P9_LOCK_WRLCK ? F_WRLCK : type == P9_LOCK_UNLCK ? F_UNLCK : -1;
 	if (lt < 0 || start > INT64_MAX || length > INT64_MAX)
 		return -EINVAL;
 	struct flock fl = { .l_type = (short)lt, .l_whence = SEEK_SET, .l_start = (off_t)start,
 	                    .l_len = (off_t)length };
+	if (op == Tlock) {
+		uint8_t st = P9_LOCK_SUCCESS;
+		if (fcntl(f->ofd, F_OFD_SETLK, &fl) < 0)
+			st = (errno == EAGAIN || errno == EACCES) ? P9_LOCK_BLOCKED : P9_LOCK_ERROR;
+		wr8(w, st);
+		return 0;
+	}
 	if (fcntl(f->ofd, F_OFD_GETLK, &fl) < 0)
 		return -errno;
 	uint8_t rt = fl.l_type == F_RDLCK ? P9_LOCK_RDLCK : fl.l_type == F_WRLCK ? P9_LOCK_WRLCK : P9_LOCK_UNLCK;
 	wr8(w, rt);
-	if (fl.l_type == F_UNLCK) {
+	if (fl.l_type == F_UNLCK) {   /* no conflicting lock: the request comes back */
 		wr64(w, start);
 		wr64(w, length);
 		wr32(w, proc_id);
@@ -1323,11 +1278,10 @@ static int h_xattrwalk(struct p9_server *s, struct rd *r, struct wr *w)
 	uint32_t fid = rd32(r), newfid = rd32(r);
 	char name[NAMEMAX];
 	rdstr(r, name, sizeof(name));
-	if (r->bad)
-		return -EPROTO;
-	struct p9_fid *f = fid_get(s, fid);
-	if (!f || f->xattr)
-		return -EBADF;
+	struct p9_fid *f;
+	int e = req_fid(s, r, fid, FID_NO_XATTR, &f);
+	if (e < 0)
+		return e;
 	if (name[0])
 		return -ENODATA;   /* no extended attributes exported */
 	/* listxattr: an empty list */
@@ -1391,9 +1345,7 @@ size_t p9_handle(struct p9_server *s, const uint8_t *req, size_t reqlen, uint8_t
 	case Tgetattr: e = h_getattr(s, &r, &w); break;
 	case Tsetattr: e = h_setattr(s, &r, &w); break;
 	case Tstatfs: e = h_statfs(s, &r, &w); break;
-	case Tmkdir: e = h_mkdir(s, &r, &w); break;
-	case Tsymlink: e = h_symlink(s, &r, &w); break;
-	case Tmknod: e = h_mknod(s, &r, &w); break;
+	case Tmkdir: case Tsymlink: case Tmknod: e = h_newentry(s, type, &r, &w); break;
 	case Treadlink: e = h_readlink(s, &r, &w); break;
 	case Tlink: e = h_link(s, &r, &w); break;
 	case Trenameat: e = h_renameat(s, &r, &w); break;
@@ -1401,8 +1353,7 @@ size_t p9_handle(struct p9_server *s, const uint8_t *req, size_t reqlen, uint8_t
 	case Tunlinkat: e = h_unlinkat(s, &r, &w); break;
 	case Tremove: e = h_remove(s, &r, &w); break;
 	case Tfsync: e = h_fsync(s, &r, &w); break;
-	case Tlock: e = h_lock(s, &r, &w); break;
-	case Tgetlock: e = h_getlock(s, &r, &w); break;
+	case Tlock: case Tgetlock: e = h_lock(s, type, &r, &w); break;
 	case Txattrwalk: e = h_xattrwalk(s, &r, &w); break;
 	case Txattrcreate: e = s->readonly ? -EROFS : -EOPNOTSUPP; break;
 	case Tclunk: {
