@@ -639,13 +639,7 @@ static void vtcon_notify(void *arg, struct vqueue_info *vq)
 {
 	struct vtcon_softc *sc = arg;
 	int q = vq->vq_num;
-	/*
-	 * A main-thread kick can pass the transport's pause check just before
-	 * a checkpoint pauses the device: leave guest memory alone then; the
-	 * transport's resume looks at every queue again.
-	 */
-	if (sc->paused)
-		return;
+	/* (While paused for a checkpoint the transport does not call this.) */
 	if (q == VTCON_CTRL_TXQ) {
 		vtcon_ctrl_tx(sc, vq);
 		return;

@@ -46,7 +46,10 @@ static const struct config_key virtio_keys[] = {
 /* Guest kicks counted by the eventfds (several may fold into one wakeup). */
 static atomic_ullong stat_kicks;
 
-static void kick_stats(struct control_conn *c);
+static void kick_stats(struct control_conn *c)
+{
+	control_reply(c, "virtio_kicks_ioeventfd %llu", (unsigned long long)atomic_load(&stat_kicks));
+}
 
 static void __attribute__((constructor)) virtio_keys_register(void)
 {
@@ -65,15 +68,9 @@ static void vi_kick_event(int fd, void *arg)
 	}
 }
 
-static void kick_stats(struct control_conn *c)
-{
-	control_reply(c, "virtio_kicks_ioeventfd %llu", (unsigned long long)atomic_load(&stat_kicks));
-}
-
+/* vq_kickfd is -1 from vi_softc_linkup: queues keep exiting unless set up here. */
 int vi_ioeventfd_setup(struct virtio_softc *vs)
 {
-	for (int i = 0; i < vs->vs_nvq; i++)
-		vs->vs_queues[i].vq_kickfd = -1;
 	if (!vs->vs_pi || !get_config_bool_default("virtio.ioeventfd", true) ||
 	    !vm_host_info(vs->vs_ctx)->has_ioeventfd)
 		return 0;
