@@ -1,12 +1,14 @@
 /*
- * Internals shared by the 9P server (p9_server.c) and its checkpoint code
- * (p9_state.c).  Nothing outside those two files includes this.
+ * Internals shared by the 9P server (p9_server.c: wire and handlers), its
+ * host side (p9_fs.c: fid table, jailed resolution, open policy) and its
+ * checkpoint code (p9_state.c).  Nothing outside those files includes this.
  */
 #ifndef HYVE_P9_INTERNAL_H
 #define HYVE_P9_INTERNAL_H
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include "p9_server.h"
@@ -42,7 +44,7 @@ struct p9_fid {
 	 * inside the share): every use fails with ESTALE until it is clunked.
 	 */
 	bool stale;
-	uint32_t uid;       /* n_uname of the attach */
+	uint32_t uid;       /* n_uname of the attach (kept, never applied to files) */
 	char *path;         /* relative to the root, "" for the root */
 	struct p9_fid *next;
 };
@@ -63,13 +65,36 @@ struct p9_server {
 
 /* The slot holding fid (or where it would go): *slot is NULL if unused. */
 struct p9_fid **p9_fid_slot(struct p9_server *s, uint32_t fid);
-/* New fid (fails if in use); takes ownership of fd (may be -1) and path. */
+/* New fid; takes ownership of fd (may be -1) and path.  NULL with errno
+ * EBADF (fid in use or NOFID), EMFILE (no p9_fid_room) or ENOMEM. */
 struct p9_fid *p9_fid_new(struct p9_server *s, uint32_t fid, int fd, char *path, bool isdir, uint32_t uid);
+/* How many more fids this process may hold (all servers together): its
+ * fd limit less a reserve for the rest of hyve, two fds a fid. */
+unsigned p9_fid_room(void);
+/* Clunk: 0, or -EBADF if fid is not in use. */
+int p9_fid_clunk(struct p9_server *s, uint32_t fid);
 void p9_fids_clear(struct p9_server *s);
 /* Open rel ("a/b", "" = dirfd) beneath dirfd following no symlink: fd or -errno. */
 int p9_openat(struct p9_server *s, int dirfd, const char *rel, int flags, mode_t mode);
-/* A fresh open file description for the object behind f->fd: fd or -errno. */
+/* A fresh open file description for the object behind f->fd: fd or -errno.
+ * Never blocks, and opens only regular files and directories (anything
+ * else: ENXIO, a symlink: ELOOP). */
 int p9_reopen(struct p9_server *s, struct p9_fid *f, int flags);
+/* fstat of fd itself (an O_PATH fd of a symlink included): 0 or -errno. */
+int p9_fstat(int fd, struct stat *st);
+/* p9_openat, then p9_fstat of what it opened: fd or -errno. */
+int p9_open_stat(struct p9_server *s, int dirfd, const char *rel, int flags, struct stat *st);
+/* For an fd just opened O_NONBLOCK | O_NOCTTY: keep it only if it is a
+ * regular file or a directory (else -ENXIO, fd closed), O_NONBLOCK off. */
+int p9_open_finish(int fd);
+/* dir "/" name as a share path (name alone if dir is ""), or NULL if it
+ * would not fit PATH_MAX (or no memory). */
+char *p9_path_join(const char *dir, const char *name);
+/* Rename entry on of directory ofd, at share path oldp (NULL: too long to
+ * name, so no fid lies below it), to nn in directory fid nd: fids at or
+ * below oldp follow.  0 or -errno (ENAMETOOLONG if a fid path would not
+ * fit PATH_MAX: then nothing is renamed). */
+int p9_rename(struct p9_server *s, int ofd, const char *on, const char *oldp, struct p9_fid *nd, const char *nn);
 /* Host open(2) flags for 9P Tlopen flags. */
 int p9_open_flags(uint32_t lflags);
 /* True if host open flags o would modify the file. */

@@ -5,7 +5,8 @@
  * qid = type[1] version[4] path[8].  Each request is parsed through a
  * cursor that flags (instead of performing) any read past the message;
  * each reply through a writer that flags any write past the reply buffer,
- * so a reply that would not fit becomes Rlerror(EMSGSIZE).
+ * so a reply that would not fit becomes Rlerror(EMSGSIZE).  The fid table,
+ * jailed name resolution and the policy for opening files are p9_fs.c.
  */
 #include "p9_internal.h"
 
@@ -13,14 +14,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <linux/openat2.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
-#include <sys/sysmacros.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -53,6 +53,17 @@ enum {
 #define P9_ATTR_CTIME     (1u << 6)
 #define P9_ATTR_ATIME_SET (1u << 7)
 #define P9_ATTR_MTIME_SET (1u << 8)
+
+/*
+ * Permission bits a guest may give (Tlcreate, Tmkdir, Tmknod, Tsetattr):
+ * rwx and sticky, never setuid or setgid, which are silently dropped.  A
+ * root hyve would otherwise make setuid-root programs on the host for the
+ * guest.  Ownership is not the guest's either (security model "none", as
+ * QEMU calls it): what the server makes belongs to hyve's own user and
+ * group, the guest's gid is ignored, and Tsetattr may set uid/gid only to
+ * hyve's own (or to what the file already has), else EPERM.
+ */
+#define P9_MODE_BITS (S_IRWXU | S_IRWXG | S_IRWXO | S_ISVTX)
 
 #define P9_GETATTR_BASIC  0x7ffULL
 #define P9_DOTL_AT_REMOVEDIR 0x200
@@ -181,14 +192,6 @@ static void wrqid(struct wr *w, const struct stat *st)
 
 /* ---- fids ---- */
 
-struct p9_fid **p9_fid_slot(struct p9_server *s, uint32_t fid)
-{
-	struct p9_fid **pp = &s->fids[fid % FID_BUCKETS];
-	while (*pp && (*pp)->fid != fid)
-		pp = &(*pp)->next;
-	return pp;
-}
-
 /*
  * The fid a request names, or NULL.  A stale fid (restored from a
  * checkpoint whose file is gone) also gives NULL, so every handler fails
@@ -226,182 +229,6 @@ static int req_fid(struct p9_server *s, const struct rd *r, uint32_t fid, unsign
 		return -EBADF;
 	*out = f;
 	return 0;
-}
-
-static void fid_destroy(struct p9_fid *f)
-{
-	if (f->fd >= 0)
-		close(f->fd);
-	if (f->ofd >= 0)
-		close(f->ofd);
-	free(f->path);
-	free(f);
-}
-
-static int fid_clunk(struct p9_server *s, uint32_t fid)
-{
-	struct p9_fid **pp = p9_fid_slot(s, fid);
-	struct p9_fid *f = *pp;
-	if (!f)
-		return -EBADF;
-	*pp = f->next;
-	fid_destroy(f);
-	return 0;
-}
-
-/* New fid (fails if in use); takes ownership of fd and path. */
-struct p9_fid *p9_fid_new(struct p9_server *s, uint32_t fid, int fd, char *path, bool isdir, uint32_t uid)
-{
-	struct p9_fid **pp = p9_fid_slot(s, fid);
-	struct p9_fid *f = NULL;
-	if (fid == P9_NOFID || *pp || !path || !(f = calloc(1, sizeof(*f)))) {
-		if (fd >= 0)
-			close(fd);
-		free(path);
-		return NULL;
-	}
-	*f = (struct p9_fid){ .fid = fid, .fd = fd, .ofd = -1, .isdir = isdir, .uid = uid, .path = path };
-	*pp = f;
-	return f;
-}
-
-void p9_fids_clear(struct p9_server *s)
-{
-	for (int i = 0; i < FID_BUCKETS; i++) {
-		while (s->fids[i]) {
-			struct p9_fid *f = s->fids[i];
-			s->fids[i] = f->next;
-			fid_destroy(f);
-		}
-	}
-}
-
-/* ---- jailed resolution ---- */
-
-static bool name_ok(const char *name)
-{
-	return name[0] && !strchr(name, '/') && strcmp(name, ".") != 0 && strcmp(name, "..") != 0;
-}
-
-/*
- * Open rel (a '/'-separated path of plain names, "" for dirfd itself)
- * beneath dirfd, following no symlink at all.  Returns an fd or -errno.
- */
-int p9_openat(struct p9_server *s, int dirfd, const char *rel, int flags, mode_t mode)
-{
-	if (!rel[0])
-		rel = ".";
-	flags |= O_NOFOLLOW | O_CLOEXEC;
-	if (s->have_openat2) {
-		struct open_how how = {
-			.flags = (uint64_t)flags,
-			.mode = (flags & (O_CREAT | O_TMPFILE)) ? mode : 0,
-			.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS,
-		};
-		long fd = syscall(SYS_openat2, dirfd, rel, &how, sizeof(how));
-		if (fd >= 0)
-			return (int)fd;
-		if (errno != ENOSYS)
-			return -errno;
-		s->have_openat2 = false;
-	}
-	/* Fallback: component by component, O_NOFOLLOW, no ".." */
-	char buf[PATH_MAX];
-	if (strlen(rel) >= sizeof(buf))
-		return -ENAMETOOLONG;
-	strcpy(buf, rel);
-	int cur = dirfd;
-	char *save = NULL;
-	char *comp = strtok_r(buf, "/", &save);
-	while (comp) {
-		char *next = strtok_r(NULL, "/", &save);
-		if (strcmp(comp, "..") == 0) {
-			if (cur != dirfd)
-				close(cur);
-			return -EXDEV;
-		}
-		int fl = next ? (O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : flags;
-		int fd = openat(cur, comp, fl, mode);
-		int e = errno;
-		if (cur != dirfd)
-			close(cur);
-		if (fd < 0)
-			return -e;
-		cur = fd;
-		comp = next;
-	}
-	if (cur == dirfd) {   /* "." */
-		int fd = openat(dirfd, ".", flags & ~O_NOFOLLOW, mode);
-		return fd < 0 ? -errno : fd;
-	}
-	return cur;
-}
-
-/* A fresh open file description for the object behind an O_PATH fd. */
-int p9_reopen(struct p9_server *s, struct p9_fid *f, int flags)
-{
-	flags &= ~(O_CREAT | O_EXCL | O_NOCTTY);
-	if (f->isdir)
-		return p9_openat(s, f->fd, "", flags | O_DIRECTORY, 0);
-	if (s->procfd >= 0) {
-		char n[16];
-		snprintf(n, sizeof(n), "%d", f->fd);
-		/* Our own magic link: it names exactly the inode the fid holds. */
-		int fd = openat(s->procfd, n, flags | O_CLOEXEC);
-		return fd < 0 ? -errno : fd;
-	}
-	return p9_openat(s, s->rootfd, f->path, flags, 0);
-}
-
-static char *path_join(const char *dir, const char *name)
-{
-	size_t a = strlen(dir), b = strlen(name);
-	if (a + b + 2 > PATH_MAX)
-		return NULL;
-	char *p = malloc(a + b + 2);
-	if (!p)
-		return NULL;
-	if (a) {
-		memcpy(p, dir, a);
-		p[a++] = '/';
-	}
-	memcpy(p + a, name, b + 1);
-	return p;
-}
-
-static int fstat_fd(int fd, struct stat *st)
-{
-	return fstatat(fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
-}
-
-/* p9_openat, then fstat_fd of what it opened: fd or -errno. */
-static int open_stat(struct p9_server *s, int dirfd, const char *rel, int flags, struct stat *st)
-{
-	int fd = p9_openat(s, dirfd, rel, flags, 0);
-	int e = fd < 0 ? fd : fstat_fd(fd, st);
-	if (e < 0 && fd >= 0)
-		close(fd);
-	return e < 0 ? e : fd;
-}
-
-/* After a rename of dir-relative entry "old" to "new", fix fid paths. */
-static void fids_renamed(struct p9_server *s, const char *oldp, const char *newp)
-{
-	size_t ol = strlen(oldp);
-	for (int i = 0; i < FID_BUCKETS; i++) {
-		for (struct p9_fid *f = s->fids[i]; f; f = f->next) {
-			if (strncmp(f->path, oldp, ol) != 0 || (f->path[ol] != 0 && f->path[ol] != '/'))
-				continue;
-			size_t nl = strlen(newp), rl = strlen(f->path + ol);
-			char *np = malloc(nl + rl + 1);
-			if (!np)
-				continue;
-			memcpy(np, newp, nl);
-			memcpy(np + nl, f->path + ol, rl + 1);
-			free(f->path);
-			f->path = np;
-		}
-	}
 }
 
 /* ---- server lifetime ---- */
@@ -488,11 +315,11 @@ static int h_attach(struct p9_server *s, struct rd *r, struct wr *w)
 	if (r->bad)
 		return -EPROTO;
 	struct stat st;
-	int fd = open_stat(s, s->rootfd, "", O_PATH | O_DIRECTORY, &st);
+	int fd = p9_open_stat(s, s->rootfd, "", O_PATH | O_DIRECTORY, &st);
 	if (fd < 0)
 		return fd;
 	if (!p9_fid_new(s, fid, fd, strdup(""), true, n_uname))
-		return -EBADF;
+		return -errno;
 	wrqid(w, &st);
 	return 0;
 }
@@ -519,6 +346,12 @@ static int h_walk(struct p9_server *s, struct rd *r, struct wr *w)
 		return e;
 	if (newfid != fid && *p9_fid_slot(s, newfid))
 		return -EBADF;
+	/* An opened fid stays on its file (as QEMU has it): walked in place,
+	 * its path and its open file would name different objects. */
+	if (newfid == fid && f->ofd >= 0)
+		return -EINVAL;
+	if (newfid != fid && p9_fid_room() == 0)
+		return -EMFILE;
 	char *path = strdup(f->path);
 	int cur = dup(f->fd);
 	if (!path || cur < 0) {
@@ -551,11 +384,11 @@ static int h_walk(struct p9_server *s, struct rd *r, struct wr *w)
 			np = slash ? strndup(path, (size_t)(slash - path)) : strdup("");
 			fd = np ? p9_openat(s, s->rootfd, np, O_PATH | O_DIRECTORY, 0) : -ENOMEM;
 		} else {
-			np = path_join(path, nm);
+			np = p9_path_join(path, nm);
 			fd = np ? p9_openat(s, cur, nm, O_PATH, 0) : -ENAMETOOLONG;
 		}
 		if (np && fd >= 0)
-			err = fstat_fd(fd, &st);
+			err = p9_fstat(fd, &st);
 		else
 			err = fd < 0 ? fd : -ENOMEM;
 		if (err < 0) {
@@ -592,38 +425,8 @@ static int h_walk(struct p9_server *s, struct rd *r, struct wr *w)
 		return 0;
 	}
 	if (!p9_fid_new(s, newfid, cur, path, curdir, f->uid))
-		return -ENOMEM;
+		return -errno;
 	return 0;
-}
-
-int p9_open_flags(uint32_t fl)
-{
-	int o = (int)(fl & P9_DOTL_ACCMODE);
-	if (o == 3)
-		o = O_RDWR;
-	if (fl & P9_DOTL_TRUNC)
-		o |= O_TRUNC;
-	if (fl & P9_DOTL_APPEND)
-		o |= O_APPEND;
-	if (fl & P9_DOTL_DSYNC)
-		o |= O_DSYNC;
-	if ((fl & P9_DOTL_SYNC) == P9_DOTL_SYNC)
-		o |= O_SYNC;
-	if (fl & P9_DOTL_DIRECTORY)
-		o |= O_DIRECTORY;
-	return o;
-}
-
-bool p9_open_modifies(int o)
-{
-	return (o & O_ACCMODE) != O_RDONLY || (o & O_TRUNC);
-}
-
-static void maybe_chown(int dirfd, const char *name, uint32_t uid, uint32_t gid)
-{
-	if (geteuid() == 0 && fchownat(dirfd, name, uid, gid, AT_SYMLINK_NOFOLLOW) < 0) {
-		/* best effort */
-	}
 }
 
 /* Tlopen/Tlcreate succeeded: f now holds the open file fd (lflags are the
@@ -652,7 +455,7 @@ static int h_lopen(struct p9_server *s, struct rd *r, struct wr *w)
 	if (s->readonly && p9_open_modifies(o))
 		return -EROFS;
 	struct stat st;
-	e = fstat_fd(f->fd, &st);
+	e = p9_fstat(f->fd, &st);
 	if (e < 0)
 		return e;
 	if (S_ISLNK(st.st_mode))
@@ -663,6 +466,11 @@ static int h_lopen(struct p9_server *s, struct rd *r, struct wr *w)
 	if (fd < 0)
 		return fd;
 	return fid_opened(s, f, fd, flags & P9_LFLAGS_KEPT, &st, w);
+}
+
+static bool name_ok(const char *name)
+{
+	return name[0] && !strchr(name, '/') && strcmp(name, ".") != 0 && strcmp(name, "..") != 0;
 }
 
 /* dfid + name of an entry to make, remove or rename: the fid (req_fid) of
@@ -697,7 +505,8 @@ static int h_lcreate(struct p9_server *s, struct rd *r, struct wr *w)
 {
 	char name[NAMEMAX];
 	uint32_t fid = rd_fid_name(r, name);
-	uint32_t flags = rd32(r), mode = rd32(r), gid = rd32(r);
+	uint32_t flags = rd32(r), mode = rd32(r);
+	(void)rd32(r);   /* gid: see P9_MODE_BITS */
 	struct p9_fid *f;
 	int e = entry_dir_fid(s, r, fid, name, &f);
 	if (e < 0)
@@ -712,18 +521,28 @@ static int h_lcreate(struct p9_server *s, struct rd *r, struct wr *w)
 	int o = p9_open_flags(flags) & ~O_DIRECTORY;
 	if (flags & P9_DOTL_EXCL)
 		o |= O_EXCL;
-	char *np = path_join(f->path, name);
+	char *np = p9_path_join(f->path, name);
 	if (!np)
 		return -ENAMETOOLONG;
-	int fd = p9_openat(s, f->fd, name, o | O_CREAT, mode & 07777);
+	/* The name may exist already, as anything: only a regular file is
+	 * opened (ENXIO otherwise), as for Tlopen (p9_reopen).  The O_PATH
+	 * look first keeps an existing device node's open routine from ever
+	 * running; p9_open_finish checks what the open really got. */
+	struct stat st;
+	int fd = p9_open_stat(s, f->fd, name, O_PATH, &st);
+	bool special = fd >= 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode) && !S_ISLNK(st.st_mode);
+	if (fd >= 0)
+		close(fd);
+	/* (a directory or symlink gets the open's own EISDIR / ELOOP) */
+	fd = special ? -ENXIO : p9_openat(s, f->fd, name, o | O_CREAT | O_NONBLOCK | O_NOCTTY, mode & P9_MODE_BITS);
+	if (fd >= 0)
+		fd = p9_open_finish(fd);
 	if (fd < 0) {
 		free(np);
 		return fd;
 	}
-	maybe_chown(f->fd, name, f->uid, gid);
 	int pfd = p9_openat(s, f->fd, name, O_PATH, 0);
-	struct stat st;
-	e = pfd < 0 ? pfd : fstat_fd(fd, &st);
+	e = pfd < 0 ? pfd : p9_fstat(fd, &st);
 	if (e < 0) {
 		if (pfd >= 0)
 			close(pfd);
@@ -860,10 +679,11 @@ static int h_readdir(struct p9_server *s, struct rd *r, struct wr *w)
 			break;
 		for (long pos = 0; pos < n;) {
 			struct linux_dirent64 *d = (struct linux_dirent64 *)(buf + pos);
-			if (d->d_reclen == 0 || pos + d->d_reclen > n)
+			size_t hdr = offsetof(struct linux_dirent64, d_name);
+			if (d->d_reclen <= hdr || pos + d->d_reclen > n)
 				break;
 			pos += d->d_reclen;
-			size_t nl = strnlen(d->d_name, d->d_reclen);
+			size_t nl = strnlen(d->d_name, d->d_reclen - hdr);   /* within the record */
 			size_t need = 13 + 8 + 1 + 2 + nl;
 			if (need > body.cap - body.off) {
 				full = true;
@@ -892,7 +712,7 @@ static int h_getattr(struct p9_server *s, struct rd *r, struct wr *w)
 	if (e < 0)
 		return e;
 	struct stat st;
-	e = fstat_fd(f->fd, &st);
+	e = p9_fstat(f->fd, &st);
 	if (e < 0)
 		return e;
 	wr64(w, P9_GETATTR_BASIC);
@@ -936,6 +756,28 @@ static struct timespec attr_time(uint32_t valid, uint32_t bit, uint32_t set_bit,
 	return (struct timespec){ .tv_sec = (time_t)sec, .tv_nsec = (long)(nsec % 1000000000) };
 }
 
+/*
+ * The ids a Tsetattr may set (see P9_MODE_BITS): hyve's own, applied, or
+ * the file's current ones, nothing to do (*u, *g stay -1).  Any other is
+ * EPERM, as chown(2) answers an unprivileged caller.
+ */
+static int owner_change(const struct stat *st, uint32_t valid, uint32_t uid, uint32_t gid, uid_t *u, gid_t *g)
+{
+	*u = (uid_t)-1;
+	*g = (gid_t)-1;
+	if ((valid & P9_ATTR_UID) && uid != st->st_uid) {
+		if (uid != geteuid())
+			return -EPERM;
+		*u = uid;
+	}
+	if ((valid & P9_ATTR_GID) && gid != st->st_gid) {
+		if (gid != getegid())
+			return -EPERM;
+		*g = gid;
+	}
+	return 0;
+}
+
 static int h_setattr(struct p9_server *s, struct rd *r, struct wr *w)
 {
 	(void)w;
@@ -948,26 +790,29 @@ static int h_setattr(struct p9_server *s, struct rd *r, struct wr *w)
 	if (s->readonly)
 		return -EROFS;
 	struct stat st;
-	e = fstat_fd(f->fd, &st);
+	e = p9_fstat(f->fd, &st);
 	if (e < 0)
 		return e;
 	bool lnk = S_ISLNK(st.st_mode);
+	/* Refused before anything changes: a refused Tsetattr changes nothing. */
+	uid_t u;
+	gid_t g;
+	if ((e = owner_change(&st, valid, uid, gid, &u, &g)) < 0)
+		return e;
+	/* Only a regular file has a size; reopening anything else to truncate
+	 * it would open a FIFO or a device (openable). */
+	if ((valid & P9_ATTR_SIZE) && !S_ISREG(st.st_mode))
+		return -EINVAL;
 	char pp[64];
 	if (valid & P9_ATTR_MODE && !lnk) {
 		if ((e = proc_path(s, f->fd, pp, sizeof(pp))) < 0)
 			return e;
-		if (chmod(pp, mode & 07777) < 0)
+		if (chmod(pp, mode & P9_MODE_BITS) < 0)
 			return -errno;
 	}
-	if (valid & (P9_ATTR_UID | P9_ATTR_GID)) {
-		uid_t u = (valid & P9_ATTR_UID) ? uid : (uid_t)-1;
-		gid_t g = (valid & P9_ATTR_GID) ? gid : (gid_t)-1;
-		if (fchownat(f->fd, "", u, g, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
-			return -errno;
-	}
+	if ((u != (uid_t)-1 || g != (gid_t)-1) && fchownat(f->fd, "", u, g, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
 	if (valid & P9_ATTR_SIZE) {
-		if (lnk || S_ISDIR(st.st_mode))
-			return -EINVAL;
 		if (size > INT64_MAX)
 			return -EFBIG;
 		int fd = f->ofd;
@@ -1021,41 +866,44 @@ static int h_statfs(struct p9_server *s, struct rd *r, struct wr *w)
 /* Tmkdir:   dfid[4] name[s] mode[4] gid[4]
  * Tsymlink: dfid[4] name[s] target[s] gid[4]
  * Tmknod:   dfid[4] name[s] mode[4] major[4] minor[4] gid[4]
- * Each makes one entry in the directory and replies with its qid. */
+ * Each makes one entry in the directory and replies with its qid.  The
+ * gid is ignored and the mode limited to P9_MODE_BITS. */
 static int h_newentry(struct p9_server *s, uint8_t type, struct rd *r, struct wr *w)
 {
 	char name[NAMEMAX], target[PATH_MAX];
 	uint32_t dfid = rd_fid_name(r, name);
-	uint32_t mode = 0, major = 0, minor = 0;
+	uint32_t mode = 0;
 	if (type == Tsymlink)
 		rdstr(r, target, sizeof(target));
 	else
 		mode = rd32(r);
 	if (type == Tmknod) {
-		major = rd32(r);
-		minor = rd32(r);
+		(void)rd32(r);   /* major, minor: only FIFOs, sockets and files are made */
+		(void)rd32(r);
 	}
-	uint32_t gid = rd32(r);
+	(void)rd32(r);   /* gid */
 	struct p9_fid *d;
 	int e = dir_and_name(s, r, dfid, name, &d);
 	if (e < 0)
 		return e;
 	if (type == Tmkdir) {
-		e = mkdirat(d->fd, name, mode & 07777);
+		e = mkdirat(d->fd, name, mode & P9_MODE_BITS);
 	} else if (type == Tsymlink) {
 		/* The target is stored, never followed: fids open nothing by symlink. */
 		e = symlinkat(target, d->fd, name);
 	} else {
-		/* No device nodes in a host directory. */
+		/* No device nodes on the host: a root hyve opening a guest-made
+		 * node for a host disk would read that disk.  EPERM, as mknod(2)
+		 * answers without CAP_MKNOD.  FIFOs and sockets are only names
+		 * here: the server never opens them (openable). */
 		if (!S_ISFIFO(mode) && !S_ISSOCK(mode) && !S_ISREG(mode))
 			return -EPERM;
-		e = mknodat(d->fd, name, mode & (S_IFMT | 07777), makedev(major, minor));
+		e = mknodat(d->fd, name, (mode & S_IFMT) | (mode & P9_MODE_BITS), 0);
 	}
 	if (e < 0)
 		return -errno;
-	maybe_chown(d->fd, name, d->uid, gid);
 	struct stat st;
-	int fd = open_stat(s, d->fd, name, O_PATH, &st);
+	int fd = p9_open_stat(s, d->fd, name, O_PATH, &st);
 	if (fd < 0)
 		return fd;
 	close(fd);
@@ -1100,20 +948,6 @@ static int h_link(struct p9_server *s, struct rd *r, struct wr *w)
 	return 0;
 }
 
-/* Rename on in ofd (share path oldp, or NULL) to nn in nd; fids at or
- * below oldp follow. */
-static int rename_tracked(struct p9_server *s, int ofd, const char *on, const char *oldp,
-                          struct p9_fid *nd, const char *nn)
-{
-	if (renameat(ofd, on, nd->fd, nn) < 0)
-		return -errno;
-	char *np = path_join(nd->path, nn);
-	if (oldp && np)
-		fids_renamed(s, oldp, np);
-	free(np);
-	return 0;
-}
-
 static int h_renameat(struct p9_server *s, struct rd *r, struct wr *w)
 {
 	(void)w;
@@ -1124,8 +958,8 @@ static int h_renameat(struct p9_server *s, struct rd *r, struct wr *w)
 	int e = dir_and_name(s, r, ofid, on, &od);
 	if (e < 0 || (e = dir_and_name(s, r, nfid, nn, &nd)) < 0)
 		return e;
-	char *op = path_join(od->path, on);
-	e = rename_tracked(s, od->fd, on, op, nd, nn);
+	char *op = p9_path_join(od->path, on);
+	e = p9_rename(s, od->fd, on, op, nd, nn);
 	free(op);
 	return e;
 }
@@ -1165,9 +999,9 @@ static int h_rename(struct p9_server *s, struct rd *r, struct wr *w)
 	const char *base;
 	if ((e = open_parent(s, f, &pfd, &base)) < 0)
 		return e;
-	/* A copy: fids_renamed replaces f->path (and base points into it). */
+	/* A copy: p9_rename replaces f->path (and base points into it). */
 	char *oldpath = strdup(f->path);
-	e = rename_tracked(s, pfd, base, oldpath, nd, nn);
+	e = oldpath ? p9_rename(s, pfd, base, oldpath, nd, nn) : -ENOMEM;
 	close(pfd);
 	free(oldpath);
 	return e;
@@ -1196,7 +1030,7 @@ static int h_remove(struct p9_server *s, struct rd *r, struct wr *w)
 	int e = req_fid(s, r, fid, FID_ANY, &f);
 	if (e < 0) {
 		if (s->stale_hit)
-			fid_clunk(s, fid);   /* the client forgets the fid either way */
+			p9_fid_clunk(s, fid);   /* the client forgets the fid either way */
 		return e;
 	}
 	int pfd;
@@ -1210,7 +1044,7 @@ static int h_remove(struct p9_server *s, struct rd *r, struct wr *w)
 			e = -errno;
 		close(pfd);
 	}
-	fid_clunk(s, fid);   /* clunked even when the remove fails */
+	p9_fid_clunk(s, fid);   /* clunked even when the remove fails */
 	return e;
 }
 
@@ -1292,7 +1126,7 @@ static int h_xattrwalk(struct p9_server *s, struct rd *r, struct wr *w)
 		return -errno;
 	struct p9_fid *x = p9_fid_new(s, newfid, fd, strdup(f->path), f->isdir, f->uid);
 	if (!x)
-		return -ENOMEM;
+		return -errno;
 	x->xattr = true;
 	wr64(w, 0);
 	return 0;
@@ -1358,7 +1192,7 @@ size_t p9_handle(struct p9_server *s, const uint8_t *req, size_t reqlen, uint8_t
 	case Txattrcreate: e = s->readonly ? -EROFS : -EOPNOTSUPP; break;
 	case Tclunk: {
 		uint32_t fid = rd32(&r);
-		e = r.bad ? -EPROTO : fid_clunk(s, fid);
+		e = r.bad ? -EPROTO : p9_fid_clunk(s, fid);
 		break;
 	}
 	default: e = -EOPNOTSUPP; break;

@@ -11,6 +11,23 @@
  * them itself after Treadlink.  Names containing '/' or equal to "." or
  * ".." are refused where they would create or name an entry.
  *
+ * The guest gets no more of the host than a share of plain files: hyve
+ * often runs as root, and a guest's files are hyve's.  So (security model
+ * "none", as QEMU calls it):
+ *  - files, directories, FIFOs and sockets made by the guest belong to
+ *    hyve's user and group: the gid of Tlcreate/Tmkdir/Tmknod/Tsymlink is
+ *    ignored, and Tsetattr may set uid/gid only to hyve's own or to what
+ *    the file has already (EPERM otherwise, nothing changed);
+ *  - modes carry rwx and sticky only: setuid and setgid are dropped
+ *    (silently) by Tlcreate, Tmkdir, Tmknod and Tsetattr;
+ *  - Tmknod makes no device nodes (EPERM);
+ *  - only regular files and directories are ever opened (Tlopen, Tlcreate
+ *    of an existing name, a checkpoint restore): a FIFO, socket or device
+ *    node is ENXIO (a restored fid of one is stale), and no open waits, so
+ *    a request never blocks the device (nor its quiesce for a checkpoint);
+ *  - fids are limited by the process fd limit, less a reserve for the rest
+ *    of hyve (EMFILE).
+ *
  * Every field of a request is bounds-checked against the message; a
  * malformed request gets Rlerror(EPROTO/EINVAL), never an out-of-bounds
  * access.  Not thread-safe: one caller at a time per server.

@@ -107,6 +107,13 @@ static int fail(struct p9_server *s, char *err, size_t errlen, const char *fmt, 
  * Open the saved object again; on any failure the fid is left stale (fd
  * and ofd -1).  Only the share's own contents are consulted, so none of
  * this is an error of the state file.
+ *
+ * Nothing here can block: the O_PATH open never does, and p9_reopen opens
+ * only regular files and directories, without waiting.  An opened fid
+ * whose name is now a FIFO, socket or device node is stale like one whose
+ * file was replaced by a directory: the restore goes on and that fid
+ * answers ESTALE.  (Opening a FIFO would wait for a writer that never
+ * comes, and `hyve -r` with it.)
  */
 static void reattach(struct p9_server *s, struct p9_fid *f, uint8_t kind, uint64_t pos)
 {
@@ -128,7 +135,7 @@ static void reattach(struct p9_server *s, struct p9_fid *f, uint8_t kind, uint64
 		/* The share became read-only (config override), or the name is now
 		 * a symlink: Tlopen would refuse this now, so the fid is dead. */
 		f->stale = true;
-	} else if ((f->ofd = p9_reopen(s, f, o)) < 0) {
+	} else if ((f->ofd = p9_reopen(s, f, o)) < 0) {   /* gone, or not openable */
 		f->ofd = -1;
 		f->stale = true;
 	} else if (pos <= INT64_MAX && lseek(f->ofd, (off_t)pos, SEEK_SET) < 0) {
@@ -154,6 +161,9 @@ int p9_server_load(struct p9_server *s, struct snap_rd *in, char *err, size_t er
 		return fail(s, err, errlen, "9p state: msize %u out of range", msize);
 	if (n > sr_left(in) / FID_MIN_BYTES)
 		return fail(s, err, errlen, "9p state: %u fids cannot fit in %zu bytes", n, sr_left(in));
+	if (n > p9_fid_room())
+		return fail(s, err, errlen, "9p state: %u fids, more than this process may hold (%u; RLIMIT_NOFILE)", n,
+		            p9_fid_room());
 	char *path = malloc(PATH_MAX);
 	if (!path)
 		return fail(s, err, errlen, "9p state: out of memory");

@@ -64,7 +64,8 @@ static void vt9p_notify(void *arg, struct vqueue_info *vq)
 }
 
 /* Reset (vc_quiesce) and checkpoint (vc_pause): no new requests, and the
- * one in flight answered. */
+ * one in flight answered.  That wait is bounded because no request blocks
+ * in the server (it never opens a FIFO or a device: p9_server.h). */
 static void vt9p_quiesce(void *arg)
 {
 	struct vt9p_softc *sc = arg;

@@ -4,12 +4,12 @@
  *
  *   clang-14 -std=c11 -D_GNU_SOURCE -g -O1 -pthread -I. \
  *       -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
- *       tests/fuzz/fuzz_p9.c devices/p9_server.c -o /tmp/fuzz_p9
+ *       tests/fuzz/fuzz_p9.c devices/p9_server.c devices/p9_fs.c -o /tmp/fuzz_p9
  *   mkdir -p /tmp/p9-corpus && /tmp/fuzz_p9 -max_total_time=60 /tmp/p9-corpus
  *
  * (-DFUZZ_STANDALONE builds a main() that replays input files.)
  *
- * Only devices/p9_server.c is needed: the checkpoint code beside it
+ * Only devices/p9_server.c and p9_fs.c are needed: the checkpoint code beside it
  * (devices/p9_state.c, p9_server_save/load) is not linked here; its loader
  * is exercised against truncated and bit-flipped states by
  * tests/unit/test_p9_server.c.
@@ -20,10 +20,15 @@
  * to what is left).  Before the stream, the harness resets the server and
  * sends Tversion, Tattach(fid 0) and Twalk(0 -> 1, "f"), so fids 0 and 1
  * exist.  Every reply must fit the buffer and carry its own length.
- * The share is a fresh directory under /tmp with a file, a subdirectory
- * and symlinks pointing out of it; a sibling directory "outside" must
- * never be touched.
+ * The share is a fresh directory under /tmp with a file, a subdirectory,
+ * a FIFO "p" and symlinks pointing out of it; a sibling directory
+ * "outside" must never be touched.  Nothing may block (a Tlopen of the
+ * FIFO that waited would hit libFuzzer's -timeout), and after each input
+ * the share's top level and "d" must hold no setuid/setgid entry and no
+ * device node (the server drops those bits and makes no devices).
  */
+#include <dirent.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +42,7 @@ static struct p9_server *srv_rw, *srv_ro;
 static uint8_t *rep;
 static char outside[128];
 static struct stat outside_st;
+static char share[128];
 
 static void setup(void)
 {
@@ -62,15 +68,44 @@ static void setup(void)
 	if (symlink("/etc", p) < 0) { /* ignore */ }
 	snprintf(p, sizeof(p), "%s/share/rel", base);
 	if (symlink("../outside", p) < 0) { /* ignore */ }
-	snprintf(p, sizeof(p), "%s/share", base);
-	srv_rw = p9_server_new(p, false);
-	srv_ro = p9_server_new(p, true);
+	snprintf(p, sizeof(p), "%s/share/p", base);
+	if (mkfifo(p, 0644) < 0)
+		abort();
+	snprintf(share, sizeof(share), "%s/share", base);
+	srv_rw = p9_server_new(share, false);
+	srv_ro = p9_server_new(share, true);
 	rep = malloc(P9_MAX_MSIZE);
 	if (!srv_rw || !srv_ro || !rep)
 		abort();
 }
 
 static void put32(uint8_t *b, uint32_t v) { memcpy(b, &v, 4); }
+
+/* No entry of directory rel (in the share) is setuid, setgid or a device. */
+static void check_dir(const char *rel)
+{
+	int dfd = openat(AT_FDCWD, share, O_RDONLY | O_DIRECTORY);
+	int fd = dfd < 0 ? -1 : openat(dfd, rel, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+	if (dfd >= 0)
+		close(dfd);
+	DIR *d = fd < 0 ? NULL : fdopendir(fd);
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		return;   /* "d" may have been removed or replaced */
+	}
+	struct dirent *e;
+	struct stat st;
+	while ((e = readdir(d))) {
+		if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		if ((st.st_mode & (S_ISUID | S_ISGID)) || S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) {
+			fprintf(stderr, "share entry %s/%s has mode 0%o\n", rel, e->d_name, (unsigned)st.st_mode);
+			abort();
+		}
+	}
+	closedir(d);
+}
 
 static void send1(struct p9_server *s, const uint8_t *m, size_t n, size_t cap)
 {
@@ -150,6 +185,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (stat(outside, &st) < 0 || st.st_mtim.tv_sec != outside_st.st_mtim.tv_sec ||
 	    st.st_mtim.tv_nsec != outside_st.st_mtim.tv_nsec || st.st_mode != outside_st.st_mode)
 		abort();   /* the directory outside the share was touched */
+	check_dir(".");
+	check_dir("d");
 	return 0;
 }
 
