@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -199,20 +200,85 @@ static double now_s(void)
 	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/*
+ * A checkpoint may only replace a regular file (or a symlink to one, which
+ * rename() replaces, never following it): renaming over a device node or a
+ * FIFO would swap the node for guest RAM.  0, or -1 with err.
+ */
+static int check_target(const char *path, char *err, size_t errlen)
+{
+	struct stat st;
+	if (stat(path, &st) != 0) {
+		if (errno == ENOENT)
+			return 0;   /* nothing there (or a dangling symlink): a new file */
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (S_ISREG(st.st_mode))
+		return 0;
+	const char *what = S_ISDIR(st.st_mode) ? "a directory" : S_ISCHR(st.st_mode) ? "a character device" :
+	                   S_ISBLK(st.st_mode) ? "a block device" : S_ISFIFO(st.st_mode) ? "a FIFO" :
+	                   S_ISSOCK(st.st_mode) ? "a socket" : "not a regular file";
+	snprintf(err, errlen, "%s: is %s; a checkpoint only replaces a regular file", path, what);
+	return -1;
+}
+
+/*
+ * The temporary file next to the target (so that rename() is atomic):
+ * always a new file of ours, mode 0600.  O_EXCL|O_NOFOLLOW: a name someone
+ * else created first (a symlink to another file, a world-readable file) is
+ * never opened; another name is tried instead.  fd, or -1 with err.
+ */
+static int create_temp(const char *path, char *tmp, size_t tmplen, char *err, size_t errlen)
+{
+	for (int attempt = 0; attempt < 16; attempt++) {
+		uint32_t r = 0;
+		if (attempt && getrandom(&r, sizeof(r), 0) != sizeof(r))
+			r = (uint32_t)attempt * 2654435761u ^ (uint32_t)time(NULL);
+		int n = attempt ? snprintf(tmp, tmplen, "%s.tmp.%d.%08x", path, (int)getpid(), r)
+		                : snprintf(tmp, tmplen, "%s.tmp.%d", path, (int)getpid());
+		if (n < 0 || (size_t)n >= tmplen) {
+			snprintf(err, errlen, "%s: path too long", path);
+			return -1;
+		}
+		int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd >= 0)
+			return fd;
+		if (errno != EEXIST) {
+			snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+			return -1;
+		}
+	}
+	snprintf(err, errlen, "%s: cannot create a temporary file next to it (16 names taken)", path);
+	return -1;
+}
+
+static void fsync_dir(const char *path)
+{
+	char dir[4096];
+	snprintf(dir, sizeof(dir), "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (slash == dir)
+		slash[1] = '\0';
+	else if (slash)
+		*slash = '\0';
+	else
+		snprintf(dir, sizeof(dir), ".");
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		fsync(fd);
+		close(fd);
+	}
+}
+
 int checkpoint_save(struct hyve_vm *vm, const char *path, bool suspend, char *err, size_t errlen)
 {
-	if (vmstate_check_supported(err, errlen))
+	if (vmstate_check_supported(err, errlen) || check_target(path, err, errlen))
 		return -1;
 	char tmp[4096];
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof(tmp)) {
-		snprintf(err, errlen, "%s: path too long", path);
+	int fd = create_temp(path, tmp, sizeof(tmp), err, errlen);
+	if (fd < 0)
 		return -1;
-	}
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
-		return -1;
-	}
 	double t0 = now_s();
 	/* vCPUs out of the guest before devices drain: no descriptor changes under I/O. */
 	vcpus_pause(vm);
@@ -231,17 +297,30 @@ int checkpoint_save(struct hyve_vm *vm, const char *path, bool suspend, char *er
 		rc = -1;
 	}
 	double t2 = now_s();
-	if (!suspend || rc) {
+	close(fd);
+	/*
+	 * A plain checkpoint lets the guest go on before the rename (it has
+	 * what it needs).  A suspend keeps it paused until the file is in
+	 * place: if the rename fails too, the VM resumes and keeps running
+	 * rather than staying paused for good.
+	 */
+	if (!suspend) {
 		vmstate_resume();
 		vcpus_resume(vm);
 	}
-	close(fd);
 	if (rc == 0 && rename(tmp, path)) {
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
 		rc = -1;
 	}
+	/* The rename itself on disk: after a suspend the file is all there is of the VM. */
+	if (rc == 0 && suspend)
+		fsync_dir(path);
 	if (rc) {
 		unlink(tmp);
+		if (suspend) {
+			vmstate_resume();
+			vcpus_resume(vm);
+		}
 		return -1;
 	}
 	log_info("checkpoint %s: %.1f MiB of RAM written, paused %.0f ms (save %.0f ms)", path,

@@ -1,11 +1,16 @@
 /*
- * Configuration tree.  Stored flat as (dotted path, value) pairs: the tree
- * shape is enforced on insert (a path is either a leaf or an inner node,
- * never both), which is all bhyve's nvlist tree gives its users, and keeps
- * dumping, iterating and serializing trivial.
+ * Configuration tree.  Every leaf and every inner node is a node in one
+ * balanced search tree keyed by its dotted path (tsearch: red-black in
+ * glibc, so no input makes it degrade, unlike a hash a crafted checkpoint
+ * or migration stream could flood).  An inner node counts the leaves below
+ * it, which makes the tree-shape check on insert (a path is either a leaf or
+ * an inner node, never both) a few lookups instead of a scan: loading N keys
+ * is O(N log N).  The leaves are also kept in a flat array for dumping,
+ * validating and serializing.
  */
 #include <ctype.h>
 #include <errno.h>
+#include <search.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,13 +20,17 @@
 #include "exitcode.h"
 #include "log.h"
 
-struct config_entry {
+struct config_node {
 	char *path;
-	char *value;
+	char *value;          /* NULL: an inner node */
+	size_t nleaves;       /* inner node: leaves below it */
+	size_t idx;           /* leaf: its index in leaves[] */
+	unsigned seen;        /* config_children's de-duplication mark */
 };
 
-static struct config_entry *entries;
-static size_t nentries, capentries;
+static void *tree;                        /* struct config_node *, by path */
+static struct config_node **leaves;
+static size_t nleaves, capleaves;
 
 #define MAX_KEY_TABLES 64
 static const struct config_key *key_tables[MAX_KEY_TABLES];
@@ -33,12 +42,24 @@ void config_register_keys(const struct config_key *keys)
 		key_tables[nkey_tables++] = keys;
 }
 
-static int find_entry(const char *path)
+static int node_cmp(const void *a, const void *b)
 {
-	for (size_t i = 0; i < nentries; i++)
-		if (strcmp(entries[i].path, path) == 0)
-			return (int)i;
-	return -1;
+	return strcmp(((const struct config_node *)a)->path, ((const struct config_node *)b)->path);
+}
+
+static struct config_node *lookup(const char *path)
+{
+	struct config_node key = { .path = (char *)path };
+	void *r = tfind(&key, &tree, node_cmp);
+	return r ? *(struct config_node **)r : NULL;
+}
+
+static void node_free(void *p)
+{
+	struct config_node *n = p;
+	free(n->path);
+	free(n->value);
+	free(n);
 }
 
 /* Is 'prefix' a proper dotted prefix of 'path'? */
@@ -61,88 +82,174 @@ static int valid_path(const char *path)
 	return 1;
 }
 
-int set_config_value(const char *path, const char *value)
+/*
+ * The inner nodes above a path ("a" and "a.b" for "a.b.c"), shortest
+ * first: for (dot = strchr(path, '.'); dot; dot = strchr(dot + 1, '.'))
+ * visits each, and prefix() copies the one ending at dot into buf.
+ */
+static const char *prefix(char *buf, const char *path, const char *dot)
 {
-	if (!valid_path(path))
-		return -1;
-	for (size_t i = 0; i < nentries; i++) {
-		/* "a.b" cannot be set when "a" is a leaf or "a.b.c" exists. */
-		if (is_path_prefix(entries[i].path, path) || is_path_prefix(path, entries[i].path))
-			return -1;
+	memcpy(buf, path, (size_t)(dot - path));
+	buf[dot - path] = '\0';
+	return buf;
+}
+
+/* Remove the inner nodes above path that no longer have leaves (after an unset or a failure). */
+static void prune_prefixes(const char *path)
+{
+	char buf[CONFIG_MAX_PATH + 1];
+	for (const char *dot = strchr(path, '.'); dot; dot = strchr(dot + 1, '.')) {
+		struct config_node *n = lookup(prefix(buf, path, dot));
+		if (n && !n->value && n->nleaves == 0) {
+			tdelete(n, &tree, node_cmp);
+			node_free(n);
+		}
 	}
-	int i = find_entry(path);
+}
+
+static struct config_node *node_new(const char *path, char *value)
+{
+	struct config_node *n = calloc(1, sizeof(*n));
+	if (n && !(n->path = strdup(path))) {
+		free(n);
+		n = NULL;
+	}
+	if (n && !tsearch(n, &tree, node_cmp)) {
+		node_free(n);
+		n = NULL;
+	}
+	if (n)
+		n->value = value;
+	return n;
+}
+
+/* set_config_value, with the reason for a refusal. */
+static int set_value(const char *path, const char *value, const char **why)
+{
+	char buf[CONFIG_MAX_PATH + 1];
+	if (strlen(path) > CONFIG_MAX_PATH) {
+		*why = "key too long";
+		return -1;
+	}
+	if (!valid_path(path)) {
+		*why = "bad characters";
+		return -1;
+	}
+	if (strlen(value) > CONFIG_MAX_VALUE) {
+		*why = "value too long";
+		return -1;
+	}
+	struct config_node *n = lookup(path);
+	if (n && !n->value) {
+		*why = "conflicts with existing keys below it";   /* "a.b" when "a.b.c" is set */
+		return -1;
+	}
+	for (const char *dot = strchr(path, '.'); dot; dot = strchr(dot + 1, '.')) {
+		struct config_node *p = lookup(prefix(buf, path, dot));
+		if (p && p->value) {
+			*why = "conflicts with an existing key above it";   /* "a.b" when "a" is set */
+			return -1;
+		}
+	}
+	*why = "out of memory";
 	char *v = strdup(value);
 	if (!v)
 		return -1;
-	if (i >= 0) {
-		free(entries[i].value);
-		entries[i].value = v;
+	if (n) {
+		free(n->value);
+		n->value = v;
 		return 0;
 	}
-	if (nentries == capentries) {
-		size_t nc = capentries ? capentries * 2 : 32;
-		struct config_entry *ne = realloc(entries, nc * sizeof(*ne));
-		if (!ne) {
-			free(v);
-			return -1;
-		}
-		entries = ne;
-		capentries = nc;
-	}
-	entries[nentries].path = strdup(path);
-	entries[nentries].value = v;
-	if (!entries[nentries].path) {
+	if (nleaves >= CONFIG_MAX_KEYS) {
+		*why = "too many keys";
 		free(v);
 		return -1;
 	}
-	nentries++;
+	if (nleaves == capleaves) {
+		size_t nc = capleaves ? capleaves * 2 : 64;
+		struct config_node **nl = realloc(leaves, nc * sizeof(*nl));
+		if (!nl) {
+			free(v);
+			return -1;
+		}
+		leaves = nl;
+		capleaves = nc;
+	}
+	/* Inner nodes first, with no leaves yet, so that a failure can prune them. */
+	for (const char *dot = strchr(path, '.'); dot; dot = strchr(dot + 1, '.')) {
+		if (!lookup(prefix(buf, path, dot)) && !node_new(buf, NULL)) {
+			prune_prefixes(path);
+			free(v);
+			return -1;
+		}
+	}
+	n = node_new(path, v);
+	if (!n) {
+		prune_prefixes(path);
+		free(v);
+		return -1;
+	}
+	n->idx = nleaves;
+	leaves[nleaves++] = n;
+	for (const char *dot = strchr(path, '.'); dot; dot = strchr(dot + 1, '.'))
+		lookup(prefix(buf, path, dot))->nleaves++;
 	return 0;
+}
+
+int set_config_value(const char *path, const char *value)
+{
+	const char *why;
+	return set_value(path, value, &why);
 }
 
 int unset_config_value(const char *path)
 {
-	int i = find_entry(path);
-	if (i < 0)
+	char buf[CONFIG_MAX_PATH + 1];
+	struct config_node *n = lookup(path);
+	if (!n || !n->value)
 		return -1;
-	free(entries[i].path);
-	free(entries[i].value);
-	entries[i] = entries[--nentries];
+	tdelete(n, &tree, node_cmp);
+	leaves[n->idx] = leaves[--nleaves];
+	leaves[n->idx]->idx = n->idx;
+	for (const char *dot = strchr(path, '.'); dot; dot = strchr(dot + 1, '.'))
+		lookup(prefix(buf, path, dot))->nleaves--;
+	prune_prefixes(path);
+	node_free(n);
 	return 0;
 }
 
 const char *get_config_value(const char *path)
 {
-	int i = find_entry(path);
-	return i >= 0 ? entries[i].value : NULL;
+	struct config_node *n = lookup(path);
+	return n ? n->value : NULL;
 }
 
 const char *get_config_valuef(const char *fmt, ...)
 {
-	char path[256];
+	char path[CONFIG_MAX_PATH + 2];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(path, sizeof(path), fmt, ap);
+	int n = vsnprintf(path, sizeof(path), fmt, ap);
 	va_end(ap);
-	return get_config_value(path);
+	/* A cut-off path would name another key. */
+	return n >= 0 && (size_t)n < sizeof(path) ? get_config_value(path) : NULL;
 }
 
 int set_config_valuef(const char *value, const char *fmt, ...)
 {
-	char path[256];
+	char path[CONFIG_MAX_PATH + 2];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(path, sizeof(path), fmt, ap);
+	int n = vsnprintf(path, sizeof(path), fmt, ap);
 	va_end(ap);
-	return set_config_value(path, value);
+	return n >= 0 && (size_t)n < sizeof(path) ? set_config_value(path, value) : -1;
 }
 
 void config_clear(void)
 {
-	for (size_t i = 0; i < nentries; i++) {
-		free(entries[i].path);
-		free(entries[i].value);
-	}
-	nentries = 0;
+	tdestroy(tree, node_free);
+	tree = NULL;
+	nleaves = 0;
 }
 
 int config_parse_bool(const char *s, bool *out)
@@ -252,19 +359,25 @@ int config_set_assignment(const char *kv, char *err, size_t errlen)
 {
 	const char *eq = strchr(kv, '=');
 	if (!eq || eq == kv) {
-		snprintf(err, errlen, "malformed option '%s' (expected key=value)", kv);
+		snprintf(err, errlen, "malformed option '%.80s' (expected key=value)", kv);
 		return -1;
 	}
-	char key[256];
+	char key[CONFIG_MAX_PATH + 1];
 	size_t klen = (size_t)(eq - kv);
 	if (klen >= sizeof(key)) {
-		snprintf(err, errlen, "option key too long in '%s'", kv);
+		snprintf(err, errlen, "key '%.40s...' too long (%zu bytes, at most %d)", kv, klen, CONFIG_MAX_PATH);
 		return -1;
 	}
 	memcpy(key, kv, klen);
 	key[klen] = '\0';
-	if (set_config_value(key, eq + 1)) {
-		snprintf(err, errlen, "%s: invalid key (bad characters, or conflicts with an existing key)", key);
+	const char *why;
+	if (set_value(key, eq + 1, &why)) {
+		if (strcmp(why, "too many keys") == 0)
+			snprintf(err, errlen, "%s: too many keys (at most %d)", key, CONFIG_MAX_KEYS);
+		else if (strcmp(why, "value too long") == 0)
+			snprintf(err, errlen, "%s: value too long (%zu bytes, at most %d)", key, strlen(eq + 1), CONFIG_MAX_VALUE);
+		else
+			snprintf(err, errlen, "%s: invalid key (%s)", key, why);
 		return -1;
 	}
 	return 0;
@@ -344,8 +457,8 @@ static const struct config_key *config_find_key(const char *path)
 
 int config_validate(char *err, size_t errlen)
 {
-	for (size_t i = 0; i < nentries; i++) {
-		const char *path = entries[i].path, *v = entries[i].value;
+	for (size_t i = 0; i < nleaves; i++) {
+		const char *path = leaves[i]->path, *v = leaves[i]->value;
 		const struct config_key *k = config_find_key(path);
 		if (!k) {
 			snprintf(err, errlen, "config: %s: unknown key", path);
@@ -385,17 +498,25 @@ int config_validate(char *err, size_t errlen)
 	return 0;
 }
 
-static int entry_cmp(const void *a, const void *b)
+static int leaf_cmp(const void *a, const void *b)
 {
-	const struct config_entry *x = a, *y = b;
-	return strcmp(x->path, y->path);
+	const struct config_node *const *x = a, *const *y = b;
+	return strcmp((*x)->path, (*y)->path);
+}
+
+/* Leaves in path order, for output that does not depend on the order of settings. */
+static void sort_leaves(void)
+{
+	qsort(leaves, nleaves, sizeof(*leaves), leaf_cmp);
+	for (size_t i = 0; i < nleaves; i++)
+		leaves[i]->idx = i;
 }
 
 void config_dump(FILE *out)
 {
-	qsort(entries, nentries, sizeof(*entries), entry_cmp);
-	for (size_t i = 0; i < nentries; i++)
-		fprintf(out, "%s=%s\n", entries[i].path, entries[i].value);
+	sort_leaves();
+	for (size_t i = 0; i < nleaves; i++)
+		fprintf(out, "%s=%s\n", leaves[i]->path, leaves[i]->value);
 }
 
 static int key_cmp(const void *a, const void *b)
@@ -418,24 +539,30 @@ void config_help(FILE *out)
 
 const char **config_children(const char *path, size_t *n)
 {
+	static unsigned generation;
 	size_t plen = strlen(path), cnt = 0;
-	const char **names = calloc(nentries + 1, sizeof(*names));
-	if (!names) {
-		*n = 0;
-		return NULL;
-	}
-	for (size_t i = 0; i < nentries; i++) {
-		const char *p = entries[i].path;
+	const char **names = calloc(nleaves + 1, sizeof(*names));
+	*n = 0;
+	if (!names || plen > CONFIG_MAX_PATH)
+		return names;
+	/* Each child is named once: its node is marked with this call's generation. */
+	generation++;
+	for (size_t i = 0; i < nleaves; i++) {
+		const char *p = leaves[i]->path;
 		if (plen && !is_path_prefix(path, p))
 			continue;
 		const char *c = plen ? p + plen + 1 : p;
-		size_t clen = strcspn(c, ".");
-		int dup = 0;
-		for (size_t j = 0; j < cnt; j++)
-			if (strlen(names[j]) == clen && strncmp(names[j], c, clen) == 0)
-				dup = 1;
-		if (!dup)
-			names[cnt++] = strndup(c, clen);
+		size_t clen = (size_t)(c - p) + strcspn(c, ".");
+		char child[CONFIG_MAX_PATH + 1];
+		memcpy(child, p, clen);
+		child[clen] = '\0';
+		struct config_node *node = lookup(child);
+		if (!node || node->seen == generation)
+			continue;
+		node->seen = generation;
+		if (!(names[cnt] = strdup(child + (c - p))))
+			break;
+		cnt++;
 	}
 	*n = cnt;
 	return names;
@@ -443,15 +570,15 @@ const char **config_children(const char *path, size_t *n)
 
 char *config_to_string(size_t *len)
 {
-	qsort(entries, nentries, sizeof(*entries), entry_cmp);
+	sort_leaves();
 	size_t total = 1;
-	for (size_t i = 0; i < nentries; i++)
-		total += strlen(entries[i].path) + strlen(entries[i].value) + 2;
+	for (size_t i = 0; i < nleaves; i++)
+		total += strlen(leaves[i]->path) + strlen(leaves[i]->value) + 2;
 	char *s = malloc(total), *p = s;
 	if (!s)
 		return NULL;
-	for (size_t i = 0; i < nentries; i++)
-		p += sprintf(p, "%s=%s\n", entries[i].path, entries[i].value);
+	for (size_t i = 0; i < nleaves; i++)
+		p += sprintf(p, "%s=%s\n", leaves[i]->path, leaves[i]->value);
 	*p = '\0';
 	*len = (size_t)(p - s);
 	return s;

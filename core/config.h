@@ -14,6 +14,15 @@
 #include <stdint.h>
 #include <stdio.h>
 
+/*
+ * Bounds on what a -k file, a checkpoint or a migration stream may load: a
+ * real VM has a few hundred keys; these keep a crafted file from costing
+ * more than its own size in memory and time.
+ */
+#define CONFIG_MAX_KEYS 65536
+#define CONFIG_MAX_PATH 255      /* bytes in a dotted key */
+#define CONFIG_MAX_VALUE 65536   /* bytes in a value */
+
 enum config_type {
 	CFG_STRING,
 	CFG_BOOL,      /* true/false/yes/no/on/off/1/0 */

@@ -1,10 +1,18 @@
 /*
  * Control socket server (protocol in control.h).  One thread accepts; each
  * connection gets its own short-lived thread so a long request (a live
- * migration) does not block --migrate-status or --pause.  Requests that
- * change the VM's run state are serialized by op_lock.
+ * migration) does not block --migrate-status, --get-stats or --destroy.
+ * Requests that change the VM's run state are serialized by op_lock (a
+ * second one is answered "busy", it does not wait).
+ *
+ * Who may talk to it: the socket is mode 0600 (set before bind, so there is
+ * no moment it is more open), the default directory is 0700 and must be
+ * ours, and each peer's SO_PEERCRED uid must be ours or root.  What a peer
+ * can cost: at most MAX_CONNS threads at a time, and one that does not send
+ * its request line within the request timeout is dropped.
  */
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -22,7 +30,11 @@
 #include "mevent.h"
 
 #define MAX_COMMANDS 16
-#define MAX_REQUEST 4200
+#define MAX_CONNS 16                 /* connection threads at a time */
+#define REPLY_TIMEOUT_S 5            /* a peer that stops reading its reply */
+
+/* A peer's whole request line must arrive within this (ms; tests shorten it). */
+static int request_timeout_ms = 5000;
 
 struct control_conn {
 	int fd;
@@ -43,6 +55,8 @@ static char sock_path[108];
 static int listen_fd = -1;
 static struct hyve_vm *ctl_vm;
 static pthread_mutex_t op_lock = PTHREAD_MUTEX_INITIALIZER;
+static _Atomic(const char *) op_running;   /* the command holding op_lock, for "busy" */
+static atomic_int nconns;                   /* connection threads alive */
 static struct timespec started;
 
 void control_register(const char *command, control_handler_t fn)
@@ -132,6 +146,7 @@ static int do_checkpoint(struct hyve_vm *vm, struct control_conn *conn, const ch
 	struct ckpt_call c = { .vm = vm, .path = path, .suspend = suspend };
 	control_run_on_main(ckpt_on_main, &c);
 	if (c.rc) {
+		log_warn("%s to %s failed, the VM keeps running: %s", suspend ? "suspend" : "checkpoint", path, c.err);
 		snprintf(err, errlen, "%s", c.err);
 		return -1;
 	}
@@ -221,34 +236,78 @@ static int cmd_stats(struct hyve_vm *vm, struct control_conn *c, const char *arg
 
 /* ---- server ---- */
 
+/*
+ * Commands that only read (they run alongside anything, a stuck migration
+ * included), and destroy, which must work when something else is stuck:
+ * none of them takes op_lock.
+ */
+static bool takes_op_lock(const char *cmd)
+{
+	return strcmp(cmd, "stats") != 0 && strcmp(cmd, "migrate-status") != 0 && strcmp(cmd, "destroy") != 0;
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * Read one request line into req (NUL-terminated, without the newline).
+ * The deadline covers the whole line: a peer trickling a byte at a time
+ * does not hold the thread any longer than one that sends nothing.
+ * 0, or -1 with the reason in err.
+ */
+static int read_request(int fd, char *req, size_t cap, char *err, size_t errlen)
+{
+	size_t n = 0;
+	int64_t deadline = now_ms() + request_timeout_ms;
+	for (;;) {
+		char *nl = memchr(req, '\n', n);
+		if (nl) {
+			*nl = '\0';
+			return 0;
+		}
+		if (n == cap - 1) {
+			snprintf(err, errlen, "request too long (a request line is at most %d bytes)", CONTROL_MAX_REQUEST);
+			return -1;
+		}
+		int64_t left = deadline - now_ms();
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		int r = left > 0 ? poll(&p, 1, (int)left) : 0;
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r == 0) {
+			snprintf(err, errlen, "no complete request line within %d ms", request_timeout_ms);
+			return -1;
+		}
+		ssize_t got = r > 0 ? recv(fd, req + n, cap - 1 - n, MSG_DONTWAIT) : -1;
+		if (got < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (got <= 0) {
+			snprintf(err, errlen, "request must be one line ending in a newline");
+			return -1;
+		}
+		n += (size_t)got;
+		req[n] = '\0';
+	}
+}
+
 static void *conn_thread(void *p)
 {
 	struct control_conn c = { .fd = (int)(intptr_t)p, .exit_status = -1 };
-	char req[MAX_REQUEST + 1], err[600] = "";
-	size_t n = 0;
+	char req[CONTROL_MAX_REQUEST + 1] = "", err[600] = "";
 	pthread_setname_np(pthread_self(), "hyve-ctl");
-	/* A request is one line; a client that sends nothing is dropped after 10 s. */
-	struct timeval tv = { 10, 0 };
-	setsockopt(c.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	while (n < MAX_REQUEST) {
-		ssize_t r = recv(c.fd, req + n, MAX_REQUEST - n, 0);
-		if (r <= 0)
-			break;
-		n += (size_t)r;
-		if (memchr(req, '\n', n))
-			break;
-	}
-	req[n] = '\0';
-	char *nl = strchr(req, '\n');
-	if (!nl) {
-		control_reply(&c, "ERR request must be one line ending in a newline");
+	/* Replies are small; a peer that does not read them is dropped. */
+	struct timeval tv = { REPLY_TIMEOUT_S, 0 };
+	setsockopt(c.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	if (read_request(c.fd, req, sizeof(req), err, sizeof(err))) {
+		control_reply(&c, "ERR %s", err);
 		goto out;
 	}
-	*nl = '\0';
-	int ver;
-	char cmd[32];
-	int off = 0;
-	if (sscanf(req, "HYVECTL %d %31s %n", &ver, cmd, &off) < 2) {
+	int ver, off = 0;
+	if (sscanf(req, "HYVECTL %d %n", &ver, &off) < 1 || off == 0) {
 		control_reply(&c, "ERR malformed request (expected: HYVECTL <version> <command> [arg])");
 		goto out;
 	}
@@ -256,19 +315,32 @@ static void *conn_thread(void *p)
 		control_reply(&c, "ERR protocol version %d not supported (this VM speaks %d)", ver, CONTROL_PROTO_VERSION);
 		goto out;
 	}
-	const char *arg = off ? req + off : "";
+	char cmd[32];
+	size_t cmdlen = strcspn(req + off, " ");
+	if (cmdlen == 0 || cmdlen >= sizeof(cmd)) {
+		control_reply(&c, cmdlen ? "ERR command name too long" : "ERR malformed request (no command)");
+		goto out;
+	}
+	memcpy(cmd, req + off, cmdlen);
+	cmd[cmdlen] = '\0';
+	const char *arg = req + off + cmdlen;
+	arg += strspn(arg, " ");
 	for (int i = 0; i < ncommands; i++) {
 		if (strcmp(commands[i].name, cmd))
 			continue;
-		/* Status queries run alongside anything; other commands one at a time. */
-		bool query = strcmp(cmd, "stats") == 0 || strcmp(cmd, "migrate-status") == 0;
-		if (!query && pthread_mutex_trylock(&op_lock)) {
-			control_reply(&c, "ERR busy: another control request is in progress");
+		bool locked = takes_op_lock(cmd);
+		if (locked && pthread_mutex_trylock(&op_lock)) {
+			const char *running = atomic_load(&op_running);
+			control_reply(&c, "ERR busy: %s in progress (--destroy still works)", running ? running : "another request");
 			goto out;
 		}
+		if (locked)
+			atomic_store(&op_running, commands[i].name);
 		int rc = commands[i].fn(ctl_vm, &c, arg[0] ? arg : NULL, err, sizeof(err));
-		if (!query)
+		if (locked) {
+			atomic_store(&op_running, NULL);
 			pthread_mutex_unlock(&op_lock);
+		}
 		if (rc)
 			control_reply(&c, "ERR %s", err[0] ? err : "failed");
 		else
@@ -280,7 +352,22 @@ out:
 	close(c.fd);
 	if (c.exit_status >= 0)
 		vm_request_exit(c.exit_status);
+	atomic_fetch_sub(&nconns, 1);
 	return NULL;
+}
+
+/* A one-line refusal to a peer we will not serve; never blocks the accept thread. */
+static void refuse(int fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void refuse(int fd, const char *fmt, ...)
+{
+	char buf[256] = "ERR ";
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(buf + 4, sizeof(buf) - 5, fmt, ap);
+	va_end(ap);
+	strcat(buf, "\n");
+	(void)!send(fd, buf, strlen(buf), MSG_NOSIGNAL | MSG_DONTWAIT);
+	close(fd);
 }
 
 static void *accept_thread(void *p)
@@ -292,32 +379,57 @@ static void *accept_thread(void *p)
 		if (fd < 0) {
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+				struct timespec ts = { 0, 100000000 };   /* out of descriptors: let some close */
+				nanosleep(&ts, NULL);
+				continue;
+			}
 			return NULL;
+		}
+		/* Only our own user and root: the socket's mode says so too, this holds if it is loosened. */
+		struct ucred cred;
+		socklen_t credlen = sizeof(cred);
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &credlen) ||
+		    (cred.uid != 0 && cred.uid != geteuid())) {
+			refuse(fd, "permission denied: uid %u may not control this VM", (unsigned)cred.uid);
+			continue;
+		}
+		if (atomic_fetch_add(&nconns, 1) >= MAX_CONNS) {
+			atomic_fetch_sub(&nconns, 1);
+			refuse(fd, "busy: too many control connections (at most %d at a time)", MAX_CONNS);
+			continue;
 		}
 		pthread_t t;
 		pthread_attr_t a;
 		pthread_attr_init(&a);
 		pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
-		if (pthread_create(&t, &a, conn_thread, (void *)(intptr_t)fd))
-			close(fd);
+		if (pthread_create(&t, &a, conn_thread, (void *)(intptr_t)fd)) {
+			atomic_fetch_sub(&nconns, 1);
+			refuse(fd, "busy: cannot start a thread for this connection");
+		}
 		pthread_attr_destroy(&a);
 	}
 }
 
-/* Is something answering on the socket (a live VM of the same name)? */
+/*
+ * Is something answering on the socket (a live VM of the same name)?
+ * Non-blocking: a listener with a full backlog answers EAGAIN, and is live.
+ */
 static bool socket_alive(const struct sockaddr_un *sa)
 {
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	bool alive = fd >= 0 && connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0;
-	if (fd >= 0)
-		close(fd);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return false;
+	int r = connect(fd, (const struct sockaddr *)sa, sizeof(*sa));
+	bool alive = r == 0 || errno == EAGAIN || errno == EINPROGRESS;
+	close(fd);
 	return alive;
 }
 
 int control_start(struct hyve_vm *vm)
 {
 	const char *cfg = get_config_value("control.socket");
-	char dir[96];
+	char dir[108];
 	clock_gettime(CLOCK_MONOTONIC, &started);
 	ctl_vm = vm;
 	control_register("checkpoint", cmd_checkpoint);
@@ -345,6 +457,12 @@ int control_start(struct hyve_vm *vm)
 			log_warn("control socket directory %s: %s; hyvectl will not reach this VM", dir, strerror(errno));
 			return 0;
 		}
+		/* One that was there before must be as private as one we made. */
+		char why[160];
+		if (control_dir_problem(dir, why, sizeof(why))) {
+			log_err("control socket directory %s %s; remove it or set control.socket", dir, why);
+			return -1;
+		}
 		if (snprintf(sock_path, sizeof(sock_path), "%s/%s.sock", dir, get_config_value("name")) >=
 		    (int)sizeof(sock_path)) {
 			log_err("control socket path for VM '%s' is too long; set control.socket", get_config_value("name"));
@@ -368,12 +486,17 @@ int control_start(struct hyve_vm *vm)
 		unlink(sock_path);   /* left behind by a hyve that died */
 	}
 	listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (listen_fd < 0 || bind(listen_fd, (struct sockaddr *)&sa, sizeof(sa)) || listen(listen_fd, 8)) {
+	/*
+	 * Linux creates the socket file with the socket's own mode (less the
+	 * umask): set before bind, the file is 0600 from its first moment; a
+	 * chmod after bind would leave a window with the umask's mode.
+	 */
+	if (listen_fd < 0 || fchmod(listen_fd, 0600) || bind(listen_fd, (struct sockaddr *)&sa, sizeof(sa)) ||
+	    listen(listen_fd, MAX_CONNS)) {
 		log_err("control socket %s: %s", sock_path, strerror(errno));
 		sock_path[0] = '\0';
 		return -1;
 	}
-	chmod(sock_path, 0600);
 	pthread_t t;
 	if (pthread_create(&t, NULL, accept_thread, NULL)) {
 		log_err("cannot start the control thread");

@@ -10,32 +10,68 @@
  *	ERR protocol version N not supported (this VM speaks 1)
  * Commands: checkpoint PATH, suspend PATH, pause, resume, destroy, stats,
  * and the migration commands in core/migration.h.
+ *
+ * Only a peer with our uid or root is served (SO_PEERCRED), at most 16 at a
+ * time (then "ERR busy: too many control connections"); the request line
+ * (at most CONTROL_MAX_REQUEST bytes) must arrive within 5 s.
  */
 #ifndef HYVE_CONTROL_H
 #define HYVE_CONTROL_H
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "vm.h"
 
 #define CONTROL_PROTO_VERSION 1
+/* Longest request line, newline included: room for a PATH_MAX argument. */
+#define CONTROL_MAX_REQUEST 4200
 
 /*
- * Default socket path for a VM name: /run/hyve/NAME.sock for root, else
- * $XDG_RUNTIME_DIR/hyve/NAME.sock (or /tmp/hyve-UID/NAME.sock).  Shared by
- * hyve and hyvectl so both agree without configuration.
+ * Default socket directory: $HYVE_RUN_DIR when set (a test run or a user
+ * keeping its VMs apart), else /run/hyve for root, else
+ * $XDG_RUNTIME_DIR/hyve (or /tmp/hyve-UID).  Sockets are DIR/NAME.sock.
+ * Shared by hyve and hyvectl so both agree without configuration.
  */
 static inline void control_default_dir(char *buf, size_t n)
 {
+	const char *run = getenv("HYVE_RUN_DIR");
 	const char *xdg = getenv("XDG_RUNTIME_DIR");
-	if (geteuid() == 0)
+	if (run && run[0])
+		snprintf(buf, n, "%s", run);
+	else if (geteuid() == 0)
 		snprintf(buf, n, "/run/hyve");
 	else if (xdg && xdg[0])
 		snprintf(buf, n, "%s/hyve", xdg);
 	else
 		snprintf(buf, n, "/tmp/hyve-%u", (unsigned)geteuid());
+}
+
+/*
+ * Is the socket directory private?  It must be a directory (not a symlink
+ * to one), owned by our euid, not writable by group or others: else a
+ * local user could put a socket of theirs where hyvectl looks, or replace
+ * ours.  NULL if fine or missing (nothing to connect to), else the problem
+ * ("is owned by uid 1001, not 1000") in buf.
+ */
+static inline const char *control_dir_problem(const char *dir, char *buf, size_t n)
+{
+	struct stat st;
+	if (lstat(dir, &st) != 0)
+		return NULL;
+	if (S_ISLNK(st.st_mode))
+		snprintf(buf, n, "is a symlink");
+	else if (!S_ISDIR(st.st_mode))
+		snprintf(buf, n, "is not a directory");
+	else if (st.st_uid != geteuid())
+		snprintf(buf, n, "is owned by uid %u, not %u", (unsigned)st.st_uid, (unsigned)geteuid());
+	else if (st.st_mode & 022)
+		snprintf(buf, n, "is writable by group or others (mode %03o)", (unsigned)(st.st_mode & 0777));
+	else
+		return NULL;
+	return buf;
 }
 
 /* Start listening (config key control.socket, "none" disables). 0 or -1. */

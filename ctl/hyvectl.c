@@ -12,7 +12,8 @@
  *
  * --socket=PATH talks to a VM started with -o control.socket=PATH.
  * Exit status: 0 done, 1 the VM refused or failed (its message is printed),
- * 2 usage error, 3 the VM cannot be reached.
+ * 2 usage error, 3 the VM cannot be reached (or its default socket
+ * directory is not private to this user: see control_dir_problem).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -111,7 +112,7 @@ int main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	char dir[96];
+	char dir[108];
 	control_default_dir(dir, sizeof(dir));
 	int n = sock ? snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock)
 	             : snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s.sock", dir, vm);
@@ -119,19 +120,30 @@ int main(int argc, char **argv)
 		fprintf(stderr, "hyvectl: bad VM name or socket path\n");
 		return EXIT_USAGE;
 	}
+	/* In a directory others can write to, the socket could be anyone's: do not hand it a request. */
+	char why[160];
+	if (!sock && control_dir_problem(dir, why, sizeof(why))) {
+		fprintf(stderr, "hyvectl: control socket directory %s %s; refusing to use it (or give --socket=PATH)\n",
+		        dir, why);
+		return EXIT_UNREACHABLE;
+	}
+	char req[CONTROL_MAX_REQUEST + 1];
+	n = snprintf(req, sizeof(req), "HYVECTL %d %s%s%s\n", CONTROL_PROTO_VERSION, cmd, arg ? " " : "", arg ? arg : "");
+	if (n < 0 || n > CONTROL_MAX_REQUEST) {
+		size_t alen = arg ? strlen(arg) : 0;
+		fprintf(stderr, "hyvectl: --%s argument too long (%zu bytes; a request line takes at most %zu)\n", cmd, alen,
+		        alen - ((size_t)n - CONTROL_MAX_REQUEST));
+		return EXIT_USAGE;
+	}
+	free(arg);
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
 		fprintf(stderr, "hyvectl: VM %s is not running or not reachable (%s: %s)\n", vm ? vm : "", sa.sun_path,
 		        strerror(errno));
 		return EXIT_UNREACHABLE;
 	}
-	char req[8192];
-	n = snprintf(req, sizeof(req), "HYVECTL %d %s%s%s\n", CONTROL_PROTO_VERSION, cmd, arg ? " " : "", arg ? arg : "");
-	free(arg);
-	if (n >= (int)sizeof(req) || send(fd, req, (size_t)n, MSG_NOSIGNAL) != n) {
-		fprintf(stderr, "hyvectl: cannot send the request\n");
-		return EXIT_UNREACHABLE;
-	}
+	/* Read the reply even if sending failed: a VM that refuses a connection ("busy") says why first. */
+	int send_errno = send(fd, req, (size_t)n, MSG_NOSIGNAL) == n ? 0 : errno;
 	/* Print the reply; its last line says how it went. */
 	FILE *f = fdopen(fd, "r");
 	char line[2048], last[2048] = "";
@@ -153,6 +165,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "hyvectl: %s", last + 4);
 		return EXIT_REFUSED;
 	}
-	fprintf(stderr, "hyvectl: the VM closed the connection without an answer\n");
+	if (send_errno)
+		fprintf(stderr, "hyvectl: cannot send the request: %s\n", strerror(send_errno));
+	else
+		fprintf(stderr, "hyvectl: the VM closed the connection without an answer\n");
 	return EXIT_UNREACHABLE;
 }

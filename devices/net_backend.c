@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../core/config.h"
 #include "../core/log.h"
 #include "../core/mevent.h"
 #include "net_backend.h"
@@ -558,6 +559,14 @@ static int slirp_open(struct net_backend *be, const char *hostfwd, unsigned mtu,
 	inet_pton(AF_INET6, "fec0::3", &cfg.vnameserver6);
 	cfg.if_mtu = mtu;
 	cfg.if_mru = mtu;
+	/*
+	 * Without this, the guest's connections to 10.0.2.2 go to the host's
+	 * 127.0.0.1: services that trust local clients (databases, admin
+	 * ports, other VMs' hostfwd ports) would trust the guest.  QEMU's
+	 * default is to allow it, so it can be turned back on.  (A SlirpConfig
+	 * version 1 field: libslirp 4.0 and later.)
+	 */
+	cfg.disable_host_loopback = !get_config_bool_default("slirp.hostloopback", false);
 	ns->slirp = slirp_new(&cfg, &slirp_callbacks, ns);
 	if (!ns->slirp) {
 		snprintf(err, errlen, "slirp: cannot create the user-mode network stack");
@@ -589,6 +598,17 @@ fail:
 	}
 	be->be_fd = -1;
 	return -1;
+}
+
+static const struct config_key netbe_keys[] = {
+	{ "slirp.hostloopback", CFG_BOOL,
+	  "slirp: the guest reaches the host's 127.0.0.1 through 10.0.2.2 (default false)", NULL },
+	{ NULL, 0, NULL, NULL },
+};
+
+static void __attribute__((constructor)) netbe_keys_register(void)
+{
+	config_register_keys(netbe_keys);
 }
 
 struct net_backend *netbe_open(const char *spec, const char *hostfwd, unsigned mtu, char *err, size_t errlen)

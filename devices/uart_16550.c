@@ -5,7 +5,10 @@
  *   lpc.comN.path=stdio       hyve's stdin/stdout (raw tty if stdin is one)
  *   lpc.comN.path=file=PATH   output appended to PATH, no input
  *   lpc.comN.path=sock=PATH   listening unix stream socket, one client at a
- *                             time; output with no client is dropped
+ *                             time; output with no client is dropped.  A
+ *                             stale socket file is replaced; a live one
+ *                             (another process listens) or a non-socket
+ *                             is a configuration error
  *
  * Threads: the register handlers run on vCPU threads, concurrently; all
  * backend I/O runs on the main thread (mevent).  Each UART has a mutex.
@@ -935,10 +938,22 @@ static int uart_open_sock(struct uart_softc *sc, const char *path)
 	strcpy(sun.sun_path, path);
 	if (lstat(path, &st) == 0) {
 		if (!S_ISSOCK(st.st_mode)) {
-			log_err("%s: %s: exists and is not a socket", sc->name, path);
+			log_err("config: lpc.%s.path: %s exists and is not a socket", sc->name, path);
 			return -1;
 		}
-		unlink(path);   /* stale socket from an earlier run */
+		/* Replace a stale socket from an earlier run, but not one someone still listens on. */
+		int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (probe >= 0) {
+			/* Non-blocking: a listener with a full backlog answers EAGAIN. */
+			int r = connect(probe, (struct sockaddr *)&sun, sizeof(sun));
+			bool live = r == 0 || errno == EAGAIN || errno == EINPROGRESS;
+			close(probe);
+			if (live) {
+				log_err("config: lpc.%s.path: %s is in use (another process listens on it)", sc->name, path);
+				return -1;
+			}
+		}
+		unlink(path);
 	}
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {

@@ -148,3 +148,26 @@ t_cli_topology_gives_cpus() {
 	run_guest 60 "test=smp" -c sockets=2,cores=2
 	expect_rc 1 && expect_out '^smp: 4 cpus online'
 }
+
+# A default control socket directory others could write to (or that is not
+# ours, or a symlink): hyvectl will not send it a request (status 3), and
+# hyve will not put its socket there (status 4); both name the problem.
+t_cli_control_dir_not_private() {
+	local hyvectl=${HYVECTL:-$(dirname -- "$HYVE")/hyvectl} out=$TMP/ctldir.out rc
+	[ -x "$hyvectl" ] || { SKIP_REASON="hyvectl not built"; return 77; }
+	mkdir -p "$TMP/ctldir.open" && chmod 0777 "$TMP/ctldir.open"
+	ln -sfn "$TMP/ctldir.open" "$TMP/ctldir.link"
+	HYVE_RUN_DIR=$TMP/ctldir.open "$hyvectl" --vm=x --get-stats >"$out" 2>&1
+	rc=$?
+	[ $rc -eq 3 ] && grep -q "ctldir.open is writable by group or others (mode 777)" "$out" || {
+		echo "    world-writable directory: hyvectl status $rc"; cat "$out"; return 1; }
+	HYVE_RUN_DIR=$TMP/ctldir.link "$hyvectl" --vm=x --get-stats >"$out" 2>&1
+	rc=$?
+	[ $rc -eq 3 ] && grep -q "ctldir.link is a symlink" "$out" || {
+		echo "    symlinked directory: hyvectl status $rc"; cat "$out"; return 1; }
+	have_kvm || return 0
+	HYVE_RUN_DIR=$TMP/ctldir.open run_hyve 20 -l com1,stdio -o boot.kernel="$GUEST" ctldirvm
+	expect_one_error 4 'control socket directory .*ctldir.open is writable by group or others' || return 1
+	[ -e "$TMP/ctldir.open/ctldirvm.sock" ] && { echo "    hyve created its socket there"; return 1; }
+	return 0
+}

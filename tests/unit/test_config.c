@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../../core/config.h"
@@ -21,6 +22,88 @@ static int failures;
 			failures++;                                   \
 		}                                                     \
 	} while (0)
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/*
+ * A checkpoint or migration stream with many keys loads in O(N log N): it
+ * took a minute for 40,000 keys when every insert scanned every key.  The
+ * bound is only there to catch a return to quadratic time (~0.1 s now).
+ */
+static void test_many_keys(void)
+{
+	enum { N = 40000 };
+	char err[256];
+	size_t cap = (size_t)N * 48, len = 0;
+	char *s = malloc(cap);
+	for (int i = 0; i < N; i++)
+		len += (size_t)snprintf(s + len, cap - len, "dev.%d.opt%d=value%d\n", i / 8, i % 8, i);
+	config_clear();
+	double t0 = now_s();
+	int rc = config_from_string(s, len, err, sizeof(err));
+	double dt = now_s() - t0;
+	printf("# %d keys loaded in %.3f s\n", N, dt);
+	CHECK(rc == 0, "40,000 keys load");
+	CHECK(dt < 10.0, "40,000 keys load in well under 10 s");
+	bool all = true;
+	char key[64], want[32];
+	for (int i = 0; i < N; i++) {
+		snprintf(key, sizeof(key), "dev.%d.opt%d", i / 8, i % 8);
+		snprintf(want, sizeof(want), "value%d", i);
+		const char *v = get_config_value(key);
+		all = all && v && strcmp(v, want) == 0;
+	}
+	CHECK(all, "every one of them reads back");
+	size_t n;
+	const char **kids = config_children("dev", &n);
+	CHECK(n == N / 8, "children are named once each");
+	for (size_t i = 0; i < n; i++)
+		free((void *)kids[i]);
+	free(kids);
+	kids = config_children("", &n);
+	CHECK(n == 1 && strcmp(kids[0], "dev") == 0, "top-level children");
+	free((void *)kids[0]);
+	free(kids);
+	CHECK(set_config_value("dev.7", "x") == -1 && set_config_value("dev.7.opt3.x", "x") == -1,
+	      "the tree shape still holds with many keys");
+	size_t olen;
+	char *out = config_to_string(&olen);
+	CHECK(out && olen == len, "serialized back to the same size");
+	free(out);
+	free(s);
+
+	/* Bounds: the key count, a key's length, a value's length. */
+	config_clear();
+	bool ok = true;
+	for (int i = 0; i < CONFIG_MAX_KEYS && ok; i++) {
+		snprintf(key, sizeof(key), "k%d", i);
+		ok = set_config_value(key, "") == 0;
+	}
+	CHECK(ok, "CONFIG_MAX_KEYS keys can be set");
+	CHECK(config_set_assignment("one.more=1", err, sizeof(err)) == -1 && strstr(err, "too many keys"),
+	      "one key more is refused, and the error says why");
+	CHECK(config_set_assignment("k7=changed", err, sizeof(err)) == 0, "existing keys can still change at the limit");
+	config_clear();
+	char *big = malloc(CONFIG_MAX_VALUE + 16);
+	memset(big, 'a', CONFIG_MAX_VALUE + 15);
+	big[CONFIG_MAX_VALUE + 15] = '\0';
+	big[300] = '=';
+	CHECK(config_set_assignment(big, err, sizeof(err)) == -1 && strstr(err, "too long (300 bytes") &&
+	      strlen(err) < 120, "a long key is refused with a short error");
+	memcpy(big, "v=", 2);
+	big[300] = 'a';
+	CHECK(config_set_assignment(big, err, sizeof(err)) == -1 && strstr(err, "value too long"),
+	      "a long value is refused");
+	big[CONFIG_MAX_VALUE + 2] = '\0';
+	CHECK(config_set_assignment(big, err, sizeof(err)) == 0, "a value of CONFIG_MAX_VALUE bytes is fine");
+	free(big);
+	config_clear();
+}
 
 /* config.c's getters exit through these on fatal errors; not reached here. */
 void vm_request_exit(int status) { (void)status; }
@@ -62,6 +145,14 @@ int main(void)
 	CHECK(set_config_value("a.b.c", "2") == 0 && strcmp(get_config_value("a.b.c"), "2") == 0,
 	      "later settings override earlier ones");
 	CHECK(unset_config_value("a.b.c") == 0 && get_config_value("a.b.c") == NULL, "unset");
+	CHECK(unset_config_value("a.b") == -1, "an inner node is not unset");
+	CHECK(set_config_value("a.x", "1") == 0 && set_config_value("a.y.z", "1") == 0 && unset_config_value("a.y.z") == 0 &&
+	      set_config_value("a.y", "2") == 0, "after an unset, the emptied inner node can become a leaf");
+	CHECK(set_config_value("a", "1") == -1, "but its parent still has a leaf below it");
+	CHECK(unset_config_value("a.x") == 0 && unset_config_value("a.y") == 0 && set_config_value("a", "1") == 0 &&
+	      unset_config_value("a") == 0, "and becomes a leaf once it has none");
+	CHECK(set_config_valuef("v", "%0300d", 1) == -1 && get_config_valuef("%0300d", 1) == NULL,
+	      "printf-style paths too long for a key are refused, not cut off");
 
 	CHECK(config_parse_size("512M", &u, 1) == 0 && u == 512ULL << 20, "size 512M");
 	CHECK(config_parse_size("2G", &u, 1) == 0 && u == 2ULL << 30, "size 2G");
@@ -134,6 +225,8 @@ int main(void)
 	unlink(path);
 	CHECK(config_load_file("/nonexistent/x", err, sizeof(err)) == -1 && strstr(err, "/nonexistent/x"),
 	      "missing file named");
+
+	test_many_keys();
 
 	printf("%s\n", failures ? "FAILED" : "all ok");
 	return failures ? 1 : 0;

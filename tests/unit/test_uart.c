@@ -721,6 +721,35 @@ static void test_sock(void)
 	CHECK(uart_open_sock(tmp, notsock) == -1 && access(notsock, F_OK) == 0,
 	      "sock: refuses to replace a file that is not a socket");
 
+	/* Another process's live socket: refused, and it keeps its file and its listener. */
+	char live[96];
+	snprintf(live, sizeof(live), "%s/live.sock", tmpdir);
+	int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_un lsun = { .sun_family = AF_UNIX };
+	snprintf(lsun.sun_path, sizeof(lsun.sun_path), "%s", live);
+	CHECK(lfd >= 0 && bind(lfd, (struct sockaddr *)&lsun, sizeof(lsun)) == 0 && listen(lfd, 4) == 0,
+	      "sock: a live listener for the next check");
+	CHECK(uart_open_sock(tmp, live) == -1, "sock: refuses a path another process listens on");
+	int probe = sock_connect(live);
+	CHECK(probe >= 0, "sock: the other process's socket still works");
+	if (probe >= 0)
+		close(probe);
+	/* Its backlog full: still recognized as live (EAGAIN from the probe). */
+	int filled[16], nfilled = 0;
+	for (int i = 0; i < 16; i++) {
+		filled[nfilled] = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (connect(filled[nfilled], (struct sockaddr *)&lsun, sizeof(lsun)) != 0) {
+			close(filled[nfilled]);
+			break;
+		}
+		nfilled++;
+	}
+	CHECK(uart_open_sock(tmp, live) == -1 && access(live, F_OK) == 0,
+	      "sock: refuses a live listener with a full backlog (%d queued)", nfilled);
+	for (int i = 0; i < nfilled; i++)
+		close(filled[i]);
+	close(lfd);
+
 	snprintf(value, sizeof(value), "sock=%s", path);
 	CHECK(uart_init_unit(CTX, 1, value) == 0, "sock: com2 listening over a stale socket file");
 	struct uart_softc *sc = uart_sc[1];
