@@ -3,7 +3,7 @@ CC      ?= cc
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -MMD -MP -I.
 LDFLAGS += -pthread
-LDLIBS  += $(shell pkg-config --libs liburing zlib liblzma libzstd liblz4 slirp)
+LDLIBS  += $(shell pkg-config --libs liburing zlib liblzma libzstd liblz4 slirp libssl libcrypto)
 
 ifeq ($(SANITIZE),1)
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -16,7 +16,8 @@ endif
 VMM_SRCS     := vmm/vmm.c vmm/emulator_probe.c
 CORE_SRCS    := core/main.c core/config.c core/log.c core/init.c core/inout.c core/mmio.c \
                 core/mevent.c core/vcpu.c core/cpuid.c core/emulate.c core/snapshot.c \
-                core/vmstate.c core/checkpoint.c core/control.c core/migration.c
+                core/vmstate.c core/checkpoint.c core/control.c core/migration.c core/migration_tls.c \
+                core/config_trust.c
 # Device models are one file each and register themselves: every file here is built.
 DEVICE_SRCS  := $(sort $(wildcard devices/*.c))
 BOOT_SRCS    := boot/x86.c boot/multiboot.c boot/linux.c boot/linux_adapt.c boot/acpi.c boot/aml.c \
@@ -68,8 +69,17 @@ check-slow: all
 linux: all
 	./tests/linux/boot-stock.sh
 
+# The demo VM is named demo; if a VM of that name is already running (its
+# control socket answers), the next free name demo-2, demo-3, ... is used.
+# The guest's poweroff (1), reboot (0) or halt (2) ends the demo normally.
+DEMO_NAME ?= demo
 demo: deps all
-	./hyve -c 2 -m 256M -l com1,stdio -o boot.kernel=$(GUEST) demo
+	@name=$(DEMO_NAME); n=1; \
+	while ./hyvectl --vm=$$name --get-stats >/dev/null 2>&1; do n=$$((n + 1)); name=$(DEMO_NAME)-$$n; done; \
+	[ "$$name" = "$(DEMO_NAME)" ] || echo "make demo: a VM named '$(DEMO_NAME)' is running; starting '$$name'"; \
+	echo "./hyve -c 2 -m 256M -l com1,stdio -o boot.kernel=$(GUEST) $$name"; \
+	./hyve -c 2 -m 256M -l com1,stdio -o boot.kernel=$(GUEST) $$name; rc=$$?; \
+	[ $$rc -le 2 ] || { echo "make demo: hyve exited with status $$rc (4: error)"; exit $$rc; }
 
 # hyve vs QEMU (KVM) benchmarks: prints a table, writes bench/results/latest.json.
 bench: all

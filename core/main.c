@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "../boot/boot.h"
@@ -20,6 +21,7 @@
 #include "../devices/pci_lpc.h"
 #include "checkpoint.h"
 #include "config.h"
+#include "config_trust.h"
 #include "control.h"
 #include "migration.h"
 #include "exitcode.h"
@@ -145,6 +147,10 @@ static const struct config_key core_keys[] = {
 	{ "migration.compress", CFG_CUSTOM, "page compression: none (default) or lz4", check_compress },
 	{ "boot.paused", CFG_BOOL, "start with vCPUs paused until hyvectl --resume", NULL },
 	{ "control.socket", CFG_STRING, "hyvectl control socket path (default /run/hyve/NAME.sock; none disables)", NULL },
+	{ "migration.psk_file", CFG_STRING, "pre-shared key (hex) for TLS-authenticated, encrypted migration; give it to both ends", NULL },
+	{ "migration.trust_source", CFG_BOOL, "-R: take host-side keys (disk paths, sockets, ...) from the source's configuration (default false)", NULL },
+	{ "migration.insecure", CFG_BOOL, "-R: allow listening beyond loopback without migration.psk_file (unsafe)", NULL },
+	{ "snapshot.trust_config", CFG_BOOL, "-r: take host-side keys (disk paths, sockets, ...) from the checkpoint (default false)", NULL },
 	{ "snapshot.restore_memory", CFG_CUSTOM, "restore RAM lazily from the file (lazy, default) or read it all first (copy)", check_restore_mode },
 	{ NULL, 0, NULL, NULL },
 };
@@ -214,7 +220,10 @@ static void __attribute__((noreturn)) config_fail(const char *msg)
 /*
  * -r FILE / -R [ADDR:]PORT: the checkpoint's (or the incoming VM's)
  * configuration goes in first, so the other options (in any position)
- * override it.  Returns the source or NULL; *incoming says which.
+ * override it; its host-side keys are held back (core/config_trust.c) until
+ * the local options decide about them.  The -o migration.* options are
+ * applied before -R listens: they say how (key, trust, address rules).
+ * Returns the source or NULL; *incoming says which.
  */
 static const char *restore_source(int argc, char **argv, bool *incoming)
 {
@@ -227,6 +236,9 @@ static const char *restore_source(int argc, char **argv, bool *incoming)
 			file = optarg;
 		else if (c == 'R')
 			listen = optarg;
+		else if (c == 'o' && strncmp(optarg, "migration.", 10) == 0 &&
+		         config_set_assignment(optarg, err, sizeof(err)))
+			config_fail(err);
 	}
 	opterr = 1;
 	optind = 0;   /* glibc: rescan from the start */
@@ -237,6 +249,15 @@ static const char *restore_source(int argc, char **argv, bool *incoming)
 		config_fail(err);
 	if (listen && migration_accept(listen, err, sizeof(err)))
 		config_fail(err);
+	if (file || listen) {
+		char from[300];
+		snprintf(from, sizeof(from), listen ? "the migration source's configuration" : "checkpoint %s", file);
+		if (config_hold_host_keys(from, err, sizeof(err))) {
+			if (listen)
+				migration_refuse(err);
+			config_fail(err);
+		}
+	}
 	return file ? file : listen;
 }
 
@@ -436,9 +457,25 @@ int main(int argc, char **argv)
 	uint64_t memsize;
 	struct boot_entry be;
 
+	/* Every virtqueue, irqfd, disk and 9p fid holds a descriptor: use the
+	 * hard limit the host grants rather than the 1024 soft default. */
+	struct rlimit nofile;
+	if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+		nofile.rlim_cur = nofile.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &nofile);
+	}
+
 	bool incoming;
 	const char *restore = restore_source(argc, argv, &incoming);
 	parse_args(argc, argv);
+	if (restore) {
+		const char *trust_key = incoming ? "migration.trust_source" : "snapshot.trust_config";
+		if (config_release_host_keys(get_config_bool_default(trust_key, false), trust_key, err, sizeof(err))) {
+			if (incoming)
+				migration_refuse(err);
+			config_fail(err);
+		}
+	}
 	if (!restore)
 		pci_add_default_devices();
 	if (get_config_bool_default("config.dump", false)) {
@@ -469,7 +506,7 @@ int main(int argc, char **argv)
 			return HYVE_EXIT_ERROR;
 		/* The control socket first: an incoming VM must not be confirmed and then fail here. */
 		if (incoming && control_start(vm)) {
-			migration_refuse("the destination's control socket is in use (set control.socket)");
+			migration_refuse("the destination cannot set up its control socket (see its log; control.socket sets it)");
 			return HYVE_EXIT_ERROR;
 		}
 		if (incoming ? migration_receive(vm, err, sizeof(err)) : checkpoint_restore(vm, err, sizeof(err))) {

@@ -28,6 +28,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <arpa/inet.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -43,6 +44,7 @@
 #include "exitcode.h"
 #include "log.h"
 #include "migration.h"
+#include "migration_tls.h"
 #include "vmstate.h"
 
 #define MIG_MAGIC "HYVEMIGR"
@@ -79,6 +81,10 @@ static double now_s(void)
 
 static int send_iov(int fd, struct iovec *iov, int n)
 {
+	bool tls;
+	int rc = mig_tls_sendv(fd, iov, n, &tls);
+	if (tls)
+		return rc;
 	while (n > 0) {
 		struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)(n > 1024 ? 1024 : n) };
 		ssize_t w = sendmsg(fd, &mh, MSG_NOSIGNAL);
@@ -113,7 +119,10 @@ static int recv_all(int fd, void *p, size_t n)
 {
 	uint8_t *b = p;
 	while (n) {
-		ssize_t r = recv(fd, b, n, 0);
+		bool tls;
+		ssize_t r = mig_tls_recv(fd, b, n, &tls);
+		if (!tls)
+			r = recv(fd, b, n, 0);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r <= 0) {
@@ -573,7 +582,7 @@ static void src_cleanup(struct mig_src *m, bool failed)
 		vm_dirty_log_enable(m->vm->ctx, false);
 	for (int i = 0; i < m->nstreams; i++) {
 		if (m->s[i].fd >= 0)
-			close(m->s[i].fd);
+			mig_tls_close(m->s[i].fd);
 		free(m->s[i].lz4buf);
 		free(m->s[i].stage);
 	}
@@ -606,10 +615,17 @@ static int connect_to(const char *addr, char *err, size_t errlen)
 		fd = -1;
 	}
 	freeaddrinfo(ai);
-	if (fd < 0)
+	if (fd < 0) {
 		snprintf(err, errlen, "cannot connect to %s: %s", addr, strerror(errno));
-	else
-		set_timeouts(fd, 30);
+		return -1;
+	}
+	set_timeouts(fd, 30);
+	char why[256];
+	if (mig_tls_handshake(fd, false, why, sizeof(why))) {
+		snprintf(err, errlen, "%s: %s", addr, why);
+		close(fd);
+		return -1;
+	}
 	return fd;
 }
 
@@ -631,6 +647,8 @@ static int migrate_run(struct hyve_vm *vm, const char *addr, bool live, char *er
 		return -1;
 	}
 	if (vmstate_check_supported(err, errlen))
+		return -1;
+	if (mig_tls_setup(get_config_value("migration.psk_file"), err, errlen))
 		return -1;
 	pthread_mutex_lock(&st.mtx);
 	int prev = st.state;
@@ -898,25 +916,33 @@ static int cmd_migrate_live(struct hyve_vm *vm, struct control_conn *c, const ch
 static int cmd_migrate_status(struct hyve_vm *vm, struct control_conn *c, const char *arg, char *err, size_t errlen)
 {
 	(void)vm; (void)arg; (void)err; (void)errlen;
+	/* Render under the lock, reply after it: a client slow to read must not
+	 * hold up the senders that update these counters. */
+	char lines[16][300];
+	int n = 0;
+#define LINE(...) snprintf(lines[n++], sizeof(lines[0]), __VA_ARGS__)
 	pthread_mutex_lock(&st.mtx);
-	control_reply(c, "state %s", state_names[st.state]);
-	control_reply(c, "round %d", st.round);
-	control_reply(c, "bytes_sent %llu", (unsigned long long)st.bytes);
-	control_reply(c, "pages_sent %llu", (unsigned long long)st.pages);
-	control_reply(c, "zero_pages %llu", (unsigned long long)st.zero_pages);
-	control_reply(c, "dirty_pages_last_round %llu", (unsigned long long)st.last_dirty);
-	control_reply(c, "dirty_rate_pages_per_s %.0f", st.dirty_rate);
-	control_reply(c, "bandwidth_mib_per_s %.1f", st.bandwidth / (1 << 20));
-	control_reply(c, "expected_downtime_ms %.0f", st.expected_ms);
-	control_reply(c, "throttle_percent %d", st.throttle);
-	control_reply(c, "verify_resent_pages %llu", (unsigned long long)st.verify_resent);
+	LINE("state %s", state_names[st.state]);
+	LINE("round %d", st.round);
+	LINE("bytes_sent %llu", (unsigned long long)st.bytes);
+	LINE("pages_sent %llu", (unsigned long long)st.pages);
+	LINE("zero_pages %llu", (unsigned long long)st.zero_pages);
+	LINE("dirty_pages_last_round %llu", (unsigned long long)st.last_dirty);
+	LINE("dirty_rate_pages_per_s %.0f", st.dirty_rate);
+	LINE("bandwidth_mib_per_s %.1f", st.bandwidth / (1 << 20));
+	LINE("expected_downtime_ms %.0f", st.expected_ms);
+	LINE("throttle_percent %d", st.throttle);
+	LINE("verify_resent_pages %llu", (unsigned long long)st.verify_resent);
 	if (st.state == MIG_DONE) {
-		control_reply(c, "total_ms %.0f", st.total_ms);
-		control_reply(c, "downtime_ms %.0f", st.downtime_ms);
+		LINE("total_ms %.0f", st.total_ms);
+		LINE("downtime_ms %.0f", st.downtime_ms);
 	}
 	if (st.state == MIG_FAILED)
-		control_reply(c, "error %s", st.error);
+		LINE("error %s", st.error);
 	pthread_mutex_unlock(&st.mtx);
+#undef LINE
+	for (int i = 0; i < n; i++)
+		control_reply(c, "%s", lines[i]);
 	return 0;
 }
 
@@ -949,6 +975,25 @@ static int dst_fail(char *err, size_t errlen, const char *fmt, const char *a)
 	return -1;
 }
 
+/* Is this listening address reachable only from this host? */
+static bool is_loopback(const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET)
+		return (ntohl(((const struct sockaddr_in *)(const void *)sa)->sin_addr.s_addr) >> 24) == 127;
+	if (sa->sa_family == AF_INET6)
+		return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr);
+	return false;
+}
+
+static void addr_text(const struct sockaddr *sa, socklen_t len, char *buf, size_t n)
+{
+	char h[NI_MAXHOST], p[NI_MAXSERV];
+	if (getnameinfo(sa, len, h, sizeof(h), p, sizeof(p), NI_NUMERICHOST | NI_NUMERICSERV))
+		snprintf(buf, n, "?");
+	else
+		snprintf(buf, n, strchr(h, ':') ? "[%s]:%s" : "%s:%s", h, p);
+}
+
 int migration_accept(const char *addrport, char *err, size_t errlen)
 {
 	char host[256], port[16];
@@ -956,10 +1001,22 @@ int migration_accept(const char *addrport, char *err, size_t errlen)
 		snprintf(err, errlen, "-R %s: expected [ADDR:]PORT", addrport);
 		return -1;
 	}
+	/* Without an address, only this host may connect (as QEMU's -incoming
+	 * tcp:localhost:PORT): any other address is the user's explicit choice. */
 	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE }, *ai;
-	int rc = getaddrinfo(host[0] ? host : NULL, port, &hints, &ai);
+	int rc = getaddrinfo(host[0] ? host : "127.0.0.1", port, &hints, &ai);
 	if (rc) {
 		snprintf(err, errlen, "-R %s: %s", addrport, gai_strerror(rc));
+		return -1;
+	}
+	if (mig_tls_setup(get_config_value("migration.psk_file"), err, errlen)) {
+		freeaddrinfo(ai);
+		return -1;
+	}
+	if (!is_loopback(ai->ai_addr) && !mig_tls_enabled() && !get_config_bool_default("migration.insecure", false)) {
+		snprintf(err, errlen, "-R %s: listening beyond loopback needs -o migration.psk_file=FILE on both ends "
+		         "(or -o migration.insecure=true: anyone who can connect then sends this host a VM)", addrport);
+		freeaddrinfo(ai);
 		return -1;
 	}
 	int lfd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
@@ -973,13 +1030,34 @@ int migration_accept(const char *addrport, char *err, size_t errlen)
 		return -1;
 	}
 	freeaddrinfo(ai);
-	log_info("waiting for an incoming VM on %s", addrport);
-	dst.fd[0] = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-	if (dst.fd[0] < 0) {
-		snprintf(err, errlen, "accept: %s", strerror(errno));
-		close(lfd);
-		return -1;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char where[80] = "?", peer[80];
+	if (getsockname(lfd, (struct sockaddr *)&ss, &sl) == 0)
+		addr_text((struct sockaddr *)&ss, sl, where, sizeof(where));
+	/* Port 0 picks a free one: the line says which (tests wait for it). */
+	log_info("waiting for an incoming VM on %s%s", where, mig_tls_enabled() ? " (TLS, pre-shared key)" : "");
+	for (;;) {
+		sl = sizeof(ss);
+		dst.fd[0] = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
+		if (dst.fd[0] < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			snprintf(err, errlen, "accept: %s", strerror(errno));
+			close(lfd);
+			return -1;
+		}
+		addr_text((struct sockaddr *)&ss, sl, peer, sizeof(peer));
+		set_timeouts(dst.fd[0], 30);
+		char why[256];
+		if (mig_tls_handshake(dst.fd[0], true, why, sizeof(why)) == 0)
+			break;
+		/* A peer without the key gets nothing and cannot end the wait for the real source. */
+		log_warn("refused a connection from %s: %s", peer, why);
+		close(dst.fd[0]);
+		dst.fd[0] = -1;
 	}
+	log_info("migration source %s connected", peer);
 	set_timeouts(dst.fd[0], 30);
 	uint8_t *hello;
 	uint64_t len;
@@ -1019,10 +1097,16 @@ int migration_accept(const char *addrport, char *err, size_t errlen)
 			return dst_fail(err, errlen, "accepting stream: %s", strerror(errno));
 		}
 		set_timeouts(fd, 30);
+		char why[256];
+		if (mig_tls_handshake(fd, true, why, sizeof(why))) {
+			close(fd);
+			close(lfd);
+			return dst_fail(err, errlen, "stream connection: %s", why);
+		}
 		if (recv_expect(fd, MSG_STREAM, 64, &sh, &len, err, errlen) || len != 12 || get64(sh) != session ||
 		    get32(sh + 8) < 1 || get32(sh + 8) >= nstreams || dst.fd[get32(sh + 8)] >= 0) {
 			free(sh);
-			close(fd);
+			mig_tls_close(fd);
 			close(lfd);
 			return dst_fail(err, errlen, "%s", "a stream connection does not belong to this migration");
 		}
@@ -1065,7 +1149,9 @@ static int recv_pages(struct dst_stream *s, uint32_t count, uint64_t len, char *
 	}
 	for (uint32_t i = 0; i < count; i++) {
 		uint8_t ent[12];
-		if (used + 12 > len || recv_all(s->fd, ent, 12))
+		if (used + 12 > len)
+			goto bad;
+		if (recv_all(s->fd, ent, 12))
 			goto lost;
 		used += 12;
 		uint64_t v = get64(ent);
@@ -1080,7 +1166,9 @@ static int recv_pages(struct dst_stream *s, uint32_t count, uint64_t len, char *
 			if (!page_is_zero(hva))
 				memset(hva, 0, PAGE);
 		} else if (enc == ENC_RAW) {
-			if (used + PAGE > len || recv_all(s->fd, hva, PAGE))
+			if (used + PAGE > len)
+				goto bad;
+			if (recv_all(s->fd, hva, PAGE))
 				goto lost;
 			used += PAGE;
 		} else {
@@ -1098,7 +1186,8 @@ static int recv_pages(struct dst_stream *s, uint32_t count, uint64_t len, char *
 		goto bad;
 	return 0;
 bad:
-	snprintf(s->err, sizeof(s->err), "malformed page data");
+	snprintf(s->err, sizeof(s->err), "malformed page batch: its pages do not fit the header's %llu bytes",
+	         (unsigned long long)len);
 	return -1;
 lost:
 	snprintf(s->err, sizeof(s->err), "connection lost: %s", strerror(errno));
@@ -1258,7 +1347,7 @@ out:
 out_joined:
 	free(state);
 	for (int i = 0; i < dst.nstreams; i++) {
-		close(dst.fd[i]);
+		mig_tls_close(dst.fd[i]);
 		dst.fd[i] = -1;
 	}
 	return rc;

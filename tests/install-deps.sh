@@ -2,7 +2,7 @@
 # Install what hyve needs to build and test on Debian 12 (idempotent).
 set -e
 PKGS="build-essential pkg-config binutils clang libclang-rt-14-dev
-      zlib1g-dev liblzma-dev libzstd-dev liblz4-dev liburing-dev libslirp-dev libglib2.0-dev libseccomp-dev
+      zlib1g-dev liblzma-dev libzstd-dev liblz4-dev liburing-dev libslirp-dev libglib2.0-dev libseccomp-dev libssl-dev openssl
       acpica-tools qemu-system-x86 qemu-utils busybox-static cpio e2fsprogs
       iproute2 socat python3 procps"
 missing=""

@@ -54,8 +54,12 @@ t_linux_checkpoint_and_migrate_midboot() {
 	sh tests/linux/mkrootfs.sh "$img" 2>"$TMP/lxs-mkrootfs.log" || {
 		echo "    mkrootfs.sh failed:"; tail -5 "$TMP/lxs-mkrootfs.log" | sed 's/^/    | /'; lxs_netns_down; return 1; }
 	local cmdline="console=ttyS0 root=/dev/vda rw rootfstype=ext4 init=/init $(linux_cmdline_extra)"
+	# The move crosses a (veth) network: TLS with a pre-shared key on both ends.
+	local key=$TMP/lxs.psk
+	(umask 077 && openssl rand -hex 32 >"$key") || { echo "    openssl rand failed"; lxs_netns_down; return 1; }
 	vm_start -n "$LXS_A" -l com1,stdio -c 2 -m 256M -o boot.kernel="$TEST_BZIMAGE" -o boot.cmdline="$cmdline" \
-		-s 3,virtio-blk,"$img" -s 4,virtio-rnd -o control.socket="$sock" lxstate
+		-s 3,virtio-blk,"$img" -s 4,virtio-rnd -o control.socket="$sock" -o migration.psk_file="$key" \
+		"$(vm_name lxstate)"
 	local src_pid=$VM_PID src_out=$OUT src_err=$ERR src_start=$VM_START
 	local marks="smpboot: Total of 2 processors activated|virtio_blk virtio[0-9]+: \\[vda\\]"
 	local n=0 ts=""
@@ -75,9 +79,14 @@ t_linux_checkpoint_and_migrate_midboot() {
 	done
 	if [ $rc = 0 ]; then
 		# Host B waits; host A's VM moves over the veth pair, still booting.
-		vm_start -n "$LXS_B" -R 10.99.0.2:"$port" -o control.socket="$dsock"
+		vm_start -n "$LXS_B" -R 10.99.0.2:"$port" -o control.socket="$dsock" -o migration.psk_file="$key" \
+			-o pci.0.3.0.path="$img"
 		local dst_pid=$VM_PID dst_out=$OUT dst_err=$ERR dst_start=$VM_START
-		sleep 1
+		local w=0
+		while ! grep -q 'waiting for an incoming VM' "$ERR" && kill -0 "$VM_PID" 2>/dev/null && [ $w -lt 100 ]; do
+			sleep 0.1
+			w=$((w + 1))
+		done
 		if ! "$HYVECTL" --socket="$sock" --migrate-live=10.99.0.2:"$port" >"$TMP/lxs-mig.log" 2>&1; then
 			echo "    migration failed:"; sed 's/^/    | /' "$TMP/lxs-mig.log"; rc=1
 		fi

@@ -2,7 +2,7 @@
 # this machine.  Destination: hyve -R 127.0.0.1:PORT; source: hyvectl.
 HYVECTL=${HYVECTL:-$(dirname -- "$HYVE")/hyvectl}
 
-mg_port() { echo $((20000 + RANDOM % 20000)); }
+mg_port() { free_port; }
 
 # mg_dest PORT ARGS...: the destination in the background; sets DST_PID,
 # DST_OUT, DST_ERR.
@@ -13,7 +13,7 @@ mg_dest() {
 	"$HYVE" -R 127.0.0.1:"$port" "$@" </dev/null >"$DST_OUT" 2>"$DST_ERR" &
 	DST_PID=$!
 	local i=0
-	while ! grep -q 'waiting for an incoming VM' "$DST_ERR" 2>/dev/null && [ $i -lt 50 ]; do
+	while ! grep -q 'waiting for an incoming VM' "$DST_ERR" 2>/dev/null && [ $i -lt 100 ]; do
 		sleep 0.1
 		i=$((i + 1))
 	done
@@ -112,7 +112,8 @@ t_migrate_blk_midway() {
 	vm_start -l com1,stdio -o lpc.pc-testdev=true -o boot.kernel="$GUEST" -o boot.cmdline="test=blkckpt rounds=48" \
 		-s 4,virtio-blk,"$img" -o control.socket="$sock" -o migration.streams=3 -o migration.compress=lz4 mgvm2 || return 1
 	wait_serial 60 '^blkckpt: round 8.$' || { vm_stop; return 1; }
-	mg_dest "$port" -o control.socket=none
+	# The disk path is host-side: the destination names it (docs/security.md).
+	mg_dest "$port" -o control.socket=none -o pci.0.4.0.path="$img"
 	"$HYVECTL" --socket="$sock" --migrate-live=127.0.0.1:"$port" >"$TMP/mg2.ctl" 2>&1 || {
 		sed 's/^/    | /' "$TMP/mg2.ctl"; vm_stop; mg_dest_stop; mg_show_dest; return 1; }
 	vm_stop
