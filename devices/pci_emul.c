@@ -739,6 +739,20 @@ bool pci_emul_msix_bar_access(struct pci_devinst *pi, int baridx, uint64_t off, 
 
 /* ---- config space access ---- */
 
+static void msix_deliver_pending(struct pci_devinst *pi)
+{
+	for (int idx = 0; idx < pi->pi_msix.table_count; idx++) {
+		pthread_mutex_lock(&pi->pi_lock);
+		uint64_t bit = 1ULL << (idx % 64);
+		bool deliver = (pi->pi_msix.pba[idx / 64] & bit) && !(pi->pi_msix.table[idx].ctrl & 1);
+		if (deliver)
+			pi->pi_msix.pba[idx / 64] &= ~bit;
+		pthread_mutex_unlock(&pi->pi_lock);
+		if (deliver)
+			pci_generate_msix(pi, idx);
+	}
+}
+
 static void cfg_write(struct pci_devinst *pi, int off, int bytes, uint32_t val)
 {
 	if (pi->pi_d->pe_cfgwrite && pi->pi_d->pe_cfgwrite(pi, off, bytes, val) == 0)
@@ -770,8 +784,14 @@ static void cfg_write(struct pci_devinst *pi, int off, int bytes, uint32_t val)
 		uint16_t nv = bytes >= 2 ? (uint16_t)val :
 		              off == pi->pi_msix.capoff + 3 ? (uint16_t)((ctrl & 0xff) | (val & 0xff) << 8)
 		                                             : (uint16_t)((ctrl & 0xff00) | (val & 0xff));
+		uint16_t old = ctrl;
 		ctrl = (uint16_t)((ctrl & 0x3fff) | (nv & 0xc000));
 		pci_set_cfgdata16(pi, pi->pi_msix.capoff + 2, ctrl);
+		/* Clearing the function mask delivers what became pending while it
+		 * was set, for every vector not masked on its own (as a per-vector
+		 * unmask does): the guest would otherwise miss those interrupts. */
+		if ((old & 0x4000) && (ctrl & 0xc000) == 0x8000)
+			msix_deliver_pending(pi);
 		return;
 	}
 	if (!writable)

@@ -5,11 +5,44 @@
 
 HYVE=${HYVE:-$PWD/hyve}
 GUEST=${GUEST:-$PWD/guests/testguest/testguest.elf}
-TMP=${TMPDIR:-/tmp}/hyve-tests.$$
-mkdir -p "$TMP"
+# One directory per run for everything the suite makes, removed at exit.
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/hyve-tests.$$.XXXXXX") || exit 1
+# VM control sockets default to $HYVE_RUN_DIR/NAME.sock (core/control.h):
+# the suite's VMs never meet a user's VMs in /run/hyve, and hyvectl --vm=
+# here reaches only them.
+export HYVE_RUN_DIR=$TMP/run
+mkdir -m 0700 "$HYVE_RUN_DIR"
+# Test VM names carry the runner's PID (vm_name BASE).
+VM_PREFIX=t$$
+vm_name() { echo "$VM_PREFIX-$1"; }
 
 SKIP_REASON=""
-OUT="" ERR="" RC=0
+OUT="" ERR="" RC=0 SHOWN=0
+
+# At exit (normal or interrupted): stop what a test left running, then
+# remove the run's directory.
+suite_cleanup() {
+	local p
+	for p in $VM_PID $DST_PID $(jobs -p 2>/dev/null); do
+		kill "$p" 2>/dev/null
+	done
+	sleep 0.2
+	for p in $VM_PID $DST_PID $(jobs -p 2>/dev/null); do
+		kill -9 "$p" 2>/dev/null
+	done
+	# Network namespaces this run made (test_net.sh, test_linux*.sh name them with $$).
+	for p in $(ip netns list 2>/dev/null | awk '{ print $1 }' | grep -E "^(hyvenet\.$$\..*|hyve-linux-$$|hyve[AB]$$)\$"); do
+		ip netns del "$p" 2>/dev/null
+	done
+	rm -rf "$TMP"
+}
+trap suite_cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A TCP port on 127.0.0.1 that is free now (the kernel picks it).
+free_port() {
+	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
 
 have_kvm() {
 	if [ ! -c /dev/kvm ] || [ ! -r /dev/kvm ] || [ ! -w /dev/kvm ]; then
@@ -35,10 +68,11 @@ run_guest() {
 	local t=$1 cmd=$2
 	shift 2
 	run_hyve "$t" -l com1,stdio -o lpc.pc-testdev=true -o boot.kernel="$GUEST" \
-		-o boot.cmdline="$cmd" "$@" testvm
+		-o boot.cmdline="$cmd" "$@" "$(vm_name testvm)"
 }
 
 show() {
+	SHOWN=1
 	echo "    --- exit status $RC; stdout (tail):"
 	tail -n 15 "$OUT" 2>/dev/null | sed 's/^/    | /'
 	echo "    --- stderr (tail):"
@@ -134,6 +168,7 @@ wait_serial() {
 
 # show_serial [N]: the last N (25) serial lines and the end of stderr.
 show_serial() {
+	SHOWN=1
 	echo "    --- last serial lines:"
 	tail -n "${1:-25}" "$OUT" 2>/dev/null | tr -d '\r' | sed 's/^/    | /'
 	echo "    --- stderr (tail):"
@@ -155,4 +190,39 @@ vm_stop() {
 	wait "$VM_PID" 2>/dev/null
 	RC=$?
 	VM_PID=""
+}
+
+# guest_shell TIMEOUT CMD... -- HYVE-ARGS...: the test guest's interactive
+# shell on stdin/stdout: each CMD is typed once the shell has printed its
+# prompt for it (the Nth "hyve> " for the Nth command), so a slow guest is
+# waited for rather than typed at too early.  The last CMD should end the
+# VM (poweroff).  Sets OUT, ERR, RC like run_hyve.
+guest_shell() {
+	local t=$1 cmds=() fifo pid wfd n=0 c start=$SECONDS
+	shift
+	while [ $# -gt 0 ] && [ "$1" != -- ]; do
+		cmds+=("$1")
+		shift
+	done
+	shift
+	fifo=$TMP/shell.$RANDOM.in OUT=$TMP/shell.$RANDOM.out ERR=$TMP/shell.$RANDOM.err
+	mkfifo "$fifo" || return 1
+	: >"$OUT"
+	timeout -k 5 "$t" "$HYVE" "$@" <"$fifo" >"$OUT" 2>"$ERR" &
+	pid=$!
+	exec {wfd}>"$fifo"   # meets hyve's open of its stdin
+	for c in "${cmds[@]}"; do
+		n=$((n + 1))
+		while [ "$(grep -o 'hyve> ' "$OUT" | wc -l)" -lt "$n" ]; do
+			if ! kill -0 "$pid" 2>/dev/null || [ $((SECONDS - start)) -ge "$t" ]; then
+				break 2
+			fi
+			sleep 0.1
+		done
+		printf '%s\r' "$c" >&"$wfd"
+	done
+	wait "$pid"
+	RC=$?
+	exec {wfd}>&-
+	rm -f "$fifo"
 }

@@ -1,39 +1,83 @@
 #!/bin/bash
 # hyve test runner: unit tests (C, no KVM needed), then integration tests
-# that boot real guests.  Usage: tests/run.sh [-k PATTERN] [--slow]
-# Ends with "N passed, N failed, N skipped".
+# that boot real guests.
+#   tests/run.sh [-k PATTERN] [--repeat N] [--slow]
+# -k: an extended regular expression matched anywhere in a test's name.
+# --repeat N: run each selected test N times in a row (hunting flaky tests);
+# a test counts once per run, and the summary lists which runs failed.
+# Ends with the 10 slowest tests and "N passed, N failed, N skipped".
+#
+# Isolation: everything a run makes (images, logs, sockets, VM control
+# sockets via HYVE_RUN_DIR) lives under one directory, $TMP, removed at the
+# end; test VMs are named with the runner's PID, so nothing here can reach
+# a VM the suite did not start.
 cd "$(dirname "$0")/.." || exit 1
 . tests/lib.sh
 
 PATTERN=""
+REPEAT=1
 SLOW=${HYVE_SLOW_TESTS:-0}
 while [ $# -gt 0 ]; do
 	case $1 in
 	-k) PATTERN=$2; shift 2 ;;
+	--repeat) REPEAT=$2; shift 2 ;;
 	--slow) SLOW=1; shift ;;
-	*) echo "usage: $0 [-k PATTERN] [--slow]"; exit 2 ;;
+	*) echo "usage: $0 [-k PATTERN] [--repeat N] [--slow]"; exit 2 ;;
 	esac
 done
+case $REPEAT in '' | *[!0-9]* | 0) echo "run.sh: --repeat wants a positive number"; exit 2 ;; esac
 
 PASSED=0 FAILED=0 SKIPPED=0
 FAILED_NAMES=()
+DURATIONS=$TMP/durations
+
+# A failing test's log says why on its own: the tail of the guest's serial
+# output and of hyve's stderr, unless the test already showed them.
+show_failure_context() {
+	[ "$SHOWN" = 1 ] && return
+	if ! { [ -n "$OUT" ] && [ -s "$OUT" ]; } && ! { [ -n "$ERR" ] && [ -s "$ERR" ]; }; then
+		return
+	fi
+	echo "    --- last serial/stdout lines ($OUT):"
+	tail -n 20 "$OUT" 2>/dev/null | tr -d '\r' | sed 's/^/    | /'
+	echo "    --- hyve stderr (tail, $ERR):"
+	tail -n 10 "$ERR" 2>/dev/null | sed 's/^/    | /'
+}
 
 run_test() {
-	local name=$1
-	# -k is an extended regular expression matched anywhere in the name.
+	local name=$1 i
 	if [ -n "$PATTERN" ] && ! [[ $name =~ $PATTERN ]]; then
 		return
 	fi
-	SKIP_REASON=""
+	for ((i = 1; i <= REPEAT; i++)); do
+		run_one "$name" "$i"
+	done
+}
+
+run_one() {
+	local name=$1 iter=$2 label=$1
+	[ "$REPEAT" -gt 1 ] && label="$name [$iter/$REPEAT]"
+	SKIP_REASON="" SHOWN=0 OUT="" ERR="" RC=0
 	local start=$SECONDS
 	"$name"
 	local rc=$?
 	local dt=$((SECONDS - start))
+	# A test that met a missing prerequisite (SKIP_REASON set) is a skip
+	# even when a helper's status got folded into "|| return 1".
+	[ "$rc" -ne 0 ] && [ -n "$SKIP_REASON" ] && rc=77
+	# Whatever a test left running (a VM, a destination) ends with it.
+	[ -n "$VM_PID" ] && vm_stop >/dev/null 2>&1
 	case $rc in
-	0) echo "PASS $name (${dt}s)"; PASSED=$((PASSED + 1)) ;;
-	77) echo "SKIP $name: $SKIP_REASON"; SKIPPED=$((SKIPPED + 1)) ;;
-	*) echo "FAIL $name (${dt}s)"; FAILED=$((FAILED + 1)); FAILED_NAMES+=("$name") ;;
+	0) echo "PASS $label (${dt}s)"; PASSED=$((PASSED + 1)) ;;
+	77) echo "SKIP $label: $SKIP_REASON"; SKIPPED=$((SKIPPED + 1)) ;;
+	*)
+		show_failure_context
+		echo "FAIL $label (${dt}s)"
+		FAILED=$((FAILED + 1))
+		FAILED_NAMES+=("$label")
+		;;
 	esac
+	[ "$rc" -ne 77 ] && echo "$dt $label" >>"$DURATIONS"
 }
 
 for f in tests/test_*.sh; do
@@ -77,7 +121,10 @@ for t in $TESTS; do
 	run_test "$t"
 done
 
-rm -rf "$TMP"
+if [ -s "$DURATIONS" ]; then
+	echo "slowest tests:"
+	sort -rn "$DURATIONS" | head -n 10 | awk '{ t = $1; $1 = ""; printf "  %5ds %s\n", t, substr($0, 2) }'
+fi
 if [ ${#FAILED_NAMES[@]} -gt 0 ]; then
 	echo "failed: ${FAILED_NAMES[*]}"
 fi

@@ -184,11 +184,8 @@ t_9p_shell() {
 	p9_need || return 77
 	local base
 	base=$(p9_share p9shell) || return 1
-	{ sleep 3; printf 'ls\r'; sleep 3; printf 'ls sub\r'; sleep 3; printf 'cat readme.txt\r'; sleep 3
-	  printf 'cat nothere\r'; sleep 3; printf 'poweroff\r'; sleep 5; } |
-		timeout 90 "$HYVE" -m 128M -l com1,stdio -o boot.kernel="$GUEST" \
-			-s 5,virtio-9p,hostshare="$base/share" vm >"$TMP/p9shell.out" 2>"$TMP/p9shell.err"
-	RC=$? OUT=$TMP/p9shell.out ERR=$TMP/p9shell.err
+	guest_shell 90 ls 'ls sub' 'cat readme.txt' 'cat nothere' poweroff -- -m 128M -l com1,stdio \
+		-o boot.kernel="$GUEST" -s 5,virtio-9p,hostshare="$base/share" "$(vm_name vm)"
 	expect_rc 1 || return 1
 	local line
 	for line in 'hello\.txt' 'readme\.txt' 'sub/' 'etc@' 'abs@' 'up@' 'hello from the host' 'second line' \
@@ -249,7 +246,7 @@ t_9p_checkpoint() {
 	local n cut=""
 	[ -n "$(tail -c 1 "$out1")" ] && cut=$(tail -n 1 "$out1")
 	for n in 1 2; do
-		run_hyve 120 -r "$ck" -o control.socket=none
+		run_hyve 120 -r "$ck" -o control.socket=none -o snapshot.trust_config=true
 		expect_rc 1 && expect_out '^PASS p9work'"$P9_EOL" || return 1
 		# Goes on from the next round, without booting again.
 		if ! { printf '%s' "$cut"; cat "$OUT"; } | grep -qE "round $((last + 1)) ok$P9_EOL"; then

@@ -286,7 +286,7 @@ PY
 	expect_out "^console: port 2 name 'org\.qemu\.guest_agent\.0'[[:space:]]*$" || return 1
 
 	OUT=$TMP/vcck.out ERR=$TMP/vcck.err
-	timeout -k 5 120 "$HYVE" -r "$ck" -o control.socket=none </dev/null >"$OUT" 2>"$ERR" &
+	timeout -k 5 120 "$HYVE" -r "$ck" -o control.socket=none -o snapshot.trust_config=true </dev/null >"$OUT" 2>"$ERR" &
 	local pid=$!
 	python3 - "$sock" >"$TMP/vcck.b" 2>&1 <<'PY'
 import socket, sys, time

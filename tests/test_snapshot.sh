@@ -98,7 +98,11 @@ t_ckpt_blk_midway() {
 	ck_kill
 	local before
 	before=$(grep -c '^blkckpt: round' "$OUT")
-	run_hyve 120 -r "$ck" -o control.socket=none
+	# The disk path is host-side: not taken from the file unless given or trusted.
+	run_hyve 20 -r "$ck" -o control.socket=none
+	expect_one_error 4 "checkpoint .* names host resources that are not taken from it: pci\.0\.4\.0\.path; give it here" ||
+		return 1
+	run_hyve 120 -r "$ck" -o control.socket=none -o pci.0.4.0.path="$img"
 	expect_rc 1 || return 1   # the test guest's "passed" debug exit
 	expect_out '^PASS blkckpt' && expect_out '^blkckpt: verified 48 rounds' || return 1
 	local first
@@ -145,7 +149,7 @@ t_ckpt_roundtrip_identical() {
 	wait_serial 60 '^blkckpt: round 3.$' || { vm_stop; return 1; }
 	"$HYVECTL" --socket="$sock" --checkpoint="$a" >/dev/null 2>&1 || { echo "    first checkpoint failed"; vm_stop; return 1; }
 	vm_stop
-	vm_start -r "$a" -o boot.paused=true -o control.socket="$sock"
+	vm_start -r "$a" -o boot.paused=true -o control.socket="$sock" -o snapshot.trust_config=true
 	local i=0
 	while [ ! -S "$sock" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
 	"$HYVECTL" --socket="$sock" --checkpoint="$b" >"$TMP/ck4.ctl" 2>&1 || {
@@ -223,4 +227,43 @@ t_ckpt_hyvectl_errors() {
 	while kill -0 "$VM_PID" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
 	vm_stop
 	expect_rc 1
+}
+
+# A checkpoint or suspend that cannot replace its target (a directory, a
+# FIFO) is refused with the reason and the VM keeps running (a failed
+# suspend used to leave it paused for good); a symlink planted at the
+# temporary file's first name (PATH.tmp.PID) is neither followed nor
+# reused, and the checkpoint is mode 0600.
+t_ckpt_refused_targets() {
+	ck_need || return 77
+	local sock=$TMP/ck7.sock out=$TMP/ck7.out ck=$TMP/ck7.ckpt victim=$TMP/ck7.victim rc
+	mkdir "$TMP/ck7.dir" && mkfifo "$TMP/ck7.fifo" || return 1
+	ck_guest "$sock" "test=counter shift=26" || return 1
+	wait_serial 30 '^counter: ' || { vm_stop; return 1; }
+	"$HYVECTL" --socket="$sock" --suspend="$TMP/ck7.dir" >"$out" 2>&1
+	rc=$?
+	[ $rc -eq 1 ] && grep -q "hyvectl: $TMP/ck7.dir: is a directory" "$out" || {
+		echo "    suspend to a directory: status $rc (expected 1 and the reason)"; cat "$out"; vm_stop; return 1; }
+	"$HYVECTL" --socket="$sock" --get-stats >"$out" 2>&1 && grep -q '^state running' "$out" || {
+		echo "    VM not running after the failed suspend"; cat "$out"; vm_stop; return 1; }
+	local n0 i=0
+	n0=$(grep -c '^counter: ' "$OUT")
+	while [ "$(grep -c '^counter: ' "$OUT")" -le "$n0" ] && [ $i -lt 150 ]; do sleep 0.1; i=$((i + 1)); done
+	[ "$(grep -c '^counter: ' "$OUT")" -gt "$n0" ] || {
+		echo "    the guest printed nothing for 15 s after the failed suspend"; vm_stop; return 1; }
+	"$HYVECTL" --socket="$sock" --checkpoint="$TMP/ck7.fifo" >"$out" 2>&1
+	rc=$?
+	[ $rc -eq 1 ] && grep -q 'is a FIFO' "$out" && [ -p "$TMP/ck7.fifo" ] || {
+		echo "    checkpoint to a FIFO: status $rc, expected a refusal and the FIFO left alone"; cat "$out"; vm_stop
+		return 1; }
+	echo precious >"$victim"
+	ln -s "$victim" "$ck.tmp.$VM_PID"
+	"$HYVECTL" --socket="$sock" --checkpoint="$ck" >"$out" 2>&1 || {
+		echo "    checkpoint next to a planted symlink failed"; cat "$out"; vm_stop; return 1; }
+	vm_stop
+	[ "$(cat "$victim")" = precious ] && [ -L "$ck.tmp.$VM_PID" ] || {
+		echo "    the planted symlink was followed or replaced"; return 1; }
+	[ "$(stat -c %a "$ck")" = 600 ] || { echo "    checkpoint mode $(stat -c %a "$ck"), expected 600"; return 1; }
+	ls "$TMP" | grep -q '^ck7\.ckpt\.tmp\.[0-9]*\.' && { echo "    a temporary file was left behind"; return 1; }
+	return 0
 }

@@ -182,10 +182,8 @@ t_virtio_disk_shell() {
 	vt_need || return 77
 	local img
 	img=$(vt_image shell) || return 1
-	{ sleep 3; printf 'disk\r'; sleep 2; printf 'disk read 1\r'; sleep 2; printf 'poweroff\r'; sleep 5; } |
-		timeout 60 "$HYVE" -m 128M -l com1,stdio -o boot.kernel="$GUEST" \
-			-s 3,virtio-blk,"$img",ser=SHELL-DISK vm >"$TMP/vshell.out" 2>"$TMP/vshell.err"
-	RC=$? OUT=$TMP/vshell.out ERR=$TMP/vshell.err
+	guest_shell 60 disk 'disk read 1' poweroff -- -m 128M -l com1,stdio -o boot.kernel="$GUEST" \
+		-s 3,virtio-blk,"$img",ser=SHELL-DISK "$(vm_name vm)"
 	expect_rc 1 || return 1
 	expect_out "disk0: pci 00:03.0 virtio-blk, $VT_SECTORS sectors \($((VT_SECTORS / 2)) KiB\), serial 'SHELL-DISK'" || return 1
 	local line
