@@ -139,6 +139,12 @@ static int set_value(const char *path, const char *value, const char **why)
 		*why = "value too long";
 		return -1;
 	}
+	/* Checkpoints and migration carry the tree as key=value lines: a line
+	 * break inside a value would split it into other keys there. */
+	if (strpbrk(value, "\n\r")) {
+		*why = "line break in the value";
+		return -1;
+	}
 	struct config_node *n = lookup(path);
 	if (n && !n->value) {
 		*why = "conflicts with existing keys below it";   /* "a.b" when "a.b.c" is set */
@@ -315,6 +321,40 @@ int config_parse_size(const char *s, uint64_t *out, uint64_t default_unit)
 	return 0;
 }
 
+int config_parse_memsize(const char *s, uint64_t *out)
+{
+	char *end;
+	if (*s == '\0' || *s == '-' || isspace((unsigned char)*s))
+		return -1;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 0);
+	if (errno || end == s)
+		return -1;
+	if (*end == '\0') {
+		/* bhyve: "for the sake of backward compatibility", under a megabyte means megabytes. */
+		*out = v < (1ULL << 20) ? v << 20 : v;
+		return 0;
+	}
+	int shift;
+	switch (tolower((unsigned char)*end)) {
+	case 'b': shift = 0; break;
+	case 'k': shift = 10; break;
+	case 'm': shift = 20; break;
+	case 'g': shift = 30; break;
+	case 't': shift = 40; break;
+	case 'p': shift = 50; break;
+	case 'e': shift = 60; break;
+	default: return -1;
+	}
+	end++;
+	if (shift && (*end == 'b' || *end == 'B'))   /* "512MB" */
+		end++;
+	if (*end || v > (UINT64_MAX >> shift))
+		return -1;
+	*out = (uint64_t)v << shift;
+	return 0;
+}
+
 static void __attribute__((noreturn)) config_value_error(const char *path, const char *value,
                                                           const char *what)
 {
@@ -455,47 +495,258 @@ static const struct config_key *config_find_key(const char *path)
 	return NULL;
 }
 
-int config_validate(char *err, size_t errlen)
+int config_check_key(const char *path, const char *value, char *err, size_t errlen)
 {
-	for (size_t i = 0; i < nleaves; i++) {
-		const char *path = leaves[i]->path, *v = leaves[i]->value;
-		const struct config_key *k = config_find_key(path);
-		if (!k) {
-			snprintf(err, errlen, "config: %s: unknown key", path);
-			return -1;
-		}
-		bool b;
-		uint64_t u;
-		const char *want = NULL;
-		char reason[256] = "";
-		switch (k->type) {
-		case CFG_STRING:
-			break;
-		case CFG_BOOL:
-			if (config_parse_bool(v, &b))
-				want = "true or false";
-			break;
-		case CFG_UINT:
-			if (config_parse_uint(v, &u))
-				want = "an unsigned number";
-			break;
-		case CFG_SIZE:
-			if (config_parse_size(v, &u, 1))
-				want = "a size with K/M/G/T suffix";
-			break;
-		case CFG_CUSTOM:
-			if (k->check && k->check(path, v, reason, sizeof(reason))) {
-				snprintf(err, errlen, "config: %s: bad value '%s': %s", path, v, reason);
+	const struct config_key *k = config_find_key(path);
+	if (!k) {
+		snprintf(err, errlen, "no such key");
+		return 1;
+	}
+	bool b;
+	uint64_t u;
+	const char *want = NULL;
+	char reason[256] = "";
+	switch (k->type) {
+	case CFG_STRING:
+		break;
+	case CFG_BOOL:
+		if (config_parse_bool(value, &b))
+			want = "true or false";
+		break;
+	case CFG_UINT:
+		if (config_parse_uint(value, &u))
+			want = "an unsigned number";
+		break;
+	case CFG_SIZE:
+		if (config_parse_size(value, &u, 1))
+			want = "a size with K/M/G/T suffix";
+		break;
+	case CFG_CUSTOM:
+		if (k->check) {
+			int r = k->check(path, value, reason, sizeof(reason));
+			if (r == 1) {
+				snprintf(err, errlen, "%s", reason);
+				return 1;
+			}
+			if (r) {
+				snprintf(err, errlen, "config: %s: bad value '%s': %s", path, value, reason);
 				return -1;
 			}
-			break;
 		}
-		if (want) {
-			snprintf(err, errlen, "config: %s: bad value '%s' (expected %s)", path, v, want);
-			return -1;
-		}
+		break;
+	}
+	if (want) {
+		snprintf(err, errlen, "config: %s: bad value '%s' (expected %s)", path, value, want);
+		return -1;
 	}
 	return 0;
+}
+
+static void sort_leaves(void);
+
+int config_validate_all(config_report_fn fn, void *arg)
+{
+	int nerr = 0;
+	char err[768], msg[CONFIG_MAX_PATH + 64];
+	sort_leaves();   /* reports in key order, whatever order the options came in */
+	for (size_t i = 0; i < nleaves; i++) {
+		int r = config_check_key(leaves[i]->path, leaves[i]->value, err, sizeof(err));
+		if (r == 1) {
+			snprintf(msg, sizeof(msg), "config: unknown key '%s' (kept, ignored)", leaves[i]->path);
+			fn(false, msg, arg);
+		} else if (r) {
+			fn(true, err, arg);
+			nerr++;
+		}
+	}
+	return nerr;
+}
+
+int config_validate(char *err, size_t errlen)
+{
+	for (size_t i = 0; i < nleaves; i++)
+		if (config_check_key(leaves[i]->path, leaves[i]->value, err, errlen) < 0)
+			return -1;
+	return 0;
+}
+
+/* ---- %(KEY) references ---- */
+
+#define EXPAND_MAX_DEPTH 16
+
+struct expansion {
+	const char *already;          /* "\nkey=value\n..." lines not to expand again, or NULL */
+	const char *chain[EXPAND_MAX_DEPTH + 1];   /* chain[0] references chain[1] ... */
+	char err[CONFIG_MAX_PATH * 2 + 400];
+	bool report;                  /* the error belongs to the key being expanded */
+};
+
+/* Was key=value given already expanded (a checkpoint's line)? */
+static bool expanded_before(const struct expansion *x, const char *key, const char *value)
+{
+	if (!x->already)
+		return false;
+	size_t kl = strlen(key), vl = strlen(value);
+	for (const char *p = x->already; (p = strstr(p, key)) != NULL; p++)
+		if ((p == x->already || p[-1] == '\n') && p[kl] == '=' && strncmp(p + kl + 1, value, vl) == 0 &&
+		    (p[kl + 1 + vl] == '\n' || p[kl + 1 + vl] == '\0'))
+			return true;
+	return false;
+}
+
+/* "a -> b -> a" for a loop message. */
+static void chain_text(const struct expansion *x, int from, int depth, const char *back, char *buf, size_t len)
+{
+	size_t n = 0;
+	buf[0] = '\0';
+	for (int i = from; i < depth && n < len; i++)
+		n += (size_t)snprintf(buf + n, len - n, "%s -> ", x->chain[i]);
+	if (n < len)
+		snprintf(buf + n, len - n, "%s", back);
+}
+
+/*
+ * Write the expansion of value (the value of x->chain[depth - 1]) to out.
+ * Each problem is reported once: an undefined or malformed reference by
+ * the key whose own value has it, a loop by the smallest key on it.
+ */
+static int expand_into(struct expansion *x, int depth, const char *value, FILE *out)
+{
+	const char *key = x->chain[depth - 1];
+	for (const char *p = value; *p; p++) {
+		if ((p[0] == '%' || p[0] == '\\') && p[1] == '%') {
+			fputc('%', out);
+			p++;
+			continue;
+		}
+		if (p[0] != '%' || p[1] != '(') {
+			fputc(*p, out);
+			continue;
+		}
+		const char *close = strchr(p + 2, ')');
+		size_t n = close ? (size_t)(close - (p + 2)) : 0;
+		if (!close || n == 0 || n > CONFIG_MAX_PATH) {
+			snprintf(x->err, sizeof(x->err), "config: %s: %s in '%.200s' ('%%%%' is a literal %%)", key,
+			         !close ? "unterminated %(" : n ? "reference too long" : "empty reference %()", value);
+			x->report = depth == 1;
+			return -1;
+		}
+		char ref[CONFIG_MAX_PATH + 1];
+		memcpy(ref, p + 2, n);
+		ref[n] = '\0';
+		p = close;
+		for (int i = 0; i < depth; i++) {
+			if (strcmp(x->chain[i], ref))
+				continue;
+			char loop[sizeof(x->err) - 64];
+			chain_text(x, i, depth, ref, loop, sizeof(loop));
+			snprintf(x->err, sizeof(x->err), "config: %s: reference loop %s", x->chain[i], loop);
+			/* Reported once, by the smallest key on the loop, when it is the one being expanded. */
+			x->report = i == 0;
+			for (int j = i; j < depth; j++)
+				x->report = x->report && strcmp(x->chain[0], x->chain[j]) <= 0;
+			return -1;
+		}
+		struct config_node *r = lookup(ref);
+		if (!r || !r->value) {
+			snprintf(x->err, sizeof(x->err), "config: %s: %%(%s) is not set", key, ref);
+			x->report = depth == 1;
+			return -1;
+		}
+		if (depth == EXPAND_MAX_DEPTH) {
+			snprintf(x->err, sizeof(x->err), "config: %s: references nested deeper than %d", x->chain[0],
+			         EXPAND_MAX_DEPTH);
+			x->report = true;
+			return -1;
+		}
+		if (!strchr(r->value, '%') || expanded_before(x, r->path, r->value)) {
+			fputs(r->value, out);
+			continue;
+		}
+		x->chain[depth] = r->path;
+		if (expand_into(x, depth + 1, r->value, out))
+			return -1;
+	}
+	return 0;
+}
+
+int config_expand_all(const char *already, config_report_fn fn, void *arg)
+{
+	struct expansion x = { .already = already };
+	char **results = calloc(nleaves ? nleaves : 1, sizeof(*results));
+	int nerr = 0;
+	if (!results) {
+		fn(true, "config: out of memory", arg);
+		return 1;
+	}
+	sort_leaves();
+	/* Every expansion from the values as given; then all are written back. */
+	for (size_t i = 0; i < nleaves; i++) {
+		struct config_node *n = leaves[i];
+		if (!strchr(n->value, '%') || expanded_before(&x, n->path, n->value))
+			continue;
+		char *buf = NULL;
+		size_t len = 0;
+		FILE *out = open_memstream(&buf, &len);
+		if (!out) {
+			fn(true, "config: out of memory", arg);
+			nerr++;
+			break;
+		}
+		x.chain[0] = n->path;
+		int rc = expand_into(&x, 1, n->value, out);
+		fclose(out);
+		if (rc) {
+			free(buf);
+			if (x.report) {
+				fn(true, x.err, arg);
+				nerr++;
+			}
+		} else if (len > CONFIG_MAX_VALUE) {
+			free(buf);
+			char msg[CONFIG_MAX_PATH + 80];
+			snprintf(msg, sizeof(msg), "config: %s: value too long once expanded (at most %d bytes)", n->path,
+			         CONFIG_MAX_VALUE);
+			fn(true, msg, arg);
+			nerr++;
+		} else {
+			results[i] = buf;
+		}
+	}
+	for (size_t i = 0; i < nleaves; i++) {
+		if (results[i]) {
+			free(leaves[i]->value);
+			leaves[i]->value = results[i];
+		}
+	}
+	free(results);
+	return nerr;
+}
+
+void config_unset_below(const char *prefix)
+{
+	char **doomed = calloc(nleaves + 1, sizeof(*doomed));
+	size_t n = 0;
+	if (!doomed)
+		return;
+	for (size_t i = 0; i < nleaves; i++)
+		if (is_path_prefix(prefix, leaves[i]->path))
+			doomed[n++] = strdup(leaves[i]->path);
+	for (size_t i = 0; i < n; i++) {
+		if (doomed[i])
+			unset_config_value(doomed[i]);
+		free(doomed[i]);
+	}
+	free(doomed);
+}
+
+void config_foreach(const char *prefix, void (*fn)(const char *path, const char *value, void *arg), void *arg)
+{
+	sort_leaves();
+	/* fn may replace a value (not add or remove keys): leaves[] keeps its order. */
+	for (size_t i = 0; i < nleaves; i++)
+		if (!*prefix || is_path_prefix(prefix, leaves[i]->path))
+			fn(leaves[i]->path, leaves[i]->value, arg);
 }
 
 static int leaf_cmp(const void *a, const void *b)
@@ -507,7 +758,8 @@ static int leaf_cmp(const void *a, const void *b)
 /* Leaves in path order, for output that does not depend on the order of settings. */
 static void sort_leaves(void)
 {
-	qsort(leaves, nleaves, sizeof(*leaves), leaf_cmp);
+	if (nleaves > 1)   /* qsort(NULL, 0, ...) is undefined */
+		qsort(leaves, nleaves, sizeof(*leaves), leaf_cmp);
 	for (size_t i = 0; i < nleaves; i++)
 		leaves[i]->idx = i;
 }

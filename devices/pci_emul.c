@@ -1006,9 +1006,11 @@ int pci_emul_load_state(struct pci_devinst *pi, struct snap_rd *in, char *err, s
 	}
 	for (int i = 0; i < PCI_MAX_BARS; i++) {
 		const struct pcibar *b = &bars[i];
-		bool io_ok = b->type != PCIBAR_IO || b->addr + b->size <= 0x10000;
+		/* The whole BAR inside its address space, written so nothing wraps. */
+		uint64_t limit = b->type == PCIBAR_IO ? 0x10000 : b->type == PCIBAR_MEM32 ? 1ULL << 32 : UINT64_MAX;
+		bool fits = b->size <= limit && b->addr <= limit - b->size;
 		bool aligned = b->size == 0 || (b->addr & (b->size - 1)) == 0;
-		if (b->type != pi->pi_bar[i].type || b->size != pi->pi_bar[i].size || !io_ok || !aligned) {
+		if (b->type != pi->pi_bar[i].type || b->size != pi->pi_bar[i].size || !fits || !aligned) {
 			snprintf(err, errlen, "BAR %d: saved type/size/address does not fit the configured %s", i,
 			         pi->pi_name);
 			return -1;

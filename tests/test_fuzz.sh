@@ -1,12 +1,15 @@
-# libFuzzer targets (tests/fuzz/) run briefly as part of every test run:
-# FUZZ_TEST_SECONDS (default 20) per target, with the corpora that `make fuzz`
-# keeps in build/fuzz/.  A crash, leak, sanitizer report or hang fails the
-# test; a missing clang/libFuzzer skips it.  `make fuzz` runs longer.
+# libFuzzer targets (tests/fuzz/) run briefly as part of every test run, with
+# the corpora that `make fuzz` keeps in build/fuzz/ (seeded from
+# tests/fuzz/corpus/), after the reproducers in tests/fuzz/regress/: 20 s
+# each for virtqueue and p9, 10 s for ckpt and config, or FUZZ_TEST_SECONDS
+# for all.  A crash, leak, sanitizer report, hang or failing reproducer
+# fails the test; a missing clang/libFuzzer skips it.  `make fuzz` runs
+# longer.
 
 fz_run() {
-	local name=$1 out
+	local name=$1 secs=${FUZZ_TEST_SECONDS:-${2:-20}} out
 	out=$TMP/fuzz_$name.out
-	nice -n 10 ./tests/fuzz/run.sh -t "${FUZZ_TEST_SECONDS:-20}" "$name" >"$out" 2>&1
+	nice -n 10 ./tests/fuzz/run.sh -t "$secs" "$name" >"$out" 2>&1
 	local rc=$?
 	if [ $rc -eq 77 ]; then
 		SKIP_REASON=$(head -1 "$out")
@@ -23,4 +26,15 @@ t_fuzz_virtqueue() {
 
 t_fuzz_p9() {
 	fz_run p9
+}
+
+# The checkpoint reader and the restore path (core/checkpoint.c, vmstate,
+# every device's load hook) on mutated checkpoint files.
+t_fuzz_ckpt() {
+	fz_run ckpt 10
+}
+
+# The configuration tree, -k files, -o and the -s parsers of every model.
+t_fuzz_config() {
+	fz_run config 10
 }
