@@ -82,8 +82,18 @@ demo: deps all
 	[ $$rc -le 2 ] || { echo "make demo: hyve exited with status $$rc (4: error)"; exit $$rc; }
 
 # hyve vs QEMU (KVM) benchmarks: prints a table, writes bench/results/latest.json.
-bench: all
+bench: all bench-transport
 	HYVE_BIN=$(BUILD)/hyve ./bench/run.sh
+
+# Migration transport, plain vs TLS (no VM needed): bench/mig_transport.c.
+.PHONY: bench-transport
+bench-transport: $(BUILD)/mig_transport
+	@mkdir -p bench/results
+	{ $(BUILD)/mig_transport 1024 1; $(BUILD)/mig_transport 512 2; } | tee bench/results/transport-latest.json
+
+$(BUILD)/mig_transport: bench/mig_transport.c core/migration_tls.c core/migration_tls.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ bench/mig_transport.c core/migration_tls.c -lssl -lcrypto
 
 # libFuzzer targets (clang, ASan+UBSan), FUZZ_SECONDS each (default 30);
 # corpora and crash artifacts are kept in build/fuzz/ (tests/fuzz/run.sh).

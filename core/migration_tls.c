@@ -20,6 +20,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -43,6 +44,7 @@ static pthread_mutex_t chan_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct {
 	int fd;
 	SSL *ssl;
+	BIO *out;   /* records collect here; one send() per message */
 } chans[MAX_CHANNELS];
 static int nchans;
 
@@ -166,6 +168,11 @@ static SSL_CTX *make_ctx(bool server)
 		SSL_CTX_free(c);
 		return NULL;
 	}
+	/* Read whole socket buffers, not a record header then its body: on an
+	 * emulating host a syscall per 16 KiB record costs more than the
+	 * decryption. */
+	SSL_CTX_set_read_ahead(c, 1);
+	SSL_CTX_set_default_read_buffer_len(c, 256 << 10);
 	if (server) {
 		SSL_CTX_set_psk_find_session_callback(c, find_session_cb);
 		SSL_CTX_set_num_tickets(c, 0);   /* one connection per stream: nothing to resume */
@@ -193,13 +200,16 @@ int mig_tls_setup(const char *psk_file, char *err, size_t errlen)
 	return 0;
 }
 
-static SSL *chan_find(int fd)
+static SSL *chan_find(int fd, BIO **out)
 {
 	SSL *s = NULL;
 	pthread_mutex_lock(&chan_lock);
 	for (int i = 0; i < nchans; i++)
-		if (chans[i].fd == fd)
+		if (chans[i].fd == fd) {
 			s = chans[i].ssl;
+			if (out)
+				*out = chans[i].out;
+		}
 	pthread_mutex_unlock(&chan_lock);
 	return s;
 }
@@ -235,6 +245,15 @@ int mig_tls_handshake(int fd, bool server, char *err, size_t errlen)
 		SSL_free(ssl);
 		return -1;
 	}
+	/* From now on records are written to memory and sent by us, a whole
+	 * message per send() (SSL_set0_wbio drops the socket BIO's write side). */
+	BIO *out = BIO_new(BIO_s_mem());
+	if (!out) {
+		snprintf(err, errlen, "cannot set up TLS: out of memory");
+		SSL_free(ssl);
+		return -1;
+	}
+	SSL_set0_wbio(ssl, out);
 	pthread_mutex_lock(&chan_lock);
 	if (nchans == MAX_CHANNELS) {
 		pthread_mutex_unlock(&chan_lock);
@@ -244,6 +263,7 @@ int mig_tls_handshake(int fd, bool server, char *err, size_t errlen)
 	}
 	chans[nchans].fd = fd;
 	chans[nchans].ssl = ssl;
+	chans[nchans].out = out;
 	nchans++;
 	pthread_mutex_unlock(&chan_lock);
 	return 0;
@@ -277,15 +297,36 @@ static int ssl_errno(SSL *ssl, int rc)
 	return EPROTO;   /* a record that does not authenticate: tampering or garbage */
 }
 
+/* Send what SSL_write put in the memory BIO. */
+static int flush_out(int fd, BIO *out)
+{
+	char *data;
+	long len = BIO_get_mem_data(out, &data);
+	for (long off = 0; off < len;) {
+		ssize_t w = send(fd, data + off, (size_t)(len - off), MSG_NOSIGNAL);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			if (w == 0)
+				errno = ECONNRESET;
+			return -1;
+		}
+		off += w;
+	}
+	(void)BIO_reset(out);
+	return 0;
+}
+
 int mig_tls_sendv(int fd, const struct iovec *iov, int n, bool *handled)
 {
-	SSL *ssl = chan_find(fd);
+	BIO *out = NULL;
+	SSL *ssl = chan_find(fd, &out);
 	*handled = ssl != NULL;
 	if (!ssl)
 		return 0;
-	/* Gather into records of up to 64 KiB: one SSL_write per small iovec
-	 * (12-byte page headers) would cost a record and a syscall each. */
-	static __thread unsigned char buf[64 << 10];
+	/* Gather a message into full records: one SSL_write per small iovec
+	 * (12-byte page headers) would cost a record each. */
+	static __thread unsigned char buf[256 << 10];
 	size_t used = 0;
 	for (int i = 0; i <= n; i++) {
 		const unsigned char *p = i < n ? iov[i].iov_base : NULL;
@@ -300,13 +341,14 @@ int mig_tls_sendv(int fd, const struct iovec *iov, int n, bool *handled)
 			}
 			if (used == sizeof(buf) || (i == n && used)) {
 				size_t w;
-				errno = 0;
 				int rc = SSL_write_ex(ssl, buf, used, &w);
 				if (rc != 1) {
 					errno = ssl_errno(ssl, rc);
 					return -1;
 				}
 				used = 0;
+				if (flush_out(fd, out))
+					return -1;
 			}
 		}
 	}
@@ -315,7 +357,7 @@ int mig_tls_sendv(int fd, const struct iovec *iov, int n, bool *handled)
 
 ssize_t mig_tls_recv(int fd, void *p, size_t n, bool *handled)
 {
-	SSL *ssl = chan_find(fd);
+	SSL *ssl = chan_find(fd, NULL);
 	*handled = ssl != NULL;
 	if (!ssl)
 		return 0;
