@@ -1,6 +1,8 @@
 /*
  * blockif: io_uring (or a pthread pool) under the storage models.
- * See blockif.h for the contract.
+ * See blockif.h for the contract.  A raw image goes to the file (or
+ * device) directly; a qcow2 image through devices/blk_format.h, on the
+ * pool only.
  *
  * io_uring side: submissions are serialized by sq_mtx (vCPU threads submit
  * from their kick handlers), completions by cq_mtx (the main loop's eventfd
@@ -25,6 +27,7 @@
 
 #include "../core/log.h"
 #include "../core/mevent.h"
+#include "blk_format.h"
 #include "blockif.h"
 
 enum { BOP_READ = 1, BOP_WRITE, BOP_FLUSH, BOP_DISCARD, BOP_WZERO };
@@ -34,6 +37,7 @@ enum { BOP_READ = 1, BOP_WRITE, BOP_FLUSH, BOP_DISCARD, BOP_WZERO };
 
 struct blockif_ctxt {
 	int fd;
+	struct blk_image *img;   /* a qcow2 image (NULL: raw, straight to fd) */
 	char name[64];
 	bool ro, isblk, candelete;
 	off_t size;
@@ -137,9 +141,35 @@ static int write_zeroes_by_hand(struct blockif_ctxt *bc, off_t off, size_t len)
 	return 0;
 }
 
+/* Through the format layer (qcow2): synchronous, the whole request at once. */
+static int do_format(struct blockif_ctxt *bc, struct blockif_req *br)
+{
+	int rc;
+	switch (br->br_op) {
+	case BOP_READ:
+	case BOP_WRITE:
+		rc = br->br_op == BOP_READ
+		         ? blk_image_readv(bc->img, br->br_iov, br->br_iovcnt, (uint64_t)br->br_offset)
+		         : blk_image_writev(bc->img, br->br_iov, br->br_iovcnt, (uint64_t)br->br_offset);
+		if (!rc)
+			br_advance(br, br->br_resid);
+		return rc;
+	case BOP_FLUSH:
+		return blk_image_flush(bc->img);
+	case BOP_DISCARD:
+		return blk_image_discard(bc->img, (uint64_t)br->br_offset, br->br_resid);
+	case BOP_WZERO:
+		return blk_image_write_zeroes(bc->img, (uint64_t)br->br_offset, br->br_resid, br->br_unmap);
+	default:
+		return EINVAL;
+	}
+}
+
 static int do_sync(struct blockif_ctxt *bc, struct blockif_req *br)
 {
 	uint64_t range[2] = { (uint64_t)br->br_offset, br->br_resid };
+	if (bc->img)
+		return do_format(bc, br);
 	switch (br->br_op) {
 	case BOP_READ:
 	case BOP_WRITE:
@@ -483,6 +513,30 @@ struct blockif_ctxt *blockif_open(const char *path, const struct blockif_opts *o
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
 		goto fail;
 	}
+	const char *fmt = o->format;
+	bool probed = !fmt;
+	if (fmt && strcmp(fmt, "raw") && strcmp(fmt, "qcow2")) {
+		snprintf(err, errlen, "%s: unknown image format '%s' (raw or qcow2)", path, fmt);
+		goto fail;
+	}
+	if (!fmt && !(fmt = blk_format_probe(bc->fd))) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		goto fail;
+	}
+	if (strcmp(fmt, "qcow2") && o->l2cache) {
+		snprintf(err, errlen, "%s: l2cache= applies to qcow2 images only (this one is raw)", path);
+		goto fail;
+	}
+	if (!strcmp(fmt, "qcow2")) {
+		if (o->nocache) {
+			snprintf(err, errlen, "%s: nocache (O_DIRECT) is not supported with qcow2 images", path);
+			goto fail;
+		}
+		struct blk_open_opts bo = { .ro = ro, .probed = probed, .l2cache = o->l2cache };
+		bc->img = blk_image_open_fd(bc->fd, false, path, "qcow2", &bo, err, errlen);
+		if (!bc->img)
+			goto fail;
+	}
 	uint32_t dev_sect = 512, dev_psect;
 	if (S_ISBLK(st.st_mode)) {
 		uint64_t sz;
@@ -521,14 +575,20 @@ struct blockif_ctxt *blockif_open(const char *path, const struct blockif_opts *o
 		         dev_sect);
 		goto fail;
 	}
+	if (bc->img)
+		bc->size = (off_t)blk_image_size(bc->img);   /* the virtual disk's */
 	bc->size -= bc->size % bc->sectsz;
 	bc->ro = ro;
-	if (!ro)
+	if (!ro && bc->img)
+		bc->candelete = true;   /* deallocation or the zero flag */
+	else if (!ro)
 		bc->candelete = bc->isblk ? blk_can_discard(st.st_rdev) : file_can_punch(bc->fd, st.st_size);
 
 	const char *env = getenv("HYVE_BLOCKIF_THREADS");
-	bool force = o->force_threads || (env && *env && strcmp(env, "0") != 0);
+	bool force = o->force_threads || (env && *env && strcmp(env, "0") != 0) || bc->img;
 	char why[128] = "forced by configuration";
+	if (bc->img)
+		snprintf(why, sizeof(why), "a %s image runs on the format layer", blk_image_format(bc->img));
 	if (!force && uring_setup(bc, o->depth ? o->depth : 128, why, sizeof(why)) == 0) {
 		if (pool_start(bc, 1))
 			goto nothreads;
@@ -543,6 +603,7 @@ nothreads:
 	blockif_close(bc);
 	return NULL;
 fail:
+	blk_image_close(bc->img);
 	if (bc->fd >= 0)
 		close(bc->fd);
 	free(bc);
@@ -565,6 +626,7 @@ void blockif_close(struct blockif_ctxt *bc)
 		io_uring_queue_exit(&bc->ring);
 		close(bc->efd);
 	}
+	blk_image_close(bc->img);
 	close(bc->fd);
 	free(bc);
 }
@@ -644,3 +706,4 @@ bool blockif_is_ro(const struct blockif_ctxt *bc) { return bc->ro; }
 bool blockif_candelete(const struct blockif_ctxt *bc) { return bc->candelete; }
 bool blockif_is_blockdev(const struct blockif_ctxt *bc) { return bc->isblk; }
 const char *blockif_backend(const struct blockif_ctxt *bc) { return bc->uring ? "io_uring" : "threads"; }
+const char *blockif_format(const struct blockif_ctxt *bc) { return bc->img ? blk_image_format(bc->img) : "raw"; }

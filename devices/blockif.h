@@ -1,6 +1,7 @@
 /*
  * blockif: asynchronous block backend for storage models (virtio-blk now,
- * NVMe/AHCI later) over a raw image file or a host block device.
+ * NVMe/AHCI later) over a disk image (raw or qcow2: devices/blk_format.h)
+ * in a file or a host block device.
  *
  * Requests carry iovecs that point straight into guest memory (zero copy).
  * Reads, writes and flushes go through io_uring (liburing) whose
@@ -8,7 +9,8 @@
  * be set up -- or blockif_opts.force_threads / HYVE_BLOCKIF_THREADS=1 asks
  * for it -- a small pthread pool does preadv/pwritev/fdatasync instead.
  * Discard and write-zeroes always run on the pool (fallocate / BLKDISCARD
- * / BLKZEROOUT).
+ * / BLKZEROOUT).  A qcow2 image runs every request on the pool, through
+ * the format layer (devices/qcow2.c says why).
  *
  * Completion callbacks run on the main thread (io_uring), on a pool thread,
  * or on a thread inside blockif_drain(): they must take the model's own
@@ -50,6 +52,8 @@ struct blockif_opts {
 	uint32_t psectsz;     /* physical sector size, 0: from the device / st_blksize */
 	unsigned depth;       /* requests in flight at most (io_uring ring size) */
 	const char *name;     /* for log lines */
+	const char *format;   /* "raw" or "qcow2"; NULL: probe (a probed qcow2 may not name a backing file) */
+	uint64_t l2cache;     /* qcow2 L2 cache bytes, 0: default */
 	/* Called after a batch of completion callbacks (e.g. to interrupt once). */
 	void (*batch_done)(void *arg);
 	void *batch_arg;
@@ -69,6 +73,7 @@ bool blockif_is_ro(const struct blockif_ctxt *bc);
 bool blockif_candelete(const struct blockif_ctxt *bc);      /* discard deallocates */
 bool blockif_is_blockdev(const struct blockif_ctxt *bc);
 const char *blockif_backend(const struct blockif_ctxt *bc); /* "io_uring" or "threads" */
+const char *blockif_format(const struct blockif_ctxt *bc);  /* "raw" or "qcow2" */
 
 /* Submit; 0 (the callback will run) or an errno (it will not). */
 int blockif_read(struct blockif_ctxt *bc, struct blockif_req *br);

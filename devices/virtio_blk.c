@@ -3,6 +3,7 @@
  *
  *   -s N,virtio-blk,PATH[,ro][,nocache][,direct][,sectorsize=L[/P]][,ser=ID]
  *                       [,qsize=N][,aio=auto|io_uring|threads][,legacy=false]
+ *                       [,format=raw|qcow2][,l2cache=BYTES]
  *
  * One request queue.  Reads and writes go to blockif with iovecs that point
  * into the guest's buffers; the status byte is written when blockif calls
@@ -398,6 +399,12 @@ static int vtblk_init(struct pci_devinst *pi, const char *cfgpath)
 	if (aio && strcmp(aio, "auto") && strcmp(aio, "io_uring") && strcmp(aio, "threads"))
 		fatal("config: %s: bad value '%s' (expected auto, io_uring or threads)", key, aio);
 	o.force_threads = aio && !strcmp(aio, "threads");
+	/* Without format= the image's first bytes decide; a probed qcow2
+	 * image may not name a backing file (blk_format.h). */
+	o.format = get_config_value(KEY("format"));
+	if (o.format && strcmp(o.format, "raw") && strcmp(o.format, "qcow2"))
+		fatal("config: %s: bad value '%s' (expected raw or qcow2)", key, o.format);
+	o.l2cache = get_config_size_default(KEY("l2cache"), 0);
 	bool legacy = get_config_bool_default(KEY("legacy"), true);
 
 	struct vtblk_softc *sc = calloc(1, sizeof(*sc));
@@ -410,6 +417,9 @@ static int vtblk_init(struct pci_devinst *pi, const char *cfgpath)
 	sc->bc = blockif_open(path, &o, err, sizeof(err));
 	if (!sc->bc)
 		fatal("config: %s: %s", KEY("path"), err);
+	if (aio && !strcmp(aio, "io_uring") && strcmp(blockif_format(sc->bc), "raw"))
+		fatal("config: %s: aio=io_uring is for raw images (a %s image runs on I/O threads)", KEY("aio"),
+		      blockif_format(sc->bc));
 	if (aio && !strcmp(aio, "io_uring") && strcmp(blockif_backend(sc->bc), "io_uring"))
 		fatal("config: %s: io_uring is not available (try aio=threads; -o log.level=3 says why)", KEY("aio"));
 	if (ser)
@@ -448,21 +458,21 @@ static int vtblk_init(struct pci_devinst *pi, const char *cfgpath)
 		sc->vs.vs_hv_caps |= VTBLK_F_RO;
 	else
 		sc->vs.vs_hv_caps |= VTBLK_F_WRITE_ZEROES | (blockif_candelete(sc->bc) ? VTBLK_F_DISCARD : 0);
-	log_debug("%s: %s: %llu sectors, %u/%u-byte blocks, %s%s, %s backend", pi->pi_name, path,
-	          (unsigned long long)sc->nsectors, sect, psect, ro ? "read-only" : "read-write",
+	log_debug("%s: %s: %s, %llu sectors, %u/%u-byte blocks, %s%s, %s backend", pi->pi_name, path,
+	          blockif_format(sc->bc), (unsigned long long)sc->nsectors, sect, psect, ro ? "read-only" : "read-write",
 	          blockif_candelete(sc->bc) ? ", discard" : "", blockif_backend(sc->bc));
 	return vi_pci_setup(&sc->vs, legacy);
 #undef KEY
 }
 
 static const char *const vtblk_options[] = {
-	"path", "ro", "nocache", "direct", "sectorsize", "ser", "qsize", "aio", "legacy", NULL,
+	"path", "ro", "nocache", "direct", "sectorsize", "ser", "qsize", "aio", "legacy", "format", "l2cache", NULL,
 };
 
 static const struct pci_devemu pci_de_vtblk = {
 	.pe_emu = "virtio-blk",
 	.pe_help = "virtio disk: PATH[,ro][,nocache][,direct][,sectorsize=L[/P]][,ser=ID][,qsize=N]"
-	           "[,aio=threads][,legacy=false]",
+	           "[,aio=threads][,legacy=false][,format=raw|qcow2][,l2cache=BYTES]",
 	.pe_options = vtblk_options,
 	.pe_legacy_config = vtblk_legacy_config,
 	.pe_init = vtblk_init,
