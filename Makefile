@@ -17,7 +17,7 @@ VMM_SRCS     := vmm/vmm.c vmm/emulator_probe.c
 CORE_SRCS    := core/main.c core/config.c core/log.c core/init.c core/inout.c core/mmio.c \
                 core/mevent.c core/vcpu.c core/cpuid.c core/emulate.c core/snapshot.c \
                 core/vmstate.c core/checkpoint.c core/control.c core/migration.c core/migration_tls.c \
-                core/config_trust.c
+                core/config_trust.c core/bhyve_compat.c
 # Device models are one file each and register themselves: every file here is built.
 DEVICE_SRCS  := $(sort $(wildcard devices/*.c))
 BOOT_SRCS    := boot/x86.c boot/multiboot.c boot/linux.c boot/linux_adapt.c boot/acpi.c boot/aml.c \
@@ -28,7 +28,7 @@ HYVE_OBJS    := $(HYVE_SRCS:%.c=$(BUILD)/%.o)
 GUEST        := guests/testguest/testguest.elf
 CTL_OBJS     := $(BUILD)/ctl/hyvectl.o
 
-.PHONY: all bench clean check check-slow demo deps guest linux hyvectl
+.PHONY: all bench clean check check-slow demo deps guest linux hyvectl install
 all: hyve hyvectl $(GUEST)
 
 # ./hyve points at the last build flavour asked for (release or SANITIZE=1).
@@ -53,12 +53,30 @@ $(GUEST): FORCE
 	$(MAKE) -C guests/testguest
 FORCE:
 
+# make install [PREFIX=/usr/local] [DESTDIR=]: hyve and hyvectl in sbin (as
+# bhyve), their manual pages (docs/man, mdoc) in share/man.
+PREFIX ?= /usr/local
+SBINDIR ?= $(PREFIX)/sbin
+MANDIR ?= $(PREFIX)/share/man
+install: hyve hyvectl
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
+	install -m 0755 $(BUILD)/hyve $(BUILD)/hyvectl $(DESTDIR)$(SBINDIR)/
+	install -m 0644 docs/man/hyve.8 docs/man/hyvectl.8 $(DESTDIR)$(MANDIR)/man8/
+	install -m 0644 docs/man/hyve_config.5 $(DESTDIR)$(MANDIR)/man5/
+
 # Install build and test dependencies on Debian (needs root or sudo).
 deps:
 	./tests/install-deps.sh
 
 check: all
 	SANITIZE=$(SANITIZE) ./tests/run.sh
+
+# The unit, CLI, migration-security, bhyve-compatibility and test-guest
+# suites again under ASan/UBSan (the fuzz targets are sanitized already).
+.PHONY: check-sanitize
+check-sanitize:
+	$(MAKE) SANITIZE=1 all
+	SANITIZE=1 ./tests/run.sh -k '^(u_|t_cli_|t_migsec_|t_bhyve_|t_guest_)'
 
 # The same as check (Debian's stock kernel boot is part of check now; kept
 # for scripts that call it).

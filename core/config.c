@@ -553,9 +553,9 @@ int config_validate_all(config_report_fn fn, void *arg)
 		int r = config_check_key(leaves[i]->path, leaves[i]->value, err, sizeof(err));
 		if (r == 1) {
 			snprintf(msg, sizeof(msg), "config: unknown key '%s' (kept, ignored)", leaves[i]->path);
-			fn(false, msg, arg);
+			fn(LOG_WARN, msg, arg);
 		} else if (r) {
-			fn(true, err, arg);
+			fn(LOG_ERR, err, arg);
 			nerr++;
 		}
 	}
@@ -676,7 +676,7 @@ int config_expand_all(const char *already, config_report_fn fn, void *arg)
 	char **results = calloc(nleaves ? nleaves : 1, sizeof(*results));
 	int nerr = 0;
 	if (!results) {
-		fn(true, "config: out of memory", arg);
+		fn(LOG_ERR, "config: out of memory", arg);
 		return 1;
 	}
 	sort_leaves();
@@ -689,7 +689,7 @@ int config_expand_all(const char *already, config_report_fn fn, void *arg)
 		size_t len = 0;
 		FILE *out = open_memstream(&buf, &len);
 		if (!out) {
-			fn(true, "config: out of memory", arg);
+			fn(LOG_ERR, "config: out of memory", arg);
 			nerr++;
 			break;
 		}
@@ -699,7 +699,7 @@ int config_expand_all(const char *already, config_report_fn fn, void *arg)
 		if (rc) {
 			free(buf);
 			if (x.report) {
-				fn(true, x.err, arg);
+				fn(LOG_ERR, x.err, arg);
 				nerr++;
 			}
 		} else if (len > CONFIG_MAX_VALUE) {
@@ -707,7 +707,7 @@ int config_expand_all(const char *already, config_report_fn fn, void *arg)
 			char msg[CONFIG_MAX_PATH + 80];
 			snprintf(msg, sizeof(msg), "config: %s: value too long once expanded (at most %d bytes)", n->path,
 			         CONFIG_MAX_VALUE);
-			fn(true, msg, arg);
+			fn(LOG_ERR, msg, arg);
 			nerr++;
 		} else {
 			results[i] = buf;

@@ -25,7 +25,10 @@
 /* Dropped unless trusted: they only describe the host the file came from. */
 static const char *const host_only[] = {
 	"control.socket", "debug.*", "boot.kernel", "boot.initrd", "migration.*", "snapshot.*",
-	"config.dump", "vmm.emulating", "security.*", NULL,
+	"config.dump", "vmm.emulating", "security.*",
+	"fw_cfg.file.*.path",   /* a host file read into the guest; no device needs it yet */
+	"vcpu.*.cpuset",        /* host CPU numbers */
+	NULL,
 };
 
 /*
@@ -53,7 +56,8 @@ static struct held {
 	bool required;
 } held[MAX_HELD];
 static int nheld;
-static const char *held_from;
+/* A copy: the caller's text (often on its stack) is gone by the release. */
+static char held_from[320];
 
 static int components(const char *s)
 {
@@ -90,7 +94,7 @@ int config_hold_host_keys(const char *from, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	held_from = from;
+	snprintf(held_from, sizeof(held_from), "%s", from);
 	for (char *line = all, *next; line && *line; line = next) {
 		next = strchr(line, '\n');
 		if (next)
@@ -148,7 +152,7 @@ int config_release_host_keys(bool trusted, const char *trust_key, char *err, siz
 		snprintf(err, errlen,
 		         "%s names host resources that are not taken from it: %s; give %s here with -o KEY=VALUE, or "
 		         "-o %s=true if you trust it (docs/security.md)",
-		         held_from ? held_from : "the configuration", missing, nmissing > 1 ? "them" : "it", trust_key);
+		         held_from[0] ? held_from : "the configuration", missing, nmissing > 1 ? "them" : "it", trust_key);
 		return -1;
 	}
 	return 0;

@@ -11,6 +11,12 @@
 #include "log.h"
 
 static struct inout_port *handlers[65536];
+static bool strict;
+
+void inout_set_strict(bool on)
+{
+	strict = on;
+}
 static pthread_rwlock_t inout_lock = PTHREAD_RWLOCK_INITIALIZER;
 
 int register_inout(const struct inout_port *iop)
@@ -66,6 +72,9 @@ int inout_dispatch(struct vcpu *vcpu, bool in, uint16_t port, int bytes, uint32_
 	/* An access straddling two handlers is treated as unclaimed. */
 	if (h.handler && (uint32_t)port + (uint32_t)bytes <= (uint32_t)h.port + h.size) {
 		return h.handler(vcpu, in, port, bytes, val, h.arg);
+	} else if (strict) {
+		log_err("unhandled %s%c 0x%x (x86.strictio)", in ? "in" : "out", "bw?l"[bytes - 1], port);
+		return -1;
 	} else if (in) {
 		*val = bytes == 4 ? 0xffffffffu : (1u << (bytes * 8)) - 1;
 		log_debug("unhandled in%c 0x%x", "bw?l"[bytes - 1], port);

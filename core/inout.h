@@ -29,5 +29,11 @@ struct inout_port {
 int register_inout(const struct inout_port *iop);     /* -1 on overlap */
 int unregister_inout(uint16_t port, uint16_t size);
 int inout_dispatch(struct vcpu *vcpu, bool in, uint16_t port, int bytes, uint32_t *val);
+/*
+ * x86.strictio (-e): an access to a port nothing emulates makes
+ * inout_dispatch fail (the VM exits with status 4) instead of reading
+ * all-ones / dropping the write.
+ */
+void inout_set_strict(bool strict);
 
 #endif

@@ -19,6 +19,7 @@
 #include "../boot/linux_adapt.h"
 #include "../devices/pci_emul.h"
 #include "../devices/pci_lpc.h"
+#include "bhyve_compat.h"
 #include "checkpoint.h"
 #include "config.h"
 #include "config_trust.h"
@@ -26,6 +27,7 @@
 #include "migration.h"
 #include "exitcode.h"
 #include "init.h"
+#include "inout.h"
 #include "log.h"
 #include "mevent.h"
 #include "vm.h"
@@ -38,22 +40,19 @@
 static void usage(FILE *out)
 {
 	fprintf(out,
-	        "Usage: hyve [-AHPSuwx] [-c [[cpus=]n][,sockets=n][,cores=n][,threads=n]]\n"
-	        "            [-m size[KMGT]] [-s slot[:func],model[,conf]]... [-l com1,BACKEND]\n"
+	        "Usage: hyve [-aACDeHPSuWwxY] [-c [[cpus=]n][,sockets=n][,cores=n][,threads=n]]\n"
+	        "            [-m size[KMGT]] [-s slot[:func],model[,conf]]... [-l comN,BACKEND]\n"
+	        "            [-p vcpu:hostcpu]... [-U uuid] [-f name,string=DATA|file=PATH] [-K layout]\n"
 	        "            [-o key=value]... [-k config_file] vmname\n"
-	        "       hyve -r checkpoint_file [-o key=value]... [vmname]\n"
+	        "       hyve -r checkpoint_file [same options as at start] [vmname]\n"
 	        "       hyve -R [addr:]port [-o key=value]... [vmname]\n"
-	        "  -c  number of vCPUs (default 1)\n"
-	        "  -m  guest memory size; a number without suffix is MiB (default 256M)\n"
-	        "  -s  PCI slot: '-s help' lists device models\n"
-	        "  -l  LPC device: comN,stdio | comN,file=PATH | comN,sock=PATH ('-l help')\n"
-	        "  -o  set a configuration key ('-o help' lists keys; config.dump=true prints the tree)\n"
-	        "  -k  read key=value lines from a file\n"
-	        "  -r  restore a checkpoint (its configuration, overridable with -o)\n"
-	        "  -R  receive a migrating VM on [addr:]port (configuration arrives with it)\n"
-	        "  -A  generate ACPI tables (always on)   -H/-P  exit on HLT/PAUSE (accepted)\n"
-	        "  -S  wire guest memory   -u  RTC keeps UTC   -w  ignore unimplemented MSRs\n"
-	        "  -x  x2APIC mode   -h  this help\n"
+	        "  -c  vCPUs (default 1)        -m  RAM; no suffix: MiB (default 256M)\n"
+	        "  -s  PCI slot ('-s help')     -l  comN,stdio|file=PATH|sock=PATH ('-l help')\n"
+	        "  -o  set a key ('-o help'; config.dump=true prints the tree)  -k  read key=value lines\n"
+	        "  -r  restore a checkpoint     -R  receive a migrating VM on [addr:]port\n"
+	        "  -p  pin a vCPU to host CPUs  -U  SMBIOS UUID   -S  wire (mlock) guest RAM\n"
+	        "  -C  guest RAM in core dumps  -e  exit on unhandled I/O ports   -u  RTC keeps UTC\n"
+	        "  -A -D -H -P -w -x -a -W -Y -K -f: bhyve's, accepted (hyve(8), docs/cli.md)\n"
 	        "Exit status: 0 reboot, 1 poweroff, 2 halt, 3 triple fault, 4 error.\n");
 }
 
@@ -61,7 +60,7 @@ static int check_memsize(const char *path, const char *value, char *err, size_t 
 {
 	(void)path;
 	uint64_t sz;
-	if (config_parse_size(value, &sz, 1ULL << 20)) {
+	if (config_parse_memsize(value, &sz)) {
 		snprintf(err, errlen, "expected a size like 512M or 2G");
 		return -1;
 	}
@@ -120,8 +119,8 @@ static const struct config_key core_keys[] = {
 	{ "cores", CFG_UINT, "CPU topology: cores per socket", NULL },
 	{ "threads", CFG_UINT, "CPU topology: threads per core", NULL },
 	{ "maxcpus", CFG_UINT, "upper bound for cpus (default 64, capped by KVM)", NULL },
-	{ "memory.size", CFG_CUSTOM, "guest RAM (-m); plain numbers are MiB", check_memsize },
-	{ "memory.wired", CFG_BOOL, "lock guest RAM in host memory (-S)", NULL },
+	{ "memory.size", CFG_CUSTOM, "guest RAM (-m): 512M, 2G; a plain number is bytes, or MiB below 1M (bhyve)", check_memsize },
+	{ "memory.wired", CFG_BOOL, "-S: lock guest RAM in host memory (mlock; RLIMIT_MEMLOCK)", NULL },
 	{ "cpu.features", CFG_CUSTOM, "CPUID edits: -name,+name (Linux flag names)", check_features },
 	{ "boot.kernel", CFG_STRING, "kernel to boot: Multiboot ELF, Linux bzImage or vmlinux", NULL },
 	{ "boot.linux_adapt", CFG_BOOL, "on emulating hosts, add Linux parameters that avoid what the host cannot run (default true)", NULL },
@@ -134,12 +133,11 @@ static const struct config_key core_keys[] = {
 	{ "debug.profile", CFG_STRING, "sample vCPU RIPs; write 'count rip' lines to this file at exit", NULL },
 	{ "debug.profile_ms", CFG_UINT, "sampling period in ms (default 10)", NULL },
 	{ "acpi_tables", CFG_BOOL, "generate ACPI tables (-A; always on)", NULL },
-	{ "x86.vmexit_on_hlt", CFG_BOOL, "-H (accepted; KVM handles HLT)", NULL },
-	{ "x86.vmexit_on_pause", CFG_BOOL, "-P (accepted)", NULL },
-	{ "x86.strictmsr", CFG_BOOL, "-w clears it (accepted)", NULL },
-	{ "x86.x2apic", CFG_BOOL, "-x (accepted)", NULL },
-	{ "rtc.use_localtime", CFG_BOOL, "RTC in local time (-u clears it)", NULL },
-	{ "uuid", CFG_STRING, "SMBIOS UUID (-U)", NULL },
+	{ "x86.vmexit_on_hlt", CFG_BOOL, "-H: always so (a halted vCPU sleeps in KVM)", NULL },
+	{ "x86.vmexit_on_pause", CFG_BOOL, "-P: always so (KVM exits on PAUSE loops)", NULL },
+	{ "x86.strictmsr", CFG_BOOL, "-w clears it; KVM decides (kvm.ignore_msrs)", NULL },
+	{ "x86.x2apic", CFG_BOOL, "-x sets, -a clears; the APICs start in xAPIC mode either way", NULL },
+	{ "rtc.use_localtime", CFG_BOOL, "RTC in local time (default true, as bhyve; -u: UTC)", NULL },
 	{ "migration.streams", CFG_UINT, "TCP streams for live migration (1..8, default 1)", NULL },
 	{ "migration.downtime_ms", CFG_UINT, "pre-copy stops when the rest fits in this downtime (default 300)", NULL },
 	{ "migration.max_rounds", CFG_UINT, "pre-copy rounds before vCPUs are throttled (default 30)", NULL },
@@ -189,9 +187,20 @@ static int parse_cpus(const char *opt, char *err, size_t errlen)
 static int parse_lpc(const char *opt, char *err, size_t errlen)
 {
 	if (strcmp(opt, "help") == 0) {
-		printf("LPC devices (-l): com1..com4 with backend stdio, file=PATH or sock=PATH\n");
+		printf("LPC devices (-l): com1..com4 with backend stdio, file=PATH or sock=PATH; pc-testdev\n");
 		exit(0);
 	}
+	/* bhyve's other LPC devices: the test device hyve has, the rest said so. */
+	if (strcmp(opt, "pc-testdev") == 0)
+		return set_config_value("lpc.pc-testdev", "true");
+	size_t dl = strcspn(opt, ",");
+	static const char *const unsupported[] = { "bootrom", "tpm", "fwcfg", NULL };
+	for (int i = 0; unsupported[i]; i++)
+		if (strlen(unsupported[i]) == dl && strncmp(opt, unsupported[i], dl) == 0) {
+			snprintf(err, errlen, "bhyve option -l %s is not supported by hyve (%s)", unsupported[i],
+			         i == 0 ? "no boot ROM: hyve boots boot.kernel directly" : i == 1 ? "no TPM" : "no fw_cfg device yet");
+			return -1;
+		}
 	const char *comma = strchr(opt, ',');
 	if (!comma || comma == opt || !comma[1]) {
 		snprintf(err, errlen, "-l %s: expected comN,BACKEND", opt);
@@ -215,7 +224,33 @@ static void __attribute__((noreturn)) config_fail(const char *msg)
 	exit(HYVE_EXIT_ERROR);
 }
 
-#define HYVE_OPTSTRING "AHPSuwxhc:m:s:l:o:k:U:r:R:"
+/* bhyve's flags (-G, -n: not supported, said so), hyve's -R and -h. */
+#define HYVE_OPTSTRING ":aACDeHhPSuWwxYc:f:G:k:K:l:m:n:o:p:r:R:s:U:"
+
+/*
+ * Configuration errors: each is printed as one line when found and
+ * parsing goes on, so one run reports all of them; then hyve exits with
+ * status 4 before anything is created.
+ */
+static int config_errors;
+
+static void config_error(const char *msg)
+{
+	log_err("%s", msg);
+	config_errors++;
+}
+
+static void report(int level, const char *msg, void *arg)
+{
+	(void)arg;
+	if (level == LOG_ERR)
+		config_error(msg);
+	else
+		logmsg((enum log_level)level, "%s", msg);
+}
+
+/* The checkpoint's (or migration source's) configuration as it arrived. */
+static char *foreign_config;
 
 /*
  * -r FILE / -R [ADDR:]PORT: the checkpoint's (or the incoming VM's)
@@ -230,8 +265,15 @@ static const char *restore_source(int argc, char **argv, bool *incoming)
 	const char *file = NULL, *listen = NULL;
 	char err[768];
 	int c;
+	/* glibc's getopt permutes the array it scans: scan a copy, so that
+	 * parse_args() sees the arguments in their order (a trailing "-c"
+	 * must not take the VM name as its value there). */
+	char **copy = calloc((size_t)argc + 1, sizeof(*copy));
+	if (!copy)
+		config_fail("out of memory");
+	memcpy(copy, argv, (size_t)argc * sizeof(*copy));
 	opterr = 0;
-	while ((c = getopt(argc, argv, HYVE_OPTSTRING)) != -1) {
+	while ((c = getopt(argc, copy, HYVE_OPTSTRING)) != -1) {
 		if (c == 'r')
 			file = optarg;
 		else if (c == 'R')
@@ -240,7 +282,7 @@ static const char *restore_source(int argc, char **argv, bool *incoming)
 		         config_set_assignment(optarg, err, sizeof(err)))
 			config_fail(err);
 	}
-	opterr = 1;
+	free(copy);   /* optarg points into the strings, not the array */
 	optind = 0;   /* glibc: rescan from the start */
 	if (file && listen)
 		config_fail("-r and -R exclude each other");
@@ -250,6 +292,11 @@ static const char *restore_source(int argc, char **argv, bool *incoming)
 	if (listen && migration_accept(listen, err, sizeof(err)))
 		config_fail(err);
 	if (file || listen) {
+		size_t len;
+		/* Its values were expanded and made absolute where it was written. */
+		foreign_config = config_to_string(&len);
+		/* bhyve's restore recipe gives the original -s options again. */
+		pci_note_restored_slots();
 		char from[300];
 		snprintf(from, sizeof(from), listen ? "the migration source's configuration" : "checkpoint %s", file);
 		if (config_hold_host_keys(from, err, sizeof(err))) {
@@ -261,39 +308,62 @@ static const char *restore_source(int argc, char **argv, bool *incoming)
 	return file ? file : listen;
 }
 
+/* -X VALUE that is one key; a value the tree refuses (a line break, too long) is an error. */
+static void flag_value(int flag, const char *key, const char *value, char *err, size_t errlen)
+{
+	char why[512];
+	size_t n = strlen(key) + strlen(value) + 2;
+	char *assign = malloc(n);
+	if (!assign) {
+		snprintf(err, errlen, "-%c: out of memory", flag);
+		return;
+	}
+	snprintf(assign, n, "%s=%s", key, value);
+	if (config_set_assignment(assign, why, sizeof(why)))
+		snprintf(err, errlen, "-%c: %s", flag, why);
+	free(assign);
+}
+
 static void parse_args(int argc, char **argv)
 {
-	char err[512];
+	char err[768];
 	int c;
+	opterr = 0;   /* our own one-line messages */
 	while ((c = getopt(argc, argv, HYVE_OPTSTRING)) != -1) {
+		err[0] = '\0';
 		switch (c) {
 		case 'r': case 'R': break;   /* handled by restore_source() */
+		case 'a': set_config_value("x86.x2apic", "false"); break;
 		case 'A': set_config_value("acpi_tables", "true"); break;
+		case 'C': set_config_value("memory.guest_in_core", "true"); break;
+		case 'D': set_config_value("destroy_on_poweroff", "true"); break;
+		case 'e': set_config_value("x86.strictio", "true"); break;
 		case 'H': set_config_value("x86.vmexit_on_hlt", "true"); break;
 		case 'P': set_config_value("x86.vmexit_on_pause", "true"); break;
 		case 'S': set_config_value("memory.wired", "true"); break;
 		case 'u': set_config_value("rtc.use_localtime", "false"); break;
+		case 'W': set_config_value("virtio_msix", "false"); break;
 		case 'w': set_config_value("x86.strictmsr", "false"); break;
 		case 'x': set_config_value("x86.x2apic", "true"); break;
-		case 'U': set_config_value("uuid", optarg); break;
-		case 'c':
-			if (parse_cpus(optarg, err, sizeof(err)))
-				config_fail(err);
-			break;
-		case 'm':
-			set_config_value("memory.size", optarg);
+		case 'Y': set_config_value("x86.mptable", "false"); break;
+		case 'K': flag_value(c, "keyboard.layout", optarg, err, sizeof(err)); break;
+		case 'U': flag_value(c, "uuid", optarg, err, sizeof(err)); break;
+		case 'm': flag_value(c, "memory.size", optarg, err, sizeof(err)); break;
+		case 'c': parse_cpus(optarg, err, sizeof(err)); break;
+		case 'l': parse_lpc(optarg, err, sizeof(err)); break;
+		case 'p': compat_add_pin(optarg, err, sizeof(err)); break;
+		case 'f': compat_add_fwcfg(optarg, err, sizeof(err)); break;
+		case 'k': config_load_file(optarg, err, sizeof(err)); break;
+		case 'G': case 'n':
+			snprintf(err, sizeof(err), "bhyve option -%c is not supported by hyve (%s)", c,
+			         c == 'G' ? "no GDB server" : "no guest NUMA domains");
 			break;
 		case 's':
 			if (strcmp(optarg, "help") == 0) {
 				pci_print_models();
 				exit(0);
 			}
-			if (pci_parse_slot(optarg, err, sizeof(err)))
-				config_fail(err);
-			break;
-		case 'l':
-			if (parse_lpc(optarg, err, sizeof(err)))
-				config_fail(err);
+			pci_parse_slot(optarg, err, sizeof(err));
 			break;
 		case 'o':
 			if (strcmp(optarg, "help") == 0) {
@@ -301,67 +371,124 @@ static void parse_args(int argc, char **argv)
 				config_help(stdout);
 				exit(0);
 			}
-			if (config_set_assignment(optarg, err, sizeof(err)))
-				config_fail(err);
-			break;
-		case 'k':
-			if (config_load_file(optarg, err, sizeof(err)))
-				config_fail(err);
+			config_set_assignment(optarg, err, sizeof(err));
 			break;
 		case 'h':
 			usage(stdout);
 			exit(0);
+		case ':':
+			snprintf(err, sizeof(err), "option -%c needs an argument (hyve -h)", optopt);
+			break;
 		default:
-			usage(stderr);
-			exit(HYVE_EXIT_ERROR);
+			snprintf(err, sizeof(err), "unknown option -%c (hyve -h lists the options)", optopt);
+			break;
 		}
+		if (err[0])
+			config_error(err);
 	}
 	if (optind < argc)
 		set_config_value("name", argv[optind++]);
 	if (optind < argc) {
 		snprintf(err, sizeof(err), "unexpected argument '%s'", argv[optind]);
-		config_fail(err);
+		config_error(err);
 	}
 }
 
-/* Post-parse checks that span several keys. */
-static void check_config(struct hyve_vm *vm, uint64_t *memsize, bool restoring)
+/* A number from a key, or def if unset or malformed (config_validate_all reports that). */
+static uint64_t cfg_uint(const char *key, uint64_t def)
+{
+	const char *v = get_config_value(key);
+	uint64_t u;
+	return v && config_parse_uint(v, &u) == 0 ? u : def;
+}
+
+static void memsize_text(uint64_t b, char *buf, size_t len)
+{
+	if (b % (1ULL << 30) == 0)
+		snprintf(buf, len, "%lluG", (unsigned long long)(b >> 30));
+	else
+		snprintf(buf, len, "%lluM", (unsigned long long)(b >> 20));
+}
+
+/* Has this process CAP_IPC_LOCK (mlock beyond RLIMIT_MEMLOCK)? */
+static bool can_lock_any(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	unsigned long long eff = 0;
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "CapEff: %llx", &eff) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return eff & (1ULL << 14);   /* CAP_IPC_LOCK */
+}
+
+/*
+ * The whole configuration, before anything is created (and before
+ * config.dump prints it): every key, then the checks that span several.
+ * All problems are reported; any error exits with status 4.
+ */
+static void check_config(struct hyve_vm *vm, uint64_t *memsize, bool restoring, bool dumping)
 {
 	char err[512];
-	if (config_validate(err, sizeof(err)))
-		config_fail(err);
+	log_level_max = (int)cfg_uint("log.level", LOG_INFO);
+	config_errors += config_validate_all(report, NULL);
+	config_errors += pci_check_config(report, NULL);
 	if (!get_config_value("name"))
-		config_fail("no VM name given (hyve [options] vmname)");
-	uint64_t limit = get_config_uint_default("maxcpus", DEFAULT_VCPU_LIMIT);
+		config_error("no VM name given (hyve [options] vmname)");
+	uint64_t limit = cfg_uint("maxcpus", DEFAULT_VCPU_LIMIT);
 	if (limit > HYVE_MAX_VCPUS)
 		limit = HYVE_MAX_VCPUS;
 	/* As bhyve: a topology without cpus= gives sockets*cores*threads vCPUs. */
-	uint64_t s = get_config_uint_default("sockets", 1), co = get_config_uint_default("cores", 1),
-	         t = get_config_uint_default("threads", 1);
+	uint64_t s = cfg_uint("sockets", 1), co = cfg_uint("cores", 1), t = cfg_uint("threads", 1);
 	bool topology = get_config_value("sockets") || get_config_value("cores") || get_config_value("threads");
-	uint64_t ncpus = get_config_uint_default("cpus", topology ? s * co * t : 1);
+	uint64_t ncpus = cfg_uint("cpus", topology ? s * co * t : 1);
 	if (ncpus < 1 || ncpus > limit) {
 		snprintf(err, sizeof(err), "config: cpus: %llu vCPUs not in 1..%llu", (unsigned long long)ncpus,
 		         (unsigned long long)limit);
-		config_fail(err);
-	}
-	if (topology && s * co * t != ncpus) {
+		config_error(err);
+		ncpus = 1;
+	} else if (topology && s * co * t != ncpus) {
 		snprintf(err, sizeof(err), "config: cpus: sockets*cores*threads (%llu) does not match cpus (%llu)",
 		         (unsigned long long)(s * co * t), (unsigned long long)ncpus);
-		config_fail(err);
+		config_error(err);
 	}
 	vm->ncpus = (int)ncpus;
+	config_errors += compat_check(vm->ncpus, report, NULL);
 	const char *ms = get_config_value("memory.size");
 	*memsize = DEFAULT_MEMSIZE;
-	if (ms)
-		config_parse_size(ms, memsize, 1ULL << 20);
+	if (ms && config_parse_memsize(ms, memsize))
+		*memsize = DEFAULT_MEMSIZE;   /* reported by the key check */
+	long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+	uint64_t host = pages > 0 && psize > 0 ? (uint64_t)pages * (uint64_t)psize : 0;
+	if (host && *memsize > host) {
+		char want[32], have[32];
+		memsize_text(*memsize, want, sizeof(want));
+		memsize_text(host, have, sizeof(have));
+		log_warn("config: memory.size: %s is more than this host's RAM (%s); the guest can be killed when "
+		         "it uses it", want, have);
+	}
 	for (int i = 1; i <= 4; i++)
 		if (get_config_valuef("lpc.com%d.path", i) && !lpc_present()) {
 			snprintf(err, sizeof(err), "config: lpc.com%d.path: needs an lpc device (-s 31,lpc)", i);
-			config_fail(err);
+			config_error(err);
 		}
-	if (!restoring && !get_config_value("boot.kernel"))
-		config_fail("config: boot.kernel: no kernel given (-o boot.kernel=PATH)");
+	if (!restoring && !dumping && !get_config_value("boot.kernel"))
+		config_error("config: boot.kernel: no kernel given (-o boot.kernel=PATH)");
+	/* -S: say now, not after the guest was built, that mlock will be refused. */
+	struct rlimit ml;
+	if (!dumping && get_config_bool_default("memory.wired", false) && getrlimit(RLIMIT_MEMLOCK, &ml) == 0 &&
+	    ml.rlim_cur != RLIM_INFINITY && ml.rlim_cur < *memsize && !can_lock_any()) {
+		char want[32];
+		memsize_text(*memsize, want, sizeof(want));
+		snprintf(err, sizeof(err),
+		         "config: memory.wired (-S): cannot lock %s of guest RAM: RLIMIT_MEMLOCK is %llu KiB (raise "
+		         "it with ulimit -l, or run hyve with CAP_IPC_LOCK)", want, (unsigned long long)ml.rlim_cur >> 10);
+		config_error(err);
+	}
+	if (config_errors)
+		exit(HYVE_EXIT_ERROR);
 }
 
 static void decide_emulation(struct hyve_vm *vm)
@@ -470,26 +597,37 @@ int main(int argc, char **argv)
 	parse_args(argc, argv);
 	if (restore) {
 		const char *trust_key = incoming ? "migration.trust_source" : "snapshot.trust_config";
-		if (config_release_host_keys(get_config_bool_default(trust_key, false), trust_key, err, sizeof(err))) {
-			if (incoming)
+		bool b, trusted = config_parse_bool(get_config_value(trust_key) ? get_config_value(trust_key) : "false", &b) == 0 && b;
+		if (config_release_host_keys(trusted, trust_key, err, sizeof(err))) {
+			if (incoming) {
 				migration_refuse(err);
-			config_fail(err);
+				config_fail(err);
+			}
+			config_error(err);
 		}
 	}
+	/* bhyve_config(5)'s %(KEY) references, then paths the checkpoint can keep. */
+	config_errors += config_expand_all(foreign_config, report, NULL);
+	compat_absolute_paths(foreign_config);
 	if (!restore)
 		pci_add_default_devices();
-	if (get_config_bool_default("config.dump", false)) {
+	bool b, dump = config_parse_bool(get_config_value("config.dump") ? get_config_value("config.dump") : "false",
+	                                 &b) == 0 && b;
+	check_config(vm, &memsize, restore != NULL, dump);
+	if (dump) {
 		config_dump(stdout);
 		return 0;
 	}
-	log_level_max = (int)get_config_uint_default("log.level", LOG_INFO);
-	check_config(vm, &memsize, restore != NULL);
+	inout_set_strict(get_config_bool_default("x86.strictio", false));
 
 	vm->ctx = vm_create(get_config_value("name"), err, sizeof(err));
 	if (!vm->ctx)
 		fatal("cannot create VM: %s", err);
 	decide_emulation(vm);
 	if (vm_setup_memory(vm->ctx, memsize, err, sizeof(err)))
+		fatal("%s", err);
+	if (vm_set_memory_policy(vm->ctx, get_config_bool_default("memory.wired", false),
+	                         get_config_bool_default("memory.guest_in_core", false), err, sizeof(err)))
 		fatal("%s", err);
 	if (vm_create_irqchip(vm->ctx))
 		fatal("cannot create the in-kernel irqchip: %s", strerror(errno));

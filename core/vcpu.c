@@ -12,6 +12,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "bhyve_compat.h"
+#include "config.h"
 #include "exitcode.h"
 #include "inout.h"
 #include "log.h"
@@ -400,6 +402,20 @@ static void *vcpu_thread(void *arg)
 
 	snprintf(name, sizeof(name), "vcpu%d", vcpu_id(vcpu));
 	pthread_setname_np(pthread_self(), name);
+	/* -p N:CPU (bhyve): this vCPU's thread runs only on those host CPUs. */
+	const char *cpus = get_config_valuef("vcpu.%d.cpuset", vcpu_id(vcpu));
+	if (cpus) {
+		cpu_set_t set;
+		char err[256];
+		int rc = compat_parse_cpulist(cpus, &set, err, sizeof(err));
+		if (rc == 0 && (rc = pthread_setaffinity_np(pthread_self(), sizeof(set), &set)) != 0)
+			snprintf(err, sizeof(err), "%s", strerror(rc));
+		if (rc) {
+			log_err("vcpu.%d.cpuset=%s: cannot pin the vCPU thread: %s", vcpu_id(vcpu), cpus, err);
+			vm_request_exit(HYVE_EXIT_ERROR);
+			return NULL;
+		}
+	}
 
 	while (vm_exit_requested() < 0) {
 		vcpu_park_if_paused();

@@ -96,6 +96,34 @@ static int generic_legacy_config(const char *cfgpath, const char *opts, char *er
 	return pci_parse_options(cfgpath, opts, NULL, err, errlen);
 }
 
+/* Slots the restored configuration (-r/-R) has, and those a -s gave again. */
+static bool restored_slot[PCI_MAX_SLOTS][PCI_MAX_FUNCS], respecified[PCI_MAX_SLOTS][PCI_MAX_FUNCS];
+
+void pci_note_restored_slots(void)
+{
+	for (int s = 0; s < PCI_MAX_SLOTS; s++)
+		for (int f = 0; f < PCI_MAX_FUNCS; f++)
+			restored_slot[s][f] = get_config_valuef("pci.0.%d.%d.device", s, f) != NULL;
+}
+
+struct unknown_opt {
+	const char *path, *opt, *model;
+	char *err;
+	size_t errlen;
+	bool found;
+};
+
+static void find_unknown_option(const char *key, const char *value, void *arg)
+{
+	struct unknown_opt *u = arg;
+	char why[256];
+	if (u->found || config_check_key(key, value, why, sizeof(why)) != 1)
+		return;
+	snprintf(u->err, u->errlen, "config: %s: unknown option '%s' for device model %s (-s %s)", key,
+	         key + strlen(u->path) + 1, u->model, u->opt);
+	u->found = true;
+}
+
 /* "slot[:func],model[,opts]" or "bus:slot:func,model[,opts]" */
 int pci_parse_slot(const char *opt, char *err, size_t errlen)
 {
@@ -150,16 +178,44 @@ int pci_parse_slot(const char *opt, char *err, size_t errlen)
 	snprintf(path, sizeof(path), "pci.%u.%u.%u", b, s, f);
 	char devkey[80];
 	snprintf(devkey, sizeof(devkey), "%s.device", path);
-	if (get_config_value(devkey)) {
-		snprintf(err, errlen, "config: %s: slot %u:%u already in use", path, s, f);
-		return -1;
+	const char *cur = get_config_value(devkey);
+	if (cur) {
+		/*
+		 * bhyve's restore recipe repeats the original -s options: the same
+		 * model in a slot the checkpoint (or migration source) configured
+		 * replaces that slot's keys.  Anything else is a second device in
+		 * one slot.
+		 */
+		if (!restored_slot[s][f] || respecified[s][f]) {
+			snprintf(err, errlen, "config: %s: slot %u:%u already in use", path, s, f);
+			return -1;
+		}
+		if (strcmp(cur, mname) != 0) {
+			snprintf(err, errlen, "config: %s: slot %u:%u holds a %s in the restored VM, not a %s", path, s, f,
+			         cur, mname);
+			return -1;
+		}
+		config_unset_below(path);
+		respecified[s][f] = true;
 	}
 	set_config_value(devkey, mname);
 	if (mend && mend[1]) {
 		int (*legacy)(const char *, const char *, char *, size_t) =
 		    pe->pe_legacy_config ? pe->pe_legacy_config : generic_legacy_config;
-		if (legacy(path, mend + 1, err, errlen))
+		if (legacy(path, mend + 1, err, errlen)) {
+			config_unset_below(path);
 			return -1;
+		}
+	}
+	/*
+	 * As bhyve's -s parsers, an option the model does not have is a typo on
+	 * the command line: an error here (in a -k file or -o it is a warning).
+	 */
+	struct unknown_opt u = { .path = path, .opt = opt, .model = mname, .err = err, .errlen = errlen };
+	config_foreach(path, find_unknown_option, &u);
+	if (u.found) {
+		config_unset_below(path);
+		return -1;
 	}
 	return 0;
 }
@@ -184,13 +240,61 @@ void pci_add_default_devices(void)
 		set_config_value("pci.0.31.0.device", "lpc");
 }
 
+/*
+ * Options every model takes (bhyve's): bootindex (the firmware boot order;
+ * hyve boots boot.kernel directly, so it is kept and noted) and pcireg.*
+ * (config-space id overrides, applied after the model's init).
+ */
+static const char *const generic_options[] = { "bootindex", NULL };
+
+/*
+ * bhyve_config(5) block-device option names a model spells differently:
+ * `canonical` is what the model reads (copied there at init), or NULL
+ * when the option is accepted and has no effect (warned about).
+ */
+static const struct {
+	const char *model, *option, *canonical, *missing;
+	bool boolean;
+} option_aliases[] = {
+	{ "virtio-blk", "sync", "direct", NULL, true },   /* bhyve: direct is an alias for sync (O_SYNC) */
+	{ "virtio-blk", "nodelete", NULL, "guest discards still deallocate on the host", true },
+	{ "virtio-9p", "sharename", "tag", NULL, false },  /* bhyve's key for the mount tag */
+};
+#define N_ALIASES (sizeof(option_aliases) / sizeof(option_aliases[0]))
+
+static const struct {
+	const char *name;
+	int off, bytes;
+} pcireg_fields[] = {
+	{ "vendor", PCIR_VENDOR, 2 }, { "device", PCIR_DEVICE, 2 }, { "revid", PCIR_REVID, 1 },
+	{ "subvendor", PCIR_SUBVEND, 2 }, { "subdevice", PCIR_SUBDEV, 2 },
+};
+#define N_PCIREG (sizeof(pcireg_fields) / sizeof(pcireg_fields[0]))
+
+static bool model_has_option(const char *model, const char *opt)
+{
+	const struct pci_devemu *pe = pci_emul_find(model);
+	for (const char *const *o = generic_options; *o; o++)
+		if (strcmp(*o, opt) == 0)
+			return true;
+	if (pe && pe->pe_options)
+		for (const char *const *o = pe->pe_options; *o; o++)
+			if (strcmp(*o, opt) == 0)
+				return true;
+	for (size_t i = 0; i < N_ALIASES; i++)
+		if (strcmp(option_aliases[i].model, model) == 0 && strcmp(option_aliases[i].option, opt) == 0)
+			return true;
+	return false;
+}
+
+/* pci.B.S.F.OPT; returns 1 (unknown, kept) for what bhyve would ignore. */
 static int check_pci_key(const char *path, const char *value, char *err, size_t errlen)
 {
 	unsigned b, s, f;
 	char opt[64];
 	if (sscanf(path, "pci.%u.%u.%u.%63s", &b, &s, &f, opt) != 4) {
-		snprintf(err, errlen, "malformed PCI key");
-		return -1;
+		snprintf(err, errlen, "not a pci.BUS.SLOT.FUNCTION key");
+		return 1;
 	}
 	if (b != 0 || s >= PCI_MAX_SLOTS || f >= PCI_MAX_FUNCS) {
 		snprintf(err, errlen, "slot out of range (bus 0, slot 0-31, function 0-7)");
@@ -206,19 +310,145 @@ static int check_pci_key(const char *path, const char *value, char *err, size_t 
 	}
 	if (!model) {
 		snprintf(err, errlen, "option for an empty slot (no pci.%u.%u.%u.device)", b, s, f);
+		return 1;
+	}
+	if (!model_has_option(model, opt)) {
+		snprintf(err, errlen, "unknown option '%s' for device model %s", opt, model);
+		return 1;
+	}
+	uint64_t u;
+	bool bv;
+	if (strcmp(opt, "bootindex") == 0 && config_parse_uint(value, &u)) {
+		snprintf(err, errlen, "expected a number");
 		return -1;
 	}
-	const struct pci_devemu *pe = pci_emul_find(model);
-	if (pe && pe->pe_options)
-		for (const char *const *o = pe->pe_options; *o; o++)
-			if (strcmp(*o, opt) == 0)
-				return 0;
-	snprintf(err, errlen, "unknown option '%s' for device model %s", opt, model);
-	return -1;
+	for (size_t i = 0; i < N_ALIASES; i++)
+		if (option_aliases[i].boolean && strcmp(option_aliases[i].model, model) == 0 &&
+		    strcmp(option_aliases[i].option, opt) == 0 && config_parse_bool(value, &bv)) {
+			snprintf(err, errlen, "expected true or false");
+			return -1;
+		}
+	return 0;
+}
+
+/* pci.B.S.F.pcireg.FIELD and lpc.pcireg.FIELD (bhyve keeps the lpc's there). */
+static int check_pcireg_key(const char *path, const char *value, char *err, size_t errlen)
+{
+	const char *field = strrchr(path, '.') + 1;
+	for (size_t i = 0; i < N_PCIREG; i++) {
+		if (strcmp(field, pcireg_fields[i].name))
+			continue;
+		uint64_t u, max = pcireg_fields[i].bytes == 1 ? 0xff : 0xffff;
+		if (strcmp(value, "host") == 0) {
+			snprintf(err, errlen, "hyve does not copy the host's PCI ids ('host' is for bhyve's GVT-d)");
+			return -1;
+		}
+		if (config_parse_uint(value, &u) || u > max) {
+			snprintf(err, errlen, "expected a number up to 0x%llx", (unsigned long long)max);
+			return -1;
+		}
+		unsigned b, s, f;
+		if (strncmp(path, "lpc.", 4) == 0)
+			return 0;
+		if (sscanf(path, "pci.%u.%u.%u.", &b, &s, &f) != 3 || b != 0 || s >= PCI_MAX_SLOTS || f >= PCI_MAX_FUNCS) {
+			snprintf(err, errlen, "slot out of range (bus 0, slot 0-31, function 0-7)");
+			return -1;
+		}
+		if (!get_config_valuef("pci.%u.%u.%u.device", b, s, f)) {
+			snprintf(err, errlen, "option for an empty slot (no pci.%u.%u.%u.device)", b, s, f);
+			return 1;
+		}
+		return 0;
+	}
+	snprintf(err, errlen, "not a PCI id register (vendor, device, revid, subvendor, subdevice)");
+	return 1;
+}
+
+/* Override config-space ids from pcireg.* after the model set its own. */
+static void pci_apply_pcireg(struct pci_devinst *pi, const char *cfgpath)
+{
+	bool lpc = strcmp(pi->pi_d->pe_emu, "lpc") == 0;
+	for (size_t i = 0; i < N_PCIREG; i++) {
+		const char *v = get_config_valuef("%s.pcireg.%s", cfgpath, pcireg_fields[i].name);
+		if (!v && lpc)
+			v = get_config_valuef("lpc.pcireg.%s", pcireg_fields[i].name);
+		uint64_t u;
+		if (!v || config_parse_uint(v, &u))
+			continue;
+		if (pcireg_fields[i].bytes == 1)
+			pci_set_cfgdata8(pi, pcireg_fields[i].off, (uint8_t)u);
+		else
+			pci_set_cfgdata16(pi, pcireg_fields[i].off, (uint16_t)u);
+	}
+}
+
+/* bhyve's option names become the model's before its init reads them. */
+static void pci_apply_aliases(const char *model, const char *cfgpath)
+{
+	for (size_t i = 0; i < N_ALIASES; i++) {
+		if (strcmp(option_aliases[i].model, model) || !option_aliases[i].canonical)
+			continue;
+		const char *v = get_config_valuef("%s.%s", cfgpath, option_aliases[i].option);
+		if (v && !get_config_valuef("%s.%s", cfgpath, option_aliases[i].canonical))
+			set_config_valuef(v, "%s.%s", cfgpath, option_aliases[i].canonical);
+	}
+}
+
+int pci_check_config(config_report_fn fn, void *arg)
+{
+	char msg[320];
+	int nerr = 0;
+	for (int s = 0; s < PCI_MAX_SLOTS; s++) {
+		for (int f = 0; f < PCI_MAX_FUNCS; f++) {
+			const char *model = get_config_valuef("pci.0.%d.%d.device", s, f);
+			if (!model)
+				continue;
+			/* The PCI bus reads functions > 0 only behind a function 0 (cfg_access). */
+			if (f > 0 && !get_config_valuef("pci.0.%d.0.device", s)) {
+				snprintf(msg, sizeof(msg),
+				         "config: pci.0.%d.%d: function %d of slot %d has no function 0 beside it: the guest "
+				         "will not see it (add -s %d:0,...)", s, f, f, s, s);
+				fn(LOG_WARN, msg, arg);
+			}
+			for (size_t i = 0; i < N_ALIASES; i++) {
+				if (strcmp(option_aliases[i].model, model))
+					continue;
+				const char *v = get_config_valuef("pci.0.%d.%d.%s", s, f, option_aliases[i].option);
+				bool bv = false, cv = false;
+				if (!v || (option_aliases[i].boolean && config_parse_bool(v, &bv)))
+					continue;   /* a bad value is the key check's error */
+				if (!option_aliases[i].canonical) {
+					if (bv) {
+						snprintf(msg, sizeof(msg), "config: pci.0.%d.%d.%s: not implemented by hyve's %s (%s)",
+						         s, f, option_aliases[i].option, model, option_aliases[i].missing);
+						fn(LOG_WARN, msg, arg);
+					}
+					continue;
+				}
+				const char *c = get_config_valuef("pci.0.%d.%d.%s", s, f, option_aliases[i].canonical);
+				bool differ = c && (option_aliases[i].boolean ? config_parse_bool(c, &cv) == 0 && cv != bv
+				                                               : strcmp(c, v) != 0);
+				if (differ) {
+					snprintf(msg, sizeof(msg), "config: pci.0.%d.%d.%s: contradicts .%s (the same option in %s)",
+					         s, f, option_aliases[i].option, option_aliases[i].canonical, model);
+					fn(LOG_ERR, msg, arg);
+					nerr++;
+				}
+			}
+			if (get_config_valuef("pci.0.%d.%d.bootindex", s, f)) {
+				snprintf(msg, sizeof(msg), "note: pci.0.%d.%d.bootindex: hyve boots boot.kernel directly; "
+				         "there is no firmware boot order (kept, ignored)", s, f);
+				fn(LOG_INFO, msg, arg);
+			}
+		}
+	}
+	return nerr;
 }
 
 static const struct config_key pci_keys[] = {
 	{ "pci.*.*.*.*", CFG_CUSTOM, "PCI device model (.device) and its options", check_pci_key },
+	{ "pci.*.*.*.pcireg.*", CFG_CUSTOM, "PCI id override: vendor, device, revid, subvendor, subdevice", check_pcireg_key },
+	{ "lpc.pcireg.*", CFG_CUSTOM, "the lpc bridge's PCI id overrides (bhyve's place for them)", check_pcireg_key },
 	{ "pci.irqfd", CFG_BOOL, "raise MSI-X interrupts through KVM irqfds where available (default true)", NULL },
 	{ NULL, 0, NULL, NULL },
 };
@@ -928,10 +1158,12 @@ static int pci_init(struct vmctx *ctx)
 			pthread_mutex_init(&pi->pi_lock, NULL);
 			char path[64];
 			snprintf(path, sizeof(path), "pci.0.%d.%d", s, f);
+			pci_apply_aliases(model, path);
 			if (pe->pe_init(pi, path)) {
 				log_err("%s: initialization failed", pi->pi_name);
 				return -1;
 			}
+			pci_apply_pcireg(pi, path);
 			devices[s][f] = pi;
 		}
 	}

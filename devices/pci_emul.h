@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../core/config.h"
+
 struct vmctx;
 struct vcpu;
 struct pci_devinst;
@@ -193,8 +195,22 @@ int pci_emul_load_state(struct pci_devinst *pi, struct snap_rd *in, char *err, s
  * framework saves (config space, BARs, interrupts). */
 int pci_emul_snapshot_none(struct pci_devinst *pi, struct snap_buf *out, char *err, size_t errlen);
 int pci_emul_restore_none(struct pci_devinst *pi, struct snap_rd *in, uint32_t version, char *err, size_t errlen);
-/* Parse the -s argument into config keys; -1 with err on failure. */
+/*
+ * Parse the -s argument into config keys; -1 with err on failure (an
+ * option the model does not have is one).  A slot already configured is
+ * an error, except the same model in a slot the restored configuration
+ * has (pci_note_restored_slots): its keys are replaced, once.
+ */
 int pci_parse_slot(const char *opt, char *err, size_t errlen);
+/* After -r/-R loaded the configuration: remember which slots it has. */
+void pci_note_restored_slots(void);
+/*
+ * Checks across a function's keys, through fn (config.h): a function > 0
+ * without a function 0, bhyve option aliases that contradict the model's
+ * own option or that hyve does not implement, bootindex.  Returns the
+ * number of errors.
+ */
+int pci_check_config(config_report_fn fn, void *arg);
 /* Add hostbridge at 0:0:0 and lpc at 0:31:0 unless the user placed them. */
 void pci_add_default_devices(void);
 

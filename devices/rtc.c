@@ -4,8 +4,9 @@
  * vrtc.c and the datasheet are the behavioural model.
  *
  * Time keeping.  The guest's clock is "host monotonic time + base_ns",
- * in nanoseconds since the epoch, read as UTC (or as local time with
- * rtc.use_localtime=true: the offset is added once, at start).  Registers
+ * in nanoseconds since the epoch, read as local time (bhyve's default;
+ * the offset is added once, at start) or as UTC with -u
+ * (rtc.use_localtime=false).  Registers
  * 0-9 and the century byte (0x32) are computed from it when read, in BCD
  * or binary (reg B DM) and 12 or 24 hour (reg B 24/12) format.  A guest
  * that writes them moves base_ns: its clock then runs from the new value.
@@ -674,8 +675,8 @@ static void rtc_snapshot_register(struct rtc_softc *sc);
 
 static int rtc_init(struct vmctx *ctx)
 {
-	/* UTC unless asked (bhyve defaults to local time; -u there means UTC). */
-	bool localtime = get_config_bool_default("rtc.use_localtime", false);
+	/* Local time unless -u (rtc.use_localtime=false), as bhyve. */
+	bool localtime = get_config_bool_default("rtc.use_localtime", true);
 	struct rtc_softc *sc = rtc_create(ctx, localtime);
 	if (!sc)
 		return -1;

@@ -86,7 +86,8 @@ done
 
 # Unit tests: each tests/unit/test_*.c is built with the sources named on
 # its "test-sources:" line and the libraries on its "test-libs:" line (files
-# that #include the code under test need neither) and must exit 0.
+# that #include the code under test need neither) and must exit 0 (77:
+# skipped, with the reason on a "SKIP: ..." line of its output).
 UNIT_CFLAGS="-std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -g -I."
 [ "${SANITIZE:-0}" = 1 ] && UNIT_CFLAGS="$UNIT_CFLAGS -fsanitize=address,undefined -fno-sanitize-recover=undefined"
 mkdir -p build/unit
@@ -105,7 +106,14 @@ run_unit_test() {
 		echo "    build failed:"; sed 's/^/    | /' "$TMP/$name.build" | tail -20
 		return 1
 	fi
-	if ! "$bin" >"$TMP/$name.log" 2>&1; then
+	"$bin" >"$TMP/$name.log" 2>&1
+	local rc=$?
+	if [ $rc -eq 77 ]; then   # a missing prerequisite: the test says which on a "SKIP: why" line
+		SKIP_REASON=$(sed -n 's/^SKIP:* *//p' "$TMP/$name.log" | head -1)
+		SKIP_REASON=${SKIP_REASON:-$name: prerequisite missing}
+		return 77
+	fi
+	if [ $rc -ne 0 ]; then
 		grep -v '^ok' "$TMP/$name.log" | tail -20 | sed 's/^/    | /'
 		return 1
 	fi

@@ -527,19 +527,20 @@ t_net_shell() {
 # Bad options: one error line naming the key, status 4, before any VM
 # exists (the -s parser checks them).
 t_net_bad_config() {
-	run_hyve 20 -s 3,virtio-net,slirp,mac=zz testvm
+	# boot.kernel: the only error is the one under test (all errors of a run are reported).
+	run_hyve 20 -s 3,virtio-net,slirp,mac=zz -o boot.kernel=/k testvm
 	expect_one_error 4 "pci\.0\.3\.0\.mac: bad MAC address 'zz'" || return 1
-	run_hyve 20 -s 3,virtio-net,tap0,mac=01:00:5e:00:00:01 testvm
+	run_hyve 20 -s 3,virtio-net,tap0,mac=01:00:5e:00:00:01 -o boot.kernel=/k testvm
 	expect_one_error 4 "pci\.0\.3\.0\.mac: bad MAC address '01:00:5e:00:00:01'" || return 1
-	run_hyve 20 -s 3,virtio-net,vde:/tmp/switch testvm
+	run_hyve 20 -s 3,virtio-net,vde:/tmp/switch -o boot.kernel=/k testvm
 	expect_one_error 4 "pci\.0\.3\.0\.backend: unknown backend 'vde:/tmp/switch'" || return 1
-	run_hyve 20 -s 3,virtio-net,slirp,mtu=40 testvm
+	run_hyve 20 -s 3,virtio-net,slirp,mtu=40 -o boot.kernel=/k testvm
 	expect_one_error 4 "pci\.0\.3\.0\.mtu: bad MTU '40'" || return 1
-	run_hyve 20 -s 3,virtio-net,slirp,hostfwd=tcp::80 testvm
+	run_hyve 20 -s 3,virtio-net,slirp,hostfwd=tcp::80 -o boot.kernel=/k testvm
 	expect_one_error 4 "pci\.0\.3\.0\.hostfwd: bad hostfwd rule 'tcp::80'" || return 1
-	run_hyve 20 -s 3,virtio-net,tap0,hostfwd=tcp::8080-:80 testvm
+	run_hyve 20 -s 3,virtio-net,tap0,hostfwd=tcp::8080-:80 -o boot.kernel=/k testvm
 	expect_one_error 4 "pci\.0\.3\.0\.hostfwd: hostfwd needs the slirp backend" || return 1
-	run_hyve 20 -s 3,virtio-net,slirp,speed=10 testvm
+	run_hyve 20 -s 3,virtio-net,slirp,speed=10 -o boot.kernel=/k testvm
 	expect_one_error 4 "speed" || return 1
 	# Keys set with -o are checked when the device is created (needs KVM).
 	have_kvm || return 0

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "vmm.h"
@@ -36,6 +37,7 @@ struct vmctx {
 	struct mem_region mem[2];    /* [0] below 4 GiB, [1] above */
 	int nmem;
 	bool dirty_log;
+	bool wired, in_core;         /* vm_set_memory_policy */
 	bool manual_dirty;           /* KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 enabled */
 	uint32_t *msr_idx;           /* KVM_GET_MSR_INDEX_LIST, cached */
 	int nmsr;
@@ -187,6 +189,36 @@ int vm_setup_memory(struct vmctx *ctx, uint64_t memsize, char *err, size_t errle
 			snprintf(err, errlen, "KVM_SET_USER_MEMORY_REGION: %s", strerror(errno));
 			return -1;
 		}
+	}
+	return 0;
+}
+
+/* The memory policy on region i; -1 with errno if mlock fails. */
+static int apply_memory_policy(struct vmctx *ctx, int i)
+{
+	struct mem_region *m = &ctx->mem[i];
+	/* Advisory: a kernel without MADV_DONTDUMP still runs the guest. */
+	madvise(m->hva, m->size, ctx->in_core ? MADV_DODUMP : MADV_DONTDUMP);
+	return ctx->wired ? mlock(m->hva, m->size) : 0;
+}
+
+int vm_set_memory_policy(struct vmctx *ctx, bool wired, bool in_core, char *err, size_t errlen)
+{
+	ctx->wired = wired;
+	ctx->in_core = in_core;
+	for (int i = 0; i < ctx->nmem; i++) {
+		if (!ctx->mem[i].size || apply_memory_policy(ctx, i) == 0)
+			continue;
+		struct rlimit rl;
+		int e = errno;
+		if ((e == ENOMEM || e == EPERM) && getrlimit(RLIMIT_MEMLOCK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+			snprintf(err, errlen, "memory.wired (-S): cannot lock %llu MiB of guest RAM: %s (RLIMIT_MEMLOCK is "
+			         "%llu KiB: raise it with ulimit -l, or give hyve CAP_IPC_LOCK)",
+			         (unsigned long long)(ctx->mem[i].size >> 20), strerror(e), (unsigned long long)rl.rlim_cur >> 10);
+		else
+			snprintf(err, errlen, "memory.wired (-S): cannot lock %llu MiB of guest RAM: %s",
+			         (unsigned long long)(ctx->mem[i].size >> 20), strerror(e));
+		return -1;
 	}
 	return 0;
 }
@@ -641,7 +673,8 @@ int vm_map_memory_file(struct vmctx *ctx, int i, int fd, uint64_t off)
 	               MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, fd, (off_t)off);
 	if (p == MAP_FAILED)
 		return -1;
-	return 0;
+	/* A new mapping: madvise and mlock do not carry over from the old one. */
+	return apply_memory_policy(ctx, i);
 }
 
 static int vcpu_ioctl(struct vcpu *v, unsigned long req, const void *arg)

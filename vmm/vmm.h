@@ -43,6 +43,13 @@ const char *vm_name(struct vmctx *ctx);
 
 /* Allocate and register guest RAM (anonymous, MAP_NORESERVE). */
 int vm_setup_memory(struct vmctx *ctx, uint64_t memsize, char *err, size_t errlen);
+/*
+ * bhyve's memory.wired (-S: mlock the guest RAM, faulting it all in) and
+ * memory.guest_in_core (-C: include it in hyve's core dumps; without it
+ * MADV_DONTDUMP keeps guest RAM out of them).  Kept for the RAM mappings a
+ * restore puts in place (vm_map_memory_file).
+ */
+int vm_set_memory_policy(struct vmctx *ctx, bool wired, bool in_core, char *err, size_t errlen);
 uint64_t vm_get_lowmem_size(struct vmctx *ctx);
 uint64_t vm_get_highmem_size(struct vmctx *ctx);
 /*

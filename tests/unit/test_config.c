@@ -105,6 +105,56 @@ static void test_many_keys(void)
 	config_clear();
 }
 
+static int reports, last_level;
+static char last_msg[512];
+
+static void collect(int level, const char *msg, void *arg)
+{
+	(void)arg;
+	reports++;
+	last_level = level;
+	snprintf(last_msg, sizeof(last_msg), "%s", msg);
+}
+
+/* bhyve_config(5) %(KEY) references, expanded in place. */
+static void test_expansion(void)
+{
+	config_clear();
+	set_config_value("name", "vm1");
+	set_config_value("disk", "/dev/zvol/bhyve/%(name)");
+	set_config_value("twice", "%(disk).%(name)");
+	set_config_value("pct", "100%% %done \\%(name) 5%");
+	reports = 0;
+	CHECK(config_expand_all(NULL, collect, NULL) == 0 && reports == 0, "references expand without errors");
+	CHECK(strcmp(get_config_value("disk"), "/dev/zvol/bhyve/vm1") == 0, "%(name) expands");
+	CHECK(strcmp(get_config_value("twice"), "/dev/zvol/bhyve/vm1.vm1") == 0, "nested references expand");
+	CHECK(strcmp(get_config_value("pct"), "100% %done %(name) 5%") == 0, "%% and \\% are a literal %, a lone % stays");
+	CHECK(config_expand_all(NULL, collect, NULL) == 0 && strcmp(get_config_value("disk"), "/dev/zvol/bhyve/vm1") == 0,
+	      "expanded values stay as they are");
+
+	config_clear();
+	set_config_value("a", "%(b)");
+	set_config_value("b", "x%(c)");
+	set_config_value("c", "%(a)");
+	set_config_value("d", "%(a)");
+	set_config_value("e", "%(nothing)");
+	set_config_value("f", "%(unterminated");
+	set_config_value("g", "%(e)");
+	reports = 0;
+	int n = config_expand_all(NULL, collect, NULL);
+	CHECK(n == 3 && reports == 3, "a loop, an undefined and an unterminated reference: one error each");
+	CHECK(strcmp(get_config_value("a"), "%(b)") == 0, "a value with an error is left as it was");
+
+	config_clear();
+	set_config_value("name", "new");
+	set_config_value("kept", "%(name)");
+	set_config_value("mine", "%(name)");
+	n = config_expand_all("kept=%(name)\nother=1\n", collect, NULL);
+	CHECK(n == 0 && strcmp(get_config_value("kept"), "%(name)") == 0 && strcmp(get_config_value("mine"), "new") == 0,
+	      "values already expanded (a checkpoint's) are not expanded again");
+	config_clear();
+}
+
 /* config.c's getters exit through these on fatal errors; not reached here. */
 void vm_request_exit(int status) { (void)status; }
 int vm_exit_requested(void) { return -1; }
@@ -161,6 +211,15 @@ int main(void)
 	CHECK(config_parse_size("-1G", &u, 1) == -1, "negative size refused");
 	CHECK(config_parse_size("99999999999T", &u, 1) == -1, "overflowing size refused");
 	CHECK(config_parse_size("", &u, 1) == -1, "empty size refused");
+	CHECK(config_parse_memsize("512", &u) == 0 && u == 512ULL << 20, "memsize: a plain number under 1M is MiB (-m 512)");
+	CHECK(config_parse_memsize("1048576", &u) == 0 && u == 1048576, "memsize: a plain number from 1M up is bytes");
+	CHECK(config_parse_memsize("2147483648", &u) == 0 && u == 2ULL << 30, "memsize: 2 GiB in bytes");
+	CHECK(config_parse_memsize("0x80000000", &u) == 0 && u == 2ULL << 30, "memsize: hex bytes");
+	CHECK(config_parse_memsize("1g", &u) == 0 && u == 1ULL << 30, "memsize: lower-case suffix");
+	CHECK(config_parse_memsize("512MB", &u) == 0 && u == 512ULL << 20, "memsize: 512MB");
+	CHECK(config_parse_memsize("4096k", &u) == 0 && u == 4ULL << 20, "memsize: k");
+	CHECK(config_parse_memsize("1Q", &u) == -1 && config_parse_memsize("", &u) == -1 &&
+	      config_parse_memsize("-1G", &u) == -1 && config_parse_memsize("20E", &u) == -1, "memsize: bad sizes refused");
 	CHECK(config_parse_uint("0x10", &u) == 0 && u == 16, "hex uint");
 	CHECK(config_parse_uint("12abc", &u) == -1, "trailing garbage refused");
 	CHECK(config_parse_bool("yes", &b) == 0 && b, "bool yes");
@@ -177,8 +236,19 @@ int main(void)
 	set_config_value("even", "ab");
 	CHECK(config_validate(err, sizeof(err)) == 0, "known keys validate");
 	set_config_value("pci.0.3.0.bogus", "1");
-	CHECK(config_validate(err, sizeof(err)) == -1 && strstr(err, "pci.0.3.0.bogus: unknown key"),
-	      "unknown key named in the error");
+	/* As bhyve: a key nobody registered is kept and ignored, with a warning. */
+	CHECK(config_validate(err, sizeof(err)) == 0, "an unknown key is not an error");
+	CHECK(config_check_key("pci.0.3.0.bogus", "1", err, sizeof(err)) == 1, "config_check_key: unknown is 1");
+	reports = 0;
+	CHECK(config_validate_all(collect, NULL) == 0 && reports == 1 && last_level == 1 &&
+	      strcmp(last_msg, "config: unknown key 'pci.0.3.0.bogus' (kept, ignored)") == 0,
+	      "config_validate_all warns about it in one line");
+	set_config_value("cpus", "x");
+	set_config_value("flag", "maybe");
+	reports = 0;
+	CHECK(config_validate_all(collect, NULL) == 2 && reports == 3, "every error of a tree is reported, not only the first");
+	set_config_value("cpus", "4");
+	unset_config_value("flag");
 	unset_config_value("pci.0.3.0.bogus");
 	set_config_value("cpus", "four");
 	CHECK(config_validate(err, sizeof(err)) == -1 && strstr(err, "cpus: bad value 'four'"),
@@ -226,6 +296,7 @@ int main(void)
 	CHECK(config_load_file("/nonexistent/x", err, sizeof(err)) == -1 && strstr(err, "/nonexistent/x"),
 	      "missing file named");
 
+	test_expansion();
 	test_many_keys();
 
 	printf("%s\n", failures ? "FAILED" : "all ok");

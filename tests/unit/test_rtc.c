@@ -685,6 +685,11 @@ static void test_localtime(void)
 	CHECK(rtc_init(CTX) == 0, "init with rtc.use_localtime=false");
 	t = read_time(false);
 	CHECK(t.hour == 12, "UTC: 12:00 reads 12:00");
+	/* Unset: local time, as bhyve (-u asks for UTC). */
+	cfg_localtime_set = false;
+	CHECK(rtc_init(CTX) == 0, "init without rtc.use_localtime");
+	t = read_time(false);
+	CHECK(t.hour == 7, "the default is local time: 12:00 UTC reads 07:00 in EST5");
 	run_callq();
 }
 
