@@ -11,6 +11,7 @@
  * can cost: at most MAX_CONNS threads at a time, and one that does not send
  * its request line within the request timeout is dropped.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -266,6 +267,11 @@ static int read_request(int fd, char *req, size_t cap, char *err, size_t errlen)
 	for (;;) {
 		char *nl = memchr(req, '\n', n);
 		if (nl) {
+			/* Text only: a NUL would cut the command or its argument short. */
+			if (memchr(req, '\0', (size_t)(nl - req))) {
+				snprintf(err, errlen, "malformed request (a NUL byte in the line)");
+				return -1;
+			}
 			*nl = '\0';
 			return 0;
 		}
@@ -306,8 +312,10 @@ static void *conn_thread(void *p)
 		control_reply(&c, "ERR %s", err);
 		goto out;
 	}
-	int ver, off = 0;
-	if (sscanf(req, "HYVECTL %d %n", &ver, &off) < 1 || off == 0) {
+	/* "HYVECTL", blanks, the version (at most 9 digits: no overflow), blanks, the command. */
+	int ver, vend = 0, off = 0;
+	if (sscanf(req, "HYVECTL %9d%n %n", &ver, &vend, &off) < 1 || off == 0 || off == vend ||
+	    !isspace((unsigned char)req[7])) {
 		control_reply(&c, "ERR malformed request (expected: HYVECTL <version> <command> [arg])");
 		goto out;
 	}

@@ -6,7 +6,9 @@
  *	HYVECTL 1 <command> [argument]\n
  * and the VM answers with zero or more "key value" lines and a final line
  *	OK [text]\n   or   ERR <message>\n
- * then closes.  A client speaking another version gets
+ * then closes.  The line is text (a NUL byte makes it malformed), its
+ * fields separated by blanks: no command runs for "HYVECTL 1stats" or a
+ * version of more than 9 digits.  A client speaking another version gets
  *	ERR protocol version N not supported (this VM speaks 1)
  * Commands: checkpoint PATH, suspend PATH, pause, resume, destroy, stats,
  * and the migration commands in core/migration.h.

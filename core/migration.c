@@ -975,6 +975,78 @@ static int dst_fail(char *err, size_t errlen, const char *fmt, const char *a)
 	return -1;
 }
 
+/*
+ * The first connection is in dst.fd[0] (authenticated when TLS is on):
+ * HELLO, the other streams (accepted on lfd; -1: none may join), ACCEPT,
+ * then the configuration into the config tree.
+ */
+static int dst_handshake(int lfd, char *err, size_t errlen)
+{
+	set_timeouts(dst.fd[0], 30);
+	uint8_t *hello;
+	uint64_t len;
+	if (recv_expect(dst.fd[0], MSG_HELLO, 256, &hello, &len, err, errlen)) {
+		return -1;
+	}
+	if (len < 60 || memcmp(hello, MIG_MAGIC, 8)) {
+		free(hello);
+		return dst_fail(err, errlen, "%s", "not a hyve migration stream");
+	}
+	uint32_t proto = get32(hello + 8), nstreams = get32(hello + 12), comps = get32(hello + 16);
+	uint64_t session = get64(hello + 20);
+	free(hello);
+	if (proto != MIG_PROTO) {
+		char why[96];
+		snprintf(why, sizeof(why), "protocol version %u not supported (this hyve speaks %d)", proto, MIG_PROTO);
+		return dst_fail(err, errlen, "%s", why);
+	}
+	if (nstreams < 1 || nstreams > MAX_STREAMS || (nstreams > 1 && lfd < 0))
+		return dst_fail(err, errlen, "%s", "bad stream count");
+	dst.nstreams = (int)nstreams;
+	dst.comp = comps & (1u << COMP_LZ4) ? COMP_LZ4 : COMP_NONE;
+	/* The other streams identify themselves with the session number (and
+	 * must come soon: accept() honours the receive timeout). */
+	struct timeval tv = { 30, 0 };
+	if (lfd >= 0)
+		setsockopt(lfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	for (uint32_t i = 1; i < nstreams; i++) {
+		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		uint8_t *sh = NULL;
+		if (fd < 0) {
+			return dst_fail(err, errlen, "accepting stream: %s", strerror(errno));
+		}
+		set_timeouts(fd, 30);
+		char why[256];
+		if (mig_tls_handshake(fd, true, why, sizeof(why))) {
+			close(fd);
+			return dst_fail(err, errlen, "stream connection: %s", why);
+		}
+		if (recv_expect(fd, MSG_STREAM, 64, &sh, &len, err, errlen) || len != 12 || get64(sh) != session ||
+		    get32(sh + 8) < 1 || get32(sh + 8) >= nstreams || dst.fd[get32(sh + 8)] >= 0) {
+			free(sh);
+			mig_tls_close(fd);
+			return dst_fail(err, errlen, "%s", "a stream connection does not belong to this migration");
+		}
+		dst.fd[get32(sh + 8)] = fd;
+		free(sh);
+	}
+	uint8_t acc[4];
+	put32(acc, (uint32_t)dst.comp);
+	uint8_t *cfg;
+	if (send_msg(dst.fd[0], MSG_ACCEPT, 0, acc, 4) ||
+	    recv_expect(dst.fd[0], MSG_CONFIG, MAX_CONFIG_BYTES, &cfg, &len, err, errlen)) {
+		if (!err[0])
+			snprintf(err, errlen, "connection lost: %s", strerror(errno));
+		return -1;
+	}
+	char e[256];
+	int rc = config_from_string((const char *)cfg, len, e, sizeof(e));
+	free(cfg);
+	if (rc)
+		return dst_fail(err, errlen, "configuration from the source: %s", e);
+	return 0;
+}
+
 /* Is this listening address reachable only from this host? */
 static bool is_loopback(const struct sockaddr *sa)
 {
@@ -1058,77 +1130,15 @@ int migration_accept(const char *addrport, char *err, size_t errlen)
 		dst.fd[0] = -1;
 	}
 	log_info("migration source %s connected", peer);
-	set_timeouts(dst.fd[0], 30);
-	uint8_t *hello;
-	uint64_t len;
-	if (recv_expect(dst.fd[0], MSG_HELLO, 256, &hello, &len, err, errlen)) {
-		close(lfd);
-		return -1;
-	}
-	if (len < 60 || memcmp(hello, MIG_MAGIC, 8)) {
-		free(hello);
-		close(lfd);
-		return dst_fail(err, errlen, "%s", "not a hyve migration stream");
-	}
-	uint32_t proto = get32(hello + 8), nstreams = get32(hello + 12), comps = get32(hello + 16);
-	uint64_t session = get64(hello + 20);
-	free(hello);
-	if (proto != MIG_PROTO) {
-		char why[96];
-		snprintf(why, sizeof(why), "protocol version %u not supported (this hyve speaks %d)", proto, MIG_PROTO);
-		close(lfd);
-		return dst_fail(err, errlen, "%s", why);
-	}
-	if (nstreams < 1 || nstreams > MAX_STREAMS) {
-		close(lfd);
-		return dst_fail(err, errlen, "%s", "bad stream count");
-	}
-	dst.nstreams = (int)nstreams;
-	dst.comp = comps & (1u << COMP_LZ4) ? COMP_LZ4 : COMP_NONE;
-	/* The other streams identify themselves with the session number (and
-	 * must come soon: accept() honours the receive timeout). */
-	struct timeval tv = { 30, 0 };
-	setsockopt(lfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	for (uint32_t i = 1; i < nstreams; i++) {
-		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-		uint8_t *sh = NULL;
-		if (fd < 0) {
-			close(lfd);
-			return dst_fail(err, errlen, "accepting stream: %s", strerror(errno));
-		}
-		set_timeouts(fd, 30);
-		char why[256];
-		if (mig_tls_handshake(fd, true, why, sizeof(why))) {
-			close(fd);
-			close(lfd);
-			return dst_fail(err, errlen, "stream connection: %s", why);
-		}
-		if (recv_expect(fd, MSG_STREAM, 64, &sh, &len, err, errlen) || len != 12 || get64(sh) != session ||
-		    get32(sh + 8) < 1 || get32(sh + 8) >= nstreams || dst.fd[get32(sh + 8)] >= 0) {
-			free(sh);
-			mig_tls_close(fd);
-			close(lfd);
-			return dst_fail(err, errlen, "%s", "a stream connection does not belong to this migration");
-		}
-		dst.fd[get32(sh + 8)] = fd;
-		free(sh);
-	}
+	rc = dst_handshake(lfd, err, errlen);
 	close(lfd);
-	uint8_t acc[4];
-	put32(acc, (uint32_t)dst.comp);
-	uint8_t *cfg;
-	if (send_msg(dst.fd[0], MSG_ACCEPT, 0, acc, 4) ||
-	    recv_expect(dst.fd[0], MSG_CONFIG, MAX_CONFIG_BYTES, &cfg, &len, err, errlen)) {
-		if (!err[0])
-			snprintf(err, errlen, "connection lost: %s", strerror(errno));
-		return -1;
-	}
-	char e[256];
-	rc = config_from_string((const char *)cfg, len, e, sizeof(e));
-	free(cfg);
-	if (rc)
-		return dst_fail(err, errlen, "configuration from the source: %s", e);
-	return 0;
+	return rc;
+}
+
+int migration_accept_fd(int fd, char *err, size_t errlen)
+{
+	dst.fd[0] = fd;
+	return dst_handshake(-1, err, errlen);
 }
 
 struct dst_stream {

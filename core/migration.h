@@ -24,6 +24,8 @@ void migration_register_commands(void);
  * tree.  0, or -1 with err.
  */
 int migration_accept(const char *addrport, char *err, size_t errlen);
+/* Step 1 on a stream already connected (and authenticated): one stream only. */
+int migration_accept_fd(int fd, char *err, size_t errlen);
 /*
  * Step 2, with the VM built from that configuration and vCPUs created:
  * compatibility check, RAM, device and vCPU state; confirms to the source

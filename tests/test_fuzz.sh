@@ -1,7 +1,7 @@
 # libFuzzer targets (tests/fuzz/) run briefly as part of every test run, with
 # the corpora that `make fuzz` keeps in build/fuzz/ (seeded from
 # tests/fuzz/corpus/), after the reproducers in tests/fuzz/regress/: 20 s
-# each for virtqueue and p9, 10 s for ckpt and config, or FUZZ_TEST_SECONDS
+# each for virtqueue and p9, 10 s for ckpt, config and qcow2, or FUZZ_TEST_SECONDS
 # for all.  A crash, leak, sanitizer report, hang or failing reproducer
 # fails the test; a missing clang/libFuzzer skips it.  `make fuzz` runs
 # longer.
@@ -37,4 +37,22 @@ t_fuzz_ckpt() {
 # The configuration tree, -k files, -o and the -s parsers of every model.
 t_fuzz_config() {
 	fz_run config 10
+}
+
+# The qcow2 format layer (devices/qcow2*.c): header, tables, reads and
+# writes on mutated images.
+t_fuzz_qcow2() {
+	fz_run qcow2 10
+}
+
+# The migration destination (core/migration.c) on one incoming stream:
+# handshake, config, compatibility, pages, device state.
+t_fuzz_migration() {
+	fz_run migration 10
+}
+
+# The control socket server (core/control.c): request lines from up to 4
+# clients, commands on recording stubs.
+t_fuzz_control() {
+	fz_run control 10
 }

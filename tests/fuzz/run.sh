@@ -2,7 +2,7 @@
 # Build the libFuzzer targets in tests/fuzz/ with clang (ASan + UBSan) and run
 # each for a bounded time.  Used by `make fuzz` and by tests/test_fuzz.sh.
 #
-#   tests/fuzz/run.sh [-t SECONDS] [TARGET...]   (targets: virtqueue p9 ckpt config)
+#   tests/fuzz/run.sh [-t SECONDS] [TARGET...]   (targets: virtqueue p9 ckpt config migration control qcow2)
 #   tests/fuzz/run.sh --make-seeds [TARGET...]   (rewrite tests/fuzz/corpus/TARGET/)
 #
 # SECONDS defaults to $FUZZ_SECONDS, else 30.  Binaries, logs and the corpora
@@ -40,20 +40,23 @@ case ${1:-} in
 	;;
 esac
 case $SECS in '' | *[!0-9]*) echo "fuzz: bad seconds '$SECS'" >&2; exit 2 ;; esac
-TARGETS=${*:-virtqueue p9 ckpt config}
+TARGETS=${*:-virtqueue p9 ckpt config migration control qcow2}
 OUT=build/fuzz
 
 # Sources of each target besides its own file.  virtio.c's checkpoint hooks
 # use the snap_buf/snap_rd helpers of core/snapshot.c; files that may not
 # exist in every tree are added when present.
 # ckpt builds a small VM's devices around the checkpoint reader (only the
-# KVM layer is stubbed); config links the -s parsers of the device models.
+# KVM layer is stubbed); migration builds the same VM (the stubs and set-up
+# are shared in tests/fuzz/fuzz_vm_stubs.c) around the migration
+# destination; control #includes core/control.c; config links the -s
+# parsers of the device models.
 sources() {
 	case $1 in
 	virtqueue) echo devices/virtio.c; [ -f core/snapshot.c ] && echo core/snapshot.c ;;
 	p9) echo devices/p9_server.c; [ -f devices/p9_fs.c ] && echo devices/p9_fs.c ;;
 	ckpt)
-		echo core/checkpoint.c core/snapshot.c core/vmstate.c core/config.c core/init.c core/inout.c \
+		echo tests/fuzz/fuzz_vm_stubs.c core/checkpoint.c core/snapshot.c core/vmstate.c core/config.c core/init.c core/inout.c \
 			core/mmio.c devices/pci_emul.c devices/pci_hostbridge.c devices/pci_lpc.c devices/acpi_pm.c \
 			devices/atkbdc.c devices/pc_testdev.c devices/rtc.c devices/uart_16550.c devices/virtio.c \
 			devices/virtio_snapshot.c devices/virtio_ioeventfd.c devices/virtio_rnd.c \
@@ -61,15 +64,25 @@ sources() {
 		[ -f devices/p9_fs.c ] && echo devices/p9_fs.c
 		[ -f core/config_trust.c ] && echo core/config_trust.c
 		;;
+	migration)
+		echo tests/fuzz/fuzz_vm_stubs.c core/migration.c core/migration_tls.c core/config_trust.c core/cpuid.c \
+			core/snapshot.c core/vmstate.c core/config.c core/init.c core/inout.c core/mmio.c devices/pci_emul.c \
+			devices/pci_hostbridge.c devices/pci_lpc.c devices/acpi_pm.c devices/atkbdc.c devices/pc_testdev.c \
+			devices/rtc.c devices/uart_16550.c devices/virtio.c devices/virtio_snapshot.c devices/virtio_ioeventfd.c \
+			devices/virtio_rnd.c devices/virtio_console.c devices/virtio_9p.c devices/p9_server.c devices/p9_state.c
+		[ -f devices/p9_fs.c ] && echo devices/p9_fs.c
+		;;
+	control) echo core/config.c ;;   # control.c is #included
 	config)
 		echo core/config.c core/cpuid.c core/snapshot.c core/inout.c core/mmio.c devices/pci_emul.c \
 			devices/pci_hostbridge.c devices/pci_lpc.c devices/virtio.c devices/virtio_snapshot.c \
 			devices/virtio_ioeventfd.c devices/virtio_rnd.c devices/virtio_console.c devices/virtio_9p.c \
 			devices/p9_server.c devices/p9_state.c devices/virtio_blk.c devices/blockif.c \
-			devices/virtio_net.c devices/net_backend.c
+			devices/virtio_net.c devices/net_backend.c devices/blk_format.c devices/qcow2.c devices/qcow2_meta.c
 		[ -f devices/p9_fs.c ] && echo devices/p9_fs.c
 		[ -f core/config_trust.c ] && echo core/config_trust.c
 		;;
+	qcow2) echo devices/blk_format.c devices/qcow2.c devices/qcow2_meta.c core/log.c ;;
 	esac
 }
 
@@ -82,7 +95,9 @@ extra_cflags() {
 libs() {
 	case $1 in
 	ckpt) echo -lz ;;
-	config) pkg-config --libs liburing slirp 2>/dev/null || echo -luring -lslirp -lglib-2.0 ;;
+	migration) pkg-config --libs liblz4 libssl libcrypto 2>/dev/null || echo -llz4 -lssl -lcrypto ;;
+	config) pkg-config --libs liburing slirp zlib libzstd 2>/dev/null || echo -luring -lslirp -lglib-2.0 -lz -lzstd ;;
+	qcow2) echo -lz -lzstd ;;
 	esac
 }
 

@@ -195,6 +195,18 @@ int main(void)
 	CHECK(strstr(r, "ERR protocol version 2 not supported"), "other protocol version: %s", line1(r));
 	r = request("GET / HTTP/1.0");
 	CHECK(strstr(r, "ERR malformed request"), "not the protocol: %s", line1(r));
+	/* Found by tests/fuzz/fuzz_control.c: these ran "pause". */
+	r = request("HYVECTL 1pause");
+	CHECK(strstr(r, "ERR malformed request") && pauses == 0, "version glued to the command: %s", line1(r));
+	r = request("HYVECTL 4294967297 pause");
+	CHECK(strstr(r, "ERR malformed request") && pauses == 0, "a version that overflows int: %s", line1(r));
+	int nfd = client();
+	(void)!send(nfd, "HYVECTL 1 pause\0x\n", 18, MSG_NOSIGNAL);
+	char nbuf[512];
+	read_reply(nfd, nbuf, sizeof(nbuf));
+	close(nfd);
+	CHECK(strstr(nbuf, "ERR malformed request (a NUL byte in the line)") && pauses == 0, "a NUL in the line: %s",
+	      line1(nbuf));
 
 	/* Length violations say so. */
 	static char big[CONTROL_MAX_REQUEST + 100];
