@@ -19,6 +19,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -214,6 +215,83 @@ static SSL *chan_find(int fd, BIO **out)
 	return s;
 }
 
+/*
+ * The output side of a stream after the handshake: a BIO that appends the
+ * records SSL_write makes to a growing buffer, which flush_out() sends in
+ * one send() per message.  (A memory BIO would do, but its reset clears
+ * the whole buffer every time.)
+ */
+struct outbuf {
+	unsigned char *data;
+	size_t len, cap;
+};
+
+static int out_write(BIO *b, const char *p, int n)
+{
+	struct outbuf *o = BIO_get_data(b);
+	if (n <= 0)
+		return 0;
+	if (o->len + (size_t)n > o->cap) {
+		size_t cap = o->cap ? o->cap : 64 << 10;
+		while (cap < o->len + (size_t)n)
+			cap *= 2;
+		unsigned char *d = realloc(o->data, cap);
+		if (!d)
+			return -1;
+		o->data = d;
+		o->cap = cap;
+	}
+	memcpy(o->data + o->len, p, (size_t)n);
+	o->len += (size_t)n;
+	return n;
+}
+
+static long out_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+	(void)b;
+	(void)num;
+	(void)ptr;
+	return cmd == BIO_CTRL_FLUSH ? 1 : 0;   /* flushing is flush_out's job */
+}
+
+static int out_destroy(BIO *b)
+{
+	struct outbuf *o = BIO_get_data(b);
+	if (o) {
+		free(o->data);
+		free(o);
+	}
+	BIO_set_data(b, NULL);
+	return 1;
+}
+
+static BIO_METHOD *out_meth;
+
+static void out_meth_make(void)
+{
+	out_meth = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "hyve migration output");
+	if (out_meth && (!BIO_meth_set_write(out_meth, out_write) || !BIO_meth_set_ctrl(out_meth, out_ctrl) ||
+	                 !BIO_meth_set_destroy(out_meth, out_destroy))) {
+		BIO_meth_free(out_meth);
+		out_meth = NULL;
+	}
+}
+
+static BIO *out_bio_new(void)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	pthread_once(&once, out_meth_make);
+	struct outbuf *o = calloc(1, sizeof(*o));
+	BIO *b = out_meth && o ? BIO_new(out_meth) : NULL;
+	if (!b) {
+		free(o);
+		return NULL;
+	}
+	BIO_set_data(b, o);
+	BIO_set_init(b, 1);
+	return b;
+}
+
 /* The reason for a failed handshake, in words a user can act on. */
 static void handshake_error(SSL *ssl, int rc, char *err, size_t errlen)
 {
@@ -245,9 +323,9 @@ int mig_tls_handshake(int fd, bool server, char *err, size_t errlen)
 		SSL_free(ssl);
 		return -1;
 	}
-	/* From now on records are written to memory and sent by us, a whole
-	 * message per send() (SSL_set0_wbio drops the socket BIO's write side). */
-	BIO *out = BIO_new(BIO_s_mem());
+	/* From now on records are collected and sent by us, a whole message
+	 * per send() (SSL_set0_wbio drops the socket BIO's write side). */
+	BIO *out = out_bio_new();
 	if (!out) {
 		snprintf(err, errlen, "cannot set up TLS: out of memory");
 		SSL_free(ssl);
@@ -297,13 +375,12 @@ static int ssl_errno(SSL *ssl, int rc)
 	return EPROTO;   /* a record that does not authenticate: tampering or garbage */
 }
 
-/* Send what SSL_write put in the memory BIO. */
+/* Send what SSL_write put in the output BIO, and empty it. */
 static int flush_out(int fd, BIO *out)
 {
-	char *data;
-	long len = BIO_get_mem_data(out, &data);
-	for (long off = 0; off < len;) {
-		ssize_t w = send(fd, data + off, (size_t)(len - off), MSG_NOSIGNAL);
+	struct outbuf *o = BIO_get_data(out);
+	for (size_t off = 0; off < o->len;) {
+		ssize_t w = send(fd, o->data + off, o->len - off, MSG_NOSIGNAL);
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w <= 0) {
@@ -311,9 +388,9 @@ static int flush_out(int fd, BIO *out)
 				errno = ECONNRESET;
 			return -1;
 		}
-		off += w;
+		off += (size_t)w;
 	}
-	(void)BIO_reset(out);
+	o->len = 0;
 	return 0;
 }
 
