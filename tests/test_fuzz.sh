@@ -1,13 +1,12 @@
 # libFuzzer targets (tests/fuzz/) run briefly as part of every test run, with
 # the corpora that `make fuzz` keeps in build/fuzz/ (seeded from
-# tests/fuzz/corpus/), after the reproducers in tests/fuzz/regress/: 20 s
-# each for virtqueue and p9, 10 s for ckpt, config and qcow2, or FUZZ_TEST_SECONDS
-# for all.  A crash, leak, sanitizer report, hang or failing reproducer
-# fails the test; a missing clang/libFuzzer skips it.  `make fuzz` runs
-# longer.
+# tests/fuzz/corpus/), after the reproducers in tests/fuzz/regress/: 10 s
+# each, or FUZZ_TEST_SECONDS for all.  A crash, leak, sanitizer report,
+# hang or failing reproducer fails the test; a missing clang/libFuzzer
+# skips it.  `make fuzz` runs longer.
 
 fz_run() {
-	local name=$1 secs=${FUZZ_TEST_SECONDS:-${2:-20}} out
+	local name=$1 secs=${FUZZ_TEST_SECONDS:-${2:-10}} out
 	out=$TMP/fuzz_$name.out
 	nice -n 10 ./tests/fuzz/run.sh -t "$secs" "$name" >"$out" 2>&1
 	local rc=$?
