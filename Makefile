@@ -3,7 +3,7 @@ CC      ?= cc
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -MMD -MP -I.
 LDFLAGS += -pthread
-LDLIBS  += $(shell pkg-config --libs liburing zlib liblzma libzstd liblz4 slirp libssl libcrypto)
+LDLIBS  += $(shell pkg-config --libs liburing zlib liblzma libzstd liblz4 slirp libssl libcrypto libseccomp)
 
 ifeq ($(SANITIZE),1)
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -17,7 +17,7 @@ VMM_SRCS     := vmm/vmm.c vmm/emulator_probe.c
 CORE_SRCS    := core/main.c core/config.c core/log.c core/init.c core/inout.c core/mmio.c \
                 core/mevent.c core/vcpu.c core/cpuid.c core/emulate.c core/snapshot.c \
                 core/vmstate.c core/checkpoint.c core/control.c core/migration.c core/migration_tls.c \
-                core/config_trust.c core/bhyve_compat.c
+                core/config_trust.c core/sandbox.c core/bhyve_compat.c
 # Device models are one file each and register themselves: every file here is built.
 DEVICE_SRCS  := $(sort $(wildcard devices/*.c))
 BOOT_SRCS    := boot/x86.c boot/multiboot.c boot/linux.c boot/linux_adapt.c boot/acpi.c boot/aml.c \

@@ -183,17 +183,38 @@ static bool has_line(const char *text, const char *key, const char *value)
 	return false;
 }
 
+/* A chardev backend key (devices/chardev.h): a UART's or a console port's. */
+static bool is_chardev_key(const char *key)
+{
+	unsigned b, s, f, k;
+	int com, end = 0;
+	if (sscanf(key, "lpc.com%d.path%n", &com, &end) == 1 && !key[end])
+		return true;
+	end = 0;
+	if (sscanf(key, "pci.%u.%u.%u.port.%u.path%n", &b, &s, &f, &k, &end) == 4 && !key[end])
+		return true;
+	end = 0;
+	return sscanf(key, "pci.%u.%u.%u.port%u%n", &b, &s, &f, &k, &end) == 4 && !key[end];
+}
+
 static void absolutize(const char *key, const char *value, void *arg)
 {
 	const char *already = arg;
 	const char *prefix = "", *p = value;
-	int com;
-	if (sscanf(key, "lpc.com%d.path", &com) == 1) {
-		/* file=PATH, sock=PATH; stdio names no file */
-		if (strncmp(value, "file=", 5) && strncmp(value, "sock=", 5))
+	if (is_chardev_key(key)) {
+		/*
+		 * file=PATH, sock=PATH, a bare PATH (a port's socket, or a tty);
+		 * tcp= names no file, nor does stdio or a UART's bare word
+		 * without '/' (not a tty path: an error for the check to report).
+		 */
+		if (!strncmp(value, "tcp=", 4))
 			return;
-		prefix = strncmp(value, "file=", 5) ? "sock=" : "file=";
-		p = value + 5;
+		if (!strncmp(value, "file=", 5) || !strncmp(value, "sock=", 5)) {
+			prefix = value[0] == 'f' ? "file=" : "sock=";
+			p = value + 5;
+		} else if (!strncmp(key, "lpc.", 4) && !strchr(value, '/')) {
+			return;
+		}
 	} else if (!is_path_key(key)) {
 		return;
 	}

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -26,6 +27,7 @@
 #include "control.h"
 #include "migration.h"
 #include "exitcode.h"
+#include "sandbox.h"
 #include "init.h"
 #include "inout.h"
 #include "log.h"
@@ -112,6 +114,15 @@ static int check_compress(const char *path, const char *value, char *err, size_t
 	return check_two_words(value, "none", "lz4", err, errlen);
 }
 
+static int check_seccomp(const char *path, const char *value, char *err, size_t errlen)
+{
+	(void)path;
+	if (strcmp(value, "kill") == 0 || strcmp(value, "log") == 0 || strcmp(value, "off") == 0)
+		return 0;
+	snprintf(err, errlen, "expected kill, log or off");
+	return -1;
+}
+
 static const struct config_key core_keys[] = {
 	{ "name", CFG_STRING, "VM name (the positional argument)", NULL },
 	{ "cpus", CFG_UINT, "number of vCPUs (-c)", NULL },
@@ -148,6 +159,7 @@ static const struct config_key core_keys[] = {
 	{ "migration.psk_file", CFG_STRING, "pre-shared key (hex) for TLS-authenticated, encrypted migration; give it to both ends", NULL },
 	{ "migration.trust_source", CFG_BOOL, "-R: take host-side keys (disk paths, sockets, ...) from the source's configuration (default false)", NULL },
 	{ "migration.insecure", CFG_BOOL, "-R: allow listening beyond loopback without migration.psk_file (unsafe)", NULL },
+	{ "security.seccomp", CFG_CUSTOM, "seccomp filter after set-up: kill (default), log (kernel logs, calls run) or off (unsafe)", check_seccomp },
 	{ "snapshot.trust_config", CFG_BOOL, "-r: take host-side keys (disk paths, sockets, ...) from the checkpoint (default false)", NULL },
 	{ "snapshot.restore_memory", CFG_CUSTOM, "restore RAM lazily from the file (lazy, default) or read it all first (copy)", check_restore_mode },
 	{ NULL, 0, NULL, NULL },
@@ -187,7 +199,8 @@ static int parse_cpus(const char *opt, char *err, size_t errlen)
 static int parse_lpc(const char *opt, char *err, size_t errlen)
 {
 	if (strcmp(opt, "help") == 0) {
-		printf("LPC devices (-l): com1..com4 with backend stdio, file=PATH or sock=PATH; pc-testdev\n");
+		printf("LPC devices (-l): com1..com4 with backend stdio, file=PATH, sock=PATH, tcp=ADDR:PORT\n"
+		       "or a tty path (/dev/nmdm0A, /dev/pts/N); pc-testdev\n");
 		exit(0);
 	}
 	/* bhyve's other LPC devices: the test device hyve has, the rest said so. */
@@ -671,6 +684,16 @@ int main(int argc, char **argv)
 	sigaction(SIGHUP, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
+	/* Set-up is over: what a compromised device model could still do to
+	 * the host is bounded from here on (core/sandbox.c). */
+	if (sandbox_enter(get_config_value("security.seccomp"), err, sizeof(err))) {
+		log_err("%s", err);
+		return HYVE_EXIT_ERROR;
+	}
+	/* Not dumpable: other processes of this user cannot ptrace hyve or read
+	 * its memory (the guest's) through /proc; -C asks for core dumps. */
+	if (!get_config_bool_default("memory.guest_in_core", false))
+		prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	if (vcpus_start(vm) || vcpus_watch_halt(vm))
 		return HYVE_EXIT_ERROR;
 	const char *profile = get_config_value("debug.profile");

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "../core/config.h"
+#include "chardev.h"
 #include "pci_emul.h"
 #include "pci_lpc.h"
 
@@ -47,20 +48,17 @@ static const struct pci_devemu pci_de_lpc = {
 };
 PCI_EMUL_REGISTER(pci_de_lpc)
 
+/* The backend spec (devices/chardev.h), checked without touching the host. */
 static int check_lpc_com(const char *path, const char *value, char *err, size_t errlen)
 {
 	(void)path;
-	if (strcmp(value, "stdio") == 0 ||
-	    (strncmp(value, "file=", 5) == 0 && value[5]) ||
-	    (strncmp(value, "sock=", 5) == 0 && value[5]))
-		return 0;
-	snprintf(err, errlen, "expected stdio, file=PATH or sock=PATH");
-	return -1;
+	struct chardev_spec ps;
+	return chardev_parse(value, CHARDEV_F_STDIO, &ps, err, errlen);
 }
 
 static const struct config_key lpc_keys[] = {
 	{ "lpc.pc-testdev", CFG_BOOL, "QEMU-compatible pc-testdev and debug-exit (port 0xf4)", NULL },
-	{ "lpc.com1.path", CFG_CUSTOM, "com1 backend: stdio, file=PATH or sock=PATH", check_lpc_com },
+	{ "lpc.com1.path", CFG_CUSTOM, "com1 backend: stdio, file=PATH, sock=PATH, tcp=ADDR:PORT or a tty path", check_lpc_com },
 	{ "lpc.com2.path", CFG_CUSTOM, "com2 backend", check_lpc_com },
 	{ "lpc.com3.path", CFG_CUSTOM, "com3 backend", check_lpc_com },
 	{ "lpc.com4.path", CFG_CUSTOM, "com4 backend", check_lpc_com },

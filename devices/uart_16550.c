@@ -1,14 +1,9 @@
 /*
  * 16550A UART: com1..com4 at the PC's standard ports, one per configured
- * lpc.comN.path (bhyve's uart_emul.c is the behavioural model).
- *
- *   lpc.comN.path=stdio       hyve's stdin/stdout (raw tty if stdin is one)
- *   lpc.comN.path=file=PATH   output appended to PATH, no input
- *   lpc.comN.path=sock=PATH   listening unix stream socket, one client at a
- *                             time; output with no client is dropped.  A
- *                             stale socket file is replaced; a live one
- *                             (another process listens) or a non-socket
- *                             is a configuration error
+ * lpc.comN.path (bhyve's uart_emul.c is the behavioural model).  The
+ * backend is a chardev (chardev.h): stdio, file=PATH, sock=PATH,
+ * tcp=ADDR:PORT or a tty path (bhyve's -l com1,/dev/nmdm0A).  With a
+ * server backend and no client connected, output is dropped.
  *
  * Threads: the register handlers run on vCPU threads, concurrently; all
  * backend I/O runs on the main thread (mevent).  Each UART has a mutex.
@@ -22,36 +17,27 @@
  *       is empty, i.e. the bytes were handed to the host.  Output order is
  *       preserved: one ring, one writer (the main thread).
  *   RX: the main thread reads the backend only while the RX FIFO has room
- *       (and not in loopback mode); when it is full the read event is
- *       disabled and the guest's RBR read that makes room queues a resume.
- *       No input byte is dropped.
+ *       (and not in loopback mode); when it is full the backend's input is
+ *       turned off and the guest's RBR read that makes room queues a
+ *       resume.  No input byte is dropped.
  *
  * The interrupt output follows the 16550A's INTR pin gated by MCR.OUT2
  * (the PC wiring): the GSI is high while an enabled interrupt is pending
  * and OUT2 is set.  com1/com3 and com2/com4 share IRQ 4/3: the line is the
  * OR of the UARTs on it.
  *
- * Public functions for the core (no header: declare them where used):
- *   void uart_restore_terminal(void);  async-signal-safe termios restore
- *   void uart_cleanup(void);           flush output, restore the tty, remove
- *                                      socket files (also registered with
+ * Public function for the core (no header: declare it where used):
+ *   void uart_cleanup(void);           flush output, then close the
+ *                                      backends (also registered with
  *                                      atexit; idempotent)
  */
 #include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
-#include <termios.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "../core/config.h"
@@ -61,6 +47,7 @@
 #include "../core/mevent.h"
 #include "../core/snapshot.h"
 #include "../vmm/vmm.h"
+#include "chardev.h"
 
 /* Register offsets. */
 #define REG_DATA 0      /* RBR (read) / THR (write); DLL when LCR.DLAB */
@@ -119,8 +106,7 @@
 
 #define UART_FIFOSZ   16
 #define UART_TXBUF_SZ 65536u          /* power of two */
-#define UART_IO_CHUNK 4096u           /* <= PIPE_BUF: a pipe write after POLLOUT won't block */
-#define UART_POLL_NS  10000000ull     /* fallback polling for fds epoll refuses */
+#define UART_IO_CHUNK 4096u           /* bytes per backend write */
 #define UART_RCLK     1843200
 #define UART_BAUD     9600
 
@@ -134,28 +120,6 @@ static const struct {
 	{ "com2", 0x2f8, 3 },
 	{ "com3", 0x3e8, 4 },
 	{ "com4", 0x2e8, 3 },
-};
-
-enum uart_be { UART_BE_STDIO, UART_BE_FILE, UART_BE_SOCK };
-
-struct uart_softc;
-
-/*
- * One backend connection: stdio (fds 0 and 1), an output file, or one
- * socket client.  Owned by the main thread.  A closed socket client is
- * parked on a list rather than freed: its mevents may still be in the
- * epoll batch being dispatched (mevent_delete would leave a dangling
- * pointer there), so they are disabled and freed at exit.
- */
-struct uart_chan {
-	struct uart_softc *sc;
-	int in_fd, out_fd;             /* -1: none */
-	bool is_sock;
-	bool in_eof;                   /* no more input: stop polling */
-	bool dead;                     /* closed socket client */
-	bool tx_waiting;               /* out_ev armed, waiting for POLLOUT */
-	struct mevent *in_ev, *out_ev;
-	struct uart_chan *next_dead;
 };
 
 struct uart_softc {
@@ -182,49 +146,17 @@ struct uart_softc {
 	bool tx_flush_queued;
 
 	/* RX flow control. */
-	bool rx_stalled;               /* current chan's in_ev disabled: FIFO full / loopback */
+	bool rx_stalled;               /* backend input off: FIFO full / loopback */
 	bool rx_resume_queued;
 
-	/* Backend. */
-	enum uart_be be;
-	struct uart_chan *chan;        /* NULL: no socket client; reads under mtx */
-	int listen_fd;
-	struct mevent *listen_ev;
-	char *sock_path;
-	struct uart_chan *dead_chans;
-	bool out_error_logged;
+	/* Backend (the chardev itself: main thread only). */
+	struct chardev *cd;
+	bool have_out;                 /* output goes somewhere (a client is connected...) */
 };
 
 static struct uart_softc *uart_sc[UART_NUNITS];
 static pthread_mutex_t uart_irq_mtx = PTHREAD_MUTEX_INITIALIZER;
 static int uart_irq_count[16];
-static bool uart_stdio_used;
-
-/* ---- terminal ---- */
-
-static struct termios uart_tio_orig;
-static volatile sig_atomic_t uart_tio_saved;
-
-/* Put the tty back as we found it.  Async-signal-safe; idempotent. */
-void uart_restore_terminal(void)
-{
-	if (uart_tio_saved)
-		tcsetattr(STDIN_FILENO, TCSANOW, &uart_tio_orig);
-}
-
-static void uart_tty_raw(void)
-{
-	if (!isatty(STDIN_FILENO) || tcgetattr(STDIN_FILENO, &uart_tio_orig) != 0)
-		return;
-	struct termios tio = uart_tio_orig;
-	cfmakeraw(&tio);
-	tio.c_cflag |= CLOCAL;
-	uart_tio_saved = 1;
-	if (tcsetattr(STDIN_FILENO, TCSANOW, &tio) != 0) {
-		uart_tio_saved = 0;
-		log_warn("stdio: cannot put the terminal in raw mode: %s", strerror(errno));
-	}
-}
 
 /* ---- interrupt line ---- */
 
@@ -417,7 +349,7 @@ static void uart_thr_write(struct uart_softc *sc, uint8_t ch, struct uart_deferr
 {
 	if (sc->mcr & MCR_LOOP) {
 		rxfifo_put(sc, ch);
-	} else if (sc->chan && sc->chan->out_fd >= 0) {
+	} else if (sc->have_out) {
 		if (tx_used(sc) < UART_TXBUF_SZ) {
 			sc->txbuf[sc->txhead % UART_TXBUF_SZ] = ch;
 			sc->txhead++;
@@ -429,7 +361,7 @@ static void uart_thr_write(struct uart_softc *sc, uint8_t ch, struct uart_deferr
 			d->flush = true;
 		}
 	}
-	/* else: no backend output (socket with no client): dropped */
+	/* else: no backend output (a server with no client): dropped */
 	sc->thre_int_pending = tx_thre(sc);
 }
 
@@ -564,99 +496,47 @@ static int uart_io_handler(struct vcpu *vcpu, bool in, uint16_t port, int bytes,
 
 /* ---- backend: main thread ---- */
 
-static void uart_in_ready(int fd, void *arg);
-static void uart_out_ready(int fd, void *arg);
-
-/*
- * Under sc->mtx.  Park a socket client: disable its events, close its fd,
- * drop what the guest wrote for it.
- */
-static void uart_chan_close(struct uart_softc *sc, struct uart_chan *ch)
+/* Under sc->mtx: the backend takes no output now; the ring was "on the wire". */
+static void uart_tx_drop(struct uart_softc *sc)
 {
-	ch->dead = true;
-	if (ch->in_ev)
-		mevent_disable(ch->in_ev);
-	if (ch->out_ev)
-		mevent_disable(ch->out_ev);
-	close(ch->in_fd);
-	if (ch->out_fd >= 0 && ch->out_fd != ch->in_fd)
-		close(ch->out_fd);
-	ch->in_fd = ch->out_fd = -1;
-	ch->next_dead = sc->dead_chans;
-	sc->dead_chans = ch;
-	if (sc->chan == ch)
-		sc->chan = NULL;
 	bool thre_before = tx_thre(sc);
+	sc->have_out = false;
 	sc->txtail = sc->txhead;
 	if (!thre_before)
 		sc->thre_int_pending = true;
-	sc->rx_stalled = false;
 	uart_update_intr(sc);
-	log_debug("%s: client disconnected", sc->name);
 }
 
 /* Under sc->mtx: stop reading input until the guest makes room. */
-static void uart_rx_stall(struct uart_softc *sc, struct uart_chan *ch)
+static void uart_rx_stall(struct uart_softc *sc)
 {
 	if (!sc->rx_stalled) {
 		sc->rx_stalled = true;
-		mevent_disable(ch->in_ev);
+		chardev_set_rx(sc->cd, false);
 	}
 }
 
-static void uart_in_eof(struct uart_softc *sc, struct uart_chan *ch)
+static void uart_cd_readable(void *arg)
 {
-	if (ch->is_sock) {
-		uart_chan_close(sc, ch);
-		return;
-	}
-	ch->in_eof = true;
-	mevent_disable(ch->in_ev);
-	log_debug("%s: end of input", sc->name);
-}
-
-static void uart_in_ready(int fd, void *arg)
-{
-	(void)fd;    /* the timer's fd when input is polled */
-	struct uart_chan *ch = arg;
-	struct uart_softc *sc = ch->sc;
+	struct uart_softc *sc = arg;
 	uint8_t buf[UART_FIFOSZ];
 
 	pthread_mutex_lock(&sc->mtx);
-	if (ch->dead || ch->in_eof || sc->chan != ch) {
-		pthread_mutex_unlock(&sc->mtx);
-		return;
-	}
 	int room = rxfifo_room(sc);
 	if (room == 0 || (sc->mcr & MCR_LOOP)) {
-		uart_rx_stall(sc, ch);
+		uart_rx_stall(sc);
 		pthread_mutex_unlock(&sc->mtx);
 		return;
 	}
-	ssize_t n;
-	if (ch->is_sock) {
-		n = recv(ch->in_fd, buf, (size_t)room, MSG_DONTWAIT);
-	} else {
-		/* stdin is not ours to make non-blocking: check first. */
-		struct pollfd pfd = { .fd = ch->in_fd, .events = POLLIN };
-		if (poll(&pfd, 1, 0) <= 0) {
-			pthread_mutex_unlock(&sc->mtx);
-			return;
-		}
-		n = read(ch->in_fd, buf, (size_t)room);
-	}
+	ssize_t n = chardev_read(sc->cd, buf, (size_t)room);
 	if (n > 0) {
 		for (ssize_t i = 0; i < n; i++)
 			rxfifo_put(sc, buf[i]);
 		if (rxfifo_room(sc) == 0)
-			uart_rx_stall(sc, ch);
+			uart_rx_stall(sc);
 		uart_update_intr(sc);
-	} else if (n == 0) {
-		uart_in_eof(sc, ch);
-	} else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-		log_debug("%s: read: %s", sc->name, strerror(errno));
-		uart_in_eof(sc, ch);
 	}
+	/* n == -1: end of input; the chardev stops asking. */
 	pthread_mutex_unlock(&sc->mtx);
 }
 
@@ -665,58 +545,11 @@ static void uart_rx_resume_call(void *arg)
 	struct uart_softc *sc = arg;
 	pthread_mutex_lock(&sc->mtx);
 	sc->rx_resume_queued = false;
-	struct uart_chan *ch = sc->chan;
-	if (sc->rx_stalled && ch && rxfifo_room(sc) > 0 && !(sc->mcr & MCR_LOOP)) {
+	if (sc->rx_stalled && rxfifo_room(sc) > 0 && !(sc->mcr & MCR_LOOP)) {
 		sc->rx_stalled = false;
-		if (!ch->in_eof && ch->in_ev && mevent_enable(ch->in_ev) != 0)
-			log_err("%s: cannot resume reading input: %s", sc->name, strerror(errno));
+		chardev_set_rx(sc->cd, true);
 	}
 	pthread_mutex_unlock(&sc->mtx);
-}
-
-/* >0 bytes written, 0 would block, -1 error (errno set). */
-static ssize_t uart_chan_write(struct uart_chan *ch, const uint8_t *p, size_t n)
-{
-	for (;;) {
-		ssize_t w;
-		if (ch->is_sock) {
-			w = send(ch->out_fd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
-		} else {
-			/* fd 1 is shared with others: don't make it non-blocking, poll. */
-			struct pollfd pfd = { .fd = ch->out_fd, .events = POLLOUT };
-			int r = poll(&pfd, 1, 0);
-			if (r < 0 && errno == EINTR)
-				continue;
-			if (r == 0)
-				return 0;
-			w = write(ch->out_fd, p, n);
-		}
-		if (w >= 0)
-			return w;
-		if (errno == EINTR)
-			continue;
-		if (errno == EAGAIN || errno == EWOULDBLOCK)
-			return 0;
-		return -1;
-	}
-}
-
-/* Under sc->mtx (main thread): wait for the output fd to become writable. */
-static void uart_tx_wait(struct uart_softc *sc, struct uart_chan *ch)
-{
-	if (!ch->out_ev) {
-		ch->out_ev = mevent_add(ch->out_fd, EVF_WRITE, uart_out_ready, ch);
-		if (!ch->out_ev)   /* not pollable: retry on a timer */
-			ch->out_ev = mevent_add_timer(UART_POLL_NS, UART_POLL_NS, uart_out_ready, ch);
-		if (!ch->out_ev) {
-			log_err("%s: cannot wait for the output backend", sc->name);
-			return;
-		}
-	} else if (mevent_enable(ch->out_ev) != 0) {
-		log_err("%s: cannot wait for the output backend: %s", sc->name, strerror(errno));
-		return;
-	}
-	ch->tx_waiting = true;
 }
 
 /* Main thread: hand the TX ring to the backend, in order. */
@@ -724,15 +557,8 @@ static void uart_tx_flush(struct uart_softc *sc)
 {
 	pthread_mutex_lock(&sc->mtx);
 	sc->tx_flush_queued = false;
-	struct uart_chan *ch = sc->chan;
-	if (!ch || ch->out_fd < 0 || ch->tx_waiting) {
-		pthread_mutex_unlock(&sc->mtx);
-		return;
-	}
-	for (;;) {
+	while (sc->have_out && tx_used(sc) > 0) {
 		uint64_t used = tx_used(sc);
-		if (used == 0)
-			break;
 		size_t off = (size_t)(sc->txtail % UART_TXBUF_SZ);
 		size_t n = UART_TXBUF_SZ - off;
 		if (n > used)
@@ -742,8 +568,7 @@ static void uart_tx_flush(struct uart_softc *sc)
 		/* Only this thread consumes: the region is stable without the lock. */
 		const uint8_t *p = &sc->txbuf[off];
 		pthread_mutex_unlock(&sc->mtx);
-		ssize_t w = uart_chan_write(ch, p, n);
-		int err = errno;
+		ssize_t w = chardev_write(sc->cd, p, n);
 		pthread_mutex_lock(&sc->mtx);
 		if (w > 0) {
 			bool thre_before = tx_thre(sc);
@@ -755,26 +580,9 @@ static void uart_tx_flush(struct uart_softc *sc)
 			}
 			continue;
 		}
-		if (w == 0) {
-			uart_tx_wait(sc, ch);
-			break;
-		}
-		if (ch->is_sock) {
-			log_debug("%s: send: %s", sc->name, strerror(err));
-			uart_chan_close(sc, ch);
-		} else {
-			if (!sc->out_error_logged) {
-				sc->out_error_logged = true;
-				log_warn("%s: output: %s; discarding output", sc->name, strerror(err));
-			}
-			ch->out_fd = -1;
-			bool thre_before = tx_thre(sc);
-			sc->txtail = sc->txhead;
-			if (!thre_before)
-				sc->thre_int_pending = true;
-			uart_update_intr(sc);
-		}
-		break;
+		if (w < 0)
+			uart_tx_drop(sc);   /* nowhere to write: disconnected follows */
+		break;                      /* w == 0: writable follows */
 	}
 	pthread_mutex_unlock(&sc->mtx);
 }
@@ -784,199 +592,41 @@ static void uart_tx_flush_call(void *arg)
 	uart_tx_flush(arg);
 }
 
-static void uart_out_ready(int fd, void *arg)
-{
-	(void)fd;
-	struct uart_chan *ch = arg;
-	struct uart_softc *sc = ch->sc;
-	pthread_mutex_lock(&sc->mtx);
-	if (ch->dead) {
-		pthread_mutex_unlock(&sc->mtx);
-		return;
-	}
-	ch->tx_waiting = false;
-	mevent_disable(ch->out_ev);
-	pthread_mutex_unlock(&sc->mtx);
-	uart_tx_flush(sc);
-}
-
-static void uart_accept(int fd, void *arg)
+static void uart_cd_connected(void *arg)
 {
 	struct uart_softc *sc = arg;
-	int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-	if (cfd < 0)
-		return;
 	pthread_mutex_lock(&sc->mtx);
-	if (sc->chan) {
-		pthread_mutex_unlock(&sc->mtx);
-		log_info("%s: a client is already connected; refusing another", sc->name);
-		close(cfd);
-		return;
-	}
-	struct uart_chan *ch = calloc(1, sizeof(*ch));
-	if (!ch) {
-		pthread_mutex_unlock(&sc->mtx);
-		close(cfd);
-		return;
-	}
-	ch->sc = sc;
-	ch->is_sock = true;
-	ch->in_fd = cfd;
-	/*
-	 * mevent (epoll) cannot watch one fd for both reading and writing:
-	 * the write side gets its own descriptor.
-	 */
-	ch->out_fd = fcntl(cfd, F_DUPFD_CLOEXEC, 0);
-	ch->in_ev = ch->out_fd >= 0 ? mevent_add(cfd, EVF_READ, uart_in_ready, ch) : NULL;
-	if (!ch->in_ev) {
-		pthread_mutex_unlock(&sc->mtx);
-		log_err("%s: cannot watch the socket client", sc->name);
-		close(cfd);
-		if (ch->out_fd >= 0)
-			close(ch->out_fd);
-		free(ch);
-		return;
-	}
-	sc->chan = ch;
-	sc->rx_stalled = false;
+	sc->have_out = chardev_connected(sc->cd);
+	sc->rx_stalled = false;   /* a new client starts with input on */
 	pthread_mutex_unlock(&sc->mtx);
-	log_debug("%s: client connected", sc->name);
 }
+
+static void uart_cd_disconnected(void *arg)
+{
+	struct uart_softc *sc = arg;
+	pthread_mutex_lock(&sc->mtx);
+	uart_tx_drop(sc);
+	pthread_mutex_unlock(&sc->mtx);
+}
+
+static const struct chardev_ops uart_cd_ops = {
+	.readable = uart_cd_readable,
+	.writable = uart_tx_flush_call,
+	.connected = uart_cd_connected,
+	.disconnected = uart_cd_disconnected,
+};
 
 /* ---- configuration and setup ---- */
 
-/* Parse lpc.comN.path.  0 and the backend kind, or -1 with a reason. */
-static int uart_parse_path(const char *value, enum uart_be *be, const char **path,
-                           char *err, size_t errlen)
+static int uart_open_backend(struct uart_softc *sc, const char *value)
 {
-	if (strcmp(value, "stdio") == 0) {
-		*be = UART_BE_STDIO;
-		*path = NULL;
-		return 0;
-	}
-	if (strncmp(value, "file=", 5) == 0 && value[5]) {
-		*be = UART_BE_FILE;
-		*path = value + 5;
-		return 0;
-	}
-	if (strncmp(value, "sock=", 5) == 0 && value[5]) {
-		if (strlen(value + 5) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
-			snprintf(err, errlen, "socket path too long (max %zu bytes)",
-			         sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
-			return -1;
-		}
-		*be = UART_BE_SOCK;
-		*path = value + 5;
-		return 0;
-	}
-	snprintf(err, errlen, "'%s': expected stdio, file=PATH or sock=PATH", value);
-	return -1;
-}
-
-static struct uart_chan *uart_chan_new(struct uart_softc *sc, int in_fd, int out_fd)
-{
-	struct uart_chan *ch = calloc(1, sizeof(*ch));
-	if (!ch)
-		return NULL;
-	ch->sc = sc;
-	ch->in_fd = in_fd;
-	ch->out_fd = out_fd;
-	ch->in_eof = in_fd < 0;
-	return ch;
-}
-
-static int uart_open_stdio(struct uart_softc *sc)
-{
-	if (uart_stdio_used) {
-		log_err("%s: stdio is already used by another UART", sc->name);
+	char err[320];
+	sc->cd = chardev_open(value, CHARDEV_F_STDIO, sc->name, &uart_cd_ops, sc, err, sizeof(err));
+	if (!sc->cd) {
+		log_err("config: lpc.%s.path: %s", sc->name, err);
 		return -1;
 	}
-	struct stat st;
-	int out_fd = fstat(STDOUT_FILENO, &st) == 0 ? STDOUT_FILENO : -1;
-	int in_fd = fstat(STDIN_FILENO, &st) == 0 ? STDIN_FILENO : -1;
-	struct uart_chan *ch = uart_chan_new(sc, in_fd, out_fd);
-	if (!ch)
-		return -1;
-	if (in_fd >= 0) {
-		ch->in_ev = mevent_add(in_fd, EVF_READ, uart_in_ready, ch);
-		if (!ch->in_ev)   /* regular file, /dev/null: epoll refuses them */
-			ch->in_ev = mevent_add_timer(UART_POLL_NS, UART_POLL_NS, uart_in_ready, ch);
-		if (!ch->in_ev) {
-			log_warn("%s: cannot watch stdin; no input", sc->name);
-			ch->in_eof = true;
-		}
-	}
-	uart_stdio_used = true;
-	uart_tty_raw();
-	sc->chan = ch;
-	return 0;
-}
-
-static int uart_open_file(struct uart_softc *sc, const char *path)
-{
-	int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_NOCTTY | O_NONBLOCK | O_CLOEXEC, 0644);
-	if (fd < 0) {
-		log_err("%s: %s: %s", sc->name, path, strerror(errno));
-		return -1;
-	}
-	sc->chan = uart_chan_new(sc, -1, fd);
-	if (!sc->chan) {
-		close(fd);
-		return -1;
-	}
-	return 0;
-}
-
-static int uart_open_sock(struct uart_softc *sc, const char *path)
-{
-	struct sockaddr_un sun = { .sun_family = AF_UNIX };
-	struct stat st;
-	if (strlen(path) >= sizeof(sun.sun_path)) {
-		log_err("%s: %s: socket path too long", sc->name, path);
-		return -1;
-	}
-	strcpy(sun.sun_path, path);
-	if (lstat(path, &st) == 0) {
-		if (!S_ISSOCK(st.st_mode)) {
-			log_err("config: lpc.%s.path: %s exists and is not a socket", sc->name, path);
-			return -1;
-		}
-		/* Replace a stale socket from an earlier run, but not one someone still listens on. */
-		int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-		if (probe >= 0) {
-			/* Non-blocking: a listener with a full backlog answers EAGAIN. */
-			int r = connect(probe, (struct sockaddr *)&sun, sizeof(sun));
-			bool live = r == 0 || errno == EAGAIN || errno == EINPROGRESS;
-			close(probe);
-			if (live) {
-				log_err("config: lpc.%s.path: %s is in use (another process listens on it)", sc->name, path);
-				return -1;
-			}
-		}
-		unlink(path);
-	}
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		log_err("%s: socket: %s", sc->name, strerror(errno));
-		return -1;
-	}
-	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0 || listen(fd, 1) != 0) {
-		log_err("%s: %s: %s", sc->name, path, strerror(errno));
-		close(fd);
-		return -1;
-	}
-	sc->sock_path = strdup(path);
-	sc->listen_fd = fd;
-	sc->listen_ev = mevent_add(fd, EVF_READ, uart_accept, sc);
-	if (!sc->sock_path || !sc->listen_ev) {
-		log_err("%s: cannot watch %s", sc->name, path);
-		unlink(path);
-		close(fd);
-		sc->listen_fd = -1;
-		free(sc->sock_path);
-		sc->sock_path = NULL;
-		return -1;
-	}
+	sc->have_out = chardev_connected(sc->cd);
 	return 0;
 }
 
@@ -995,7 +645,6 @@ static struct uart_softc *uart_create(struct vmctx *ctx, int unit)
 	sc->name = uart_units[unit].name;
 	sc->port = uart_units[unit].port;
 	sc->irq = uart_units[unit].irq;
-	sc->listen_fd = -1;
 	uart_reset(sc);
 	return sc;
 }
@@ -1003,30 +652,15 @@ static struct uart_softc *uart_create(struct vmctx *ctx, int unit)
 /* Flush what is left, for up to *budget_ms in total.  Under sc->mtx. */
 static void uart_drain_sync(struct uart_softc *sc, int *budget_ms)
 {
-	struct uart_chan *ch = sc->chan;
-	if (!ch || ch->out_fd < 0)
-		return;
-	while (tx_used(sc) > 0 && *budget_ms > 0) {
+	while (sc->have_out && tx_used(sc) > 0 && *budget_ms > 0) {
 		size_t off = (size_t)(sc->txtail % UART_TXBUF_SZ);
 		size_t n = UART_TXBUF_SZ - off;
 		if (n > tx_used(sc))
 			n = (size_t)tx_used(sc);
-		if (n > UART_IO_CHUNK)
-			n = UART_IO_CHUNK;
-		ssize_t w = uart_chan_write(ch, &sc->txbuf[off], n);
-		if (w > 0) {
-			sc->txtail += (uint64_t)w;
-		} else if (w == 0) {
-			struct pollfd pfd = { .fd = ch->out_fd, .events = POLLOUT };
-			struct timespec t0, t1;
-			clock_gettime(CLOCK_MONOTONIC, &t0);
-			poll(&pfd, 1, *budget_ms);
-			clock_gettime(CLOCK_MONOTONIC, &t1);
-			int spent = (int)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000);
-			*budget_ms -= spent > 0 ? spent : 1;
-		} else {
+		ssize_t w = chardev_write_drain(sc->cd, &sc->txbuf[off], n, budget_ms);
+		if (w <= 0)
 			break;
-		}
+		sc->txtail += (uint64_t)w;
 	}
 }
 
@@ -1043,40 +677,24 @@ void uart_cleanup(void)
 			continue;
 		pthread_mutex_lock(&sc->mtx);
 		uart_drain_sync(sc, &budget_ms);
-		if (sc->sock_path) {
-			unlink(sc->sock_path);
-			free(sc->sock_path);
-			sc->sock_path = NULL;
-		}
 		pthread_mutex_unlock(&sc->mtx);
+		chardev_close(sc->cd);
 	}
-	uart_restore_terminal();
 }
 
 static void uart_snapshot_register(struct uart_softc *sc, const char *unit);
 
 static int uart_init_unit(struct vmctx *ctx, int unit, const char *value)
 {
-	enum uart_be be;
-	const char *path;
-	char err[160];
-	if (uart_parse_path(value, &be, &path, err, sizeof(err)) != 0) {
-		log_err("config: lpc.%s.path: %s", uart_units[unit].name, err);
-		return -1;
-	}
 	struct uart_softc *sc = uart_create(ctx, unit);
 	if (!sc)
 		return -1;
-	int rc = be == UART_BE_STDIO ? uart_open_stdio(sc) :
-	         be == UART_BE_FILE ? uart_open_file(sc, path) : uart_open_sock(sc, path);
-	if (rc != 0) {
-		/* The open functions clean up after themselves. */
+	if (uart_open_backend(sc, value) != 0) {
 		pthread_mutex_destroy(&sc->mtx);
 		free(sc->txbuf);
 		free(sc);
 		return -1;
 	}
-	sc->be = be;
 	struct inout_port iop = {
 		.name = sc->name, .port = sc->port, .size = 8,
 		.handler = uart_io_handler, .arg = sc,
@@ -1112,9 +730,9 @@ hyve_init(INIT_PLATFORM, uart_init)
 
 /*
  * Register state and RX FIFO contents as a byte string, for checkpoints.
- * Backend state (fds, clients, the TX ring) is not part of it: the ring is
- * host-side output already "on the wire".  The checkpoint issue will wire
- * uart_save/uart_load to its device registry.
+ * Backend state (the chardev, its clients, the TX ring) is not part of it:
+ * connections are host-side and the ring is output already "on the wire".
+ * The checkpoint issue will wire uart_save/uart_load to its device registry.
  *
  * Layout (version 1), multi-byte fields little-endian:
  *   0  'U' 'A'        magic

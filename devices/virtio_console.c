@@ -5,7 +5,10 @@
  *
  * As in bhyve, every option NAME=PATH except legacy= is a named port whose
  * backend is a unix stream socket at PATH that hyve listens on, one client
- * at a time.  NAME is what the guest is told in PORT_NAME (a Linux guest
+ * at a time; PATH may also be any chardev backend but stdio (chardev.h):
+ * sock=PATH, tcp=ADDR:PORT, file=PATH (output only), or a tty (a bare PATH
+ * naming a character device, bhyve's nmdm).  NAME is what the guest is
+ * told in PORT_NAME (a Linux guest
  * shows it in /sys/class/virtio-ports/vportXpN/name and udev links
  * /dev/virtio-ports/NAME), e.g. org.qemu.guest_agent.0=/run/vm/qga.sock:
  * 1..63 characters from A-Z a-z 0-9 . _ - (not "." or ".."), at most 16
@@ -17,22 +20,22 @@
  * -s writes bhyve_config(5)'s form, pci.B.S.F.port.K.name and .port.K.path
  * with K = id - 1.  The keys pci.B.S.F.portN=PATH of older hyve versions
  * (-k files, checkpoints) still work: a port named "portN" with id N.
- * A stale socket file is replaced (only if it is a socket nobody listens
- * on); the files are removed at exit.
+ * Socket files: chardev.h (a stale one is replaced, removed at exit).
  *
  * The device offers VIRTIO_CONSOLE_F_MULTIPORT only.  Queues 0/1 belong to
  * port 0, which hyve never adds: what a driver sends there is dropped.  The
  * control queues (2: device->driver, 3: driver->device) carry the
  * handshake: the driver's DEVICE_READY makes the device announce every
  * port (PORT_ADD); after the driver's PORT_READY for a port the device
- * sends its PORT_NAME and, while a socket client is connected, PORT_OPEN 1
- * (PORT_OPEN 0 when the client goes away).  The driver's PORT_OPEN says
- * whether the guest has the port open.
+ * sends its PORT_NAME and, while the backend is connected (a client of a
+ * server; file= and ttys always), PORT_OPEN 1 (PORT_OPEN 0 when the client
+ * goes away).  The driver's PORT_OPEN says whether the guest has the port
+ * open.
  *
- * Data: bytes from the socket client go into the port's receive queue, but
- * only while the guest has the port open and has posted buffers; otherwise
- * the client's read event is disabled and the bytes wait in the socket
- * (the guest's kick or PORT_OPEN resumes reading), so nothing is lost.
+ * Data: bytes from the client go into the port's receive queue, but only
+ * while the guest has the port open and has posted buffers; otherwise the
+ * backend's input is turned off and the bytes wait in the socket (the
+ * guest's kick or PORT_OPEN resumes reading), so nothing is lost.
  * (A client that hangs up meanwhile is noticed when the next one connects.)
  * What the guest transmits goes to the client; with no client connected it
  * is dropped, like a serial line with nothing attached.  A client that
@@ -42,33 +45,29 @@
  * Threads: kicks (vtcon_notify) arrive with vs_mtx held, on a vCPU thread
  * or, when the transport uses an ioeventfd, on the main thread.  They
  * handle the driver's control messages and fill the control receive queue
- * (guest memory only), and hand everything that touches a socket to
+ * (guest memory only), and hand everything that touches the backend to
  * vtcon_work with mevent_call().  That is right on either thread:
  * mevent_call() only appends to the loop's call queue (its lock is never
  * held while a queued call runs) and wakes the loop, so vtcon_work runs
  * later from the main loop, never nested in the kick that holds vs_mtx
  * (calling it directly from a main-thread kick would deadlock on that
- * non-recursive lock).  Socket I/O runs on the main thread (mevent), also
+ * non-recursive lock).  Backend I/O runs on the main thread (mevent), also
  * under vs_mtx, which therefore protects all of this device's state.
  * Control messages to the driver are not queued: each port keeps "to send"
  * flags (add, name, open), so the backlog is bounded whatever the guest
- * and the clients do.
+ * and the clients do.  Connections are host-side: a checkpoint keeps
+ * the driver's view, and a restored driver told "open" hears the close.
  */
-#include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/un.h>
-#include <unistd.h>
 
 #include "../core/config.h"
 #include "../core/log.h"
 #include "../core/mevent.h"
 #include "../core/snapshot.h"
+#include "chardev.h"
 #include "pci_emul.h"
 #include "virtio.h"
 
@@ -111,31 +110,17 @@ struct vtcon_config {
 	uint32_t emerg_wr;
 } __attribute__((packed));
 
-struct vtcon_port;
 struct vtcon_softc;
-
-/*
- * One socket client.  A closed client is parked, not freed: its mevents may
- * still be in the epoll batch being dispatched (see uart_16550.c).
- */
-struct vtcon_client {
-	struct vtcon_port *port;
-	int fd, wfd;                  /* wfd: dup for the write event (epoll wants one kind per fd) */
-	struct mevent *rev, *wev;
-	bool dead;
-	bool tx_waiting;              /* wev armed: the socket was full */
-	struct vtcon_client *next_dead;
-};
 
 struct vtcon_port {
 	struct vtcon_softc *sc;
 	unsigned id;                  /* virtio port id: position in the option list */
 	char name[VTCON_NAMEMAX + 1];
-	char *path;
-	int lfd;
-	struct mevent *lev;
-	struct vtcon_client *cl;      /* NULL: nobody connected */
-	bool rx_stalled;              /* cl->rev disabled until the guest can take bytes */
+	char cdname[96];              /* "DEVICE: NAME", for the backend's messages */
+	struct chardev *cd;
+	bool connected;               /* the backend takes output (a client is connected...) */
+	bool rx_stalled;              /* backend input off until the guest can take bytes */
+	bool tx_waiting;              /* the backend was full: its writable resumes */
 	/* Driver-side state; cleared by a device reset. */
 	bool ready;                   /* PORT_READY 1 received */
 	bool guest_open;              /* driver said PORT_OPEN 1 */
@@ -160,16 +145,11 @@ struct vtcon_softc {
 	int nports;
 	struct vtcon_port ports[VTCON_MAXPORTS];
 	bool device_ready;            /* DEVICE_READY 1 received */
-	bool paused;                  /* checkpoint: touch neither guest memory nor sockets */
+	bool paused;                  /* checkpoint: touch neither guest memory nor backends */
 	bool work_queued;             /* vtcon_work is in the main thread's call queue */
 	bool call_failed_logged;
-	struct vtcon_client *dead_clients;
 	struct iovec iov[VTCON_MAXIOV];   /* scratch for vq_getchain (vs_mtx) */
-	struct vtcon_softc *next;     /* every instance, for the exit cleanup */
 };
-
-static struct vtcon_softc *vtcon_all;
-static pthread_mutex_t vtcon_all_mtx = PTHREAD_MUTEX_INITIALIZER;
 
 /* ---- queues and ports ---- */
 
@@ -211,7 +191,7 @@ static void vtcon_schedule(struct vtcon_softc *sc)
 		sc->work_queued = true;
 	} else if (!sc->call_failed_logged) {
 		sc->call_failed_logged = true;
-		log_warn("%s: cannot queue socket work (out of memory)", sc->vs.vs_name);
+		log_warn("%s: cannot queue backend work (out of memory)", sc->vs.vs_name);
 	}
 }
 
@@ -274,12 +254,12 @@ static void vtcon_ctrl_flush(struct vtcon_softc *sc)
 			sent++;
 		}
 		/* Host side: every connection the driver hears of is closed before the next. */
-		if (r > 0 && p->told_open && (p->pend_close || !p->cl) &&
+		if (r > 0 && p->told_open && (p->pend_close || !p->connected) &&
 		    (r = vtcon_ctrl_send(sc, p->id, VTCON_PORT_OPEN, 0, NULL)) > 0) {
 			p->told_open = p->pend_close = false;
 			sent++;
 		}
-		if (r > 0 && !p->told_open && p->cl &&
+		if (r > 0 && !p->told_open && p->connected &&
 		    (r = vtcon_ctrl_send(sc, p->id, VTCON_PORT_OPEN, 1, NULL)) > 0) {
 			p->told_open = true;
 			sent++;
@@ -323,8 +303,8 @@ static void vtcon_ctrl_handle(struct vtcon_softc *sc, const struct vtcon_control
 	case VTCON_PORT_OPEN:
 		p->guest_open = m->value != 0;
 		log_debug("%s: %s: guest %s the port", sc->vs.vs_name, p->name, p->guest_open ? "opened" : "closed");
-		if (p->guest_open && p->cl && p->rx_stalled)
-			vtcon_schedule(sc);   /* bytes may be waiting in the socket */
+		if (p->guest_open && p->connected && p->rx_stalled)
+			vtcon_schedule(sc);   /* bytes may be waiting in the backend */
 		break;
 	default:
 		log_debug("%s: %s: ignoring control event %u", sc->vs.vs_name, p->name, m->event);
@@ -355,41 +335,13 @@ static void vtcon_ctrl_tx(struct vtcon_softc *sc, struct vqueue_info *vq)
 	vtcon_ctrl_flush(sc);
 }
 
-/* ---- socket clients (main thread, vs_mtx held unless noted) ---- */
-
-static void vtcon_client_close(struct vtcon_port *p, const char *why)
-{
-	struct vtcon_client *cl = p->cl;
-	struct vtcon_softc *sc = p->sc;
-	if (!cl)
-		return;
-	cl->dead = true;
-	if (cl->rev)
-		mevent_disable(cl->rev);
-	if (cl->wev)
-		mevent_disable(cl->wev);
-	close(cl->fd);
-	if (cl->wfd >= 0)
-		close(cl->wfd);
-	cl->fd = cl->wfd = -1;
-	cl->next_dead = sc->dead_clients;
-	sc->dead_clients = cl;
-	p->cl = NULL;
-	p->rx_stalled = false;
-	log_debug("%s: %s: client disconnected (%s)", sc->vs.vs_name, p->name, why);
-	if (p->told_open) {
-		p->pend_close = true;
-		vtcon_ctrl_flush(sc);
-	}
-	/* A partly sent chain is finished (dropped) by the next transmit pass. */
-	vtcon_schedule(sc);
-}
+/* ---- backend I/O (main thread, vs_mtx held unless noted) ---- */
 
 static void vtcon_rx_stall(struct vtcon_port *p)
 {
-	if (!p->rx_stalled && p->cl) {
+	if (!p->rx_stalled && p->connected) {
 		p->rx_stalled = true;
-		mevent_disable(p->cl->rev);
+		chardev_set_rx(p->cd, false);
 	}
 }
 
@@ -400,18 +352,17 @@ static bool vtcon_rx_possible(struct vtcon_port *p)
 	return vtcon_live(sc) && p->ready && p->guest_open && vq_ring_ready(&sc->queues[vtcon_rxq(p)]);
 }
 
-/* Socket -> guest: read straight into the receive buffers. */
+/* Backend -> guest: read straight into the receive buffers. */
 static void vtcon_rx(struct vtcon_port *p)
 {
 	struct vtcon_softc *sc = p->sc;
-	struct vtcon_client *cl = p->cl;
 	struct vqueue_info *vq = &sc->queues[vtcon_rxq(p)];
 	if (!vtcon_rx_possible(p)) {
 		vtcon_rx_stall(p);
 		return;
 	}
 	bool used = false;
-	for (int budget = VTCON_BUDGET; budget > 0 && p->cl == cl; budget--) {
+	for (int budget = VTCON_BUDGET; budget > 0; budget--) {
 		struct vq_chain ch;
 		int n = vq_getchain(vq, sc->iov, VTCON_MAXIOV, &ch);
 		if (n < 0)
@@ -425,78 +376,50 @@ static void vtcon_rx(struct vtcon_port *p)
 			break;
 		}
 		if (ch.wlen == 0) {
-			/* Nothing fits; a read of 0 bytes would look like end of stream. */
+			/* Nothing fits. */
 			vq_relchain(vq, ch.idx, 0);
 			used = true;
 			continue;
 		}
-		ssize_t r = readv(cl->fd, sc->iov, n);
+		ssize_t r = chardev_readv(p->cd, sc->iov, n);
 		if (r > 0) {
 			vq_relchain(vq, ch.idx, (uint32_t)r);
 			used = true;
 			continue;
 		}
+		/* Nothing waiting, or the input ended (a client's disconnected follows). */
 		vq_retchain(vq);
-		if (r == 0)
-			vtcon_client_close(p, "end of stream");
-		else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-			vtcon_client_close(p, strerror(errno));
 		break;
 	}
 	if (used)
 		vq_endchains(vq, false);
 }
 
-static void vtcon_rx_ready(int fd, void *arg)
+static void vtcon_cd_readable(void *arg)
 {
-	(void)fd;
-	struct vtcon_client *cl = arg;
-	struct vtcon_port *p = cl->port;
+	struct vtcon_port *p = arg;
 	pthread_mutex_lock(&p->sc->vs.vs_mtx);
-	if (!cl->dead && p->cl == cl)
-		vtcon_rx(p);
+	vtcon_rx(p);
 	pthread_mutex_unlock(&p->sc->vs.vs_mtx);
 }
 
-/* Resume reading a stalled client if the guest can take bytes again. */
+/* Resume reading a stalled backend if the guest can take bytes again. */
 static void vtcon_rx_resume(struct vtcon_port *p)
 {
-	if (!p->cl || !p->rx_stalled || !vtcon_rx_possible(p))
+	if (!p->connected || !p->rx_stalled || !vtcon_rx_possible(p))
 		return;
 	if (!vq_has_descs(&p->sc->queues[vtcon_rxq(p)]))
 		return;
 	p->rx_stalled = false;
-	if (mevent_enable(p->cl->rev) != 0) {
-		log_warn("%s: %s: cannot watch the client: %s", p->sc->vs.vs_name, p->name, strerror(errno));
-		vtcon_client_close(p, "event loop error");
-	}
+	chardev_set_rx(p->cd, true);
 }
 
-static void vtcon_tx_ready(int fd, void *arg);
-
-/* The socket is full: continue when it is writable. */
-static void vtcon_tx_wait(struct vtcon_port *p)
-{
-	struct vtcon_client *cl = p->cl;
-	if (!cl->wev) {
-		cl->wev = mevent_add(cl->wfd, EVF_WRITE, vtcon_tx_ready, cl);
-		if (!cl->wev) {
-			vtcon_client_close(p, "cannot watch for writability");
-			return;
-		}
-	} else if (mevent_enable(cl->wev) != 0) {
-		vtcon_client_close(p, "cannot watch for writability");
-		return;
-	}
-	cl->tx_waiting = true;
-}
-
-/* Guest -> socket.  Chains are returned once sent (or dropped: no client). */
+/* Guest -> backend.  Chains are returned once sent (or dropped: no client). */
 static void vtcon_tx(struct vtcon_port *p)
 {
 	struct vtcon_softc *sc = p->sc;
 	struct vqueue_info *vq = &sc->queues[vtcon_txq(p)];
-	if (!vtcon_live(sc) || !vq_ring_ready(vq) || (p->cl && p->cl->tx_waiting))
+	if (!vtcon_live(sc) || !vq_ring_ready(vq) || p->tx_waiting)
 		return;
 	bool used = false;
 	int budget = VTCON_BUDGET;
@@ -521,25 +444,19 @@ static void vtcon_tx(struct vtcon_port *p)
 			p->tx_off = p->tx_skip < ch.rlen ? p->tx_skip : ch.rlen;
 			p->tx_skip = 0;
 		}
-		if (p->cl && p->tx_off < p->tx_len) {
+		if (p->connected && p->tx_off < p->tx_len) {
 			struct iovec part[VTCON_MAXIOV];
 			int k = iov_slice(p->tx_iov, p->tx_niov, p->tx_off, p->tx_len - p->tx_off, part, VTCON_MAXIOV);
-			struct msghdr mh = { .msg_iov = part, .msg_iovlen = (size_t)(k > 0 ? k : 0) };
-			ssize_t w = k > 0 ? sendmsg(p->cl->wfd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL) : 0;
+			ssize_t w = k > 0 ? chardev_writev(p->cd, part, k) : -1;
 			if (w > 0) {
 				p->tx_off += (uint32_t)w;
 				continue;
 			}
-			if (w < 0 && errno == EINTR)
-				continue;
-			if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-				vtcon_tx_wait(p);
-				if (p->cl)
-					break;
-				/* closed: fall through, the chain is dropped */
-			} else if (w < 0) {
-				vtcon_client_close(p, strerror(errno));
+			if (w == 0) {
+				p->tx_waiting = true;   /* writable resumes */
+				break;
 			}
+			/* -1: nowhere to write (disconnected follows): the chain is dropped */
 		}
 		/* Sent, empty, or nobody to send to. */
 		vq_relchain(vq, p->tx_idx, 0);
@@ -550,65 +467,22 @@ static void vtcon_tx(struct vtcon_port *p)
 		vq_endchains(vq, true);
 }
 
-static void vtcon_tx_ready(int fd, void *arg)
+static void vtcon_cd_writable(void *arg)
 {
-	(void)fd;
-	struct vtcon_client *cl = arg;
-	struct vtcon_port *p = cl->port;
+	struct vtcon_port *p = arg;
 	pthread_mutex_lock(&p->sc->vs.vs_mtx);
-	if (!cl->dead && p->cl == cl) {
-		cl->tx_waiting = false;
-		mevent_disable(cl->wev);
-		vtcon_tx(p);
-	}
+	p->tx_waiting = false;
+	vtcon_tx(p);
 	pthread_mutex_unlock(&p->sc->vs.vs_mtx);
 }
 
-/*
- * Has the client hung up?  A client whose reads are stalled (the guest does
- * not take bytes) is not read, so its end of stream goes unseen; without
- * this check it would keep the port busy forever.
- */
-static bool vtcon_client_gone(const struct vtcon_client *cl)
-{
-	struct pollfd pfd = { .fd = cl->fd, .events = POLLRDHUP };
-	return poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR));
-}
-
-static void vtcon_accept(int fd, void *arg)
+static void vtcon_cd_connected(void *arg)
 {
 	struct vtcon_port *p = arg;
 	struct vtcon_softc *sc = p->sc;
-	int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-	if (cfd < 0)
-		return;
 	pthread_mutex_lock(&sc->vs.vs_mtx);
-	if (p->cl && vtcon_client_gone(p->cl))
-		vtcon_client_close(p, "hung up");   /* unread bytes of the old client are lost */
-	if (p->cl) {
-		pthread_mutex_unlock(&sc->vs.vs_mtx);
-		log_info("%s: %s: a client is already connected; refusing another", sc->vs.vs_name, p->name);
-		close(cfd);
-		return;
-	}
-	struct vtcon_client *cl = calloc(1, sizeof(*cl));
-	if (cl) {
-		cl->port = p;
-		cl->fd = cfd;
-		cl->wfd = fcntl(cfd, F_DUPFD_CLOEXEC, 0);
-		cl->rev = cl->wfd >= 0 ? mevent_add(cfd, EVF_READ, vtcon_rx_ready, cl) : NULL;
-	}
-	if (!cl || !cl->rev) {
-		pthread_mutex_unlock(&sc->vs.vs_mtx);
-		log_warn("%s: %s: cannot watch the new client", sc->vs.vs_name, p->name);
-		close(cfd);
-		if (cl && cl->wfd >= 0)
-			close(cl->wfd);
-		free(cl);
-		return;
-	}
-	p->cl = cl;
-	p->rx_stalled = false;
+	p->connected = true;
+	p->rx_stalled = p->tx_waiting = false;
 	log_debug("%s: %s: client connected", sc->vs.vs_name, p->name);
 	if (p->ready)
 		vtcon_ctrl_flush(sc);
@@ -616,7 +490,31 @@ static void vtcon_accept(int fd, void *arg)
 	pthread_mutex_unlock(&sc->vs.vs_mtx);
 }
 
-/* Main thread: socket work queued by kicks, resumes and budgets. */
+static void vtcon_cd_disconnected(void *arg)
+{
+	struct vtcon_port *p = arg;
+	struct vtcon_softc *sc = p->sc;
+	pthread_mutex_lock(&sc->vs.vs_mtx);
+	p->connected = false;
+	p->tx_waiting = false;
+	log_debug("%s: %s: backend disconnected", sc->vs.vs_name, p->name);
+	if (p->told_open) {
+		p->pend_close = true;
+		vtcon_ctrl_flush(sc);
+	}
+	/* A partly sent chain is finished (dropped) by the next transmit pass. */
+	vtcon_schedule(sc);
+	pthread_mutex_unlock(&sc->vs.vs_mtx);
+}
+
+static const struct chardev_ops vtcon_cd_ops = {
+	.readable = vtcon_cd_readable,
+	.writable = vtcon_cd_writable,
+	.connected = vtcon_cd_connected,
+	.disconnected = vtcon_cd_disconnected,
+};
+
+/* Main thread: backend work queued by kicks, resumes and budgets. */
 static void vtcon_work(void *arg)
 {
 	struct vtcon_softc *sc = arg;
@@ -652,7 +550,7 @@ static void vtcon_notify(void *arg, struct vqueue_info *vq)
 	struct vtcon_port *p = vtcon_port_by_queue(sc, q, &is_rx);
 	if (p) {
 		/* New receive buffers matter only to a stalled client; transmit always goes to the main thread. */
-		if (!is_rx || (p->cl && p->rx_stalled))
+		if (!is_rx || (p->connected && p->rx_stalled))
 			vtcon_schedule(sc);
 		return;
 	}
@@ -792,58 +690,21 @@ static void vtcon_resume(void *arg)
 
 /* ---- setup ---- */
 
-static void vtcon_cleanup(void)
-{
-	pthread_mutex_lock(&vtcon_all_mtx);
-	for (struct vtcon_softc *sc = vtcon_all; sc; sc = sc->next)
-		for (int i = 0; i < sc->nports; i++)
-			if (sc->ports[i].lfd >= 0 && sc->ports[i].path)
-				unlink(sc->ports[i].path);
-	pthread_mutex_unlock(&vtcon_all_mtx);
-}
+#define VTCON_RULES "1..63 characters from A-Z a-z 0-9 . _ -"
+#define VTCON_PATH_HINT "expected NAME=/path/to/socket (at most 107 bytes), NAME=tcp=ADDR:PORT, NAME=file=PATH or NAME=/dev/TTY"
+_Static_assert(sizeof(((struct sockaddr_un *)0)->sun_path) == 108, "VTCON_PATH_HINT's 107");
 
-/* Listen on the port's socket path; fatal (one line, status 4) on failure. */
-static void vtcon_listen(struct vtcon_softc *sc, struct vtcon_port *p, const char *key)
+/* A port's backend: 0 if usable, else -1 and why not (one line) in why. */
+static int vtcon_path_problem(const char *path, char *why, size_t len)
 {
-	struct sockaddr_un sun = { .sun_family = AF_UNIX };
-	memcpy(sun.sun_path, p->path, strlen(p->path) + 1);   /* length checked by the caller */
-	struct stat st;
-	if (lstat(p->path, &st) == 0) {
-		if (!S_ISSOCK(st.st_mode))
-			fatal("config: %s: %s exists and is not a socket", key, p->path);
-		/* Replace a stale socket, but not one that someone still listens on. */
-		int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-		if (probe >= 0) {
-			/* Non-blocking: a listener with a full backlog answers EAGAIN. */
-			int r = connect(probe, (struct sockaddr *)&sun, sizeof(sun));
-			bool live = r == 0 || errno == EAGAIN || errno == EINPROGRESS;
-			close(probe);
-			if (live)
-				fatal("config: %s: %s is in use (another process listens on it)", key, p->path);
-		}
-		unlink(p->path);
-	}
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		fatal("%s: %s: socket: %s", sc->vs.vs_name, p->name, strerror(errno));
-	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0)
-		fatal("config: %s: %s: %s", key, p->path, strerror(errno));
-	p->lfd = fd;   /* from here on the exit cleanup removes the file */
-	if (listen(fd, 1) != 0)
-		fatal("config: %s: %s: listen: %s", key, p->path, strerror(errno));
-	p->lev = mevent_add(fd, EVF_READ, vtcon_accept, p);
-	if (!p->lev)
-		fatal("%s: %s: cannot watch %s", sc->vs.vs_name, p->name, p->path);
-}
-
-/* A port's socket path: NULL if usable, else why not. */
-static const char *vtcon_path_problem(const char *path)
-{
+	struct chardev_spec ps;
 	if (!*path)
-		return "empty socket path";
-	if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
-		return "socket path too long";
-	return NULL;
+		snprintf(why, len, "empty socket path (%s)", VTCON_PATH_HINT);
+	else if (chardev_parse(path, CHARDEV_F_BARE_SOCK, &ps, why, len) == 0)
+		return 0;
+	else if (ps.bare)
+		snprintf(why, len, "socket path too long (%s)", VTCON_PATH_HINT);
+	return -1;
 }
 
 /*
@@ -879,9 +740,6 @@ static const char *vtcon_quote(const char *s, char *buf, size_t len)
 	return buf;
 }
 
-#define VTCON_RULES "1..63 characters from A-Z a-z 0-9 . _ -"
-#define VTCON_PATH_HINT "expected NAME=/path/to/socket, at most 107 bytes"
-_Static_assert(sizeof(((struct sockaddr_un *)0)->sun_path) == 108, "VTCON_PATH_HINT's 107");
 
 /* Options of this model that are not ports (-s NAME=... with these names sets the option). */
 static const char *const vtcon_nonport[] = { "legacy", NULL };
@@ -944,8 +802,9 @@ static int vtcon_read_ports(const char *cfgpath, struct vtcon_portcfg cfg[VTCON_
 			         why, VTCON_RULES);
 			return -1;
 		}
-		if ((why = vtcon_path_problem(path))) {
-			snprintf(err, errlen, "config: %s (port '%s'): %s (%s)", c->key, name, why, VTCON_PATH_HINT);
+		char pwhy[320];
+		if (vtcon_path_problem(path, pwhy, sizeof(pwhy))) {
+			snprintf(err, errlen, "config: %s (port '%s'): %s", c->key, name, pwhy);
 			return -1;
 		}
 		for (unsigned j = 0; j < k; j++) {
@@ -1038,11 +897,7 @@ static int vtcon_init(struct pci_devinst *pi, const char *cfgpath)
 		struct vtcon_port *p = &sc->ports[sc->nports++];
 		p->sc = sc;
 		p->id = k + 1;
-		p->lfd = -1;
 		snprintf(p->name, sizeof(p->name), "%s", cfg[k].name);   /* length checked */
-		p->path = strdup(cfg[k].path);
-		if (!p->path)
-			return -1;
 		maxid = k + 1;
 	}
 	bool legacy = get_config_bool_default((snprintf(key, sizeof(key), "%s.legacy", cfgpath), key), true);
@@ -1074,19 +929,16 @@ static int vtcon_init(struct pci_devinst *pi, const char *cfgpath)
 		                                                                         : VTCON_DATA_QSIZE;
 	sc->vs.vs_hv_caps = VTCON_F_MULTIPORT;
 
-	pthread_mutex_lock(&vtcon_all_mtx);
-	static bool cleanup_registered;
-	if (!cleanup_registered) {
-		atexit(vtcon_cleanup);
-		cleanup_registered = true;
-	}
-	sc->next = vtcon_all;
-	vtcon_all = sc;
-	pthread_mutex_unlock(&vtcon_all_mtx);
+	/* The backends: fatal (one line, status 4) on failure; chardev removes socket files at exit. */
 	for (int i = 0; i < sc->nports; i++) {
-		vtcon_listen(sc, &sc->ports[i], cfg[sc->ports[i].id - 1].key);
-		log_debug("%s: %s (virtio port %u) listens on %s", pi->pi_name, sc->ports[i].name, sc->ports[i].id,
-		          sc->ports[i].path);
+		struct vtcon_port *p = &sc->ports[i];
+		const struct vtcon_portcfg *c = &cfg[p->id - 1];
+		snprintf(p->cdname, sizeof(p->cdname), "%s: %s", pi->pi_name, p->name);
+		p->cd = chardev_open(c->path, CHARDEV_F_BARE_SOCK, p->cdname, &vtcon_cd_ops, p, err, sizeof(err));
+		if (!p->cd)
+			fatal("config: %s: %s", c->key, err);
+		p->connected = chardev_connected(p->cd);
+		log_debug("%s (virtio port %u): backend %s", p->cdname, p->id, c->path);
 	}
 	return vi_pci_setup(&sc->vs, legacy);
 }
@@ -1138,7 +990,7 @@ static int vtcon_check_key(const char *path, const char *value, char *err, size_
 
 static const struct config_key vtcon_keys[] = {
 	{ "pci.*.*.*.port.*.name", CFG_CUSTOM, "virtio-console port K (0..15, virtio port id K+1): name", vtcon_check_key },
-	{ "pci.*.*.*.port.*.path", CFG_CUSTOM, "virtio-console port K: unix socket path", vtcon_check_key },
+	{ "pci.*.*.*.port.*.path", CFG_CUSTOM, "virtio-console port K: backend (unix socket path, sock=, tcp=, file=, tty)", vtcon_check_key },
 	{ NULL, 0, NULL, NULL },
 };
 
@@ -1149,7 +1001,7 @@ static void __attribute__((constructor)) vtcon_keys_register(void)
 
 static const struct pci_devemu pci_de_vtcon = {
 	.pe_emu = "virtio-console",
-	.pe_help = "virtio console ports on unix sockets: NAME=PATH[,NAME2=PATH2...] (up to 16, ids in order) [,legacy=false]",
+	.pe_help = "virtio console ports: NAME=PATH (unix socket; or sock=, tcp=ADDR:PORT, file=, a tty)[,NAME2=...] (up to 16, ids in order) [,legacy=false]",
 	.pe_options = vtcon_options,
 	.pe_legacy_config = vtcon_legacy_config,
 	.pe_init = vtcon_init,

@@ -315,7 +315,8 @@ t_bhyve_paths_absolute() {
 	ln -s "$d/sub" "$d/link"
 	pushd "$d" >/dev/null || return 1
 	bhyve_dump -s 2,virtio-blk,link/disk.img -s 3,virtio-9p,src=share/ -s 4,virtio-9p,here=. \
-		-s 5,virtio-console,c1=sock.1 -l com1,file=logs/com1.log -l com2,stdio -o pci.0.6.0.device=virtio-blk \
+		-s 5,virtio-console,c1=sock.1,c2=sock=sock.2,c3=tcp=127.0.0.1:5555 -l com1,file=logs/com1.log \
+		-l com2,stdio -l com3,tcp=:4444 -l com4,sub/tty -o pci.0.6.0.device=virtio-blk \
 		-o pci.0.6.0.path=/abs/x.img vm
 	local rc=$?
 	popd >/dev/null || return 1
@@ -324,8 +325,35 @@ t_bhyve_paths_absolute() {
 	r=$(realpath "$d")
 	expect_out "^pci.0.2.0.path=$r/sub/disk.img\$" && expect_out "^pci.0.3.0.path=$r/share\$" &&
 	expect_out "^pci.0.4.0.path=$r\$" && expect_out "^pci.0.5.0.port.0.path=$r/sock.1\$" &&
+	expect_out "^pci.0.5.0.port.1.path=sock=$r/sock.2\$" && expect_out '^pci.0.5.0.port.2.path=tcp=127.0.0.1:5555$' &&
 	expect_out "^lpc.com1.path=file=$r/logs/com1.log\$" && expect_out '^lpc.com2.path=stdio$' &&
+	expect_out '^lpc.com3.path=tcp=:4444$' && expect_out "^lpc.com4.path=$r/sub/tty\$" &&
 	expect_out '^pci.0.6.0.path=/abs/x.img$'
+}
+
+# Backends beyond bhyve(8)'s stdio and tty paths (devices/chardev.h):
+# -l com1,tcp=ADDR:PORT, bhyve's -l com1,/dev/nmdm0A form (/dev/pts/N on
+# Linux), the same for virtio-console ports; stored as given (nothing is
+# opened for a dump).  Bad ones: one error line naming the key.
+t_bhyve_com_tcp_and_tty() {
+	local port
+	port=$(free_port)
+	bhyve_dump -l com1,tcp=127.0.0.1:$port -l com2,/dev/pts/7 -l "com3,tcp=[::1]:$port" \
+		-s 5,virtio-console,a=tcp=127.0.0.1:$((port + 1)),b=/dev/pts/8 -o boot.kernel=/k vm || return 1
+	expect_out "^lpc.com1.path=tcp=127.0.0.1:$port\$" && expect_out '^lpc.com2.path=/dev/pts/7$' &&
+	expect_out "^lpc.com3.path=tcp=\\[::1\\]:$port\$" &&
+	expect_out "^pci.0.5.0.port.0.path=tcp=127.0.0.1:$((port + 1))\$" &&
+	expect_out '^pci.0.5.0.port.1.path=/dev/pts/8$' || return 1
+	run_hyve 10 -l com1,tcp=127.0.0.1 -o boot.kernel=/k vm
+	expect_one_error 4 "lpc.com1.path: bad value 'tcp=127.0.0.1': expected tcp=ADDR:PORT" || return 1
+	run_hyve 10 -l com1,tcp=localhost.example:23 -o boot.kernel=/k vm
+	expect_one_error 4 "lpc.com1.path: .*bad address 'localhost.example'" || return 1
+	run_hyve 10 -l com2,tcp=127.0.0.1:65536 -o boot.kernel=/k vm
+	expect_one_error 4 "lpc.com2.path: .*bad port '65536'" || return 1
+	run_hyve 10 -l com1,nmdm0A -o boot.kernel=/k vm
+	expect_one_error 4 "lpc.com1.path: bad value 'nmdm0A': expected stdio, .*tcp=ADDR:PORT or a tty path" || return 1
+	run_hyve 10 -s 5,virtio-console,a=tcp=:0 -o boot.kernel=/k vm
+	expect_one_error 4 "pci.0.5.0.port.0 \\(port 'a'\\): bad port '0'"
 }
 
 # A checkpoint with the given configuration (config section, an empty

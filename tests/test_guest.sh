@@ -142,6 +142,48 @@ PY
 	[ ! -e "$sock" ] || { echo "    socket file left behind"; return 1; }
 }
 
+# The same over TCP (-l com1,tcp=127.0.0.1:PORT, devices/chardev.h): the
+# client retries until hyve listens, waits for the prompt, types poweroff.
+t_guest_com1_tcp_backend() {
+	have_kvm || return 77
+	command -v python3 >/dev/null || { SKIP_REASON="python3 not installed"; return 77; }
+	local port
+	port=$(free_port)
+	"$HYVE" -l com1,tcp=127.0.0.1:$port -o boot.kernel="$GUEST" "$(vm_name vm)" >"$TMP/tcp.out" 2>"$TMP/tcp.err" &
+	local pid=$!
+	timeout 60 python3 - "$port" >"$TMP/tcp.client" 2>&1 <<'PY'
+import socket, sys, time
+end = time.time() + 50
+while True:
+    try:
+        s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+        break
+    except OSError:
+        if time.time() > end:
+            sys.exit("cannot connect")
+        time.sleep(0.05)
+s.settimeout(1)
+seen = b""
+while b"hyve> " not in seen and time.time() < end:
+    s.sendall(b"\r")
+    try:
+        seen += s.recv(4096)
+    except socket.timeout:
+        pass
+s.sendall(b"poweroff\r")
+s.settimeout(30)
+while True:
+    d = s.recv(4096)
+    if not d:
+        break
+    seen += d
+sys.stdout.write(seen.decode(errors="replace"))
+PY
+	wait $pid
+	RC=$? OUT=$TMP/tcp.client ERR=$TMP/tcp.err
+	expect_rc 1 && expect_out 'hyve> ' || return 1
+}
+
 t_guest_cpuid_feature_edit() {
 	have_kvm || return 77
 	run_guest 60 "test=info"
@@ -155,4 +197,26 @@ t_guest_cpuid_feature_edit() {
 	if [ $((0x$before & ~(1 << 31 | 1 << 21))) -ne $((0x$after)) ]; then
 		echo "    leaf 1 ecx: before $before, after $after"; show; return 1
 	fi
+}
+
+# The sandbox (core/sandbox.c) covers every thread of a running VM: the
+# kernel's own view, /proc/PID/task/*/status.
+t_guest_sandboxed() {
+	have_kvm || return 77
+	vm_start -c 2 -l com1,stdio -o boot.kernel="$GUEST" -o control.socket="$TMP/sandbox.sock" "$(vm_name sandbox)"
+	wait_serial 60 'hyve> ' || { vm_stop; return 1; }
+	local t n=0 bad=0
+	for t in /proc/"$VM_PID"/task/*; do
+		n=$((n + 1))
+		if ! grep -q '^Seccomp:[[:space:]]*2$' "$t/status" || ! grep -q '^NoNewPrivs:[[:space:]]*1$' "$t/status"; then
+			echo "    thread $(basename "$t") ($(cat "$t/comm")): $(grep -E '^(Seccomp|NoNewPrivs):' "$t/status" | tr '\n' ' ')"
+			bad=1
+		fi
+	done
+	local mode
+	mode=$(stat -c %a "$TMP/sandbox.sock")
+	vm_stop
+	[ "$bad" = 0 ] && [ "$n" -ge 3 ] || { echo "    $n threads, not all sandboxed"; return 1; }
+	[ "$mode" = 600 ] || { echo "    control socket mode $mode, expected 600"; return 1; }
+	echo "    $n threads, all Seccomp 2 and NoNewPrivs 1; control socket 0600"
 }

@@ -1,8 +1,10 @@
 /*
  * Unit tests for devices/uart_16550.c, without /dev/kvm.
  *
- * The device file is #included so the tests can reach its static state and
- * its save/load functions; the core functions it calls are faked below.
+ * The device file and its backend layer (devices/chardev.c) are #included
+ * so the tests can reach their static state and the save/load functions;
+ * the core functions they call are faked below (the event loop too:
+ * tests/unit/test_chardev.c drives the backends with the real one).
  * Build and run (from the repository root):
  *
  *   cc -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -I. \
@@ -12,9 +14,18 @@
  * test-sources: core/snapshot.c
  */
 #include "../../devices/uart_16550.c"
+#include "../../devices/chardev.c"
 
 #include <stdarg.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <termios.h>
 
 /* ---- reporting ---- */
 
@@ -42,12 +53,17 @@ static void check(bool ok, int line, const char *fmt, ...)
 /* ---- fakes of the core ---- */
 
 /* Device messages only with TEST_VERBOSE set: the tests provoke errors on purpose. */
+static char last_log[512];   /* the last message above debug level */
 void logmsg(enum log_level lvl, const char *fmt, ...)
 {
-	(void)lvl;
+	va_list ap;
+	if (lvl != LOG_DEBUG) {
+		va_start(ap, fmt);
+		vsnprintf(last_log, sizeof(last_log), fmt, ap);
+		va_end(ap);
+	}
 	if (!getenv("TEST_VERBOSE"))
 		return;
-	va_list ap;
 	va_start(ap, fmt);
 	fprintf(stderr, "hyve: ");
 	vfprintf(stderr, fmt, ap);
@@ -153,7 +169,7 @@ struct mevent {
 	void *arg;
 	uint64_t first, period;
 };
-static struct mevent evs[64];
+static struct mevent evs[256];
 static int nevs;
 
 /* Like epoll: one registration per fd (core/mevent.c gets EEXIST otherwise). */
@@ -534,11 +550,13 @@ static void test_stdio(void)
 	fcntl(outp[0], F_SETFL, O_NONBLOCK);
 
 	CHECK(uart_init_unit(CTX, 2, "stdio") == 0, "stdio: com3 on pipes");
-	CHECK(uart_init_unit(CTX, 3, "stdio") == -1, "stdio: a second stdio UART is refused");
+	CHECK(uart_init_unit(CTX, 3, "stdio") == -1 && strstr(last_log, "stdio is already used by com3"),
+	      "stdio: a second stdio UART is refused (%s)", last_log);
 	struct uart_softc *sc = uart_sc[2];
 	uint16_t b = COM3;
-	CHECK(sc && sc->chan && sc->chan->in_ev && !sc->chan->in_ev->is_timer, "stdio: stdin watched for reads");
-	CHECK(uart_tio_saved == 0, "stdio: stdin is not a tty: terminal left alone");
+	struct cd_conn *cc = sc ? sc->cd->cur : NULL;
+	CHECK(cc && cc->in_ev && !cc->in_ev->is_timer, "stdio: stdin watched for reads");
+	CHECK(!sc->cd->tio_saved, "stdio: stdin is not a tty: terminal left alone");
 
 	/* Input with flow control: 40 bytes through a 16-byte FIFO. */
 	out8(b + REG_FCR, FCR_ENABLE);
@@ -550,7 +568,7 @@ static void test_stdio(void)
 	fake_loop(3);
 	int pending = -1;
 	ioctl(STDIN_FILENO, FIONREAD, &pending);
-	CHECK(sc->rxfifo.num == 16 && sc->rx_stalled && !sc->chan->in_ev->enabled && pending == 24,
+	CHECK(sc->rxfifo.num == 16 && sc->rx_stalled && !cc->in_ev->enabled && pending == 24,
 	      "stdio: FIFO full -> read event disabled, 24 bytes left on stdin (fifo %d, left %d)",
 	      sc->rxfifo.num, pending);
 	char got[64] = { 0 };
@@ -563,7 +581,7 @@ static void test_stdio(void)
 	}
 	CHECK(ngot == 40 && memcmp(got, in, 40) == 0 && !(in8(b + REG_LSR) & LSR_OE),
 	      "stdio: all 40 input bytes delivered in order, no overrun (%d)", ngot);
-	CHECK(!sc->rx_stalled && sc->chan->in_ev->enabled, "stdio: read event re-enabled after the guest drained");
+	CHECK(!sc->rx_stalled && cc->in_ev->enabled, "stdio: read event re-enabled after the guest drained");
 
 	/* Loopback mode holds input back instead of discarding it. */
 	out8(b + REG_MCR, MCR_LOOP);
@@ -585,7 +603,7 @@ static void test_stdio(void)
 	for (int i = 0; i < NOUT; i++)
 		out8(b + REG_DATA, pat[i]);
 	fake_loop(2);
-	CHECK(sc->chan->tx_waiting && sc->chan->out_ev && sc->chan->out_ev->kind == EVF_WRITE &&
+	CHECK(cc->tx_blocked && cc->out_ev && cc->out_ev->kind == EVF_WRITE &&
 	      tx_used(sc) == (uint64_t)(NOUT - pipesz),
 	      "stdio: pipe full after %d bytes, rest waits for POLLOUT (%llu left)", pipesz,
 	      (unsigned long long)tx_used(sc));
@@ -628,22 +646,23 @@ static void test_stdio(void)
 	/* EOF on stdin: stop polling it. */
 	close(inp[1]);
 	fake_loop(2);
-	CHECK(sc->chan->in_eof && !sc->chan->in_ev->enabled, "stdio: EOF on stdin stops reading, no error");
+	CHECK(cc->in_eof && !cc->in_ev->enabled, "stdio: EOF on stdin stops reading, no error");
 	guest_puts(b, "after eof\n");
 	fake_loop(2);
 	have = drain_fd(outp[0], rcv, 0, sizeof(rcv));
 	CHECK(have == 10 && memcmp(rcv, "after eof\n", 10) == 0, "stdio: output still works after input EOF");
 
 	/* stdin on /dev/null: epoll would refuse it, polled on a timer instead. */
-	uart_stdio_used = false;
+	cd_stdio_owner = NULL;   /* com3 keeps stdout; com4 may take stdio again */
 	int dn = open("/dev/null", O_RDONLY);
 	dup2(dn, STDIN_FILENO);
 	close(dn);
 	CHECK(uart_init_unit(CTX, 3, "stdio") == 0, "stdio: com4 with stdin on /dev/null");
 	struct uart_softc *sc4 = uart_sc[3];
-	CHECK(sc4->chan->in_ev && sc4->chan->in_ev->is_timer, "stdio: unpollable stdin falls back to a timer");
+	struct cd_conn *c4 = sc4->cd->cur;
+	CHECK(c4->in_ev && c4->in_ev->is_timer, "stdio: unpollable stdin falls back to a timer");
 	fake_loop(2);
-	CHECK(sc4->chan->in_eof && !sc4->chan->in_ev->enabled, "stdio: /dev/null reads as EOF, timer stopped");
+	CHECK(c4->in_eof && !c4->in_ev->enabled, "stdio: /dev/null reads as EOF, timer stopped");
 	(void)in8(COM4 + REG_IIR);
 	close(outp[0]);
 }
@@ -660,15 +679,16 @@ static void test_tty_raw(void)
 	dup2(s, STDIN_FILENO);
 	struct termios before, during, after;
 	tcgetattr(STDIN_FILENO, &before);
-	uart_tty_raw();
+	/* What chardev_open("stdio") does to a tty stdin, and chardev_close() undoes. */
+	struct chardev tcd = { .name = "stdio-test", .lfd = -1, .tio_fd = -1 };
+	cd_tty_raw(&tcd, STDIN_FILENO);
 	tcgetattr(STDIN_FILENO, &during);
-	uart_restore_terminal();
+	chardev_close(&tcd);
 	tcgetattr(STDIN_FILENO, &after);
 	CHECK((before.c_lflag & (ICANON | ECHO)) && !(during.c_lflag & (ICANON | ECHO | ISIG)),
 	      "tty: stdin tty put in raw mode");
 	CHECK(after.c_lflag == before.c_lflag && after.c_iflag == before.c_iflag &&
-	      after.c_oflag == before.c_oflag, "tty: uart_restore_terminal restores it");
-	uart_tio_saved = 0;
+	      after.c_oflag == before.c_oflag, "tty: chardev_close restores it");
 	dup2(saved_in, STDIN_FILENO);
 	close(saved_in);
 	close(s);
@@ -718,8 +738,10 @@ static void test_sock(void)
 	int fd = open(notsock, O_CREAT | O_WRONLY, 0644);
 	close(fd);
 	struct uart_softc *tmp = keep_alive(uart_create(CTX, 1));
-	CHECK(uart_open_sock(tmp, notsock) == -1 && access(notsock, F_OK) == 0,
-	      "sock: refuses to replace a file that is not a socket");
+	snprintf(value, sizeof(value), "sock=%s", notsock);
+	CHECK(uart_open_backend(tmp, value) == -1 && access(notsock, F_OK) == 0 &&
+	      strstr(last_log, "config: lpc.com2.path: ") && strstr(last_log, "exists and is not a socket"),
+	      "sock: refuses to replace a file that is not a socket (%s)", last_log);
 
 	/* Another process's live socket: refused, and it keeps its file and its listener. */
 	char live[96];
@@ -729,7 +751,9 @@ static void test_sock(void)
 	snprintf(lsun.sun_path, sizeof(lsun.sun_path), "%s", live);
 	CHECK(lfd >= 0 && bind(lfd, (struct sockaddr *)&lsun, sizeof(lsun)) == 0 && listen(lfd, 4) == 0,
 	      "sock: a live listener for the next check");
-	CHECK(uart_open_sock(tmp, live) == -1, "sock: refuses a path another process listens on");
+	snprintf(value, sizeof(value), "sock=%s", live);
+	CHECK(uart_open_backend(tmp, value) == -1 && strstr(last_log, "is in use (another process listens on it)"),
+	      "sock: refuses a path another process listens on (%s)", last_log);
 	int probe = sock_connect(live);
 	CHECK(probe >= 0, "sock: the other process's socket still works");
 	if (probe >= 0)
@@ -744,7 +768,7 @@ static void test_sock(void)
 		}
 		nfilled++;
 	}
-	CHECK(uart_open_sock(tmp, live) == -1 && access(live, F_OK) == 0,
+	CHECK(uart_open_backend(tmp, value) == -1 && access(live, F_OK) == 0,
 	      "sock: refuses a live listener with a full backlog (%d queued)", nfilled);
 	for (int i = 0; i < nfilled; i++)
 		close(filled[i]);
@@ -761,7 +785,7 @@ static void test_sock(void)
 	int c = sock_connect(path);
 	CHECK(c >= 0, "sock: client connects");
 	fake_loop(2);
-	CHECK(sc->chan != NULL, "sock: client accepted");
+	CHECK(sc->have_out && sc->cd->cur, "sock: client accepted");
 	guest_puts(b, "xyz");
 	fake_loop(2);
 	char buf[256];
@@ -791,7 +815,7 @@ static void test_sock(void)
 	 * write events must not share one.
 	 */
 	int sndbuf = 4096;
-	setsockopt(sc->chan->out_fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+	setsockopt(sc->cd->cur->out_fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
 	CHECK(send(c, in, 40, 0) == 40, "sock: client sends 40 more bytes");
 	fake_loop(2);
 	CHECK(sc->rx_stalled, "sock: input stalled on a full FIFO");
@@ -801,7 +825,7 @@ static void test_sock(void)
 	for (size_t i = 0; i < sizeof(big); i++)
 		out8(b + REG_DATA, big[i]);
 	fake_loop(2);
-	CHECK(sc->chan->tx_waiting && sc->chan->out_ev && !sc->chan->out_ev->is_timer,
+	CHECK(sc->cd->cur->tx_blocked && sc->cd->cur->out_ev && !sc->cd->cur->out_ev->is_timer,
 	      "sock: output waits for POLLOUT on the socket");
 	ngot = 0;
 	static uint8_t rbig[60000];
@@ -834,7 +858,7 @@ static void test_sock(void)
 
 	close(c);
 	fake_loop(2);
-	CHECK(sc->chan == NULL, "sock: client disconnect noticed");
+	CHECK(!sc->have_out && !sc->cd->cur, "sock: client disconnect noticed");
 	guest_puts(b, "lost");
 	fake_loop(2);
 	c = sock_connect(path);
@@ -854,22 +878,188 @@ static void test_sock(void)
 
 static void test_config(void)
 {
-	char err[160];
-	enum uart_be be;
-	const char *path;
-	CHECK(uart_parse_path("stdio", &be, &path, err, sizeof(err)) == 0 && be == UART_BE_STDIO, "config: stdio");
-	CHECK(uart_parse_path("file=/tmp/x", &be, &path, err, sizeof(err)) == 0 && be == UART_BE_FILE &&
-	      strcmp(path, "/tmp/x") == 0, "config: file=PATH");
-	CHECK(uart_parse_path("sock=/tmp/s", &be, &path, err, sizeof(err)) == 0 && be == UART_BE_SOCK,
+	char err[256];
+	struct chardev_spec ps;
+	const unsigned F = CHARDEV_F_STDIO;   /* what lpc.comN.path takes */
+	CHECK(chardev_parse("stdio", F, &ps, err, sizeof(err)) == 0 && ps.kind == CHARDEV_STDIO, "config: stdio");
+	CHECK(chardev_parse("file=/tmp/x", F, &ps, err, sizeof(err)) == 0 && ps.kind == CHARDEV_FILE &&
+	      strcmp(ps.path, "/tmp/x") == 0, "config: file=PATH");
+	CHECK(chardev_parse("sock=/tmp/s", F, &ps, err, sizeof(err)) == 0 && ps.kind == CHARDEV_SOCK,
 	      "config: sock=PATH");
-	CHECK(uart_parse_path("file=", &be, &path, err, sizeof(err)) == -1 && strstr(err, "expected"),
+	CHECK(chardev_parse("tcp=127.0.0.1:4444", F, &ps, err, sizeof(err)) == 0 && ps.kind == CHARDEV_TCP,
+	      "config: tcp=ADDR:PORT");
+	CHECK(chardev_parse("/dev/ttyS0", F, &ps, err, sizeof(err)) == 0 && ps.kind == CHARDEV_TTY &&
+	      strcmp(ps.path, "/dev/ttyS0") == 0, "config: a tty path (bhyve's /dev/nmdm0A form)");
+	CHECK(chardev_parse("file=", F, &ps, err, sizeof(err)) == -1 && strstr(err, "expected"),
 	      "config: empty file= rejected with a reason (%s)", err);
-	CHECK(uart_parse_path("/dev/ttyS0", &be, &path, err, sizeof(err)) == -1, "config: unknown backend rejected");
+	CHECK(chardev_parse("telepathy", F, &ps, err, sizeof(err)) == -1 && strstr(err, "expected stdio"),
+	      "config: unknown backend rejected (%s)", err);
+	CHECK(chardev_parse("tcp=127.0.0.1", F, &ps, err, sizeof(err)) == -1 && strstr(err, "expected tcp=ADDR:PORT"),
+	      "config: tcp= without a port rejected (%s)", err);
 	char longp[200] = "sock=/";
 	memset(longp + 6, 'a', 150);
 	longp[156] = '\0';
-	CHECK(uart_parse_path(longp, &be, &path, err, sizeof(err)) == -1 && strstr(err, "too long"),
+	CHECK(chardev_parse(longp, F, &ps, err, sizeof(err)) == -1 && strstr(err, "too long"),
 	      "config: over-long socket path rejected (%s)", err);
+}
+
+/* ---- tcp= and tty backends through the UART (extra units at 0x500, 0x508, 0x510) ---- */
+
+static struct uart_softc *extra_uart(uint16_t base, const char *value)
+{
+	struct uart_softc *sc = keep_alive(uart_create(CTX, 1));
+	sc->port = base;
+	if (uart_open_backend(sc, value) != 0)
+		return NULL;
+	struct inout_port iop = { "extra", base, 8, uart_io_handler, sc };
+	register_inout(&iop);
+	return sc;
+}
+
+static int free_tcp_port(void)
+{
+	int s = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(sin);
+	if (bind(s, (struct sockaddr *)&sin, sizeof(sin)) != 0 || getsockname(s, (struct sockaddr *)&sin, &len) != 0) {
+		close(s);
+		return -1;
+	}
+	close(s);
+	return ntohs(sin.sin_port);
+}
+
+static int tcp_connect(int port)
+{
+	int c = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+	                           .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	if (connect(c, (struct sockaddr *)&sin, sizeof(sin)) != 0) {
+		close(c);
+		return -1;
+	}
+	return c;
+}
+
+/* Bytes the guest can read now, as a string. */
+static size_t guest_gets(uint16_t base, char *buf, size_t cap)
+{
+	size_t n = 0;
+	while (n + 1 < cap && (in8(base + REG_LSR) & LSR_DR))
+		buf[n++] = (char)in8(base + REG_DATA);
+	buf[n] = '\0';
+	return n;
+}
+
+static void test_tcp(void)
+{
+	char value[64], buf[256];
+	int port = free_tcp_port();
+	snprintf(value, sizeof(value), "tcp=127.0.0.1:%d", port);
+	struct uart_softc *sc = extra_uart(0x500, value);
+	CHECK(sc && !sc->have_out, "tcp: UART listening on %s, no client yet", value);
+	if (!sc)
+		return;
+	out8(0x500 + REG_FCR, FCR_ENABLE);
+	guest_puts(0x500, "nobody");
+	CHECK(tx_used(sc) == 0, "tcp: output with no client is dropped");
+	int c = tcp_connect(port);
+	fake_loop(2);
+	CHECK(c >= 0 && sc->have_out, "tcp: client accepted");
+	guest_puts(0x500, "hello tcp\r\n");
+	fake_loop(2);
+	sock_recv(c, buf, sizeof(buf));
+	CHECK(strcmp(buf, "hello tcp\r\n") == 0, "tcp: THR bytes reach the TCP client (%zu bytes)", strlen(buf));
+	CHECK(send(c, "abc", 3, 0) == 3, "tcp: client sends 3 bytes");
+	fake_loop(2);
+	guest_gets(0x500, buf, sizeof(buf));
+	CHECK(strcmp(buf, "abc") == 0, "tcp: client bytes arrive in RBR (\"%s\")", buf);
+	int c2 = tcp_connect(port);
+	fake_loop(2);
+	struct pollfd pfd = { .fd = c2, .events = POLLIN };
+	poll(&pfd, 1, 1000);
+	CHECK(c2 >= 0 && recv(c2, buf, sizeof(buf), MSG_DONTWAIT) == 0, "tcp: a second client is refused (EOF)");
+	close(c2);
+	close(c);
+	fake_loop(2);
+	CHECK(!sc->have_out, "tcp: disconnect noticed");
+	c = tcp_connect(port);
+	fake_loop(2);
+	guest_puts(0x500, "again");
+	fake_loop(2);
+	sock_recv(c, buf, sizeof(buf));
+	CHECK(strcmp(buf, "again") == 0, "tcp: a new client is served (\"%s\")", buf);
+	close(c);
+	fake_loop(2);
+	struct uart_softc *busy = keep_alive(uart_create(CTX, 1));
+	CHECK(uart_open_backend(busy, value) == -1 && strstr(last_log, "config: lpc.com2.path: ") &&
+	      strstr(last_log, "Address already in use"), "tcp: a port in use is refused (%s)", last_log);
+	chardev_close(sc->cd);
+	CHECK(tcp_connect(port) < 0, "tcp: the listener is closed at exit");
+}
+
+static void test_tty_backend(void)
+{
+	int m = posix_openpt(O_RDWR | O_NOCTTY | O_NONBLOCK);
+	if (m < 0 || grantpt(m) || unlockpt(m)) {
+		CHECK(true, "tty backend: no pty available, skipped");
+		return;
+	}
+	char path[64], buf[256];
+	snprintf(path, sizeof(path), "%s", ptsname(m));
+	int watch = open(path, O_RDWR | O_NOCTTY);   /* the slave's mode, seen from outside */
+	struct termios before, during, after;
+	tcgetattr(watch, &before);
+	struct uart_softc *sc = extra_uart(0x508, path);
+	CHECK(sc && sc->have_out, "tty backend: UART on %s (bhyve's -l com1,/dev/nmdm0A)", path);
+	if (!sc)
+		return;
+	tcgetattr(watch, &during);
+	CHECK((before.c_lflag & ICANON) && !(during.c_lflag & (ICANON | ECHO | ISIG)) && !(during.c_oflag & OPOST),
+	      "tty backend: raw mode while in use");
+	out8(0x508 + REG_FCR, FCR_ENABLE);
+	guest_puts(0x508, "to pty\n");
+	fake_loop(2);
+	size_t n = drain_fd(m, (uint8_t *)buf, 0, sizeof(buf) - 1);
+	buf[n] = '\0';
+	CHECK(strcmp(buf, "to pty\n") == 0, "tty backend: THR bytes reach the pty's other end, untranslated (%zu bytes)",
+	      n);
+	CHECK(write(m, "from pty", 8) == 8, "tty backend: the other end writes 8 bytes");
+	fake_loop(2);
+	guest_gets(0x508, buf, sizeof(buf));
+	CHECK(strcmp(buf, "from pty") == 0, "tty backend: they arrive in RBR (\"%s\")", buf);
+	chardev_close(sc->cd);
+	tcgetattr(watch, &after);
+	CHECK(after.c_lflag == before.c_lflag && after.c_oflag == before.c_oflag && after.c_iflag == before.c_iflag,
+	      "tty backend: mode restored at exit");
+	close(watch);
+	close(m);
+
+	/* The other end goes away: input ends, output is discarded with one warning. */
+	m = posix_openpt(O_RDWR | O_NOCTTY | O_NONBLOCK);
+	if (m < 0 || grantpt(m) || unlockpt(m))
+		return;
+	snprintf(path, sizeof(path), "%s", ptsname(m));
+	sc = extra_uart(0x510, path);
+	CHECK(sc && sc->have_out, "tty backend: a second pty");
+	if (!sc)
+		return;
+	close(m);
+	fake_loop(2);
+	CHECK(sc->cd->cur->in_eof, "tty backend: hang-up ends input");
+	last_log[0] = '\0';
+	guest_puts(0x510, "lost");
+	fake_loop(3);
+	CHECK(!sc->have_out && strstr(last_log, "output: Input/output error; discarding output"),
+	      "tty backend: output after the hang-up discarded, one warning (%s)", last_log);
+	guest_puts(0x510, "more");
+	CHECK(tx_used(sc) == 0 && (in8(0x510 + REG_LSR) & LSR_TEMT), "tty backend: later output dropped at once");
+	chardev_close(sc->cd);
+
+	/* Not a tty. */
+	struct uart_softc *bad = keep_alive(uart_create(CTX, 1));
+	CHECK(uart_open_backend(bad, "/dev/null") == -1 && strstr(last_log, "/dev/null is not a tty"),
+	      "tty backend: a path that is not a tty is refused (%s)", last_log);
 }
 
 int main(void)
@@ -895,7 +1085,7 @@ int main(void)
 	snprintf(f3, sizeof(f3), "%s/com3.out", tmpdir);
 	snprintf(v3, sizeof(v3), "file=%s", f3);
 	struct uart_softc *com3_file = keep_alive(uart_create(CTX, 2));
-	uart_open_file(com3_file, f3);
+	uart_open_backend(com3_file, v3);
 	struct inout_port iop = { "com3-tmp", COM3, 8, uart_io_handler, com3_file };
 	register_inout(&iop);
 
@@ -907,6 +1097,8 @@ int main(void)
 	test_stdio();
 	test_tty_raw();
 	test_sock();
+	test_tcp();
+	test_tty_backend();
 
 	unlink(filepath);
 	unlink(f3);
