@@ -15,13 +15,14 @@ endif
 
 VMM_SRCS     := vmm/vmm.c vmm/emulator_probe.c
 CORE_SRCS    := core/main.c core/config.c core/log.c core/init.c core/inout.c core/mmio.c \
-                core/mevent.c core/vcpu.c core/cpuid.c core/emulate.c core/snapshot.c \
+                core/mevent.c core/vcpu.c core/cpuid.c core/emulate.c core/insn_decode.c core/insn_mem.c \
+                core/insn_complete.c core/snapshot.c \
                 core/vmstate.c core/checkpoint.c core/control.c core/migration.c core/migration_tls.c \
                 core/config_trust.c core/sandbox.c core/bhyve_compat.c
 # Device models are one file each and register themselves: every file here is built.
 DEVICE_SRCS  := $(sort $(wildcard devices/*.c))
 BOOT_SRCS    := boot/x86.c boot/multiboot.c boot/linux.c boot/linux_adapt.c boot/acpi.c boot/aml.c \
-                boot/firmware.c
+                boot/firmware.c boot/pic.c
 HYVE_SRCS    := $(VMM_SRCS) $(CORE_SRCS) $(DEVICE_SRCS) $(BOOT_SRCS)
 HYVE_OBJS    := $(HYVE_SRCS:%.c=$(BUILD)/%.o)
 

@@ -7,10 +7,12 @@
 #ifndef HYVE_BOOT_H
 #define HYVE_BOOT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 struct vmctx;
+struct kvm_pic_state;
 
 enum boot_cpu_mode {
 	BOOT_MODE_PROT32,   /* flat 32-bit protected mode, paging off */
@@ -69,6 +71,14 @@ int boot_write_identity_pagetables(struct vmctx *ctx, struct boot_entry *be);
 int multiboot_probe(const uint8_t *img, size_t len);   /* 1 if multiboot v1 */
 int multiboot_load(struct vmctx *ctx, const struct boot_params_in *in,
                    struct boot_entry *be, char *err, size_t errlen);
+
+/*
+ * The 8259 pair as a PC BIOS leaves it (boot/pic.c): master vectors 0x08,
+ * slave 0x70, cascade on IRQ2, device lines masked.  For direct kernel
+ * boots, through the in-kernel irqchip.
+ */
+void boot_pic_bios_state(struct kvm_pic_state *p, bool slave);
+int boot_setup_pics(struct vmctx *ctx);
 
 /* Read a whole file (for kernels/initrds); NULL + err on failure. */
 uint8_t *boot_read_file(const char *path, size_t *len, char *err, size_t errlen);

@@ -55,3 +55,16 @@ t_fuzz_migration() {
 t_fuzz_control() {
 	fz_run control 10
 }
+
+# The NVMe controller (devices/nvme*.c): registers, doorbells, admin and
+# NVM commands, PRP lists in guest memory, checkpoint round trips.
+t_fuzz_nvme() {
+	fz_run nvme 10
+}
+
+# The instruction completion layer (core/insn*.c): random instruction
+# bytes, register state and page tables; no crash, no write outside the
+# instruction's checked operands, no state change by a faulting one.
+t_fuzz_insn() {
+	fz_run insn 10
+}

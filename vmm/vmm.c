@@ -60,6 +60,7 @@ struct vcpu {
 	struct kvm_run *run;
 	pthread_t thread;
 	atomic_bool thread_known;
+	struct kvm_cpuid2 *cpuid;   /* what vcpu_set_cpuid gave KVM, for vcpu_cpuid_lookup */
 };
 
 static void kick_handler(int sig)
@@ -507,6 +508,7 @@ void vm_vcpu_destroy(struct vcpu *v)
 {
 	munmap(v->run, (size_t)v->ctx->run_size);
 	close(v->fd);
+	free(v->cpuid);
 	free(v);
 }
 
@@ -515,7 +517,35 @@ struct vmctx *vcpu_ctx(struct vcpu *vcpu) { return vcpu->ctx; }
 
 int vcpu_set_cpuid(struct vcpu *vcpu, struct kvm_cpuid2 *cpuid)
 {
-	return ioctl(vcpu->fd, KVM_SET_CPUID2, cpuid);
+	if (ioctl(vcpu->fd, KVM_SET_CPUID2, cpuid))
+		return -1;
+	/* Keep a copy: userspace completion of instructions checks the
+	 * vCPU's own feature bits, as the CPU would. */
+	size_t len = sizeof(*cpuid) + cpuid->nent * sizeof(cpuid->entries[0]);
+	struct kvm_cpuid2 *copy = malloc(len);
+	if (copy) {
+		memcpy(copy, cpuid, len);
+		free(vcpu->cpuid);
+		vcpu->cpuid = copy;
+	}
+	return 0;
+}
+
+bool vcpu_cpuid_lookup(struct vcpu *vcpu, uint32_t leaf, uint32_t sub, uint32_t out[4])
+{
+	const struct kvm_cpuid2 *c = vcpu->cpuid;
+	for (uint32_t i = 0; c && i < c->nent; i++) {
+		const struct kvm_cpuid_entry2 *e = &c->entries[i];
+		if (e->function == leaf && (!(e->flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX) || e->index == sub)) {
+			out[0] = e->eax;
+			out[1] = e->ebx;
+			out[2] = e->ecx;
+			out[3] = e->edx;
+			return true;
+		}
+	}
+	out[0] = out[1] = out[2] = out[3] = 0;
+	return false;
 }
 
 int vcpu_get_regs(struct vcpu *v, struct kvm_regs *r) { return ioctl(v->fd, KVM_GET_REGS, r); }

@@ -121,6 +121,8 @@ void vm_vcpu_destroy(struct vcpu *vcpu);
 int vcpu_id(struct vcpu *vcpu);
 struct vmctx *vcpu_ctx(struct vcpu *vcpu);
 int vcpu_set_cpuid(struct vcpu *vcpu, struct kvm_cpuid2 *cpuid);
+/* A leaf of the table last set with vcpu_set_cpuid (false and zeros if absent). */
+bool vcpu_cpuid_lookup(struct vcpu *vcpu, uint32_t leaf, uint32_t sub, uint32_t out[4]);
 int vcpu_get_regs(struct vcpu *vcpu, struct kvm_regs *regs);
 int vcpu_set_regs(struct vcpu *vcpu, const struct kvm_regs *regs);
 int vcpu_get_sregs(struct vcpu *vcpu, struct kvm_sregs *sregs);

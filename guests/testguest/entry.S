@@ -23,6 +23,7 @@ trap_stubs:
 	.set vec, vec + 1
 	.endr
 
+	.globl trap_common	/* tpic.c points a gate at its own stub */
 trap_common:
 	pushq %rax
 	pushq %rbx

@@ -53,24 +53,6 @@ fb_fwait:
 	xorl %eax, %eax
 	ret
 
-/*
- * test=unemulated: CMPXCHG16B at CPL0, which KVM's emulator rejects and which
- * the VMM is NOT expected to complete: on the PVM host the VMM should stop
- * with a diagnostic.  Elsewhere it simply runs.  rdi = 16-byte aligned slot.
- */
-	.globl fb_cmpxchg16b
-fb_cmpxchg16b:
-	pushq %rbx
-	xorl %eax, %eax
-	xorl %edx, %edx
-	movl $0x5678, %ebx
-	movl $0x1234, %ecx
-	lock cmpxchg16b (%rdi)
-	setz %al
-	movzbl %al, %eax
-	popq %rbx
-	ret
-
 /* Register form; returns -1 if it faulted (#UD handler resumes below). */
 fb_popcnt:
 	movq $-1, %rax

@@ -180,6 +180,7 @@ void cpu_init(struct cpu *c, u32 index);	/* TSS, GDT descriptor, IDT */
 #define LAPIC_BASE 0xfee00000UL
 #define IOAPIC_BASE 0xfec00000UL
 void pic_disable(void);
+extern u16 boot_pic_imr;	/* PIC masks at entry: slave << 8 | master */
 void lapic_init(void);
 bool lapic_enable_x2apic(void);
 u32 lapic_id(void);
@@ -259,7 +260,6 @@ u64 fb_intn(void);
 u64 fb_into(void);
 u64 fb_fwait(void);
 u64 fb_popcnt(u64 v);
-u64 fb_cmpxchg16b(u64 *slot16);
 extern char fb_int3_after[], fb_intn_after[], fb_into_after[], fb_popcnt_resume[];
 
 /* ---- tests / shell ---- */

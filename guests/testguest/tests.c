@@ -245,17 +245,6 @@ static void t_popcnt(void)
 	test_pass("popcnt");
 }
 
-static void t_unemulated(void)
-{
-	static u64 slot[2] __attribute__((aligned(16)));
-	printf("unemulated: cmpxchg16b at CPL0 (a PVM host's VMM should stop here)\n");
-	u64 ok = fb_cmpxchg16b(slot);
-	if (!ok || slot[0] != 0x5678 || slot[1] != 0x1234)
-		test_fail("unemulated", "cmpxchg16b result wrong");
-	printf("unemulated: cmpxchg16b completed\n");
-	test_pass("unemulated");
-}
-
 static void t_triple(void)
 {
 	printf("triple: loading an empty IDT and executing ud2\n");
@@ -329,7 +318,6 @@ static const struct test tests[] = {
 	{ "fwait", t_fwait },
 	{ "popcnt", t_popcnt },
 	{ "triple", t_triple },
-	{ "unemulated", t_unemulated },
 	{ "user", t_user },
 	{ "counter", t_counter },
 	{ "worker", t_worker },

@@ -2,7 +2,7 @@
 # Build the libFuzzer targets in tests/fuzz/ with clang (ASan + UBSan) and run
 # each for a bounded time.  Used by `make fuzz` and by tests/test_fuzz.sh.
 #
-#   tests/fuzz/run.sh [-t SECONDS] [TARGET...]   (targets: virtqueue p9 ckpt config migration control qcow2)
+#   tests/fuzz/run.sh [-t SECONDS] [TARGET...]   (targets: virtqueue p9 ckpt config migration control qcow2 nvme insn)
 #   tests/fuzz/run.sh --make-seeds [TARGET...]   (rewrite tests/fuzz/corpus/TARGET/)
 #
 # SECONDS defaults to $FUZZ_SECONDS, else 30.  Binaries, logs and the corpora
@@ -40,7 +40,7 @@ case ${1:-} in
 	;;
 esac
 case $SECS in '' | *[!0-9]*) echo "fuzz: bad seconds '$SECS'" >&2; exit 2 ;; esac
-TARGETS=${*:-virtqueue p9 ckpt config migration control qcow2}
+TARGETS=${*:-virtqueue p9 ckpt config migration control qcow2 nvme insn}
 OUT=build/fuzz
 
 # Sources of each target besides its own file.  virtio.c's checkpoint hooks
@@ -60,7 +60,7 @@ sources() {
 			core/mmio.c devices/pci_emul.c devices/pci_hostbridge.c devices/pci_lpc.c devices/acpi_pm.c \
 			devices/atkbdc.c devices/pc_testdev.c devices/rtc.c devices/uart_16550.c devices/virtio.c \
 			devices/virtio_snapshot.c devices/virtio_ioeventfd.c devices/virtio_rnd.c \
-			devices/virtio_console.c devices/virtio_9p.c devices/p9_server.c devices/p9_state.c
+			devices/virtio_console.c devices/chardev.c devices/virtio_9p.c devices/p9_server.c devices/p9_state.c
 		[ -f devices/p9_fs.c ] && echo devices/p9_fs.c
 		[ -f core/config_trust.c ] && echo core/config_trust.c
 		;;
@@ -69,20 +69,26 @@ sources() {
 			core/snapshot.c core/vmstate.c core/config.c core/init.c core/inout.c core/mmio.c devices/pci_emul.c \
 			devices/pci_hostbridge.c devices/pci_lpc.c devices/acpi_pm.c devices/atkbdc.c devices/pc_testdev.c \
 			devices/rtc.c devices/uart_16550.c devices/virtio.c devices/virtio_snapshot.c devices/virtio_ioeventfd.c \
-			devices/virtio_rnd.c devices/virtio_console.c devices/virtio_9p.c devices/p9_server.c devices/p9_state.c
+			devices/virtio_rnd.c devices/virtio_console.c devices/chardev.c devices/virtio_9p.c devices/p9_server.c devices/p9_state.c
 		[ -f devices/p9_fs.c ] && echo devices/p9_fs.c
 		;;
 	control) echo core/config.c ;;   # control.c is #included
 	config)
 		echo core/config.c core/cpuid.c core/snapshot.c core/inout.c core/mmio.c devices/pci_emul.c \
 			devices/pci_hostbridge.c devices/pci_lpc.c devices/virtio.c devices/virtio_snapshot.c \
-			devices/virtio_ioeventfd.c devices/virtio_rnd.c devices/virtio_console.c devices/virtio_9p.c \
+			devices/virtio_ioeventfd.c devices/virtio_rnd.c devices/virtio_console.c devices/chardev.c devices/virtio_9p.c \
 			devices/p9_server.c devices/p9_state.c devices/virtio_blk.c devices/blockif.c \
 			devices/virtio_net.c devices/net_backend.c devices/blk_format.c devices/qcow2.c devices/qcow2_meta.c
 		[ -f devices/p9_fs.c ] && echo devices/p9_fs.c
 		[ -f core/config_trust.c ] && echo core/config_trust.c
 		;;
 	qcow2) echo devices/blk_format.c devices/qcow2.c devices/qcow2_meta.c core/log.c ;;
+	insn) echo core/insn_decode.c core/insn_mem.c core/insn_complete.c ;;
+	nvme)   # two controllers on image files, only the KVM layer stubbed (nvme_stubs.c)
+		echo tests/fuzz/nvme_stubs.c devices/nvme.c devices/nvme_admin.c devices/pci_emul.c devices/blockif.c \
+			devices/blk_format.c devices/qcow2.c devices/qcow2_meta.c core/config.c core/snapshot.c core/init.c \
+			core/inout.c core/mmio.c
+		;;
 	esac
 }
 
@@ -98,6 +104,7 @@ libs() {
 	migration) pkg-config --libs liblz4 libssl libcrypto 2>/dev/null || echo -llz4 -lssl -lcrypto ;;
 	config) pkg-config --libs liburing slirp zlib libzstd 2>/dev/null || echo -luring -lslirp -lglib-2.0 -lz -lzstd ;;
 	qcow2) echo -lz -lzstd ;;
+	nvme) pkg-config --libs liburing zlib libzstd 2>/dev/null || echo -luring -lz -lzstd ;;
 	esac
 }
 
