@@ -975,6 +975,13 @@ static int vtcon_check_key(const char *path, const char *value, char *err, size_
 		return -1;
 	}
 	const char *model = get_config_valuef("pci.%u.%u.%u.device", b, s, f);
+	/* Another model with port.K keys of its own (ahci: port.N.path) checks them itself. */
+	const struct pci_devemu *pe = model ? pci_emul_find(model) : NULL;
+	const char *opt = strstr(path, ".port.");
+	if (pe && pe->pe_options && opt && strcmp(model, "virtio-console"))
+		for (const char *const *o = pe->pe_options; *o; o++)
+			if (!strcmp(*o, opt + 1))
+				return 0;
 	if (!model || strcmp(model, "virtio-console")) {
 		snprintf(err, errlen, "port.K keys belong to a virtio-console, pci.%u.%u.%u is %s", b, s, f,
 		         model ? model : "empty");

@@ -1,8 +1,9 @@
 #!/bin/bash
 # hyve test runner: unit tests (C, no KVM needed), then integration tests
 # that boot real guests.
-#   tests/run.sh [-k PATTERN] [--repeat N] [--slow]
-# -k: an extended regular expression matched anywhere in a test's name.
+#   tests/run.sh [-k PATTERN] [-x PATTERN] [--repeat N] [--slow]
+# -k: an extended regular expression matched anywhere in a test's name;
+# -x: leave out the tests whose name matches this one.
 # --repeat N: run each selected test N times in a row (hunting flaky tests);
 # a test counts once per run, and the summary lists which runs failed.
 # Ends with the 10 slowest tests and "N passed, N failed, N skipped".
@@ -15,14 +16,16 @@ cd "$(dirname "$0")/.." || exit 1
 . tests/lib.sh
 
 PATTERN=""
+EXCLUDE=""
 REPEAT=1
 SLOW=${HYVE_SLOW_TESTS:-0}
 while [ $# -gt 0 ]; do
 	case $1 in
 	-k) PATTERN=$2; shift 2 ;;
+	-x) EXCLUDE=$2; shift 2 ;;
 	--repeat) REPEAT=$2; shift 2 ;;
 	--slow) SLOW=1; shift ;;
-	*) echo "usage: $0 [-k PATTERN] [--repeat N] [--slow]"; exit 2 ;;
+	*) echo "usage: $0 [-k PATTERN] [-x PATTERN] [--repeat N] [--slow]"; exit 2 ;;
 	esac
 done
 case $REPEAT in '' | *[!0-9]* | 0) echo "run.sh: --repeat wants a positive number"; exit 2 ;; esac
@@ -47,6 +50,9 @@ show_failure_context() {
 run_test() {
 	local name=$1 i
 	if [ -n "$PATTERN" ] && ! [[ $name =~ $PATTERN ]]; then
+		return
+	fi
+	if [ -n "$EXCLUDE" ] && [[ $name =~ $EXCLUDE ]]; then
 		return
 	fi
 	for ((i = 1; i <= REPEAT; i++)); do

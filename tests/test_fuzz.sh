@@ -62,6 +62,12 @@ t_fuzz_nvme() {
 	fz_run nvme 10
 }
 
+# The AHCI HBA (devices/ahci*.c): ABAR registers, command lists, FISes,
+# ATA and ATAPI commands, PRDTs in guest memory, checkpoint round trips.
+t_fuzz_ahci() {
+	fz_run ahci 10
+}
+
 # The instruction completion layer (core/insn*.c): random instruction
 # bytes, register state and page tables; no crash, no write outside the
 # instruction's checked operands, no state change by a faulting one.

@@ -2,7 +2,7 @@
 # Build the libFuzzer targets in tests/fuzz/ with clang (ASan + UBSan) and run
 # each for a bounded time.  Used by `make fuzz` and by tests/test_fuzz.sh.
 #
-#   tests/fuzz/run.sh [-t SECONDS] [TARGET...]   (targets: virtqueue p9 ckpt config migration control qcow2 nvme insn)
+#   tests/fuzz/run.sh [-t SECONDS] [TARGET...]   (targets: virtqueue p9 ckpt config migration control qcow2 nvme insn ahci)
 #   tests/fuzz/run.sh --make-seeds [TARGET...]   (rewrite tests/fuzz/corpus/TARGET/)
 #
 # SECONDS defaults to $FUZZ_SECONDS, else 30.  Binaries, logs and the corpora
@@ -40,7 +40,7 @@ case ${1:-} in
 	;;
 esac
 case $SECS in '' | *[!0-9]*) echo "fuzz: bad seconds '$SECS'" >&2; exit 2 ;; esac
-TARGETS=${*:-virtqueue p9 ckpt config migration control qcow2 nvme insn}
+TARGETS=${*:-virtqueue p9 ckpt config migration control qcow2 nvme insn ahci}
 OUT=build/fuzz
 
 # Sources of each target besides its own file.  virtio.c's checkpoint hooks
@@ -89,6 +89,11 @@ sources() {
 			devices/blk_format.c devices/qcow2.c devices/qcow2_meta.c core/config.c core/snapshot.c core/init.c \
 			core/inout.c core/mmio.c
 		;;
+	ahci)   # one HBA (disk + CD) on image files, the same stubbed KVM layer
+		echo tests/fuzz/nvme_stubs.c devices/ahci.c devices/ahci_atapi.c devices/ahci_config.c devices/pci_emul.c devices/blockif.c \
+			devices/blk_format.c devices/qcow2.c devices/qcow2_meta.c core/config.c core/snapshot.c core/init.c \
+			core/inout.c core/mmio.c
+		;;
 	esac
 }
 
@@ -104,7 +109,7 @@ libs() {
 	migration) pkg-config --libs liblz4 libssl libcrypto 2>/dev/null || echo -llz4 -lssl -lcrypto ;;
 	config) pkg-config --libs liburing slirp zlib libzstd 2>/dev/null || echo -luring -lslirp -lglib-2.0 -lz -lzstd ;;
 	qcow2) echo -lz -lzstd ;;
-	nvme) pkg-config --libs liburing zlib libzstd 2>/dev/null || echo -luring -lz -lzstd ;;
+	nvme | ahci) pkg-config --libs liburing zlib libzstd 2>/dev/null || echo -luring -lz -lzstd ;;
 	esac
 }
 
