@@ -310,7 +310,12 @@ int ahci_prdt_map(struct ahci_port *p, const struct ahci_cmd *c, uint64_t len, s
 	return len ? -1 : 0;
 }
 
-int64_t ahci_prdt_out(struct ahci_port *p, const struct ahci_cmd *c, const void *buf, size_t len)
+/*
+ * Copy between a host buffer and the command's PRDT regions, to the guest
+ * (to_guest) or from it; returns the bytes copied (less than len when the
+ * PRDT is shorter), or -1 for a region outside guest RAM.
+ */
+static int64_t prdt_copy(struct ahci_port *p, const struct ahci_cmd *c, uint8_t *buf, size_t len, bool to_guest)
 {
 	size_t off = 0;
 	for (uint32_t i = 0; i < c->prdtl && off < len; i++) {
@@ -322,29 +327,25 @@ int64_t ahci_prdt_out(struct ahci_port *p, const struct ahci_cmd *c, const void 
 		void *h = vm_map_gpa(p->sc->ctx, dba, n);
 		if (!h)
 			return -1;
-		memcpy(h, (const uint8_t *)buf + off, n);
-		vm_mark_dirty(p->sc->ctx, dba, n);
+		if (to_guest) {
+			memcpy(h, buf + off, n);
+			vm_mark_dirty(p->sc->ctx, dba, n);
+		} else {
+			memcpy(buf + off, h, n);
+		}
 		off += n;
 	}
 	return (int64_t)off;
 }
 
+int64_t ahci_prdt_out(struct ahci_port *p, const struct ahci_cmd *c, const void *buf, size_t len)
+{
+	return prdt_copy(p, c, (uint8_t *)(uintptr_t)buf, len, true);   /* only read on this path */
+}
+
 static int64_t prdt_in(struct ahci_port *p, const struct ahci_cmd *c, void *buf, size_t len)
 {
-	size_t off = 0;
-	for (uint32_t i = 0; i < c->prdtl && off < len; i++) {
-		uint64_t dba;
-		uint32_t dbc;
-		if (prd_get(c, i, &dba, &dbc))
-			return -1;
-		size_t n = dbc < len - off ? dbc : len - off;
-		void *h = vm_map_gpa(p->sc->ctx, dba, n);
-		if (!h)
-			return -1;
-		memcpy((uint8_t *)buf + off, h, n);
-		off += n;
-	}
-	return (int64_t)off;
+	return prdt_copy(p, c, buf, len, false);
 }
 
 /* ---- I/O through blockif ---- */
