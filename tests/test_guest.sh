@@ -145,63 +145,27 @@ t_guest_com1_file_backend() {
 	grep -q '^PASS hello' "$log" || { echo "    com1 file has no PASS line"; cat "$log"; return 1; }
 }
 
-t_guest_com1_socket_backend() {
-	have_kvm || return 77
-	command -v python3 >/dev/null || { SKIP_REASON="python3 not installed"; return 77; }
-	local sock=$TMP/com1.sock
-	# The guest waits at its prompt; a client connects, types poweroff.
-	"$HYVE" -l com1,sock=$sock -o boot.kernel="$GUEST" "$(vm_name vm)" >"$TMP/sock.out" 2>"$TMP/sock.err" &
-	local pid=$!
-	for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
-	# Output before the client connects is dropped: ask for fresh prompts
-	# until one comes, then type poweroff and read to the end.
-	timeout 60 python3 - "$sock" >"$TMP/sock.client" 2>&1 <<'PY'
+# guest_poweroff_client unix:PATH|tcp:HOST:PORT: connect to the demo shell
+# on a console backend (retrying until hyve listens), send CRs until a
+# "hyve> " prompt arrives, type poweroff and print everything read until
+# hyve closes the connection.
+guest_poweroff_client() {
+	timeout 60 python3 - "$1" <<'PY'
 import socket, sys, time
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1])
-s.settimeout(1)
-seen = b""
-end = time.time() + 50
-while b"hyve> " not in seen and time.time() < end:
-    s.sendall(b"\r")
-    try:
-        seen += s.recv(4096)
-    except socket.timeout:
-        pass
-s.sendall(b"poweroff\r")
-s.settimeout(30)
-while True:
-    d = s.recv(4096)
-    if not d:
-        break
-    seen += d
-sys.stdout.write(seen.decode(errors="replace"))
-PY
-	wait $pid
-	RC=$? OUT=$TMP/sock.client ERR=$TMP/sock.err
-	expect_rc 1 && expect_out 'hyve> ' || return 1
-	[ ! -e "$sock" ] || { echo "    socket file left behind"; return 1; }
-}
-
-# The same over TCP (-l com1,tcp=127.0.0.1:PORT, devices/chardev.h): the
-# client retries until hyve listens, waits for the prompt, types poweroff.
-t_guest_com1_tcp_backend() {
-	have_kvm || return 77
-	command -v python3 >/dev/null || { SKIP_REASON="python3 not installed"; return 77; }
-	local port
-	port=$(free_port)
-	"$HYVE" -l com1,tcp=127.0.0.1:$port -o boot.kernel="$GUEST" "$(vm_name vm)" >"$TMP/tcp.out" 2>"$TMP/tcp.err" &
-	local pid=$!
-	timeout 60 python3 - "$port" >"$TMP/tcp.client" 2>&1 <<'PY'
-import socket, sys, time
+kind, _, where = sys.argv[1].partition(":")
 end = time.time() + 50
 while True:
     try:
-        s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+        if kind == "unix":
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(where)
+        else:
+            host, _, port = where.rpartition(":")
+            s = socket.create_connection((host, int(port)))
         break
     except OSError:
         if time.time() > end:
-            sys.exit("cannot connect")
+            sys.exit("cannot connect to " + sys.argv[1])
         time.sleep(0.05)
 s.settimeout(1)
 seen = b""
@@ -220,6 +184,34 @@ while True:
     seen += d
 sys.stdout.write(seen.decode(errors="replace"))
 PY
+}
+
+t_guest_com1_socket_backend() {
+	have_kvm || return 77
+	command -v python3 >/dev/null || { SKIP_REASON="python3 not installed"; return 77; }
+	local sock=$TMP/com1.sock
+	# The guest waits at its prompt; a client connects, types poweroff.
+	"$HYVE" -l com1,sock=$sock -o boot.kernel="$GUEST" "$(vm_name vm)" >"$TMP/sock.out" 2>"$TMP/sock.err" &
+	local pid=$!
+	# Output before the client connects is dropped: guest_poweroff_client
+	# asks for fresh prompts until one comes.
+	guest_poweroff_client "unix:$sock" >"$TMP/sock.client" 2>&1
+	wait $pid
+	RC=$? OUT=$TMP/sock.client ERR=$TMP/sock.err
+	expect_rc 1 && expect_out 'hyve> ' || return 1
+	[ ! -e "$sock" ] || { echo "    socket file left behind"; return 1; }
+}
+
+# The same over TCP (-l com1,tcp=127.0.0.1:PORT, devices/chardev.h): the
+# client retries until hyve listens, waits for the prompt, types poweroff.
+t_guest_com1_tcp_backend() {
+	have_kvm || return 77
+	command -v python3 >/dev/null || { SKIP_REASON="python3 not installed"; return 77; }
+	local port
+	port=$(free_port)
+	"$HYVE" -l com1,tcp=127.0.0.1:$port -o boot.kernel="$GUEST" "$(vm_name vm)" >"$TMP/tcp.out" 2>"$TMP/tcp.err" &
+	local pid=$!
+	guest_poweroff_client "tcp:127.0.0.1:$port" >"$TMP/tcp.client" 2>&1
 	wait $pid
 	RC=$? OUT=$TMP/tcp.client ERR=$TMP/tcp.err
 	expect_rc 1 && expect_out 'hyve> ' || return 1
