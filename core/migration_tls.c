@@ -221,9 +221,12 @@ static SSL *chan_find(int fd, BIO **out)
  * one send() per message.  (A memory BIO would do, but its reset clears
  * the whole buffer every time.)
  */
+#define GATHER_BYTES (256u << 10)
+
 struct outbuf {
 	unsigned char *data;
 	size_t len, cap;
+	unsigned char *gather;   /* mig_tls_sendv's staging buffer, GATHER_BYTES */
 };
 
 static int out_write(BIO *b, const char *p, int n)
@@ -259,6 +262,7 @@ static int out_destroy(BIO *b)
 	struct outbuf *o = BIO_get_data(b);
 	if (o) {
 		free(o->data);
+		free(o->gather);
 		free(o);
 	}
 	BIO_set_data(b, NULL);
@@ -397,26 +401,31 @@ static int flush_out(int fd, BIO *out)
 int mig_tls_sendv(int fd, const struct iovec *iov, int n, bool *handled)
 {
 	BIO *out = NULL;
-	SSL *ssl = chan_find(fd, &out);
+	SSL *ssl = psk_len ? chan_find(fd, &out) : NULL;   /* plain migrations: no lookup */
 	*handled = ssl != NULL;
 	if (!ssl)
 		return 0;
+	struct outbuf *o = BIO_get_data(out);
+	if (!o->gather && !(o->gather = malloc(GATHER_BYTES))) {
+		errno = ENOMEM;
+		return -1;
+	}
+	unsigned char *buf = o->gather;
 	/* Gather a message into full records: one SSL_write per small iovec
 	 * (12-byte page headers) would cost a record each. */
-	static __thread unsigned char buf[256 << 10];
 	size_t used = 0;
 	for (int i = 0; i <= n; i++) {
 		const unsigned char *p = i < n ? iov[i].iov_base : NULL;
 		size_t len = i < n ? iov[i].iov_len : 0;
 		while (len || (i == n && used)) {
-			size_t take = sizeof(buf) - used < len ? sizeof(buf) - used : len;
+			size_t take = GATHER_BYTES - used < len ? GATHER_BYTES - used : len;
 			if (take) {
 				memcpy(buf + used, p, take);
 				used += take;
 				p += take;
 				len -= take;
 			}
-			if (used == sizeof(buf) || (i == n && used)) {
+			if (used == GATHER_BYTES || (i == n && used)) {
 				size_t w;
 				int rc = SSL_write_ex(ssl, buf, used, &w);
 				if (rc != 1) {
@@ -434,7 +443,7 @@ int mig_tls_sendv(int fd, const struct iovec *iov, int n, bool *handled)
 
 ssize_t mig_tls_recv(int fd, void *p, size_t n, bool *handled)
 {
-	SSL *ssl = chan_find(fd, NULL);
+	SSL *ssl = psk_len ? chan_find(fd, NULL) : NULL;
 	*handled = ssl != NULL;
 	if (!ssl)
 		return 0;
