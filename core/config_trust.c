@@ -49,13 +49,11 @@ static const struct {
 	{ NULL, NULL },
 };
 
-#define MAX_HELD 256
-
 static struct held {
 	char *key, *value;
 	bool required;
-} held[MAX_HELD];
-static int nheld;
+} *held;   /* grows: a tree may hold up to CONFIG_MAX_KEYS host-side keys */
+static int nheld, cap_held;
 /* A copy: the caller's text (often on its stack) is gone by the release. */
 static char held_from[320];
 
@@ -106,10 +104,16 @@ int config_hold_host_keys(const char *from, char *err, size_t errlen)
 		int cls = classify(line, eq + 1);
 		if (!cls)
 			continue;
-		if (nheld == MAX_HELD) {
-			snprintf(err, errlen, "%s: too many host-side keys", from);
-			free(all);
-			return -1;
+		if (nheld == cap_held) {
+			int cap = cap_held ? 2 * cap_held : 64;
+			struct held *h = realloc(held, (size_t)cap * sizeof(*h));
+			if (!h) {
+				snprintf(err, errlen, "out of memory");
+				free(all);
+				return -1;
+			}
+			held = h;
+			cap_held = cap;
 		}
 		held[nheld].key = strdup(line);
 		held[nheld].value = strdup(eq + 1);
