@@ -305,6 +305,13 @@ static bool protected_cluster(const struct qcow2 *q, uint64_t c)
 static int new_refblock(struct qcow2 *q, uint64_t ri, uint64_t c)
 {
 	uint64_t base = ri << q->rbbits;
+	/* A range with no refcount block must be unused: in a crafted image
+	 * whose table entry is 0 over live clusters, a new block here would
+	 * overwrite them and let their clusters be handed out again. */
+	uint64_t end = (base + (1ULL << q->rbbits)) << q->cbits;
+	for (uint64_t o = base << q->cbits; o < q->file_size && o < end; o += q->csize)
+		if (!protected_cluster(q, o >> q->cbits))
+			return q2_corrupt(q, "a refcount table entry is 0 over clusters in use");
 	while (protected_cluster(q, c))
 		c++;
 	if ((c >> q->rbbits) != ri)
