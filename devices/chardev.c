@@ -74,6 +74,7 @@ struct chardev {
 	struct cd_conn *pending;       /* an ended connection whose disconnected is due */
 	int lfd;                       /* servers */
 	struct mevent *lev;
+	struct mevent *accept_retry;   /* one-shot: re-arm lev after EMFILE */
 	char *sock_path;               /* unix socket file to remove */
 	int tio_fd;                    /* tty whose mode tio_orig restores */
 	struct termios tio_orig;
@@ -337,14 +338,34 @@ static bool cd_conn_gone(const struct cd_conn *c)
 	return poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL));
 }
 
+static void cd_accept_again(int fd, void *arg)
+{
+	(void)fd;
+	struct chardev *cd = arg;
+	if (!cd->closed)
+		mevent_enable(cd->lev);
+}
+
 static void cd_accept(int fd, void *arg)
 {
 	struct chardev *cd = arg;
 	if (cd->closed)
 		return;
 	int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-	if (cfd < 0)
+	if (cfd < 0) {
+		/* Out of descriptors: the pending connection keeps the level-
+		 * triggered event firing, so stop listening for 100 ms instead of
+		 * spinning the main loop. */
+		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+			if (!cd->accept_retry)
+				cd->accept_retry = mevent_add_timer(100000000ULL, 0, cd_accept_again, cd);
+			else
+				mevent_timer_set(cd->accept_retry, 100000000ULL, 0);
+			if (cd->accept_retry)
+				mevent_disable(cd->lev);
+		}
 		return;
+	}
 	/* The device hears of the old connection's end before of a new one. */
 	if (cd->pending)
 		cd_deliver_disconnect(cd->pending);
