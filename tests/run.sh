@@ -68,9 +68,6 @@ run_one() {
 	"$name"
 	local rc=$?
 	local dt=$((SECONDS - start))
-	# A test that met a missing prerequisite (SKIP_REASON set) is a skip
-	# even when a helper's status got folded into "|| return 1".
-	[ "$rc" -ne 0 ] && [ -n "$SKIP_REASON" ] && rc=77
 	# Whatever a test left running (a VM, a destination) ends with it.
 	[ -n "$VM_PID" ] && vm_stop >/dev/null 2>&1
 	case $rc in

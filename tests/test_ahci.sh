@@ -139,6 +139,8 @@ EOF
 	linux_pvm && return 0
 	expect_out 'hyve-init: root: /dev/root / ext4 rw' &&
 	expect_out "hyve-ahci: md5 $sum" && expect_out 'hyve-init: powering off' || return 1
+	# TRIM reached the disk (DATA SET MANAGEMENT) and libata runs NCQ at depth 32.
+	expect_out 'hyve-ahci: fstrim: /: .*[1-9][0-9]* bytes\)? trimmed' && expect_out 'hyve-ahci: queue_depth 32' || return 1
 	grep -a 'hyve-ahci: ' "$OUT" | tr -d '\r' | sed 's/^/    /'
 	[ "$RC" = 1 ] || { echo "    hyve exited with status $RC, not 1 (guest poweroff)"; return 1; }
 	local got

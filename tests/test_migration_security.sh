@@ -110,16 +110,11 @@ t_migsec_psk_file_checks() {
 	expect_one_error 4 'listening beyond loopback needs -o migration.psk_file' || return 1
 }
 
-# The source's configuration may not choose files, sockets or profiles on
-# the destination: host-side keys from the wire are refused unless given
-# here (or migration.trust_source=true), the source is told why, and
-# nothing named by them is created.
-t_migsec_untrusted_config() {
-	ms_need || return 77
-	local evil=$TMP/evil
-	mkdir -p "$evil"
-	ms_dest -o control.socket=none "$(vm_name msvm)" || return 1
-	python3 - "$MS_PORT" "$evil" >"$TMP/ms-src.out" 2>&1 <<'PY'
+# ms_fake_source DIR: a plain-protocol source (docs/migration.md) whose
+# configuration names files, a socket and a profile in DIR; prints the
+# destination's reply to its CONFIG.
+ms_fake_source() {
+	python3 - "$MS_PORT" "$1" <<'PY'
 import socket, struct, sys
 port, evil = int(sys.argv[1]), sys.argv[2]
 s = socket.create_connection(("127.0.0.1", port), timeout=20)
@@ -141,7 +136,7 @@ msg(1, hello)
 t, p = reply()
 assert t == 3, t                      # ACCEPT
 cfg = "\n".join([
-    "name=msvm", "memory.size=64M", "cpus=1",
+    "name=msvm", "memory.size=64M", "cpus=1", "pci.0.31.0.device=lpc",
     "lpc.com1.path=file=%s/serial.log" % evil,
     "pci.0.4.0.device=virtio-blk", "pci.0.4.0.path=%s/disk.img" % evil,
     "control.socket=%s/ctl.sock" % evil, "debug.profile=%s/profile" % evil,
@@ -150,6 +145,18 @@ msg(5, cfg.encode())                  # CONFIG
 t, p = reply()
 print("reply type %d: %s" % (t, p.decode(errors="replace")))
 PY
+}
+
+# The source's configuration may not choose files, sockets or profiles on
+# the destination: host-side keys from the wire are refused unless given
+# here (or migration.trust_source=true), the source is told why, and
+# nothing named by them is created.
+t_migsec_untrusted_config() {
+	ms_need || return 77
+	local evil=$TMP/evil
+	mkdir -p "$evil"
+	ms_dest -o control.socket=none "$(vm_name msvm)" || return 1
+	ms_fake_source "$evil" >"$TMP/ms-src.out" 2>&1
 	ms_wait_dest 20
 	[ "$DST_RC" -eq 4 ] && [ "$(grep -c '^hyve: error:' "$DST_ERR")" -eq 1 ] || {
 		echo "    destination status $DST_RC (want 4, one error line)"; ms_show; return 1; }
@@ -157,5 +164,19 @@ PY
 		echo "    error does not name the host-side keys"; ms_show; return 1; }
 	grep -q '^reply type 4: .*migration\.trust_source=true' "$TMP/ms-src.out" || {
 		echo "    the source was not told why:"; sed 's/^/    | /' "$TMP/ms-src.out"; ms_show; return 1; }
+	[ -z "$(ls -A "$evil")" ] || { echo "    created on the destination: $(ls "$evil")"; return 1; }
+	# Given here, the devices' host keys come from this host; the source's
+	# control socket and profile are still not taken (config.dump shows the
+	# configuration the VM would be built from).
+	: >"$TMP/local.img"
+	ms_dest -o lpc.com1.path=stdio -o pci.0.4.0.path="$TMP/local.img" -o config.dump=true "$(vm_name msvm)" || return 1
+	ms_fake_source "$evil" >"$TMP/ms-src2.out" 2>&1
+	ms_wait_dest 20
+	[ "$DST_RC" -eq 0 ] && grep -q '^pci\.0\.4\.0\.path='"$TMP"'/local\.img$' "$DST_OUT" &&
+		grep -q '^lpc\.com1\.path=stdio$' "$DST_OUT" && grep -q '^memory\.size=64M$' "$DST_OUT" || {
+		echo "    with local keys: status $DST_RC, configuration:"; sed 's/^/    | /' "$DST_OUT"; ms_show; return 1; }
+	if grep -E "^(control\.socket|debug\.profile)=|$evil" "$DST_OUT"; then
+		echo "    the source's control socket or profile was taken"; return 1
+	fi
 	[ -z "$(ls -A "$evil")" ] || { echo "    created on the destination: $(ls "$evil")"; return 1; }
 }

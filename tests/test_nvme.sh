@@ -122,6 +122,7 @@ EOF
 	expect_out 'hyve-init: root: /dev/root / ext4 rw' &&
 	expect_out 'hyve-init: pci:.* 0000:00:04\.0=fb5d:0a0a:nvme' &&
 	expect_out "hyve-nvme: md5 $sum" && expect_out 'hyve-nvme: queues 2' && expect_out 'hyve-init: powering off' || return 1
+	expect_out 'hyve-nvme: fstrim: /: .*[1-9][0-9]* bytes\)? trimmed' || return 1   # Dataset Management reached the image
 	grep -a 'hyve-nvme: fstrim' "$OUT" | tr -d '\r' | sed 's/^/    /'
 	# Powered off by the guest (status 1), not killed; the data is in the image.
 	[ "$RC" = 1 ] || { echo "    hyve exited with status $RC, not 1 (guest poweroff)"; return 1; }

@@ -178,7 +178,7 @@ int main(void)
 	be = netbe_open("slirp", NULL, 0, err, sizeof(err));
 	CHECK(be != NULL, "slirp backend opens");
 	if (be)
-		CHECK(!guest_reaches_host_loopback(be, host, port, "default", 300),
+		CHECK(!guest_reaches_host_loopback(be, host, port, "default", 3000),
 		      "by default the guest cannot reach the host's 127.0.0.1 through 10.0.2.2");
 
 	/* The sanity check of the test itself: with the option, the same datagram arrives. */
