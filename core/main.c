@@ -48,7 +48,7 @@ static void usage(FILE *out)
 	        "            [-o key=value]... [-k config_file] vmname\n"
 	        "       hyve -r checkpoint_file [same options as at start] [vmname]\n"
 	        "       hyve -R [addr:]port [-o key=value]... [vmname]\n"
-	        "  -c  vCPUs (default 1)        -m  RAM; no suffix: MiB (default 256M)\n"
+	        "  -c  vCPUs (default 1)        -m  RAM: 512M, 2G; a plain number < 1048576 is MiB (default 256M)\n"
 	        "  -s  PCI slot ('-s help')     -l  comN,stdio|file=PATH|sock=PATH ('-l help')\n"
 	        "  -o  set a key ('-o help'; config.dump=true prints the tree)  -k  read key=value lines\n"
 	        "  -r  restore a checkpoint     -R  receive a migrating VM on [addr:]port\n"
