@@ -172,17 +172,6 @@ static bool is_path_key(const char *key)
 	return (sscanf(key, "fw_cfg.file.%u.path%n", &k, &end) == 1 && !key[end]);
 }
 
-/* "key=value" is a line of text (a config_to_string). */
-static bool has_line(const char *text, const char *key, const char *value)
-{
-	size_t kl = strlen(key), vl = strlen(value);
-	for (const char *p = text; p && (p = strstr(p, key)) != NULL; p++)
-		if ((p == text || p[-1] == '\n') && p[kl] == '=' && strncmp(p + kl + 1, value, vl) == 0 &&
-		    (p[kl + 1 + vl] == '\n' || p[kl + 1 + vl] == '\0'))
-			return true;
-	return false;
-}
-
 /* A chardev backend key (devices/chardev.h): a UART's or a console port's. */
 static bool is_chardev_key(const char *key)
 {
@@ -218,7 +207,7 @@ static void absolutize(const char *key, const char *value, void *arg)
 	} else if (!is_path_key(key)) {
 		return;
 	}
-	if ((already && has_line(already, key, value)) || strstr(p, "%("))
+	if ((already && config_text_has(already, key, value)) || strstr(p, "%("))
 		return;
 	char *abs = absolute(p);
 	if (!abs)

@@ -581,17 +581,20 @@ struct expansion {
 	bool report;                  /* the error belongs to the key being expanded */
 };
 
-/* Was key=value given already expanded (a checkpoint's line)? */
-static bool expanded_before(const struct expansion *x, const char *key, const char *value)
+bool config_text_has(const char *text, const char *key, const char *value)
 {
-	if (!x->already)
-		return false;
 	size_t kl = strlen(key), vl = strlen(value);
-	for (const char *p = x->already; (p = strstr(p, key)) != NULL; p++)
-		if ((p == x->already || p[-1] == '\n') && p[kl] == '=' && strncmp(p + kl + 1, value, vl) == 0 &&
+	for (const char *p = text; p && (p = strstr(p, key)) != NULL; p++)
+		if ((p == text || p[-1] == '\n') && p[kl] == '=' && strncmp(p + kl + 1, value, vl) == 0 &&
 		    (p[kl + 1 + vl] == '\n' || p[kl + 1 + vl] == '\0'))
 			return true;
 	return false;
+}
+
+/* Was key=value given already expanded (a checkpoint's line)? */
+static bool expanded_before(const struct expansion *x, const char *key, const char *value)
+{
+	return x->already && config_text_has(x->already, key, value);
 }
 
 /* "a -> b -> a" for a loop message. */

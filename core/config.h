@@ -122,6 +122,9 @@ void config_help(FILE *out);
 /* Iterate the direct children of a node: returns names, NULL-terminated, caller frees the array. */
 const char **config_children(const char *path, size_t *n);
 
+/* Is "key=value" a whole line of TEXT (config_to_string's format)? */
+bool config_text_has(const char *text, const char *key, const char *value);
+
 /* Serialize the whole tree (for checkpoints and migration). */
 char *config_to_string(size_t *len);
 int config_from_string(const char *s, size_t len, char *err, size_t errlen);
