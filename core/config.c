@@ -323,36 +323,17 @@ int config_parse_size(const char *s, uint64_t *out, uint64_t default_unit)
 
 int config_parse_memsize(const char *s, uint64_t *out)
 {
-	char *end;
-	if (*s == '\0' || *s == '-' || isspace((unsigned char)*s))
-		return -1;
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 0);
-	if (errno || end == s)
-		return -1;
-	if (*end == '\0') {
-		/* bhyve: "for the sake of backward compatibility", under a megabyte means megabytes. */
-		*out = v < (1ULL << 20) ? v << 20 : v;
+	/* bhyve: a plain number (decimal or 0x hex) under a megabyte means
+	 * megabytes, "for the sake of backward compatibility"; larger ones are
+	 * bytes.  With a suffix, as every other size. */
+	uint64_t v;
+	if (config_parse_uint(s, &v) == 0) {
+		if (v < (1ULL << 20))
+			v <<= 20;
+		*out = v;
 		return 0;
 	}
-	int shift;
-	switch (tolower((unsigned char)*end)) {
-	case 'b': shift = 0; break;
-	case 'k': shift = 10; break;
-	case 'm': shift = 20; break;
-	case 'g': shift = 30; break;
-	case 't': shift = 40; break;
-	case 'p': shift = 50; break;
-	case 'e': shift = 60; break;
-	default: return -1;
-	}
-	end++;
-	if (shift && (*end == 'b' || *end == 'B'))   /* "512MB" */
-		end++;
-	if (*end || v > (UINT64_MAX >> shift))
-		return -1;
-	*out = (uint64_t)v << shift;
-	return 0;
+	return config_parse_size(s, out, 1);
 }
 
 static void __attribute__((noreturn)) config_value_error(const char *path, const char *value,
