@@ -142,6 +142,10 @@ struct kvm_cpuid2 *cpuid_build(struct vmctx *ctx, int vcpu_id, int ncpus)
 			         ((uint32_t)(ncpus > 255 ? 255 : ncpus) << 16);
 			if (ncpus > 1)
 				e->edx |= 1u << 28;   /* HTT: the count above is valid */
+			/* Guests look for the hypervisor bit before they read leaf
+			 * 0x40000000; KVM leaves setting it to the VMM (QEMU sets it
+			 * too), and only a host that is itself a guest reports it. */
+			e->ecx |= 1u << 31;
 			break;
 		case 0xb:
 		case 0x1f:
