@@ -451,10 +451,19 @@ static void *vcpu_thread(void *arg)
 			break;
 		case VM_EXITCODE_HLT:
 			break;
-		case VM_EXITCODE_SHUTDOWN:
-			log_info("vcpu%d: triple fault", vcpu_id(vcpu));
+		case VM_EXITCODE_SHUTDOWN: {
+			/* Where it happened: the one clue a guest that resets gives. */
+			struct kvm_regs r;
+			struct kvm_sregs sr;
+			if (vcpu_get_regs(vcpu, &r) == 0 && vcpu_get_sregs(vcpu, &sr) == 0)
+				log_info("vcpu%d: triple fault (rip %#llx, cs %#x base %#llx, cr0 %#llx)", vcpu_id(vcpu),
+				         (unsigned long long)r.rip, sr.cs.selector, (unsigned long long)sr.cs.base,
+				         (unsigned long long)sr.cr0);
+			else
+				log_info("vcpu%d: triple fault", vcpu_id(vcpu));
 			vm_request_exit(HYVE_EXIT_TRIPLEFAULT);
 			break;
+		}
 		case VM_EXITCODE_SYSTEM_EVENT:
 			if (vme.u.sysevent.type == KVM_SYSTEM_EVENT_RESET)
 				vm_request_exit(HYVE_EXIT_REBOOT);
