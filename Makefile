@@ -22,15 +22,16 @@ CORE_SRCS    := core/main.c core/config.c core/log.c core/init.c core/inout.c co
 # Device models are one file each and register themselves: every file here is built.
 DEVICE_SRCS  := $(sort $(wildcard devices/*.c))
 BOOT_SRCS    := boot/x86.c boot/multiboot.c boot/linux.c boot/linux_adapt.c boot/acpi.c boot/aml.c \
-                boot/firmware.c boot/pic.c
+                boot/firmware.c boot/bootrom.c boot/pic.c
 HYVE_SRCS    := $(VMM_SRCS) $(CORE_SRCS) $(DEVICE_SRCS) $(BOOT_SRCS)
 HYVE_OBJS    := $(HYVE_SRCS:%.c=$(BUILD)/%.o)
 
 GUEST        := guests/testguest/testguest.elf
+BOOTSECT     := guests/bootsect/bootsect.bin
 CTL_OBJS     := $(BUILD)/ctl/hyvectl.o
 
 .PHONY: all bench clean check check-slow demo deps guest linux hyvectl install
-all: hyve hyvectl $(GUEST)
+all: hyve hyvectl $(GUEST) $(BOOTSECT)
 
 # ./hyve points at the last build flavour asked for (release or SANITIZE=1).
 hyve: $(BUILD)/hyve FORCE
@@ -49,9 +50,11 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
-guest: $(GUEST)
+guest: $(GUEST) $(BOOTSECT)
 $(GUEST): FORCE
 	$(MAKE) -C guests/testguest
+$(BOOTSECT): guests/bootsect/bootsect.S
+	$(MAKE) -C guests/bootsect
 FORCE:
 
 # make install [PREFIX=/usr/local] [DESTDIR=]: hyve and hyvectl in sbin (as

@@ -382,9 +382,29 @@ static size_t align_up(size_t v, size_t a)
 	return (v + a - 1) & ~(a - 1);
 }
 
+static void link_ptr(struct acpi_links *l, uint32_t off, uint8_t size)
+{
+	if (l && l->nptr < ACPI_LINKS_MAX)
+		l->ptr[l->nptr++] = (struct acpi_link_ptr){ off, size };
+}
+
+static void link_cksum(struct acpi_links *l, uint32_t table, uint32_t len)
+{
+	if (l && l->ncks < ACPI_LINKS_MAX)
+		l->cks[l->ncks++] = (struct acpi_link_cksum){ table + 9, table, len };
+}
+
 int acpi_build_tables(const struct acpi_config *cfg, uint64_t base, uint8_t *buf,
                       size_t size, size_t *used, char *err, size_t errlen)
 {
+	return acpi_build_tables_linked(cfg, base, buf, size, used, NULL, err, errlen);
+}
+
+int acpi_build_tables_linked(const struct acpi_config *cfg, uint64_t base, uint8_t *buf, size_t size,
+                             size_t *used, struct acpi_links *links, char *err, size_t errlen)
+{
+	if (links)
+		memset(links, 0, sizeof(*links));
 	if (base & 15) {
 		set_err(err, errlen, "acpi: table base %#llx is not 16-byte aligned",
 		        (unsigned long long)base);
@@ -429,6 +449,7 @@ int acpi_build_tables(const struct acpi_config *cfg, uint64_t base, uint8_t *buf
 	table_header(t, "DSDT", (uint32_t)dsdt_len, 2);
 	memcpy(t + ACPI_HDR_LEN, aml, aml_len);
 	finish_table(t, (uint32_t)dsdt_len);
+	link_cksum(links, (uint32_t)o_dsdt, (uint32_t)dsdt_len);
 	free(aml);
 
 	/* FACS: no checksum; version 2. */
@@ -442,6 +463,9 @@ int acpi_build_tables(const struct acpi_config *cfg, uint64_t base, uint8_t *buf
 	table_header(t, "FACP", FADT_LEN, 6);
 	w32(t, FADT_FIRMWARE_CTRL, (uint32_t)GPA(o_facs));
 	w32(t, FADT_DSDT, (uint32_t)GPA(o_dsdt));
+	link_ptr(links, (uint32_t)(o_fadt + FADT_FIRMWARE_CTRL), 4);
+	link_ptr(links, (uint32_t)(o_fadt + FADT_DSDT), 4);
+	link_ptr(links, (uint32_t)(o_fadt + FADT_X_DSDT), 8);
 	w8(t, FADT_PM_PROFILE, 0);                      /* unspecified */
 	w16(t, FADT_SCI_INT, ACPI_SCI_IRQ);
 	w32(t, FADT_SMI_CMD, 0);                        /* ACPI mode always on */
@@ -472,6 +496,7 @@ int acpi_build_tables(const struct acpi_config *cfg, uint64_t base, uint8_t *buf
 	    ACPI_PM_TMR_PORT);
 	memcpy(t + FADT_HYPERVISOR_ID, "HYVE\0\0\0\0", 8);
 	finish_table(t, FADT_LEN);
+	link_cksum(links, (uint32_t)o_fadt, FADT_LEN);
 
 	/* MADT */
 	t = buf + o_madt;
@@ -538,6 +563,7 @@ int acpi_build_tables(const struct acpi_config *cfg, uint64_t base, uint8_t *buf
 		return -1;
 	}
 	finish_table(t, (uint32_t)madt_len);
+	link_cksum(links, (uint32_t)o_madt, (uint32_t)madt_len);
 
 	/* MCFG */
 	t = buf + o_mcfg;
@@ -547,19 +573,26 @@ int acpi_build_tables(const struct acpi_config *cfg, uint64_t base, uint8_t *buf
 	w8(t, 54, 0);                                   /* start bus */
 	w8(t, 55, (uint8_t)cfg->ecam_end_bus);
 	finish_table(t, (uint32_t)mcfg_len);
+	link_cksum(links, (uint32_t)o_mcfg, (uint32_t)mcfg_len);
 
 	/* RSDT and XSDT */
 	const size_t offs[3] = { o_fadt, o_madt, o_mcfg };
 	t = buf + o_rsdt;
 	table_header(t, "RSDT", ACPI_HDR_LEN + 4 * ntables, 1);
-	for (int i = 0; i < ntables; i++)
+	for (int i = 0; i < ntables; i++) {
 		w32(t, ACPI_HDR_LEN + 4 * (size_t)i, (uint32_t)GPA(offs[i]));
+		link_ptr(links, (uint32_t)(o_rsdt + ACPI_HDR_LEN + 4 * (size_t)i), 4);
+	}
 	finish_table(t, ACPI_HDR_LEN + 4 * ntables);
+	link_cksum(links, (uint32_t)o_rsdt, ACPI_HDR_LEN + 4 * ntables);
 	t = buf + o_xsdt;
 	table_header(t, "XSDT", ACPI_HDR_LEN + 8 * ntables, 1);
-	for (int i = 0; i < ntables; i++)
+	for (int i = 0; i < ntables; i++) {
 		w64(t, ACPI_HDR_LEN + 8 * (size_t)i, GPA(offs[i]));
+		link_ptr(links, (uint32_t)(o_xsdt + ACPI_HDR_LEN + 8 * (size_t)i), 8);
+	}
 	finish_table(t, ACPI_HDR_LEN + 8 * ntables);
+	link_cksum(links, (uint32_t)o_xsdt, ACPI_HDR_LEN + 8 * ntables);
 
 	/* RSDP (ACPI 2.0+ layout, 36 bytes) */
 	t = buf + o_rsdp;
@@ -572,6 +605,8 @@ int acpi_build_tables(const struct acpi_config *cfg, uint64_t base, uint8_t *buf
 	w8(t, 8, checksum(t, 20));
 	w8(t, 32, checksum(t, 36));
 #undef GPA
+	if (links)
+		links->tables_start = (uint32_t)o_rsdt;
 	*used = total;
 	return 0;
 }

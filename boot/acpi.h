@@ -68,6 +68,27 @@ int acpi_build(struct vmctx *ctx, const struct acpi_config *cfg, uint64_t *rsdp_
 int acpi_build_tables(const struct acpi_config *cfg, uint64_t base, uint8_t *buf,
                       size_t size, size_t *used, char *err, size_t errlen);
 
+/*
+ * Where the tables point at each other and carry checksums, for firmware
+ * that places them itself (QEMU's table loader through fw_cfg): built at
+ * base 0, every pointer field holds an offset into the buffer.  The RSDP
+ * is the first 36 bytes (its pointers at 16 and 24, checksums at 8 and
+ * 32); the other tables start at tables_start.
+ */
+#define ACPI_RSDP_LEN 36
+#define ACPI_LINKS_MAX 32
+struct acpi_link_ptr { uint32_t offset; uint8_t size; };
+struct acpi_link_cksum { uint32_t offset, start, length; };
+struct acpi_links {
+	uint32_t tables_start;
+	struct acpi_link_ptr ptr[ACPI_LINKS_MAX];      /* outside the RSDP */
+	int nptr;
+	struct acpi_link_cksum cks[ACPI_LINKS_MAX];    /* outside the RSDP */
+	int ncks;
+};
+int acpi_build_tables_linked(const struct acpi_config *cfg, uint64_t base, uint8_t *buf, size_t size,
+                             size_t *used, struct acpi_links *links, char *err, size_t errlen);
+
 /* The DSDT's AML body alone (no table header); malloc'd, NULL on error. */
 uint8_t *acpi_build_dsdt_aml(const struct acpi_config *cfg, size_t *len,
                              char *err, size_t errlen);

@@ -5,14 +5,18 @@
  * levels.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../core/config.h"
 #include "../core/init.h"
 #include "../core/log.h"
+#include "../devices/fw_cfg.h"
 #include "../devices/pci_lpc.h"
 #include "../vmm/vmm.h"
 #include "acpi.h"
+#include "boot.h"
+#include "bootrom.h"
 #include "firmware.h"
 
 static uint64_t rsdp_gpa;
@@ -23,9 +27,61 @@ void firmware_set_ncpus(int ncpus)
 	firmware_ncpus = ncpus;
 }
 
+int firmware_get_ncpus(void)
+{
+	return firmware_ncpus;
+}
+
 uint64_t firmware_rsdp(void)
 {
 	return rsdp_gpa;
+}
+
+/*
+ * Under a boot ROM the firmware places the tables itself: they go to
+ * fw_cfg as etc/acpi/rsdp and etc/acpi/tables, built at address 0, with
+ * the table-loader script that allocates, links and checksums them.
+ */
+static int acpi_to_fw_cfg(const struct acpi_config *cfg, char *err, size_t errlen)
+{
+	uint8_t *buf = calloc(1, BOOT_ACPI_SIZE);
+	struct acpi_links *links = calloc(1, sizeof(*links));
+	struct fw_cfg_loader *ld = fw_cfg_loader_new();
+	int rc = -1;
+	size_t used, script_len;
+	if (!buf || !links || !ld) {
+		snprintf(err, errlen, "ACPI tables: out of memory");
+		goto out;
+	}
+	if (acpi_build_tables_linked(cfg, 0, buf, BOOT_ACPI_SIZE, &used, links, err, errlen))
+		goto out;
+	static const char rsdp[] = "etc/acpi/rsdp", tables[] = "etc/acpi/tables";
+	if (fw_cfg_add_file(rsdp, buf, ACPI_RSDP_LEN, err, errlen))
+		goto out;
+	memset(buf, 0, links->tables_start);   /* no stray RSDP signature in the tables blob */
+	if (fw_cfg_add_file(tables, buf, used, err, errlen))
+		goto out;
+	fw_cfg_loader_allocate(ld, rsdp, 16, FW_CFG_ZONE_FSEG);
+	fw_cfg_loader_allocate(ld, tables, 64, FW_CFG_ZONE_HIGH);   /* FACS: 64-byte aligned */
+	fw_cfg_loader_add_pointer(ld, rsdp, tables, 16, 4);          /* RsdtAddress */
+	fw_cfg_loader_add_pointer(ld, rsdp, tables, 24, 8);          /* XsdtAddress */
+	for (int i = 0; i < links->nptr; i++)
+		fw_cfg_loader_add_pointer(ld, tables, tables, links->ptr[i].offset, links->ptr[i].size);
+	for (int i = 0; i < links->ncks; i++)
+		fw_cfg_loader_add_checksum(ld, tables, links->cks[i].offset, links->cks[i].start, links->cks[i].length);
+	fw_cfg_loader_add_checksum(ld, rsdp, 8, 0, 20);
+	fw_cfg_loader_add_checksum(ld, rsdp, 32, 0, ACPI_RSDP_LEN);
+	const uint8_t *script = fw_cfg_loader_data(ld, &script_len);
+	if (!script) {
+		snprintf(err, errlen, "ACPI table loader: out of memory");
+		goto out;
+	}
+	rc = fw_cfg_add_file("etc/table-loader", script, script_len, err, errlen);
+out:
+	fw_cfg_loader_free(ld);
+	free(links);
+	free(buf);
+	return rc;
 }
 
 static int firmware_init(struct vmctx *ctx)
@@ -44,7 +100,15 @@ static int firmware_init(struct vmctx *ctx)
 	cfg.mmio64_end = cfg.mmio64_base + (64ULL << 30);
 	for (int i = 0; i < 4; i++)
 		cfg.com[i] = lpc_present() && get_config_valuef("lpc.com%d.path", i + 1) != NULL;
-	if (!get_config_bool_default("acpi_tables", true))
+	bool tables = get_config_bool_default("acpi_tables", true);
+	if (bootrom_configured()) {
+		if (bootrom_load(ctx, err, sizeof(err)) || (tables && acpi_to_fw_cfg(&cfg, err, sizeof(err)))) {
+			log_err("%s", err);
+			return -1;
+		}
+		return 0;
+	}
+	if (!tables)
 		return 0;
 	if (acpi_build(ctx, &cfg, &rsdp_gpa, err, sizeof(err))) {
 		log_err("ACPI tables: %s", err);

@@ -5,6 +5,7 @@
 
 /* Number of vCPUs the tables describe; set before the init levels run. */
 void firmware_set_ncpus(int ncpus);
+int firmware_get_ncpus(void);
 /* Guest physical address of the RSDP, 0 if no tables were built. */
 uint64_t firmware_rsdp(void);
 

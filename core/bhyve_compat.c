@@ -276,7 +276,7 @@ static const struct config_key compat_keys[] = {
 	{ "memory.guest_in_core", CFG_BOOL, "-C: include guest RAM in hyve's core dumps (default false)", NULL },
 	{ "keyboard.layout", CFG_STRING, "-K: VNC keyboard layout (stored; hyve has no VNC console)", NULL },
 	{ "vcpu.*.cpuset", CFG_CUSTOM, "-p N:CPU: host CPUs vCPU N's thread may run on (list: 0,2,4-7)", check_cpuset },
-	{ "fw_cfg.file.*.name", CFG_CUSTOM, "-f NAME,...: fw_cfg file name (stored for a future fw_cfg device)", check_fwcfg_name },
+	{ "fw_cfg.file.*.name", CFG_CUSTOM, "-f NAME,...: fw_cfg file name (the guest reads it through fw_cfg)", check_fwcfg_name },
 	{ "fw_cfg.file.*.string", CFG_STRING, "-f NAME,string=DATA: its contents", NULL },
 	{ "fw_cfg.file.*.path", CFG_STRING, "-f NAME,file=PATH: the host file with its contents", NULL },
 	{ NULL, 0, NULL, NULL },
@@ -339,7 +339,5 @@ int compat_check(int ncpus, config_report_fn fn, void *arg)
 		}
 	if (get_config_value("keyboard.layout"))
 		fn(LOG_INFO, "note: keyboard.layout (-K): hyve has no VNC console (kept, ignored)", arg);
-	if (get_config_value("fw_cfg.file.0.name"))
-		fn(LOG_INFO, "note: fw_cfg.file (-f): hyve has no fw_cfg device yet (kept, ignored)", arg);
 	return c.nerr;
 }

@@ -26,7 +26,6 @@
 static const char *const host_only[] = {
 	"control.socket", "debug.*", "boot.kernel", "boot.initrd", "migration.*", "snapshot.*",
 	"config.dump", "vmm.emulating", "security.*",
-	"fw_cfg.file.*.path",   /* a host file read into the guest; no device needs it yet */
 	"vcpu.*.cpuset",        /* host CPU numbers */
 	NULL,
 };
@@ -46,6 +45,10 @@ static const struct {
 	{ "pci.*.*.*.hostfwd", NULL },        /* host ports */
 	{ "pci.*.*.*.port[0-9]*", NULL },     /* virtio-console sockets */
 	{ "pci.*.*.*.port.*.path", NULL },
+	{ "fw_cfg.file.*.path", NULL },       /* host files the guest reads through fw_cfg */
+	{ "lpc.bootrom", NULL },              /* firmware files */
+	{ "lpc.bootvars", NULL },
+	{ "lpc.debugcon.path", NULL },
 	{ NULL, NULL },
 };
 

@@ -4,6 +4,7 @@
  * level -> kernel loader -> vCPU threads -> main event loop.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <getopt.h>
 #include <signal.h>
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 #include "../boot/boot.h"
+#include "../boot/bootrom.h"
 #include "../boot/firmware.h"
 #include "../boot/linux.h"
 #include "../boot/linux_adapt.h"
@@ -200,20 +202,35 @@ static int parse_lpc(const char *opt, char *err, size_t errlen)
 {
 	if (strcmp(opt, "help") == 0) {
 		printf("LPC devices (-l): com1..com4 with backend stdio, file=PATH, sock=PATH, tcp=ADDR:PORT\n"
-		       "or a tty path (/dev/nmdm0A, /dev/pts/N); pc-testdev\n");
+		       "or a tty path (/dev/nmdm0A, /dev/pts/N); bootrom,ROMFILE[,VARSFILE]; fwcfg,qemu|off;\n"
+		       "pc-testdev\n");
 		exit(0);
 	}
 	/* bhyve's other LPC devices: the test device hyve has, the rest said so. */
 	if (strcmp(opt, "pc-testdev") == 0)
 		return set_config_value("lpc.pc-testdev", "true");
 	size_t dl = strcspn(opt, ",");
-	static const char *const unsupported[] = { "bootrom", "tpm", "fwcfg", NULL };
-	for (int i = 0; unsupported[i]; i++)
-		if (strlen(unsupported[i]) == dl && strncmp(opt, unsupported[i], dl) == 0) {
-			snprintf(err, errlen, "bhyve option -l %s is not supported by hyve (%s)", unsupported[i],
-			         i == 0 ? "no boot ROM: hyve boots boot.kernel directly" : i == 1 ? "no TPM" : "no fw_cfg device yet");
+	const char *conf = opt[dl] ? opt + dl + 1 : "";
+	if (dl == 7 && strncmp(opt, "bootrom", 7) == 0) {
+		/* bootrom,ROM[,VARS] */
+		size_t rl = strcspn(conf, ",");
+		if (!rl) {
+			snprintf(err, errlen, "-l %s: expected bootrom,ROMFILE[,VARSFILE]", opt);
 			return -1;
 		}
+		char rom[PATH_MAX];
+		snprintf(rom, sizeof(rom), "%.*s", (int)rl, conf);
+		if (set_config_value("lpc.bootrom", rom) ||
+		    (conf[rl] && set_config_value("lpc.bootvars", conf + rl + 1)))
+			return -1;
+		return 0;
+	}
+	if (dl == 5 && strncmp(opt, "fwcfg", 5) == 0)
+		return set_config_value("lpc.fwcfg", conf);
+	if (dl == 3 && strncmp(opt, "tpm", 3) == 0) {
+		snprintf(err, errlen, "bhyve option -l tpm is not supported by hyve (no TPM)");
+		return -1;
+	}
 	const char *comma = strchr(opt, ',');
 	if (!comma || comma == opt || !comma[1]) {
 		snprintf(err, errlen, "-l %s: expected comN,BACKEND", opt);
@@ -487,8 +504,15 @@ static void check_config(struct hyve_vm *vm, uint64_t *memsize, bool restoring, 
 			snprintf(err, sizeof(err), "config: lpc.com%d.path: needs an lpc device (-s 31,lpc)", i);
 			config_error(err);
 		}
-	if (!restoring && !dumping && !get_config_value("boot.kernel"))
-		config_error("config: boot.kernel: no kernel given (-o boot.kernel=PATH)");
+	char rom_err[400];
+	if (bootrom_check(rom_err, sizeof(rom_err))) {
+		snprintf(err, sizeof(err), "config: %s", rom_err);
+		config_error(err);
+	}
+	if (bootrom_configured() && get_config_value("boot.kernel"))
+		config_error("config: boot.kernel and lpc.bootrom: give one (hyve loads a kernel itself, or firmware boots a disk)");
+	if (!restoring && !dumping && !get_config_value("boot.kernel") && !bootrom_configured())
+		config_error("config: boot.kernel: no kernel given (-o boot.kernel=PATH, or a boot ROM: -l bootrom,ROM)");
 	/* -S: say now, not after the guest was built, that mlock will be refused. */
 	struct rlimit ml;
 	if (!dumping && get_config_bool_default("memory.wired", false) && getrlimit(RLIMIT_MEMLOCK, &ml) == 0 &&
@@ -667,9 +691,11 @@ int main(int argc, char **argv)
 		/* Devices look at rings whose kicks happened in the saving process. */
 		vmstate_resume();
 	} else {
-		if (load_kernel(vm, &be))
+		/* Under a boot ROM the vCPUs start in KVM's reset state, at the reset vector. */
+		bool rom = bootrom_configured();
+		if (!rom && load_kernel(vm, &be))
 			return HYVE_EXIT_ERROR;
-		if (vcpus_create(vm, &be))
+		if (vcpus_create(vm, rom ? NULL : &be))
 			return HYVE_EXIT_ERROR;
 	}
 	if (!incoming && control_start(vm))

@@ -76,6 +76,9 @@ struct snapshot_ops {
 	int (*load)(void *arg, struct snap_rd *in, uint32_t version, char *err, size_t errlen);
 	void (*quiesce)(void *arg);
 	void (*resume)(void *arg);
+	/* A device newer than the checkpoint format: a checkpoint without its
+	 * section restores, and the device keeps its initial state. */
+	bool optional;
 };
 
 /* Register a device instance under a unique section name ("uart.com1"). */

@@ -535,6 +535,8 @@ int vmstate_load(struct hyve_vm *vm, const struct vm_sections *in, char *err, si
 	for (int i = 0; i < snapshot_count(); i++) {
 		const struct snapshot_entry *ent = snapshot_get(i);
 		const struct vm_section *s = vm_sections_find(in, ent->name);
+		if (!s && ent->ops->optional)
+			continue;
 		if (!s) {
 			snprintf(err, errlen, "section %s: missing (configured device)", ent->name);
 			return -1;

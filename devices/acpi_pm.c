@@ -15,6 +15,7 @@
 #include "../core/log.h"
 #include "../core/snapshot.h"
 #include "acpi_pm.h"
+#include "debugcon.h"
 
 #define PM1_SCI_EN 0x0001
 #define PM1_SLP_EN 0x2000
@@ -30,6 +31,8 @@ static int pm1_evt_handler(struct vcpu *vcpu, bool in, uint16_t port, int bytes,
 {
 	(void)vcpu; (void)arg;
 	int off = port - ACPI_PM1A_EVT_PORT;
+	if (port == DEBUGCON_PORT && bytes == 1 && debugcon_access(in, val))
+		return 0;
 	pthread_mutex_lock(&pm.lock);
 	uint32_t reg = (uint32_t)pm.sts | (uint32_t)pm.en << 16;
 	if (in) {

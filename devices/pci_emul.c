@@ -435,9 +435,9 @@ int pci_check_config(config_report_fn fn, void *arg)
 					nerr++;
 				}
 			}
-			if (get_config_valuef("pci.0.%d.%d.bootindex", s, f)) {
-				snprintf(msg, sizeof(msg), "note: pci.0.%d.%d.bootindex: hyve boots boot.kernel directly; "
-				         "there is no firmware boot order (kept, ignored)", s, f);
+			if (get_config_valuef("pci.0.%d.%d.bootindex", s, f) && !get_config_value("lpc.bootrom")) {
+				snprintf(msg, sizeof(msg), "note: pci.0.%d.%d.bootindex: without -l bootrom hyve boots "
+				         "boot.kernel directly; no firmware reads the boot order (kept, ignored)", s, f);
 				fn(LOG_INFO, msg, arg);
 			}
 		}
@@ -620,9 +620,10 @@ static void bar_cfgwrite(struct pci_devinst *pi, int reg, uint32_t val)
 	else
 		addr = (addr & ~0xffffffffULL) | (val & (b->type == PCIBAR_IO ? ~3u : ~0xfu));
 	addr &= ~(bb->size - 1);   /* size probing: the low bits read back as zero */
-	if (bb->type == PCIBAR_IO)
-		addr &= 0xffff;
-	if (bb->type == PCIBAR_MEM32)
+	/* I/O BARs keep all 32 bits, as QEMU's: firmware that sizes them with a
+	 * 32-bit complement (SeaBIOS) would see 0xffc1 as a 4 GiB request.
+	 * Only addresses inside the 64 KiB port space are decoded. */
+	if (bb->type == PCIBAR_MEM32 || bb->type == PCIBAR_IO)
 		addr &= 0xffffffffULL;
 	if (addr == bb->addr)
 		goto out;
@@ -631,9 +632,9 @@ static void bar_cfgwrite(struct pci_devinst *pi, int reg, uint32_t val)
 	bb->addr = addr;
 	if (decoded || bar_decode_enabled(pi, base_idx)) {
 		/* All-ones while sizing is not a real placement: don't decode it. */
-		uint64_t probe = bb->type == PCIBAR_IO ? (0xffffULL & ~(bb->size - 1))
-		                                       : (0xffffffffULL & ~(bb->size - 1));
-		if ((addr & 0xffffffffULL) != probe && addr != 0)
+		uint64_t probe = 0xffffffffULL & ~(bb->size - 1);
+		bool in_space = bb->type != PCIBAR_IO || addr + bb->size <= 0x10000;
+		if ((addr & 0xffffffffULL) != probe && addr != 0 && in_space)
 			bar_set_decode(pi, base_idx, true);
 	}
 out:

@@ -56,7 +56,20 @@ static int check_lpc_com(const char *path, const char *value, char *err, size_t 
 	return chardev_parse(value, CHARDEV_F_STDIO, &ps, err, errlen);
 }
 
+static int check_fwcfg(const char *path, const char *value, char *err, size_t errlen)
+{
+	(void)path;
+	if (strcmp(value, "qemu") == 0 || strcmp(value, "off") == 0)
+		return 0;
+	snprintf(err, errlen, "expected qemu (QEMU's fw_cfg, the default) or off%s",
+	         strcmp(value, "bhyve") == 0 ? "; bhyve's own fwctl interface is not supported" : "");
+	return -1;
+}
+
 static const struct config_key lpc_keys[] = {
+	{ "lpc.fwcfg", CFG_CUSTOM, "firmware configuration interface: qemu (fw_cfg at I/O 0x510, default) or off", check_fwcfg },
+	{ "lpc.bootrom", CFG_STRING, "boot ROM (-l bootrom,ROM): SeaBIOS or OVMF code, mapped read-only below 4 GiB", NULL },
+	{ "lpc.bootvars", CFG_STRING, "UEFI variable store (-l bootrom,ROM,VARS): mapped below the ROM, written back to this file", NULL },
 	{ "lpc.pc-testdev", CFG_BOOL, "QEMU-compatible pc-testdev and debug-exit (port 0xf4)", NULL },
 	{ "lpc.com1.path", CFG_CUSTOM, "com1 backend: stdio, file=PATH, sock=PATH, tcp=ADDR:PORT or a tty path", check_lpc_com },
 	{ "lpc.com2.path", CFG_CUSTOM, "com2 backend", check_lpc_com },

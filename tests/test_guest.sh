@@ -20,6 +20,14 @@ t_guest_emulating_host_logged() {
 	expect_rc 1 && expect_err 'host KVM emulates guest kernel code \(PVM, detected\)'
 }
 
+# fw_cfg as firmware reads it (guests/testguest/tfwcfg.c): signature,
+# DMA, CPU count, RAM size, file directory, etc/e820, DMA errors.
+t_guest_fwcfg() {
+	have_kvm || return 77
+	run_guest 120 "test=fwcfg cpus=3" -c 3
+	expect_rc 1 && expect_out '^PASS fwcfg' && expect_out '^fwcfg: signature QEMU, id 0x3, cpus 3, ram 256 MiB'
+}
+
 t_guest_debug_exit_status() {
 	have_kvm || return 77
 	run_guest 60 "test=exit code=0x11"

@@ -36,6 +36,7 @@ struct vmctx {
 	struct vmm_host_info info;
 	struct mem_region mem[2];    /* [0] below 4 GiB, [1] above */
 	int nmem;
+	int nfw;                     /* vm_map_firmware slots in use */
 	bool dirty_log;
 	bool wired, in_core;         /* vm_set_memory_policy */
 	bool manual_dirty;           /* KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 enabled */
@@ -112,9 +113,11 @@ struct vmctx *vm_create(const char *name, char *err, size_t errlen)
 	ctx->info.has_manual_dirty_log =
 	    ioctl(ctx->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2) > 0;
 
-	/* VMX needs these three pages below 4 GiB; other backends ignore them. */
-	(void)ioctl(ctx->vm_fd, KVM_SET_TSS_ADDR, 0xfffbd000UL);
-	uint64_t idmap = 0xfffbc000ULL;
+	/* VMX needs these three pages below 4 GiB; other backends ignore them.
+	 * QEMU's addresses: below the 16 MiB flash window under 4 GiB, where a
+	 * boot ROM (OVMF: 4 MiB) would overlap them. */
+	(void)ioctl(ctx->vm_fd, KVM_SET_TSS_ADDR, 0xfeffd000UL);
+	uint64_t idmap = 0xfeffc000ULL;
 	(void)ioctl(ctx->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &idmap);
 
 	struct sigaction sa;
@@ -221,6 +224,29 @@ int vm_set_memory_policy(struct vmctx *ctx, bool wired, bool in_core, char *err,
 			         (unsigned long long)(ctx->mem[i].size >> 20), strerror(e));
 		return -1;
 	}
+	return 0;
+}
+
+int vm_map_firmware(struct vmctx *ctx, uint64_t gpa, void *hva, uint64_t size, bool readonly)
+{
+	if (ctx->nfw >= VM_MAX_FW_SLOTS) {
+		errno = ENOSPC;
+		return -1;
+	}
+	if (readonly && ioctl(ctx->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_READONLY_MEM) <= 0) {
+		errno = ENOTSUP;
+		return -1;
+	}
+	struct kvm_userspace_memory_region r = {
+		.slot = (uint32_t)(VM_FW_SLOT_BASE + ctx->nfw),
+		.flags = readonly ? KVM_MEM_READONLY : 0,
+		.guest_phys_addr = gpa,
+		.memory_size = size,
+		.userspace_addr = (uint64_t)(uintptr_t)hva,
+	};
+	if (ioctl(ctx->vm_fd, KVM_SET_USER_MEMORY_REGION, &r))
+		return -1;
+	ctx->nfw++;
 	return 0;
 }
 

@@ -50,6 +50,14 @@ int vm_setup_memory(struct vmctx *ctx, uint64_t memsize, char *err, size_t errle
  * restore puts in place (vm_map_memory_file).
  */
 int vm_set_memory_policy(struct vmctx *ctx, bool wired, bool in_core, char *err, size_t errlen);
+/*
+ * Map host memory at gpa as a firmware region outside guest RAM (never in
+ * checkpoints, dirty logs or vm_map_gpa): read-only for a boot ROM (guest
+ * writes to it exit as MMIO), writable for a flash variable store.
+ */
+#define VM_FW_SLOT_BASE 8
+#define VM_MAX_FW_SLOTS 4
+int vm_map_firmware(struct vmctx *ctx, uint64_t gpa, void *hva, uint64_t size, bool readonly);
 uint64_t vm_get_lowmem_size(struct vmctx *ctx);
 uint64_t vm_get_highmem_size(struct vmctx *ctx);
 /*

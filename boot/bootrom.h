@@ -1,0 +1,21 @@
+/*
+ * Boot ROM (-l bootrom,ROMFILE[,VARSFILE], keys lpc.bootrom and
+ * lpc.bootvars): firmware such as SeaBIOS or OVMF instead of a kernel
+ * loaded by hyve.  Layout and rules in bootrom.c.
+ */
+#ifndef HYVE_BOOTROM_H
+#define HYVE_BOOTROM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct vmctx;
+
+bool bootrom_configured(void);
+/* Sizes and access of the ROM and variable files, before a VM exists. */
+int bootrom_check(char *err, size_t errlen);
+/* Map the ROM and variable store, copy the ROM's end below 1 MiB, add the
+ * bootorder fw_cfg file.  At INIT_FIRMWARE, after fw_cfg and the PCI devices. */
+int bootrom_load(struct vmctx *ctx, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,88 @@
+/*
+ * bootsect.bin: the smallest guest a PC BIOS boots (tests/test_firmware.sh).
+ * Loaded at 0x7c00 by the firmware from a disk's first sector or from an
+ * El Torito no-emulation CD image.  It reads the disk's second sector
+ * through the BIOS (INT 13h AH=42h, so the firmware's own driver for the
+ * controller does real I/O) unless the firmware already loaded it (a CD
+ * boot image of 4 sectors), prints the NUL-terminated tag found there on
+ * COM1 as "hyve-bootsect: TAG", then powers the VM off through the ACPI
+ * PM1a control register (SLP_TYP 5, SLP_EN) described in hyve's FADT.
+ * Failures print "hyve-bootsect: FAIL ..." and halt.
+ */
+	.code16
+	.text
+	.globl _start
+_start:
+	cli
+	xorw	%ax, %ax
+	movw	%ax, %ds
+	movw	%ax, %es
+	movw	%ax, %ss
+	movw	$0x7c00, %sp
+	ljmp	$0, $1f
+1:	movb	%dl, drive
+	cmpl	$0x47415448, tagsec	/* "HTAG": second sector already here (CD image) */
+	je	have_tag
+	movw	$dap, %si
+	movb	$0x42, %ah
+	movb	drive, %dl
+	int	$0x13
+	jc	read_failed
+	cmpl	$0x47415448, tagsec
+	jne	no_tag
+have_tag:
+	movw	$prefix, %si
+	call	puts
+	movw	$tagsec + 4, %si
+	call	puts
+	movw	$crlf, %si
+	call	puts
+	/* ACPI S5: PM1a_CNT (0x404) = SLP_TYP 5 << 10 | SLP_EN (1 << 13) */
+	movw	$0x404, %dx
+	movw	$(5 << 10) | (1 << 13), %ax
+	outw	%ax, %dx
+	jmp	halt
+read_failed:
+	movw	$msg_read, %si
+	call	puts
+	jmp	halt
+no_tag:
+	movw	$msg_tag, %si
+	call	puts
+halt:
+	hlt
+	jmp	halt
+
+/* puts: the NUL-terminated string at %si to COM1, polling LSR.THRE. */
+puts:
+	lodsb
+	testb	%al, %al
+	jz	2f
+	movb	%al, %ah
+	movw	$0x3fd, %dx
+1:	inb	%dx, %al
+	testb	$0x20, %al
+	jz	1b
+	movw	$0x3f8, %dx
+	movb	%ah, %al
+	outb	%al, %dx
+	jmp	puts
+2:	ret
+
+prefix:	.asciz	"hyve-bootsect: "
+crlf:	.asciz	"\r\n"
+msg_read: .asciz "hyve-bootsect: FAIL INT 13h read of sector 1\r\n"
+msg_tag:  .asciz "hyve-bootsect: FAIL no HTAG in sector 1\r\n"
+drive:	.byte	0
+	.balign	4
+dap:	.byte	16, 0		/* disk address packet: size, reserved */
+	.word	1		/* sectors */
+	.word	0x7e00, 0	/* buffer offset, segment */
+	.quad	1		/* LBA */
+
+	.org	510
+	.byte	0x55, 0xaa
+/* Sector 1: "HTAG", then the tag text (tests write their own). */
+tagsec:	.ascii	"HTAG"
+	.asciz	"no tag written"
+	.org	1024
