@@ -91,6 +91,6 @@ timeout "${HYVE_L1_TIMEOUT:-3600}" qemu-system-x86_64 -M q35 -accel tcg,thread=m
 	-smp "${HYVE_L1_SMP:-2}" -m "${HYVE_L1_MEM:-8G}" -nographic -no-reboot -nodefaults -serial stdio \
 	-kernel "$vmlinuz" -initrd "$initrd" -append "console=ttyS0 panic=-1 quiet loglevel=3 hyve_l1=$run_dir" \
 	-fsdev "local,id=root,path=/,security_model=passthrough,multidevs=remap" \
-	-device virtio-9p-pci,fsdev=root,mount_tag=hostroot </dev/null | tr -d '\r' | sed -u 's/\x1b[[0-9;?]*[a-zA-Z]//g; s/\x1bc//g'
+	-device virtio-9p-pci,fsdev=root,mount_tag=hostroot </dev/null | sed -u 's/\r//g; s/\x1b[[0-9;?]*[a-zA-Z]//g; s/\x1bc//g'
 rc=$(cat "$run_dir/rc" 2>/dev/null) || { echo "$PROG: the L1 did not finish the command" >&2; exit 125; }
 exit "$rc"
