@@ -508,6 +508,58 @@ static void test_errors(void)
 	      "error: table area too small: %s", err);
 }
 
+/*
+ * Tables for firmware that places them itself (QEMU's table loader): built
+ * at 0 with their links, then patched as SeaBIOS's loader would for the
+ * RSDP at one address and the tables at another; the result must be the
+ * tables built directly at that address, byte for byte.
+ */
+static void test_linked(const struct acpi_config *c, const char *tag)
+{
+	enum { SZ = 0x20000 };
+	static uint8_t linked[SZ], direct[SZ];
+	struct acpi_links l;
+	size_t used, dused;
+	char err[256] = "";
+	const uint64_t tables_at = 0x7fe0000;   /* a 64-byte aligned HIGH allocation */
+	if (acpi_build_tables_linked(c, 0, linked, SZ, &used, &l, err, sizeof(err))) {
+		check(0, "%s: linked build: %s", tag, err);
+		return;
+	}
+	check(l.nptr > 4 && l.ncks >= 6 && l.tables_start >= ACPI_RSDP_LEN && l.tables_start % 16 == 0,
+	      "%s: %d pointers, %d checksums, tables from %u", tag, l.nptr, l.ncks, l.tables_start);
+	uint8_t rsdp[ACPI_RSDP_LEN];
+	memcpy(rsdp, linked, sizeof(rsdp));
+	/* The loader: pointers += the tables' address, then the checksums. */
+	uint32_t v32 = r32(rsdp + 16) + (uint32_t)tables_at;
+	memcpy(rsdp + 16, &v32, 4);
+	uint64_t v64 = r64(rsdp + 24) + tables_at;
+	memcpy(rsdp + 24, &v64, 8);
+	for (int i = 0; i < l.nptr; i++) {
+		uint8_t *f = linked + l.ptr[i].offset;
+		if (l.ptr[i].size == 4) {
+			v32 = r32(f) + (uint32_t)tables_at;
+			memcpy(f, &v32, 4);
+		} else {
+			v64 = r64(f) + tables_at;
+			memcpy(f, &v64, 8);
+		}
+	}
+	for (int i = 0; i < l.ncks; i++)
+		linked[l.cks[i].offset] -= sum(linked + l.cks[i].start, l.cks[i].length);
+	rsdp[8] -= sum(rsdp, 20);
+	rsdp[32] -= sum(rsdp, 36);
+	/* Built directly: the RSDP at tables_at, the rest after it, as linked. */
+	if (acpi_build_tables(c, tables_at, direct, SZ, &dused, err, sizeof(err))) {
+		check(0, "%s: direct build: %s", tag, err);
+		return;
+	}
+	check(dused == used, "%s: same size linked and direct (%zu, %zu)", tag, used, dused);
+	check(memcmp(rsdp, direct, sizeof(rsdp)) == 0, "%s: patched RSDP == RSDP built in place", tag);
+	check(memcmp(linked + l.tables_start, direct + l.tables_start, used - l.tables_start) == 0,
+	      "%s: patched tables == tables built in place", tag);
+}
+
 int main(void)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -537,6 +589,10 @@ int main(void)
 	c = base_config(300);
 	test_config(&c, "300 vCPUs (x2APIC entries)");
 	test_errors();
+	c = base_config(4);
+	test_linked(&c, "linked, 4 vCPUs");
+	c = base_config(300);
+	test_linked(&c, "linked, 300 vCPUs");
 
 	char cmd[128];
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
