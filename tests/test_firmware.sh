@@ -92,6 +92,26 @@ t_firmware_rom_unchanged() {
 	[ "$(sha256sum <"$TMP/rom.bin")" = "$before" ] || { echo "    the ROM file changed"; return 1; }
 }
 
+# A VM running under firmware (real mode, BIOS data in RAM) is checkpointed
+# while its boot sector waits, and the restored VM carries on to power off.
+t_firmware_seabios_checkpoint_restore() {
+	have_kvm && have_seabios || return 77
+	local hyvectl=${HYVECTL:-$(dirname -- "$HYVE")/hyvectl}
+	[ -x "$hyvectl" ] || { SKIP_REASON="hyvectl not built"; return 77; }
+	bootsect_image "$TMP/fwck.img" "wait:restored under firmware"
+	local sock=$TMP/fwck.sock ck=$TMP/fw.ckpt
+	vm_start -m 256M -l com1,stdio -l bootrom,"$SEABIOS" -s "4,virtio-blk,$TMP/fwck.img" \
+		-o control.socket="$sock" "$(vm_name fwck)"
+	wait_serial 120 'hyve-bootsect: waiting' || { vm_stop; return 1; }
+	if ! "$hyvectl" --socket="$sock" --checkpoint="$ck" >"$TMP/fwck.ctl" 2>&1; then
+		echo "    hyvectl --checkpoint failed:"; sed 's/^/    | /' "$TMP/fwck.ctl"; vm_stop; return 1
+	fi
+	vm_stop
+	run_hyve 120 -r "$ck" -o control.socket=none -o pci.0.4.0.path="$TMP/fwck.img" -o lpc.bootrom="$SEABIOS" \
+		-l com1,stdio
+	expect_rc 1 && expect_out 'hyve-bootsect: restored under firmware'
+}
+
 # Bad ROM and variable files: one error line, status 4, before a VM exists.
 t_firmware_bad_files() {
 	printf 'x' >"$TMP/odd.rom"

@@ -7,7 +7,9 @@
  * boot image of 4 sectors), prints the NUL-terminated tag found there on
  * COM1 as "hyve-bootsect: TAG", then powers the VM off through the ACPI
  * PM1a control register (SLP_TYP 5, SLP_EN) described in hyve's FADT.
- * Failures print "hyve-bootsect: FAIL ..." and halt.
+ * A tag "wait:TEXT" prints "hyve-bootsect: waiting", lets three RTC
+ * seconds pass, then prints TEXT.  Failures print "hyve-bootsect: FAIL
+ * ..." and halt.
  */
 	.code16
 	.text
@@ -31,9 +33,30 @@ _start:
 	cmpl	$0x47415448, tagsec
 	jne	no_tag
 have_tag:
+	/* A tag starting "wait:" first says so and lets ~3 RTC seconds pass
+	 * (tests checkpoint the VM meanwhile), then prints the rest. */
+	movw	$tagsec + 4, %si
+	cmpl	$0x74696177, (%si)	/* "wait" */
+	jne	print_tag
+	cmpb	$':', 4(%si)
+	jne	print_tag
+	movw	$msg_wait, %si
+	call	puts
+	movw	$3, %cx
+1:	call	rtc_sec
+	movb	%al, %bl
+2:	call	rtc_sec
+	cmpb	%al, %bl
+	je	2b
+	loop	1b
+	movw	$tagsec + 9, %si
+	jmp	3f
+print_tag:
+	movw	$tagsec + 4, %si
+3:	pushw	%si
 	movw	$prefix, %si
 	call	puts
-	movw	$tagsec + 4, %si
+	popw	%si
 	call	puts
 	movw	$crlf, %si
 	call	puts
@@ -69,8 +92,16 @@ puts:
 	jmp	puts
 2:	ret
 
+/* rtc_sec: the RTC's seconds register in %al. */
+rtc_sec:
+	movb	$0, %al
+	outb	%al, $0x70
+	inb	$0x71, %al
+	ret
+
 prefix:	.asciz	"hyve-bootsect: "
 crlf:	.asciz	"\r\n"
+msg_wait: .asciz "hyve-bootsect: waiting\r\n"
 msg_read: .asciz "hyve-bootsect: FAIL INT 13h read of sector 1\r\n"
 msg_tag:  .asciz "hyve-bootsect: FAIL no HTAG in sector 1\r\n"
 drive:	.byte	0
