@@ -84,6 +84,22 @@ check-sanitize:
 	$(MAKE) SANITIZE=1 all
 	SANITIZE=1 ./tests/run.sh -k '^(u_|t_cli_|t_migsec_|t_bhyve_|t_guest_)' -x '^u_linux_load$$'
 
+# The tests that need /dev/kvm, on a host without it (root): run inside an
+# L1 Linux with nested SVM under QEMU TCG (tests/nested/l1run.sh).
+# NESTED_TESTS and NESTED_SKIP (extended regexes of test names) pick them;
+# the default is every KVM test.  The small test kernel is built here first
+# (inside the L1 it would take hours) unless NESTED_KERNEL=no.
+# check-nested-smoke is CI's part: the test guest and firmware tests.
+NESTED_TESTS ?= ^t_
+NESTED_SKIP ?= ^$$
+NESTED_KERNEL ?= yes
+.PHONY: check-nested check-nested-smoke
+check-nested: all
+	[ "$(NESTED_KERNEL)" = no ] || sh tests/linux/build-kernel.sh >/dev/null
+	tests/nested/l1run.sh "bash tests/run.sh -k '$(NESTED_TESTS)' -x '$(NESTED_SKIP)'"
+check-nested-smoke:
+	$(MAKE) check-nested NESTED_TESTS='^t_(guest|firmware)_' NESTED_SKIP='_linux$$' NESTED_KERNEL=no
+
 # The same as check (Debian's stock kernel boot is part of check now; kept
 # for scripts that call it).
 check-slow: all
