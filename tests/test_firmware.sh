@@ -35,26 +35,19 @@ expect_booted() {
 	expect_rc 1 && expect_out 'SeaBIOS \(version' && expect_out "(^|\.\.)hyve-bootsect: $1"$'\r?$'
 }
 
-t_firmware_seabios_virtio_blk() {
+# seabios_disk_boot SPEC TAG: SeaBIOS boots a boot-sector image tagged TAG
+# from -s 4,SPEC, where @ in SPEC stands for the image's path.
+seabios_disk_boot() {
 	have_kvm && have_seabios || return 77
-	bootsect_image "$TMP/vblk.img" "virtio-blk disk"
-	boot_seabios 120 -s "4,virtio-blk,$TMP/vblk.img"
-	expect_booted "virtio-blk disk"
+	local img=$TMP/disk.$RANDOM.img
+	bootsect_image "$img" "$2"
+	boot_seabios 120 -s "4,${1/@/$img}"
+	expect_booted "$2"
 }
 
-t_firmware_seabios_nvme() {
-	have_kvm && have_seabios || return 77
-	bootsect_image "$TMP/nvme.img" "nvme namespace"
-	boot_seabios 120 -s "4,nvme,$TMP/nvme.img"
-	expect_booted "nvme namespace"
-}
-
-t_firmware_seabios_ahci_disk() {
-	have_kvm && have_seabios || return 77
-	bootsect_image "$TMP/ahci.img" "ahci disk"
-	boot_seabios 120 -s "4,ahci,hd:$TMP/ahci.img"
-	expect_booted "ahci disk"
-}
+t_firmware_seabios_virtio_blk() { seabios_disk_boot "virtio-blk,@" "virtio-blk disk"; }
+t_firmware_seabios_nvme() { seabios_disk_boot "nvme,@" "nvme namespace"; }
+t_firmware_seabios_ahci_disk() { seabios_disk_boot "ahci,hd:@" "ahci disk"; }
 
 # El Torito no-emulation boot: the firmware loads 4 sectors (code and tag).
 t_firmware_seabios_ahci_cd() {
