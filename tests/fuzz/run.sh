@@ -57,7 +57,7 @@ sources() {
 	p9) echo devices/p9_server.c; [ -f devices/p9_fs.c ] && echo devices/p9_fs.c ;;
 	ckpt)
 		echo tests/fuzz/fuzz_vm_stubs.c core/checkpoint.c core/snapshot.c core/vmstate.c core/config.c core/init.c core/inout.c \
-			core/mmio.c devices/pci_emul.c devices/pci_hostbridge.c devices/pci_lpc.c devices/acpi_pm.c \
+			core/mmio.c devices/pci_emul.c devices/pci_hostbridge.c devices/pci_lpc.c devices/acpi_pm.c devices/debugcon.c \
 			devices/atkbdc.c devices/pc_testdev.c devices/rtc.c devices/uart_16550.c devices/virtio.c \
 			devices/virtio_snapshot.c devices/virtio_ioeventfd.c devices/virtio_rnd.c \
 			devices/virtio_console.c devices/chardev.c devices/virtio_9p.c devices/p9_server.c devices/p9_state.c
@@ -67,7 +67,7 @@ sources() {
 	migration)
 		echo tests/fuzz/fuzz_vm_stubs.c core/migration.c core/migration_tls.c core/config_trust.c core/cpuid.c \
 			core/snapshot.c core/vmstate.c core/config.c core/init.c core/inout.c core/mmio.c devices/pci_emul.c \
-			devices/pci_hostbridge.c devices/pci_lpc.c devices/acpi_pm.c devices/atkbdc.c devices/pc_testdev.c \
+			devices/pci_hostbridge.c devices/pci_lpc.c devices/acpi_pm.c devices/debugcon.c devices/atkbdc.c devices/pc_testdev.c \
 			devices/rtc.c devices/uart_16550.c devices/virtio.c devices/virtio_snapshot.c devices/virtio_ioeventfd.c \
 			devices/virtio_rnd.c devices/virtio_console.c devices/chardev.c devices/virtio_9p.c devices/p9_server.c devices/p9_state.c
 		[ -f devices/p9_fs.c ] && echo devices/p9_fs.c
