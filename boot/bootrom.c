@@ -25,6 +25,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,6 +128,27 @@ static void *map_file(const char *path, int flags, size_t len, bool shared, char
 	return p;
 }
 
+struct text {
+	char buf[256 * 64];
+	size_t len;
+	bool full;
+};
+
+static void text_add(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void text_add(struct text *t, const char *fmt, ...)
+{
+	if (t->full)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(t->buf + t->len, sizeof(t->buf) - t->len, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof(t->buf) - t->len)
+		t->full = true;
+	else
+		t->len += (size_t)n;
+}
+
 /* bootorder: one OpenFirmware-style path per line, most preferred first. */
 static int add_bootorder(char *err, size_t errlen)
 {
@@ -146,8 +168,9 @@ static int add_bootorder(char *err, size_t errlen)
 			devs[j] = devs[j - 1];
 			devs[j - 1] = t;
 		}
-	char buf[256 * 64];
-	size_t len = 0;
+	static struct text t;
+	t.len = 0;
+	t.full = false;
 	for (int i = 0; i < n; i++) {
 		const char *model = get_config_valuef("pci.0.%d.%d.device", devs[i].slot, devs[i].func);
 		char pci[32];
@@ -159,16 +182,16 @@ static int add_bootorder(char *err, size_t errlen)
 		if (model && strcmp(model, "ahci") == 0) {
 			for (int p = 0; p < 32; p++)
 				if (get_config_valuef("pci.0.%d.%d.port.%d.path", devs[i].slot, devs[i].func, p))
-					len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%s/drive@%x/disk@0\n", pci, p);
+					text_add(&t, "%s/drive@%x/disk@0\n", pci, p);
 		} else {
-			len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%s\n", pci);
-		}
-		if (len >= sizeof(buf)) {
-			snprintf(err, errlen, "bootorder: too many boot devices");
-			return -1;
+			text_add(&t, "%s\n", pci);
 		}
 	}
-	return fw_cfg_add_file("bootorder", buf, len + 1, err, errlen);   /* NUL-terminated, as QEMU */
+	if (t.full) {
+		snprintf(err, errlen, "bootorder: more boot devices than fit in %zu bytes", sizeof(t.buf));
+		return -1;
+	}
+	return fw_cfg_add_file("bootorder", t.buf, t.len + 1, err, errlen);   /* NUL-terminated, as QEMU */
 }
 
 int bootrom_load(struct vmctx *ctx, char *err, size_t errlen)
