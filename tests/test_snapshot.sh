@@ -257,11 +257,12 @@ t_ckpt_refused_targets() {
 		echo "    checkpoint to a FIFO: status $rc, expected a refusal and the FIFO left alone"; cat "$out"; vm_stop
 		return 1; }
 	echo precious >"$victim"
-	ln -s "$victim" "$ck.tmp.$VM_PID"
+	local planted=$ck.tmp.$VM_PID   # the name hyve tries first (vm_stop clears VM_PID)
+	ln -s "$victim" "$planted"
 	"$HYVECTL" --socket="$sock" --checkpoint="$ck" >"$out" 2>&1 || {
 		echo "    checkpoint next to a planted symlink failed"; cat "$out"; vm_stop; return 1; }
 	vm_stop
-	[ "$(cat "$victim")" = precious ] && [ -L "$ck.tmp.$VM_PID" ] || {
+	[ "$(cat "$victim")" = precious ] && [ -L "$planted" ] || {
 		echo "    the planted symlink was followed or replaced"; return 1; }
 	[ "$(stat -c %a "$ck")" = 600 ] || { echo "    checkpoint mode $(stat -c %a "$ck"), expected 600"; return 1; }
 	ls "$TMP" | grep -q '^ck7\.ckpt\.tmp\.[0-9]*\.' && { echo "    a temporary file was left behind"; return 1; }
