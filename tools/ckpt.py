@@ -49,7 +49,16 @@ def blob(b, p):
     return b[p + 4:p + 4 + n], p + 4 + n
 
 
-CLOCK_MSRS = {0x10, 0xe7, 0xe8}   # TSC, MPERF, APERF
+CLOCK_MSRS = {0x10, 0xe7, 0xe8,   # TSC, MPERF, APERF
+              0x40000010, 0x40000020}   # Hyper-V VP_RUNTIME, TIME_REF_COUNT (KVM lists them)
+
+
+def vcpu_msrs(b):
+    """The (index, value) MSR list at the end of a vCPU section."""
+    return MSR_LISTS.get(bytes(b), [])
+
+
+MSR_LISTS = {}
 
 
 def mask_vcpu(b):
@@ -82,10 +91,13 @@ def mask_vcpu(b):
         p += 1
     nmsr = struct.unpack_from("<I", b, p)[0]
     p += 4
+    msrs = []
     for _ in range(nmsr):
         idx, val = struct.unpack_from("<IQ", b, p)
         p += 12
+        msrs.append((idx, val))
         out += struct.pack("<IQ", idx, 0 if idx in CLOCK_MSRS else val)
+    MSR_LISTS[bytes(out)] = msrs
     return bytes(out)
 
 
@@ -135,6 +147,11 @@ def main(argv):
             if x != y or a[n]["version"] != b[n]["version"]:
                 pos = next((i for i in range(min(len(x), len(y))) if x[i] != y[i]), min(len(x), len(y)))
                 print("differs: %s (first at byte %d of %d/%d)" % (n, pos, len(x), len(y)))
+                if n.startswith("vcpu."):   # name the MSRs, the usual suspects
+                    mx, my = dict(vcpu_msrs(x)), dict(vcpu_msrs(y))
+                    for idx in sorted(set(mx) | set(my)):
+                        if idx not in CLOCK_MSRS and mx.get(idx) != my.get(idx):
+                            print("  MSR %#x: %s -> %s" % (idx, mx.get(idx), my.get(idx)))
                 diff.append(n)
         print("%d sections compared, %d differ" % (compared, len(diff)))
         sys.exit(1 if diff else 0)
