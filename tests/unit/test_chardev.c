@@ -24,26 +24,7 @@
 
 /* ---- reporting and fakes of the core ---- */
 
-static int report_fd = STDOUT_FILENO;   /* the real stdout, even after dup2 */
-static int nchecks, nfailed;
-
-static void check(bool ok, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void check(bool ok, int line, const char *fmt, ...)
-{
-	char msg[640];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	nchecks++;
-	if (ok) {
-		dprintf(report_fd, "ok - %s\n", msg);
-	} else {
-		nfailed++;
-		dprintf(report_fd, "FAIL - %s (test_chardev.c:%d)\n", msg, line);
-	}
-}
-#define CHECK(cond, ...) check((cond), __LINE__, __VA_ARGS__)
+#include "check.h"
 
 static char last_log[512];      /* the last message above debug level */
 static int nwarn, ninfo;
@@ -806,7 +787,7 @@ static void test_stdio(void)
 	int inp[2], outp[2];
 	if (pipe(inp) || pipe(outp))
 		return;
-	report_fd = dup(STDOUT_FILENO);
+	check_fd = dup(STDOUT_FILENO);
 	dup2(inp[0], STDIN_FILENO);
 	dup2(outp[1], STDOUT_FILENO);
 	close(inp[0]);
@@ -852,6 +833,5 @@ int main(void)
 	test_file();
 	test_stdio();
 	rmdir(tmpdir);
-	dprintf(report_fd, "%d checks, %d failed\n", nchecks, nfailed);
-	return nfailed ? 1 : 0;
+	return check_summary();
 }

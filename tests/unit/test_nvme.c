@@ -28,18 +28,7 @@
 #include "../../devices/pci_emul.h"
 #include "../fuzz/nvme_stubs.h"
 
-static int failures;
-#define CHECK(cond, ...)                                                      \
-	do {                                                                  \
-		if (cond) {                                                   \
-			printf("ok - ");                                      \
-		} else {                                                      \
-			printf("FAIL (line %d) - ", __LINE__);                \
-			failures++;                                           \
-		}                                                             \
-		printf(__VA_ARGS__);                                          \
-		printf("\n");                                                 \
-	} while (0)
+#include "check.h"
 
 /* Status field without DNR/More/CRD: (SCT << 8) | SC. */
 #define SCODE(st) ((st) & 0x7ff)
@@ -1033,6 +1022,5 @@ int main(void)
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
 	if (system(cmd) != 0)
 		printf("# could not remove %s\n", tmpdir);
-	printf("%s: %d failure(s)\n", failures ? "FAIL" : "PASS", failures);
-	return failures ? 1 : 0;
+	return check_summary();
 }

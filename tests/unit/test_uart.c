@@ -29,26 +29,7 @@
 
 /* ---- reporting ---- */
 
-static int report_fd = STDOUT_FILENO;   /* the real stdout, even after dup2 */
-static int nchecks, nfailed;
-
-static void check(bool ok, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void check(bool ok, int line, const char *fmt, ...)
-{
-	char msg[512];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	nchecks++;
-	if (ok) {
-		dprintf(report_fd, "ok - %s\n", msg);
-	} else {
-		nfailed++;
-		dprintf(report_fd, "FAIL - %s (test_uart.c:%d)\n", msg, line);
-	}
-}
-#define CHECK(cond, ...) check((cond), __LINE__, __VA_ARGS__)
+#include "check.h"
 
 /* ---- fakes of the core ---- */
 
@@ -542,7 +523,7 @@ static void test_stdio(void)
 	}
 	fcntl(outp[1], F_SETPIPE_SZ, 4096);
 	int pipesz = fcntl(outp[1], F_GETPIPE_SZ);
-	report_fd = dup(STDOUT_FILENO);
+	check_fd = dup(STDOUT_FILENO);
 	dup2(inp[0], STDIN_FILENO);
 	dup2(outp[1], STDOUT_FILENO);
 	close(inp[0]);
@@ -1103,6 +1084,5 @@ int main(void)
 	unlink(filepath);
 	unlink(f3);
 	rmdir(tmpdir);
-	dprintf(report_fd, "%d checks, %d failed\n", nchecks, nfailed);
-	return nfailed ? 1 : 0;
+	return check_summary();
 }
