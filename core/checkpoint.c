@@ -20,6 +20,7 @@
 #include <zlib.h>
 
 #include "checkpoint.h"
+#include "gdbstub.h"
 #include "config.h"
 #include "log.h"
 #include "vmstate.h"
@@ -273,6 +274,11 @@ static void fsync_dir(const char *path)
 
 int checkpoint_save(struct hyve_vm *vm, const char *path, bool suspend, char *err, size_t errlen)
 {
+	if (gdb_attached()) {
+		/* Its breakpoints are INT3s in guest RAM: they would be saved with it. */
+		snprintf(err, errlen, "a debugger is attached (-G): detach it first");
+		return -1;
+	}
 	if (vmstate_check_supported(err, errlen) || check_target(path, err, errlen))
 		return -1;
 	char tmp[4096];

@@ -26,6 +26,7 @@
 static const char *const host_only[] = {
 	"control.socket", "debug.*", "boot.kernel", "boot.initrd", "migration.*", "snapshot.*",
 	"config.dump", "vmm.emulating", "security.*",
+	"gdb.*",                /* a debugger port on this host */
 	"vcpu.*.cpuset",        /* host CPU numbers */
 	NULL,
 };

@@ -30,7 +30,7 @@
 #include "log.h"
 #include "mevent.h"
 
-#define MAX_COMMANDS 16
+#define MAX_COMMANDS 32
 #define MAX_CONNS 16                 /* connection threads at a time */
 #define REPLY_TIMEOUT_S 5            /* a peer that stops reading its reply */
 

@@ -29,6 +29,8 @@
 #include "control.h"
 #include "migration.h"
 #include "exitcode.h"
+#include "gdbstub.h"
+#include "vcpu_regs.h"
 #include "sandbox.h"
 #include "init.h"
 #include "inout.h"
@@ -145,6 +147,9 @@ static const struct config_key core_keys[] = {
 	{ "log.level", CFG_UINT, "0 errors .. 3 debug (default 2)", NULL },
 	{ "debug.profile", CFG_STRING, "sample vCPU RIPs; write 'count rip' lines to this file at exit", NULL },
 	{ "debug.profile_ms", CFG_UINT, "sampling period in ms (default 10)", NULL },
+	{ "gdb.port", CFG_UINT, "-G: GDB remote stub on this TCP port (0: none)", NULL },
+	{ "gdb.address", CFG_STRING, "-G: address the GDB stub listens on (default 127.0.0.1)", NULL },
+	{ "gdb.wait", CFG_BOOL, "-G w: hold the vCPUs until a debugger attaches", NULL },
 	{ "acpi_tables", CFG_BOOL, "generate ACPI tables (-A; always on)", NULL },
 	{ "x86.vmexit_on_hlt", CFG_BOOL, "-H: always so (a halted vCPU sleeps in KVM)", NULL },
 	{ "x86.vmexit_on_pause", CFG_BOOL, "-P: always so (KVM exits on PAUSE loops)", NULL },
@@ -254,7 +259,7 @@ static void __attribute__((noreturn)) config_fail(const char *msg)
 	exit(HYVE_EXIT_ERROR);
 }
 
-/* bhyve's flags (-G, -n: not supported, said so), hyve's -R and -h. */
+/* bhyve's flags (-n: not supported, said so), hyve's -R and -h. */
 #define HYVE_OPTSTRING ":aACDeHhPSuWwxYc:f:G:k:K:l:m:n:o:p:r:R:s:U:"
 
 /*
@@ -384,9 +389,9 @@ static void parse_args(int argc, char **argv)
 		case 'p': compat_add_pin(optarg, err, sizeof(err)); break;
 		case 'f': compat_add_fwcfg(optarg, err, sizeof(err)); break;
 		case 'k': config_load_file(optarg, err, sizeof(err)); break;
-		case 'G': case 'n':
-			snprintf(err, sizeof(err), "bhyve option -%c is not supported by hyve (%s)", c,
-			         c == 'G' ? "no GDB server" : "no guest NUMA domains");
+		case 'G': gdb_parse_option(optarg, err, sizeof(err)); break;
+		case 'n':
+			snprintf(err, sizeof(err), "bhyve option -n is not supported by hyve (no guest NUMA domains)");
 			break;
 		case 's':
 			if (strcmp(optarg, "help") == 0) {
@@ -656,6 +661,8 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	inout_set_strict(get_config_bool_default("x86.strictio", false));
+	if (gdb_listen(err, sizeof(err)))
+		config_fail(err);
 
 	vm->ctx = vm_create(get_config_value("name"), err, sizeof(err));
 	if (!vm->ctx)
@@ -676,6 +683,7 @@ int main(int argc, char **argv)
 	if (init_run_all(vm->ctx))
 		return HYVE_EXIT_ERROR;
 	migration_register_commands();
+	vcpu_regs_register_commands();
 	if (restore) {
 		if (vcpus_create(vm, NULL))
 			return HYVE_EXIT_ERROR;
@@ -720,6 +728,8 @@ int main(int argc, char **argv)
 	 * its memory (the guest's) through /proc; -C asks for core dumps. */
 	if (!get_config_bool_default("memory.guest_in_core", false))
 		prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	if (gdb_start(vm))
+		return HYVE_EXIT_ERROR;
 	if (vcpus_start(vm) || vcpus_watch_halt(vm))
 		return HYVE_EXIT_ERROR;
 	const char *profile = get_config_value("debug.profile");
@@ -727,6 +737,7 @@ int main(int argc, char **argv)
 		return HYVE_EXIT_ERROR;
 	int status = mevent_dispatch();
 	vcpus_join(vm);
+	gdb_stop();
 	if (profile)
 		vcpus_profile_write(profile);
 	mevent_fini();

@@ -44,6 +44,7 @@
 #include "exitcode.h"
 #include "log.h"
 #include "migration.h"
+#include "gdbstub.h"
 #include "migration_tls.h"
 #include "vmstate.h"
 
@@ -894,6 +895,10 @@ static int migrate_command(struct hyve_vm *vm, struct control_conn *c, const cha
 {
 	if (!arg) {
 		snprintf(err, errlen, "%s needs HOST:PORT", live ? "migrate-live" : "migrate");
+		return -1;
+	}
+	if (gdb_attached()) {
+		snprintf(err, errlen, "a debugger is attached (-G): detach it first");
 		return -1;
 	}
 	if (migrate_run(vm, arg, live, err, errlen))

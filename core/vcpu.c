@@ -15,6 +15,7 @@
 #include "bhyve_compat.h"
 #include "config.h"
 #include "exitcode.h"
+#include "gdbstub.h"
 #include "inout.h"
 #include "log.h"
 #include "mevent.h"
@@ -311,17 +312,67 @@ static int pause_depth;
 static int parked;
 static atomic_bool pause_requested;
 
-static void vcpu_park_if_paused(void)
+/*
+ * The debugger's all-stop (core/gdbstub.c): while debug_stopped, every
+ * vCPU but debug_runner (the one single-stepping, or -1) parks the same
+ * way, so a pause and a debugger stop compose: a vCPU runs only when
+ * neither holds it.  Under pause_mtx; debug_hold is the lock-free hint.
+ */
+static bool debug_stopped;
+static int debug_runner = -1;
+static atomic_bool debug_hold;
+
+static bool must_park(int id)
 {
-	if (!atomic_load(&pause_requested))
+	return pause_depth > 0 || (debug_stopped && debug_runner != id);
+}
+
+static void vcpu_park_if_paused(int id)
+{
+	if (!atomic_load(&pause_requested) && !atomic_load(&debug_hold))
 		return;
 	pthread_mutex_lock(&pause_mtx);
-	parked++;
-	pthread_cond_broadcast(&pause_cv);
-	while (pause_depth > 0 && vm_exit_requested() < 0)
-		pthread_cond_wait(&pause_cv, &pause_mtx);
-	parked--;
+	if (must_park(id)) {
+		parked++;
+		pthread_cond_broadcast(&pause_cv);
+		while (must_park(id) && vm_exit_requested() < 0)
+			pthread_cond_wait(&pause_cv, &pause_mtx);
+		parked--;
+	}
 	pthread_mutex_unlock(&pause_mtx);
+}
+
+void vcpus_debug_hold(struct hyve_vm *vm, bool hold, int runner)
+{
+	pthread_mutex_lock(&pause_mtx);
+	debug_stopped = hold;
+	debug_runner = hold ? runner : -1;
+	atomic_store(&debug_hold, hold);
+	pthread_cond_broadcast(&pause_cv);
+	pthread_mutex_unlock(&pause_mtx);
+	if (hold)
+		for (int i = 0; i < vm->ncpus; i++)
+			if (vm->vcpu[i] && i != runner)
+				vcpu_kick(vm->vcpu[i]);
+}
+
+bool vcpus_debug_wait_parked(struct hyve_vm *vm, int runner)
+{
+	pthread_mutex_lock(&pause_mtx);
+	int want = vm->nrunning - (runner >= 0 && runner < vm->nrunning ? 1 : 0);
+	while (parked < want && vm_exit_requested() < 0) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 50000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&pause_cv, &pause_mtx, &ts);
+	}
+	bool ok = parked >= want;
+	pthread_mutex_unlock(&pause_mtx);
+	return ok;
 }
 
 void vcpus_pause(struct hyve_vm *vm)
@@ -424,7 +475,7 @@ static void *vcpu_thread(void *arg)
 	}
 
 	while (vm_exit_requested() < 0) {
-		vcpu_park_if_paused();
+		vcpu_park_if_paused(vcpu_id(vcpu));
 		vcpu_throttle();
 		if (vm_exit_requested() >= 0)
 			break;
@@ -475,6 +526,8 @@ static void *vcpu_thread(void *arg)
 			}
 			break;
 		case VM_EXITCODE_EMUL_FAIL:
+			if (gdb_vcpu_emul_fail(vcpu, &vme))
+				break;
 			if (the_vm.emulating && emulate_fallback(vcpu, &vme) == 0) {
 				atomic_fetch_add_explicit(&stat_fallback, 1, memory_order_relaxed);
 				break;
@@ -484,6 +537,10 @@ static void *vcpu_thread(void *arg)
 			vm_request_exit(HYVE_EXIT_ERROR);
 			break;
 		case VM_EXITCODE_DEBUG:
+			if (gdb_vcpu_debug_exit(vcpu, &vme) == 0)
+				break;
+			/* A debug stop nobody asked for. */
+			__attribute__((fallthrough));
 		case VM_EXITCODE_OTHER:
 		default:
 			vcpu_report_failure(vcpu, "unhandled exit", &vme);

@@ -36,6 +36,14 @@ void vcpus_kick_all(struct hyve_vm *vm);
 void vcpus_pause(struct hyve_vm *vm);
 void vcpus_resume(struct hyve_vm *vm);
 bool vcpus_paused(void);
+/*
+ * The debugger's all-stop (core/gdbstub.c): hold parks every vCPU except
+ * runner (-1: none) until released, composing with vcpus_pause.  Safe
+ * from vCPU threads.  wait_parked waits until those held are out of the
+ * guest; false if the VM is exiting.
+ */
+void vcpus_debug_hold(struct hyve_vm *vm, bool hold, int runner);
+bool vcpus_debug_wait_parked(struct hyve_vm *vm, int runner);
 /* Slow the vCPUs to pct% sleep (migration auto-converge); 0 stops it. */
 void vcpus_set_throttle(struct hyve_vm *vm, int pct);
 /* Exit counters since start (hyvectl --get-stats). */

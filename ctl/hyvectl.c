@@ -9,6 +9,11 @@
  *   hyvectl --vm=NAME --get-stats
  *   hyvectl --vm=NAME --migrate=HOST:PORT | --migrate-live=HOST:PORT
  *   hyvectl --vm=NAME --migrate-status
+ *   hyvectl --vm=NAME [--cpu=N] --get-rip --get-rax ... | --get-all
+ *   hyvectl --vm=NAME [--cpu=N] --set-rax=VALUE
+ *
+ * Registers print as bhyvectl prints them ("rip[0]\t\t0x...");
+ * register names are GDB's (rflags for eflags; hyvectl --get-all lists them).
  *
  * --socket=PATH talks to a VM started with -o control.socket=PATH.
  * Exit status: 0 done, 1 the VM refused or failed (its message is printed),
@@ -18,6 +23,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +40,7 @@ static void usage(FILE *f)
 	fprintf(f, "usage: hyvectl --vm=NAME [--socket=PATH] COMMAND\n"
 	           "commands: --checkpoint=FILE --suspend=FILE --pause --resume --destroy --get-stats\n"
 	           "          --migrate=HOST:PORT --migrate-live=HOST:PORT --migrate-status\n"
+	           "          [--cpu=N] --get-REG... | --get-all | --set-REG=VALUE   (REG: rip, rax, cr3, ...)\n"
 	           "exit status: 0 done, 1 refused/failed, 2 usage, 3 VM not reachable\n");
 }
 
@@ -50,6 +57,42 @@ static char *absolute_path(const char *p)
 	if (s)
 		snprintf(s, n, "%s/%s", cwd, p);
 	return s;
+}
+
+/*
+ * bhyvectl's register options (--get-rip, --get-all, --set-rax=V, --cpu=N)
+ * are one option per register: take them out of argv before getopt.
+ * Returns 0, or EXIT_USAGE with a message printed.
+ */
+static int take_register_options(int *argc, char **argv, char *regs, size_t rlen, char **set, const char **cpu)
+{
+	int out = 1;
+	for (int i = 1; i < *argc; i++) {
+		const char *a = argv[i];
+		if (strncmp(a, "--cpu=", 6) == 0) {
+			*cpu = a + 6;
+		} else if (strcmp(a, "--get-all") == 0 || (strncmp(a, "--get-", 6) == 0 && strcmp(a, "--get-stats") != 0 &&
+		                                             !strchr(a, '='))) {
+			const char *name = strcmp(a, "--get-all") == 0 ? "all" : a + 6;
+			size_t used = strlen(regs);
+			if (used + strlen(name) + 2 > rlen || (used && (!strcmp(name, "all") || !strncmp(regs, "all", 3)))) {
+				fprintf(stderr, "hyvectl: too many registers asked for (or --get-all with others)\n");
+				return EXIT_USAGE;
+			}
+			snprintf(regs + used, rlen - used, "%s%s", used ? "," : "", name);
+		} else if (strncmp(a, "--set-", 6) == 0 && strchr(a, '=')) {
+			if (*set) {
+				fprintf(stderr, "hyvectl: one --set-REG=VALUE at a time\n");
+				return EXIT_USAGE;
+			}
+			*set = strdup(a + 6);
+		} else {
+			argv[out++] = argv[i];
+		}
+	}
+	*argc = out;
+	argv[out] = NULL;
+	return 0;
 }
 
 int main(int argc, char **argv)
@@ -69,9 +112,28 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *vm = NULL, *sock = NULL, *cmd = NULL;
-	char *arg = NULL;
+	const char *vm = NULL, *sock = NULL, *cmd = NULL, *cpu = NULL;
+	char *arg = NULL, regs[1024] = "", *setreg = NULL;
 	int c;
+	if (take_register_options(&argc, argv, regs, sizeof(regs), &setreg, &cpu))
+		return EXIT_USAGE;
+	if (cpu && (!*cpu || strspn(cpu, "0123456789") != strlen(cpu) || strlen(cpu) > 4)) {
+		fprintf(stderr, "hyvectl: --cpu=%s: expected a vCPU number\n", cpu);
+		return EXIT_USAGE;
+	}
+	if (regs[0] || setreg) {
+		size_t n = strlen(regs) + (setreg ? strlen(setreg) : 0) + 16;
+		arg = malloc(n);
+		if (!arg)
+			return EXIT_USAGE;
+		snprintf(arg, n, "%s %s", cpu ? cpu : "0", regs[0] ? regs : setreg);
+		cmd = regs[0] && setreg ? "" : regs[0] ? "get-reg" : "set-reg";
+		if (!cmd[0]) {
+			fprintf(stderr, "hyvectl: one command at a time (--get-REG and --set-REG)\n");
+			return EXIT_USAGE;
+		}
+		free(setreg);
+	}
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		const char *this = NULL;
 		switch (c) {
@@ -145,6 +207,7 @@ int main(int argc, char **argv)
 	/* Read the reply even if sending failed: a VM that refuses a connection ("busy") says why first. */
 	int send_errno = send(fd, req, (size_t)n, MSG_NOSIGNAL) == n ? 0 : errno;
 	/* Print the reply; its last line says how it went. */
+	bool regcmd = strcmp(cmd, "get-reg") == 0 || strcmp(cmd, "set-reg") == 0;
 	FILE *f = fdopen(fd, "r");
 	char line[2048], last[2048] = "";
 	while (f && fgets(line, sizeof(line), f)) {
@@ -152,7 +215,11 @@ int main(int argc, char **argv)
 			snprintf(last, sizeof(last), "%s", line);
 			break;
 		}
-		fputs(line, stdout);
+		char name[64], value[64];
+		if (regcmd && sscanf(line, "%63s %63s", name, value) == 2)
+			printf("%s[%s]\t\t%s\n", name, cpu ? cpu : "0", value);
+		else
+			fputs(line, stdout);
 	}
 	if (f)
 		fclose(f);

@@ -74,3 +74,8 @@ t_fuzz_ahci() {
 t_fuzz_insn() {
 	fz_run insn 10
 }
+
+# The GDB stub's packet reader and command handler (core/gdb_proto.c).
+t_fuzz_gdb() {
+	fz_run gdb 10
+}

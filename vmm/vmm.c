@@ -677,6 +677,10 @@ int vcpu_run(struct vcpu *v, struct vm_exit *vme)
 		break;
 	case KVM_EXIT_DEBUG:
 		vme->exitcode = VM_EXITCODE_DEBUG;
+		vme->u.debug.exception = run->debug.arch.exception;
+		vme->u.debug.pc = run->debug.arch.pc;
+		vme->u.debug.dr6 = run->debug.arch.dr6;
+		vme->u.debug.dr7 = run->debug.arch.dr7;
 		break;
 	case KVM_EXIT_INTERNAL_ERROR:
 		vme->u.emul.suberror = run->internal.suberror;
@@ -767,6 +771,41 @@ int vcpu_get_lapic(struct vcpu *v, struct kvm_lapic_state *l) { return vcpu_ioct
 int vcpu_set_lapic(struct vcpu *v, const struct kvm_lapic_state *l) { return vcpu_ioctl(v, KVM_SET_LAPIC, l); }
 int vcpu_get_debugregs(struct vcpu *v, struct kvm_debugregs *d) { return vcpu_ioctl(v, KVM_GET_DEBUGREGS, d); }
 int vcpu_set_debugregs(struct vcpu *v, const struct kvm_debugregs *d) { return vcpu_ioctl(v, KVM_SET_DEBUGREGS, d); }
+
+int vcpu_set_guest_debug(struct vcpu *v, uint32_t flags, const uint64_t dr[4], uint64_t dr7)
+{
+	struct kvm_guest_debug dbg;
+	memset(&dbg, 0, sizeof(dbg));
+	dbg.control = flags;
+	if (dr)
+		memcpy(dbg.arch.debugreg, dr, 4 * sizeof(uint64_t));
+	dbg.arch.debugreg[7] = dr7;
+	return vcpu_ioctl(v, KVM_SET_GUEST_DEBUG, &dbg);
+}
+
+uint32_t vm_guest_debug_flags(struct vmctx *ctx)
+{
+	int n = ioctl(ctx->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_SET_GUEST_DEBUG2);
+	return n > 0 ? (uint32_t)n : 0;
+}
+
+int vcpu_translate(struct vcpu *v, uint64_t lin, uint64_t *gpa)
+{
+	struct kvm_translation t;
+	memset(&t, 0, sizeof(t));
+	t.linear_address = lin;
+	if (vcpu_ioctl(v, KVM_TRANSLATE, &t) < 0)
+		return -1;
+	if (!t.valid) {
+		errno = EFAULT;
+		return -1;
+	}
+	*gpa = t.physical_address;
+	return 0;
+}
+
+int vcpu_get_fpu(struct vcpu *v, struct kvm_fpu *fpu) { return vcpu_ioctl(v, KVM_GET_FPU, fpu); }
+int vcpu_set_fpu(struct vcpu *v, const struct kvm_fpu *fpu) { return vcpu_ioctl(v, KVM_SET_FPU, fpu); }
 
 int vm_msr_index_list(struct vmctx *ctx, const uint32_t **idx)
 {

@@ -143,6 +143,19 @@ int vcpu_set_mp_state(struct vcpu *vcpu, uint32_t state);
 int vcpu_inject_exception(struct vcpu *vcpu, int vector, bool has_err, uint32_t err);
 /* Queue a software interrupt (INT n) for the next entry. */
 int vcpu_inject_soft_interrupt(struct vcpu *vcpu, int vector);
+/*
+ * Guest debugging (the GDB stub): KVM_GUESTDBG_* flags (0 turns it off),
+ * with the four breakpoint addresses and DR7 used when the flags include
+ * KVM_GUESTDBG_USE_HW_BP.  Stops come back as VM_EXITCODE_DEBUG.
+ */
+int vcpu_set_guest_debug(struct vcpu *vcpu, uint32_t flags, const uint64_t dr[4], uint64_t dr7);
+/* KVM_GUESTDBG_* flags this KVM accepts beyond the basic ones (KVM_CAP_SET_GUEST_DEBUG2), or 0. */
+uint32_t vm_guest_debug_flags(struct vmctx *ctx);
+/* Translate a linear address with the vCPU's current paging (KVM_TRANSLATE); -1 if unmapped. */
+int vcpu_translate(struct vcpu *vcpu, uint64_t lin, uint64_t *gpa);
+/* x87/SSE registers in KVM's FXSAVE-like layout. */
+int vcpu_get_fpu(struct vcpu *vcpu, struct kvm_fpu *fpu);
+int vcpu_set_fpu(struct vcpu *vcpu, const struct kvm_fpu *fpu);
 /* Make a vCPU blocked in vcpu_run() return VM_EXITCODE_KICKED soon. */
 void vcpu_kick(struct vcpu *vcpu);
 
@@ -184,6 +197,11 @@ struct vm_exit {
 		struct {
 			uint32_t type;
 		} sysevent;
+		struct {                 /* KVM_SET_GUEST_DEBUG stops (vcpu_set_guest_debug) */
+			uint32_t exception;  /* 1: #DB (step, debug register), 3: #BP (INT3) */
+			uint64_t pc;         /* linear address of the instruction */
+			uint64_t dr6, dr7;
+		} debug;
 	} u;
 };
 

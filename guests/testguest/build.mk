@@ -26,7 +26,7 @@ TG_OBJDUMP ?= objdump
 # goes through KVM's emulator, which does not handle them.
 TG_CFLAGS := -std=gnu11 -O2 -Wall -Wextra -Werror -ffreestanding -fno-builtin \
 	-fno-pic -fno-pie -fno-stack-protector -fno-asynchronous-unwind-tables \
-	-fno-omit-frame-pointer -mno-red-zone -mno-sse -mno-sse2 \
+	-fno-omit-frame-pointer -mno-red-zone -mno-sse -mno-sse2 -g \
 	-mno-mmx -mno-avx -mno-80387 -mgeneral-regs-only -m64 -nostdinc --param=min-pagesize=0 \
 	-isystem $(shell $(TG_CC) -print-file-name=include)
 TG_ASFLAGS := -m64 -fno-pic -fno-pie
@@ -58,7 +58,7 @@ $(TG)/testguest64.elf: $(TG_OBJS) $(TG)/linker.ld
 
 $(TESTGUEST_ELF): $(TG)/testguest64.elf
 	$(TG_SAY) "  OBJCOPY $@"
-	$(TG_Q)$(TG_OBJCOPY) -O elf32-i386 $< $@
+	$(TG_Q)$(TG_OBJCOPY) -O elf32-i386 --strip-debug $< $@
 
 .PHONY: testguest testguest-clean testguest-check
 testguest: $(TESTGUEST_ELF)

@@ -2,7 +2,7 @@
 # Build the libFuzzer targets in tests/fuzz/ with clang (ASan + UBSan) and run
 # each for a bounded time.  Used by `make fuzz` and by tests/test_fuzz.sh.
 #
-#   tests/fuzz/run.sh [-t SECONDS] [TARGET...]   (targets: virtqueue p9 ckpt config migration control qcow2 nvme insn ahci)
+#   tests/fuzz/run.sh [-t SECONDS] [TARGET...]   (targets: virtqueue p9 ckpt config migration control qcow2 nvme insn ahci gdb)
 #   tests/fuzz/run.sh --make-seeds [TARGET...]   (rewrite tests/fuzz/corpus/TARGET/)
 #
 # SECONDS defaults to $FUZZ_SECONDS, else 30.  Binaries, logs and the corpora
@@ -40,7 +40,7 @@ case ${1:-} in
 	;;
 esac
 case $SECS in '' | *[!0-9]*) echo "fuzz: bad seconds '$SECS'" >&2; exit 2 ;; esac
-TARGETS=${*:-virtqueue p9 ckpt config migration control qcow2 nvme insn ahci}
+TARGETS=${*:-virtqueue p9 ckpt config migration control qcow2 nvme insn ahci gdb}
 OUT=build/fuzz
 
 # Sources of each target besides its own file.  virtio.c's checkpoint hooks
@@ -84,6 +84,7 @@ sources() {
 		;;
 	qcow2) echo devices/blk_format.c devices/qcow2.c devices/qcow2_meta.c core/log.c ;;
 	insn) echo core/insn_decode.c core/insn_mem.c core/insn_complete.c ;;
+	gdb) echo core/gdb_proto.c ;;
 	nvme)   # two controllers on image files, only the KVM layer stubbed (nvme_stubs.c)
 		echo tests/fuzz/nvme_stubs.c devices/nvme.c devices/nvme_admin.c devices/pci_emul.c devices/blockif.c \
 			devices/blk_format.c devices/qcow2.c devices/qcow2_meta.c core/config.c core/snapshot.c core/init.c \
