@@ -20,7 +20,6 @@
 #include <zlib.h>
 
 #include "checkpoint.h"
-#include "gdbstub.h"
 #include "config.h"
 #include "log.h"
 #include "vmstate.h"
@@ -274,11 +273,6 @@ static void fsync_dir(const char *path)
 
 int checkpoint_save(struct hyve_vm *vm, const char *path, bool suspend, char *err, size_t errlen)
 {
-	if (gdb_attached()) {
-		/* Its breakpoints are INT3s in guest RAM: they would be saved with it. */
-		snprintf(err, errlen, "a debugger is attached (-G): detach it first");
-		return -1;
-	}
 	if (vmstate_check_supported(err, errlen) || check_target(path, err, errlen))
 		return -1;
 	char tmp[4096];
@@ -329,8 +323,11 @@ int checkpoint_save(struct hyve_vm *vm, const char *path, bool suspend, char *er
 		}
 		return -1;
 	}
-	log_info("checkpoint %s: %.1f MiB of RAM written, paused %.0f ms (save %.0f ms)", path,
-	         (double)memw / (1 << 20), (t2 - t0) * 1e3, (t2 - t1) * 1e3);
+	/* On success err carries the summary (hyvectl prints it). */
+	snprintf(err, errlen, "%s %s: %.1f MiB of RAM written, vCPUs paused %.0f ms (devices saved in %.0f ms)",
+	         suspend ? "suspended to" : "checkpoint", path, (double)memw / (1 << 20), (t2 - t0) * 1e3,
+	         (t2 - t1) * 1e3);
+	log_info("%s", err);
 	return 0;
 }
 

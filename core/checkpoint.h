@@ -13,8 +13,9 @@
 
 /*
  * Pause the vCPUs, quiesce devices, write PATH (atomically: a new temporary
- * file, mode 0600, renamed into place), then resume unless `suspend`.  0 or
- * -1 with err; on any error, a suspend's included, the VM keeps running.
+ * file, mode 0600, renamed into place), then resume unless `suspend`.  0
+ * (err then has a one-line summary: size, pause time) or -1 with err; on
+ * any error, a suspend's included, the VM keeps running.
  * PATH must be a regular file if it exists (not a device, FIFO, directory).
  */
 int checkpoint_save(struct hyve_vm *vm, const char *path, bool suspend, char *err, size_t errlen);

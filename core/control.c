@@ -151,6 +151,7 @@ static int do_checkpoint(struct hyve_vm *vm, struct control_conn *conn, const ch
 		snprintf(err, errlen, "%s", c.err);
 		return -1;
 	}
+	control_reply(conn, "%s", c.err);   /* the summary */
 	if (suspend) {
 		log_info("suspended to %s; exiting", path);
 		control_exit_after_reply(conn, HYVE_EXIT_POWEROFF);
@@ -202,6 +203,23 @@ static int cmd_destroy(struct hyve_vm *vm, struct control_conn *c, const char *a
 	return 0;
 }
 
+/* bhyvectl --force-reset / --force-poweroff: stop now with a reset's (0) or a power-off's (1) status. */
+static int cmd_force_reset(struct hyve_vm *vm, struct control_conn *c, const char *arg, char *err, size_t errlen)
+{
+	(void)vm; (void)arg; (void)err; (void)errlen;
+	log_info("reset by hyvectl (--force-reset)");
+	control_exit_after_reply(c, HYVE_EXIT_REBOOT);
+	return 0;
+}
+
+static int cmd_force_poweroff(struct hyve_vm *vm, struct control_conn *c, const char *arg, char *err, size_t errlen)
+{
+	(void)vm; (void)arg; (void)err; (void)errlen;
+	log_info("powered off by hyvectl (--force-poweroff)");
+	control_exit_after_reply(c, HYVE_EXIT_POWEROFF);
+	return 0;
+}
+
 #define MAX_STATS_FNS 8
 static void (*stats_fns[MAX_STATS_FNS])(struct control_conn *c);
 static int nstats_fns;
@@ -244,7 +262,8 @@ static int cmd_stats(struct hyve_vm *vm, struct control_conn *c, const char *arg
  */
 static bool takes_op_lock(const char *cmd)
 {
-	return strcmp(cmd, "stats") != 0 && strcmp(cmd, "migrate-status") != 0 && strcmp(cmd, "destroy") != 0;
+	return strcmp(cmd, "stats") != 0 && strcmp(cmd, "migrate-status") != 0 && strcmp(cmd, "destroy") != 0 &&
+	       strncmp(cmd, "force-", 6) != 0;
 }
 
 static int64_t now_ms(void)
@@ -445,6 +464,8 @@ int control_start(struct hyve_vm *vm)
 	control_register("pause", cmd_pause);
 	control_register("resume", cmd_resume);
 	control_register("destroy", cmd_destroy);
+	control_register("force-reset", cmd_force_reset);
+	control_register("force-poweroff", cmd_force_poweroff);
 	control_register("stats", cmd_stats);
 	/* vCPU threads start parked (they have not started yet: nothing to wait for). */
 	if (get_config_bool_default("boot.paused", false)) {

@@ -10,8 +10,9 @@
  * fields separated by blanks: no command runs for "HYVECTL 1stats" or a
  * version of more than 9 digits.  A client speaking another version gets
  *	ERR protocol version N not supported (this VM speaks 1)
- * Commands: checkpoint PATH, suspend PATH, pause, resume, destroy, stats,
- * and the migration commands in core/migration.h.
+ * Commands: checkpoint PATH, suspend PATH, pause, resume, destroy,
+ * force-reset, force-poweroff, stats, the migration commands in
+ * core/migration.h and the vCPU ones in core/control_vcpu.c.
  *
  * Only a peer with our uid or root is served (SO_PEERCRED), at most 16 at a
  * time (then "ERR busy: too many control connections"); the request line
@@ -97,6 +98,8 @@ void control_exit_after_reply(struct control_conn *c, int status);
 typedef int (*control_handler_t)(struct hyve_vm *vm, struct control_conn *c, const char *arg, char *err,
                                  size_t errlen);
 void control_register(const char *command, control_handler_t fn);
+/* bhyvectl's vCPU and memory verbs (core/control_vcpu.c). */
+void control_vcpu_register_commands(void);
 /* Extra "key value" lines for the stats command, from the layers that
  * count them (interrupt and kick paths). */
 void control_register_stats(void (*fn)(struct control_conn *c));

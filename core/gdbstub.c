@@ -40,6 +40,7 @@
 #include "gdbstub.h"
 #include "log.h"
 #include "vcpu_regs.h"
+#include "vmstate.h"
 
 #define MAX_SW_BP 256
 #define NUM_HW_BP 4
@@ -81,6 +82,15 @@ static struct {
 bool gdb_attached(void)
 {
 	return atomic_load(&g.attached);
+}
+
+/* Software breakpoints are INT3 bytes in guest RAM: they would be saved with it. */
+static bool blocks_saving(char *err, size_t errlen)
+{
+	if (!gdb_attached())
+		return false;
+	snprintf(err, errlen, "a debugger is attached (-G): detach it first");
+	return true;
 }
 
 /* ---- option and listening socket ---- */
@@ -710,6 +720,7 @@ int gdb_start(struct hyve_vm *vm)
 	const char *port = get_config_value("gdb.port"), *addr = listen_addr();
 	g.vm = vm;
 	target_ops.ncpus = vm->ncpus;
+	vmstate_add_blocker(blocks_saving);
 	g.event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (g.event_fd < 0) {
 		log_err("gdb: eventfd: %s", strerror(errno));

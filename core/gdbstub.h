@@ -20,7 +20,7 @@ int gdb_listen(char *err, size_t errlen);
 int gdb_start(struct hyve_vm *vm);
 /* At exit, after the vCPUs stopped: a debugger waiting for a stop hears that the VM exited. */
 void gdb_stop(void);
-/* A debugger is connected: checkpoint and migration refuse (docs/cli.md). */
+/* A debugger is connected: checkpoint and migration refuse (a vmstate blocker). */
 bool gdb_attached(void);
 
 /* vCPU threads: a KVM_EXIT_DEBUG stop.  0 handled, -1 not the debugger's. */

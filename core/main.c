@@ -4,6 +4,7 @@
  * level -> kernel loader -> vCPU threads -> main event loop.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <getopt.h>
@@ -30,7 +31,7 @@
 #include "migration.h"
 #include "exitcode.h"
 #include "gdbstub.h"
-#include "vcpu_regs.h"
+#include "../devices/acpi_pm.h"
 #include "sandbox.h"
 #include "init.h"
 #include "inout.h"
@@ -612,11 +613,48 @@ static int load_kernel(struct hyve_vm *vm, struct boot_entry *be)
 	return rc;
 }
 
+/*
+ * Signals (docs/cli.md, exit status): SIGTERM presses the ACPI power
+ * button, as bhyve does, when the guest listens to it (it then shuts down
+ * and powers off: status 1); a guest that does not listen, or a second
+ * SIGTERM, stops the VM at once (status 1).  SIGINT and SIGHUP stop it at
+ * once.  The handler only writes the signal to a pipe: the main loop acts.
+ */
+static int signal_pipe[2] = { -1, -1 };
+static int sigterm_count;
+
 static void on_signal(int sig)
 {
-	/* SIGTERM/SIGINT/SIGHUP: stop the VM like a poweroff request from the host. */
+	unsigned char b = (unsigned char)sig;
+	int saved = errno;
+	if (write(signal_pipe[1], &b, 1) != 1)
+		vm_request_exit(HYVE_EXIT_POWEROFF);   /* pipe full: stop anyway */
+	errno = saved;
+}
+
+static void on_signal_event(int fd, void *arg)
+{
+	unsigned char b;
+	(void)arg;
+	while (read(fd, &b, 1) == 1) {
+		if (b != SIGTERM) {
+			log_info("%s: stopping the VM", b == SIGINT ? "SIGINT" : "SIGHUP");
+			vm_request_exit(HYVE_EXIT_POWEROFF);
+		} else if (sigterm_count++ == 0 && acpi_pm_power_button()) {
+			log_info("SIGTERM: pressed the ACPI power button (another SIGTERM stops the VM at once)");
+		} else {
+			log_info(sigterm_count > 1 ? "SIGTERM again: stopping the VM"
+			                           : "SIGTERM: the guest does not listen to the ACPI power button; stopping the VM");
+			vm_request_exit(HYVE_EXIT_POWEROFF);
+		}
+	}
+}
+
+/* Until the VM runs (an incoming migration may wait long): these signals end hyve with status 1. */
+static void on_early_signal(int sig)
+{
 	(void)sig;
-	vm_request_exit(HYVE_EXIT_POWEROFF);
+	_exit(HYVE_EXIT_POWEROFF);
 }
 
 int main(int argc, char **argv)
@@ -633,6 +671,13 @@ int main(int argc, char **argv)
 		nofile.rlim_cur = nofile.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &nofile);
 	}
+
+	struct sigaction early;
+	memset(&early, 0, sizeof(early));
+	early.sa_handler = on_early_signal;
+	sigaction(SIGTERM, &early, NULL);
+	sigaction(SIGINT, &early, NULL);
+	sigaction(SIGHUP, &early, NULL);
 
 	bool incoming;
 	const char *restore = restore_source(argc, argv, &incoming);
@@ -683,7 +728,7 @@ int main(int argc, char **argv)
 	if (init_run_all(vm->ctx))
 		return HYVE_EXIT_ERROR;
 	migration_register_commands();
-	vcpu_regs_register_commands();
+	control_vcpu_register_commands();
 	if (restore) {
 		if (vcpus_create(vm, NULL))
 			return HYVE_EXIT_ERROR;
@@ -711,6 +756,8 @@ int main(int argc, char **argv)
 	atexit(control_stop);
 
 	struct sigaction sa;
+	if (pipe2(signal_pipe, O_CLOEXEC | O_NONBLOCK) || !mevent_add(signal_pipe[0], EVF_READ, on_signal_event, NULL))
+		fatal("cannot set up signal handling: %s", strerror(errno));
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
 	sigaction(SIGTERM, &sa, NULL);

@@ -44,7 +44,6 @@
 #include "exitcode.h"
 #include "log.h"
 #include "migration.h"
-#include "gdbstub.h"
 #include "migration_tls.h"
 #include "vmstate.h"
 
@@ -873,8 +872,10 @@ static int migrate_run(struct hyve_vm *vm, const char *addr, bool live, char *er
 	uint64_t total_bytes = st.bytes;
 	int rounds = st.round;
 	pthread_mutex_unlock(&st.mtx);
-	log_info("migrated to %s: %d rounds, %.1f MiB sent, total %.0f ms, downtime %.0f ms", addr, rounds,
+	/* On success err carries the summary (hyvectl prints it). */
+	snprintf(err, errlen, "migrated to %s: %d rounds, %.1f MiB sent, total %.0f ms, downtime %.0f ms", addr, rounds,
 	         (double)total_bytes / (1 << 20), (t1 - t0) * 1e3, (t1 - tpause) * 1e3);
+	log_info("%s", err);
 	if (verify)
 		log_info("migration verify pass: %llu pages changed that the dirty log did not report",
 		         (unsigned long long)missed);
@@ -897,12 +898,9 @@ static int migrate_command(struct hyve_vm *vm, struct control_conn *c, const cha
 		snprintf(err, errlen, "%s needs HOST:PORT", live ? "migrate-live" : "migrate");
 		return -1;
 	}
-	if (gdb_attached()) {
-		snprintf(err, errlen, "a debugger is attached (-G): detach it first");
-		return -1;
-	}
 	if (migrate_run(vm, arg, live, err, errlen))
 		return -1;
+	control_reply(c, "%s", err);   /* the summary */
 	/* The VM lives on at the destination: this process ends once hyvectl knows. */
 	control_exit_after_reply(c, HYVE_EXIT_MIGRATED);
 	return 0;

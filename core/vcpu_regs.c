@@ -2,11 +2,8 @@
  * vCPU register file and guest-virtual memory access (see vcpu_regs.h).
  */
 #include <errno.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
-#include "control.h"
 #include "vcpu_regs.h"
 
 #define MSR_KERNEL_GS_BASE 0xc0000102u
@@ -221,13 +218,13 @@ static uint32_t full_tag(const struct kvm_fpu *f)
 	return tag;
 }
 
-static void put(uint8_t *val, uint64_t v, int size)
+void vcpu_reg_put_le(uint8_t *val, uint64_t v, int size)
 {
 	for (int i = 0; i < size; i++)
 		val[i] = (uint8_t)(v >> (8 * i));
 }
 
-static uint64_t get(const uint8_t *val, int size)
+uint64_t vcpu_reg_get_le(const uint8_t *val, int size)
 {
 	uint64_t v = 0;
 	for (int i = 0; i < size; i++)
@@ -242,13 +239,13 @@ int vcpu_reg_get(struct vcpu_regfile *rf, int n, uint8_t *val)
 		return -1;
 	const struct kvm_fpu *f = &rf->fpu;
 	if (n < 16)
-		put(val, *gpr(&rf->regs, n), 8);
+		vcpu_reg_put_le(val, *gpr(&rf->regs, n), 8);
 	else if (n == VCPU_REG_RIP)
-		put(val, rf->regs.rip, 8);
+		vcpu_reg_put_le(val, rf->regs.rip, 8);
 	else if (n == R_EFLAGS)
-		put(val, rf->regs.rflags, 4);
+		vcpu_reg_put_le(val, rf->regs.rflags, 4);
 	else if (n < R_ST0)
-		put(val, seg(&rf->sregs, n - R_SEG0)->selector, 4);
+		vcpu_reg_put_le(val, seg(&rf->sregs, n - R_SEG0)->selector, 4);
 	else if (n < R_FS_BASE && !rf->have_fpu)
 		return -1;
 	else if (n < R_FCTRL)
@@ -256,15 +253,15 @@ int vcpu_reg_get(struct vcpu_regfile *rf, int n, uint8_t *val)
 	else if (n < R_XMM0) {
 		uint64_t v[8] = { f->fcw, f->fsw, full_tag(f), (f->last_ip >> 32) & 0xffff, (uint32_t)f->last_ip,
 		                  (f->last_dp >> 32) & 0xffff, (uint32_t)f->last_dp, f->last_opcode };
-		put(val, v[n - R_FCTRL], 4);
+		vcpu_reg_put_le(val, v[n - R_FCTRL], 4);
 	} else if (n < R_MXCSR)
 		memcpy(val, f->xmm[n - R_XMM0], 16);
 	else if (n == R_MXCSR)
-		put(val, f->mxcsr, 4);
+		vcpu_reg_put_le(val, f->mxcsr, 4);
 	else if (n == NREGS - 1 && !rf->have_kgs)
 		return -1;
 	else
-		put(val, *sysreg(rf, n), 8);
+		vcpu_reg_put_le(val, *sysreg(rf, n), 8);
 	return size;
 }
 
@@ -275,7 +272,7 @@ int vcpu_reg_set(struct vcpu_regfile *rf, int n, const uint8_t *val)
 		errno = EINVAL;
 		return -1;
 	}
-	uint64_t v = size <= 8 ? get(val, size) : 0;
+	uint64_t v = size <= 8 ? vcpu_reg_get_le(val, size) : 0;
 	struct kvm_fpu *f = &rf->fpu;
 	if (n <= VCPU_REG_RIP) {
 		if (n < 16)
@@ -375,128 +372,4 @@ size_t vcpu_mem_read(struct vcpu *vcpu, uint64_t addr, void *buf, size_t len)
 size_t vcpu_mem_write(struct vcpu *vcpu, uint64_t addr, const void *buf, size_t len)
 {
 	return mem_access(vcpu, addr, (uint8_t *)buf, len, true);
-}
-
-/* ---- control socket: get-reg / set-reg (hyvectl --get-REG, --set-REG=V) ---- */
-
-/* "CPU REST": the vCPU number and what follows it. */
-static struct vcpu *parse_cpu(struct hyve_vm *vm, const char *arg, const char **rest, char *err, size_t errlen)
-{
-	char *end;
-	if (!arg) {
-		snprintf(err, errlen, "expected CPU and register names");
-		return NULL;
-	}
-	errno = 0;
-	unsigned long cpu = strtoul(arg, &end, 10);
-	if (end == arg || errno || *end != ' ' || cpu >= (unsigned long)vm->ncpus) {
-		snprintf(err, errlen, "no vCPU %.20s (this VM has %d)", arg, vm->ncpus);
-		return NULL;
-	}
-	*rest = end + 1;
-	return vm->vcpu[cpu];
-}
-
-static void reply_reg(struct control_conn *c, struct vcpu_regfile *rf, int n)
-{
-	uint8_t v[16];
-	int size = vcpu_reg_get(rf, n, v);
-	if (size < 0) {
-		control_reply(c, "%s unavailable", vcpu_reg_name(n));
-	} else if (size <= 8) {
-		control_reply(c, "%s 0x%016llx", vcpu_reg_name(n), (unsigned long long)get(v, size));
-	} else {
-		char hex[40] = "0x";
-		for (int i = size - 1, o = 2; i >= 0; i--, o += 2)
-			snprintf(hex + o, sizeof(hex) - (size_t)o, "%02x", v[i]);
-		control_reply(c, "%s %s", vcpu_reg_name(n), hex);
-	}
-}
-
-/* get-reg CPU NAME[,NAME...]|all */
-static int cmd_get_reg(struct hyve_vm *vm, struct control_conn *c, const char *arg, char *err, size_t errlen)
-{
-	const char *names;
-	struct vcpu *vcpu = parse_cpu(vm, arg, &names, err, errlen);
-	if (!vcpu)
-		return -1;
-	int want[128], nwant = 0;
-	if (strcmp(names, "all") == 0) {
-		for (int n = 0; n < NREGS; n++)
-			want[nwant++] = n;
-	} else {
-		char buf[512];
-		snprintf(buf, sizeof(buf), "%s", names);
-		for (char *save, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-			int n = vcpu_reg_lookup(t);
-			if (n < 0) {
-				snprintf(err, errlen, "unknown register '%.40s'", t);
-				return -1;
-			}
-			if (nwant < (int)(sizeof(want) / sizeof(want[0])))
-				want[nwant++] = n;
-		}
-	}
-	struct vcpu_regfile rf;
-	vcpus_pause(vm);
-	int rc = vcpu_regfile_read(vcpu, &rf);
-	vcpus_resume(vm);
-	if (rc) {
-		snprintf(err, errlen, "cannot read the registers: %s", strerror(errno));
-		return -1;
-	}
-	for (int i = 0; i < nwant; i++)
-		reply_reg(c, &rf, want[i]);
-	return 0;
-}
-
-/* set-reg CPU NAME=VALUE (registers of at most 8 bytes) */
-static int cmd_set_reg(struct hyve_vm *vm, struct control_conn *c, const char *arg, char *err, size_t errlen)
-{
-	const char *assign;
-	struct vcpu *vcpu = parse_cpu(vm, arg, &assign, err, errlen);
-	if (!vcpu)
-		return -1;
-	char name[32];
-	const char *eq = strchr(assign, '=');
-	if (!eq || (size_t)(eq - assign) >= sizeof(name)) {
-		snprintf(err, errlen, "expected NAME=VALUE");
-		return -1;
-	}
-	memcpy(name, assign, (size_t)(eq - assign));
-	name[eq - assign] = '\0';
-	int n = vcpu_reg_lookup(name);
-	if (n < 0 || vcpu_reg_size(n) > 8) {
-		snprintf(err, errlen, n < 0 ? "unknown register '%s'" : "%s: set it with the debugger (-G)", name);
-		return -1;
-	}
-	char *end;
-	errno = 0;
-	unsigned long long v = strtoull(eq + 1, &end, 0);
-	if (end == eq + 1 || *end || errno) {
-		snprintf(err, errlen, "%s: bad value '%.40s'", name, eq + 1);
-		return -1;
-	}
-	uint8_t val[8];
-	put(val, v, 8);
-	struct vcpu_regfile rf;
-	vcpus_pause(vm);
-	int rc = vcpu_regfile_read(vcpu, &rf);
-	if (rc == 0)
-		rc = vcpu_reg_set(&rf, n, val);
-	if (rc == 0)
-		rc = vcpu_regfile_write(vcpu, &rf);
-	vcpus_resume(vm);
-	if (rc) {
-		snprintf(err, errlen, "cannot set %s: %s", name, errno == EINVAL ? "value refused" : strerror(errno));
-		return -1;
-	}
-	reply_reg(c, &rf, n);
-	return 0;
-}
-
-void vcpu_regs_register_commands(void)
-{
-	control_register("get-reg", cmd_get_reg);
-	control_register("set-reg", cmd_set_reg);
 }

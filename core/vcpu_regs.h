@@ -58,8 +58,9 @@ int vcpu_reg_set(struct vcpu_regfile *rf, int n, const uint8_t *val);
 size_t vcpu_mem_read(struct vcpu *vcpu, uint64_t addr, void *buf, size_t len);
 size_t vcpu_mem_write(struct vcpu *vcpu, uint64_t addr, const void *buf, size_t len);
 
-/* Control socket commands get-reg and set-reg (hyvectl --get-REG, --get-all, --set-REG=V, --cpu=N). */
-void vcpu_regs_register_commands(void);
+/* Little-endian values of 1..8 bytes, as registers are passed around. */
+void vcpu_reg_put_le(uint8_t *val, uint64_t v, int size);
+uint64_t vcpu_reg_get_le(const uint8_t *val, int size);
 
 /* The amd64 target description GDB reads (qXfer:features:read:target.xml). */
 extern const char vcpu_target_xml[];

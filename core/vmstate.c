@@ -419,8 +419,24 @@ static void pci_walk_cb(struct pci_devinst *pi, void *arg)
 	}
 }
 
+#define MAX_BLOCKERS 4
+static bool (*blockers[MAX_BLOCKERS])(char *err, size_t errlen);
+
+void vmstate_add_blocker(bool (*fn)(char *err, size_t errlen))
+{
+	for (int i = 0; i < MAX_BLOCKERS; i++) {
+		if (!blockers[i]) {
+			blockers[i] = fn;
+			return;
+		}
+	}
+}
+
 int vmstate_check_supported(char *err, size_t errlen)
 {
+	for (int i = 0; i < MAX_BLOCKERS && blockers[i]; i++)
+		if (blockers[i](err, errlen))
+			return -1;
 	struct dev_walk w = { .err = err, .errlen = errlen, .op = WALK_CHECK };
 	pci_walk_devices(pci_walk_cb, &w);
 	if (w.rc)

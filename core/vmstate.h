@@ -35,8 +35,14 @@ void vm_sections_free(struct vm_sections *l);
 struct vm_section *vm_sections_add(struct vm_sections *l, const char *name, uint32_t version);
 const struct vm_section *vm_sections_find(const struct vm_sections *l, const char *name);
 
-/* 0, or -1 naming the first device that has no save support. */
+/* 0, or -1 naming the first device that has no save support (or the blocker that says no). */
 int vmstate_check_supported(char *err, size_t errlen);
+/*
+ * Something that forbids saving while it lasts (an attached debugger):
+ * fn returns true and says why in err.  Checked when a checkpoint or a
+ * migration starts.
+ */
+void vmstate_add_blocker(bool (*fn)(char *err, size_t errlen));
 /* Devices: stop taking new requests, finish in-flight ones / start again. */
 void vmstate_quiesce(void);
 void vmstate_resume(void);

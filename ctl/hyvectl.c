@@ -11,6 +11,10 @@
  *   hyvectl --vm=NAME --migrate-status
  *   hyvectl --vm=NAME [--cpu=N] --get-rip --get-rax ... | --get-all
  *   hyvectl --vm=NAME [--cpu=N] --set-rax=VALUE
+ *   hyvectl --vm=NAME [--cpu=N] --inject-nmi
+ *   hyvectl --vm=NAME --force-reset | --force-poweroff
+ *   hyvectl --vm=NAME --get-active-cpus | --get-lowmem | --get-highmem
+ *   hyvectl --list                          running VMs in the default socket directory
  *
  * Registers print as bhyvectl prints them ("rip[0]\t\t0x...");
  * register names are GDB's (rflags for eflags; hyvectl --get-all lists them).
@@ -20,6 +24,7 @@
  * 2 usage error, 3 the VM cannot be reached (or its default socket
  * directory is not private to this user: see control_dir_problem).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -41,6 +46,9 @@ static void usage(FILE *f)
 	           "commands: --checkpoint=FILE --suspend=FILE --pause --resume --destroy --get-stats\n"
 	           "          --migrate=HOST:PORT --migrate-live=HOST:PORT --migrate-status\n"
 	           "          [--cpu=N] --get-REG... | --get-all | --set-REG=VALUE   (REG: rip, rax, cr3, ...)\n"
+	           "          [--cpu=N] --inject-nmi  --force-reset  --force-poweroff\n"
+	           "          --get-active-cpus  --get-lowmem  --get-highmem\n"
+	           "       hyvectl --list\n"
 	           "exit status: 0 done, 1 refused/failed, 2 usage, 3 VM not reachable\n");
 }
 
@@ -59,6 +67,38 @@ static char *absolute_path(const char *p)
 	return s;
 }
 
+/* --get-X options that are not registers. */
+static bool not_a_register(const char *x)
+{
+	return !strcmp(x, "stats") || !strcmp(x, "active-cpus") || !strcmp(x, "lowmem") || !strcmp(x, "highmem");
+}
+
+/* --list: the VMs whose sockets answer in the default directory. */
+static int list_vms(void)
+{
+	char dir[108];
+	control_default_dir(dir, sizeof(dir));
+	DIR *d = opendir(dir);
+	if (!d)
+		return EXIT_OK;   /* no directory: no VM ever ran */
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		size_t n = strlen(e->d_name);
+		if (n < 6 || strcmp(e->d_name + n - 5, ".sock") != 0)
+			continue;
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+		if (snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s", dir, e->d_name) >= (int)sizeof(sa.sun_path))
+			continue;
+		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+			printf("%.*s\n", (int)(n - 5), e->d_name);
+		if (fd >= 0)
+			close(fd);
+	}
+	closedir(d);
+	return EXIT_OK;
+}
+
 /*
  * bhyvectl's register options (--get-rip, --get-all, --set-rax=V, --cpu=N)
  * are one option per register: take them out of argv before getopt.
@@ -71,8 +111,8 @@ static int take_register_options(int *argc, char **argv, char *regs, size_t rlen
 		const char *a = argv[i];
 		if (strncmp(a, "--cpu=", 6) == 0) {
 			*cpu = a + 6;
-		} else if (strcmp(a, "--get-all") == 0 || (strncmp(a, "--get-", 6) == 0 && strcmp(a, "--get-stats") != 0 &&
-		                                             !strchr(a, '='))) {
+		} else if (strcmp(a, "--get-all") == 0 || (strncmp(a, "--get-", 6) == 0 && !strchr(a, '=') &&
+		                                             !not_a_register(a + 6))) {
 			const char *name = strcmp(a, "--get-all") == 0 ? "all" : a + 6;
 			size_t used = strlen(regs);
 			if (used + strlen(name) + 2 > rlen || (used && (!strcmp(name, "all") || !strncmp(regs, "all", 3)))) {
@@ -109,6 +149,13 @@ int main(int argc, char **argv)
 		{ "migrate", required_argument, NULL, 'm' },
 		{ "migrate-live", required_argument, NULL, 'l' },
 		{ "migrate-status", no_argument, NULL, 'M' },
+		{ "inject-nmi", no_argument, NULL, 'N' },
+		{ "force-reset", no_argument, NULL, 'R' },
+		{ "force-poweroff", no_argument, NULL, 'P' },
+		{ "get-active-cpus", no_argument, NULL, 'A' },
+		{ "get-lowmem", no_argument, NULL, 'L' },
+		{ "get-highmem", no_argument, NULL, 'H' },
+		{ "list", no_argument, NULL, 'x' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -148,6 +195,13 @@ int main(int argc, char **argv)
 		case 'm': this = "migrate"; break;
 		case 'l': this = "migrate-live"; break;
 		case 'M': this = "migrate-status"; break;
+		case 'N': this = "inject-nmi"; break;
+		case 'R': this = "force-reset"; break;
+		case 'P': this = "force-poweroff"; break;
+		case 'A': this = "active-cpus"; break;
+		case 'L': this = "lowmem"; break;
+		case 'H': this = "highmem"; break;
+		case 'x': this = "list"; break;
 		case 'h': usage(stdout); return EXIT_OK;
 		default: usage(stderr); return EXIT_USAGE;
 		}
@@ -168,6 +222,16 @@ int main(int argc, char **argv)
 			arg = strdup(optarg);
 		}
 	}
+	if (cmd && strcmp(cmd, "list") == 0 && optind == argc)
+		return list_vms();
+	/* --get-lowmem/--get-highmem are one request (memory); --inject-nmi names its vCPU. */
+	const char *only = NULL;
+	if (cmd && (!strcmp(cmd, "lowmem") || !strcmp(cmd, "highmem"))) {
+		only = cmd;
+		cmd = "memory";
+	}
+	if (cmd && !strcmp(cmd, "inject-nmi"))
+		arg = strdup(cpu ? cpu : "0");
 	if (optind < argc || !cmd || (!vm && !sock)) {
 		fprintf(stderr, "hyvectl: %s\n", optind < argc ? "unexpected argument" : !cmd ? "no command given" : "--vm=NAME is required");
 		usage(stderr);
@@ -215,10 +279,15 @@ int main(int argc, char **argv)
 			snprintf(last, sizeof(last), "%s", line);
 			break;
 		}
-		char name[64], value[64];
-		if (regcmd && sscanf(line, "%63s %63s", name, value) == 2)
+		char name[64], value[128];
+		bool pair = sscanf(line, "%63s %127s", name, value) == 2;
+		if (regcmd && pair)
 			printf("%s[%s]\t\t%s\n", name, cpu ? cpu : "0", value);
-		else
+		else if (only && pair && !strcmp(name, only))
+			printf("%s\t\t%s\n", name, value);
+		else if (!strcmp(cmd, "active-cpus") && pair)
+			printf("active cpus:\t%s\n", value);
+		else if (!only)
 			fputs(line, stdout);
 	}
 	if (f)

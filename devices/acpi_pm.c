@@ -2,7 +2,9 @@
  * ACPI fixed hardware: PM1a event/control blocks, the PM timer and the
  * reset register (0xcf9), at the I/O ports the FADT announces.  ACPI is
  * always enabled (no SMI_CMD), so SCI_EN reads as set.  Sleeping in S5
- * powers off (exit 1); the reset register reboots (exit 0).
+ * powers off (exit 1); the reset register reboots (exit 0).  The fixed
+ * power button (PM1 PWRBTN_STS/EN) is what SIGTERM presses: the SCI (ISA
+ * IRQ 9, level) is high while an enabled status bit is set.
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -14,6 +16,7 @@
 #include "../core/inout.h"
 #include "../core/log.h"
 #include "../core/snapshot.h"
+#include "../vmm/vmm.h"
 #include "acpi_pm.h"
 #include "debugcon.h"
 
@@ -21,11 +24,34 @@
 #define PM1_SLP_EN 0x2000
 #define PM1_SLP_TYP(v) (((v) >> 10) & 7)
 #define PM1_WAK_STS 0x8000
+#define PM1_PWRBTN 0x0100   /* PWRBTN_STS in the status, PWRBTN_EN in the enable register */
 
 static struct {
 	pthread_mutex_t lock;
 	uint16_t sts, en, cnt;
-} pm = { PTHREAD_MUTEX_INITIALIZER, 0, 0, PM1_SCI_EN };
+	bool sci;            /* the level the SCI line was last set to */
+	struct vmctx *ctx;
+} pm = { PTHREAD_MUTEX_INITIALIZER, 0, 0, PM1_SCI_EN, false, NULL };
+
+/* The SCI follows (status & enable); under pm.lock. */
+static void sci_update(void)
+{
+	bool level = (pm.sts & pm.en) != 0;
+	if (level != pm.sci && pm.ctx) {
+		pm.sci = level;
+		vm_set_irq_line(pm.ctx, ACPI_SCI_IRQ, level);
+	}
+}
+
+bool acpi_pm_power_button(void)
+{
+	pthread_mutex_lock(&pm.lock);
+	bool listening = (pm.en & PM1_PWRBTN) != 0;
+	pm.sts |= PM1_PWRBTN;
+	sci_update();
+	pthread_mutex_unlock(&pm.lock);
+	return listening;
+}
 
 static int pm1_evt_handler(struct vcpu *vcpu, bool in, uint16_t port, int bytes, uint32_t *val, void *arg)
 {
@@ -43,6 +69,7 @@ static int pm1_evt_handler(struct vcpu *vcpu, bool in, uint16_t port, int bytes,
 		pm.sts &= (uint16_t)~(v & mask & 0xffff);            /* write-one-to-clear */
 		if (mask >> 16)
 			pm.en = (uint16_t)(((pm.en << 16 & ~mask) | (v & mask)) >> 16);
+		sci_update();
 	}
 	pthread_mutex_unlock(&pm.lock);
 	return 0;
@@ -120,6 +147,8 @@ static int pm_load(void *arg, struct snap_rd *in, uint32_t version, char *err, s
 	pm.sts = sts;
 	pm.en = en;
 	pm.cnt = (uint16_t)((cnt & ~PM1_SLP_EN) | PM1_SCI_EN);
+	pm.sci = false;   /* the saved irqchip state has the line; make it agree */
+	sci_update();
 	pthread_mutex_unlock(&pm.lock);
 	return 0;
 }
@@ -128,7 +157,7 @@ static const struct snapshot_ops pm_snapshot_ops = { .version = 1, .save = pm_sa
 
 static int acpi_pm_init(struct vmctx *ctx)
 {
-	(void)ctx;
+	pm.ctx = ctx;
 	struct inout_port ports[] = {
 		{ "acpi-pm1a-evt", ACPI_PM1A_EVT_PORT, 4, pm1_evt_handler, NULL },
 		{ "acpi-pm1a-cnt", ACPI_PM1A_CNT_PORT, 2, pm1_cnt_handler, NULL },

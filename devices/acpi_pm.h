@@ -13,4 +13,11 @@
  */
 int acpi_reset_port_access(bool in, uint32_t *val);
 
+/*
+ * Press the fixed power button (SIGTERM, as bhyve): sets PWRBTN_STS and
+ * raises the SCI if the guest enabled it.  Returns whether the guest
+ * listens (PWRBTN_EN set): if not, nothing will act on the press.
+ */
+bool acpi_pm_power_button(void);
+
 #endif

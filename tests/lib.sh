@@ -179,9 +179,12 @@ vm_stop() {
 	VM_SECONDS=$((SECONDS - VM_START))
 	[ -n "$VM_PID" ] || return 0
 	if kill -0 "$VM_PID" 2>/dev/null; then
+		# SIGTERM presses the guest's power button; a guest that hears it
+		# but does not power off gets the second SIGTERM (stop at once).
 		kill "$VM_PID" 2>/dev/null
 		local i=0
 		while kill -0 "$VM_PID" 2>/dev/null && [ $i -lt 10 ]; do
+			[ $i -eq 5 ] && kill "$VM_PID" 2>/dev/null
 			sleep 1
 			i=$((i + 1))
 		done
@@ -190,6 +193,17 @@ vm_stop() {
 	wait "$VM_PID" 2>/dev/null
 	RC=$?
 	VM_PID=""
+}
+
+# wait_vm_exit SECONDS: wait for hyve to exit on its own (then vm_stop
+# stops it); RC is its status.
+wait_vm_exit() {
+	local i=0
+	while kill -0 "$VM_PID" 2>/dev/null && [ $i -lt "$1" ]; do
+		sleep 1
+		i=$((i + 1))
+	done
+	vm_stop
 }
 
 # guest_shell TIMEOUT CMD... -- HYVE-ARGS...: the test guest's interactive

@@ -45,16 +45,6 @@ expect_gdb() {
 	fi
 }
 
-# Wait for hyve to exit on its own; RC is its status.
-wait_vm_exit() {
-	local i=0
-	while kill -0 "$VM_PID" 2>/dev/null && [ $i -lt "$1" ]; do
-		sleep 1
-		i=$((i + 1))
-	done
-	vm_stop
-}
-
 # Waits before the first instruction (-G w); two vCPUs are two threads;
 # single steps move one instruction each; a memory write (gdb_answer) and
 # a register write reach the guest; after detach the guest finishes with
@@ -251,4 +241,41 @@ t_gdb_hyvectl_register_usage() {
 	./hyvectl --vm=x --get-rip --get-stats >"$out" 2>&1
 	RC=$?
 	expect_rc 2 && expect_out 'one command at a time'
+}
+
+# bhyvectl's other verbs: --list, --get-lowmem/--get-highmem,
+# --get-active-cpus, --inject-nmi (the guest's NMI handler sees vector 2),
+# --force-reset (exit status 0, as a reset).
+t_gdb_hyvectl_bhyvectl_verbs() {
+	have_kvm || return 77
+	local name out=$TMP/verbs.out
+	name=$(vm_name verbs)
+	vm_start -c 2 -m 128M -l com1,stdio -o lpc.pc-testdev=true -o boot.kernel="$GUEST" \
+		-o boot.cmdline="test=counter shift=26" "$name"
+	wait_serial 120 '^counter: [0-9]+ ticks' || { vm_stop; return 1; }
+	{
+		./hyvectl --list
+		./hyvectl --vm="$name" --get-lowmem
+		./hyvectl --vm="$name" --get-highmem
+		./hyvectl --vm="$name" --get-active-cpus
+		./hyvectl --vm="$name" --cpu=1 --get-rip
+	} >"$out" 2>&1
+	if ! grep -qx "$name" "$out" || ! grep -qP '^lowmem\t\t0x0000000008000000$' "$out" ||
+		! grep -qP '^highmem\t\t0x0000000000000000$' "$out" || ! grep -qP '^active cpus:\t0$' "$out" ||
+		! grep -qP '^rip\[1\]\t\t0x000000000000fff0$' "$out"; then
+		echo "    unexpected hyvectl output:"
+		sed 's/^/    | /' "$out"
+		vm_stop
+		return 1
+	fi
+	./hyvectl --vm="$name" --force-reset >"$out" 2>&1
+	wait_vm_exit 60
+	expect_rc 0 && expect_err 'reset by hyvectl' || return 1
+	# The test guest takes an NMI as an unexpected exception (vector 2): it says so and exits (2 << 1 | 1).
+	vm_start -c 1 -m 128M -l com1,stdio -o lpc.pc-testdev=true -o boot.kernel="$GUEST" \
+		-o boot.cmdline="test=counter shift=26" "$name"
+	wait_serial 120 '^counter: [0-9]+ ticks' || { vm_stop; return 1; }
+	./hyvectl --vm="$name" --inject-nmi >"$out" 2>&1 || { sed 's/^/    | /' "$out"; vm_stop; return 1; }
+	wait_vm_exit 60
+	expect_rc 5 && expect_out '(exception 2 at rip|unexpected .*\(vector 2\))' && expect_err 'NMI injected into vCPU 0'
 }

@@ -269,3 +269,27 @@ t_guest_sandboxed() {
 	[ "$mode" = 600 ] || { echo "    control socket mode $mode, expected 600"; return 1; }
 	echo "    $n threads, all Seccomp 2 and NoNewPrivs 1; control socket 0600"
 }
+
+# SIGTERM presses the ACPI power button (as bhyve): a guest that listens
+# (test=pwrbtn enables PWRBTN_EN and takes the SCI) shuts down by itself.
+t_guest_sigterm_power_button() {
+	have_kvm || return 77
+	vm_start -l com1,stdio -o lpc.pc-testdev=true -o boot.kernel="$GUEST" -o boot.cmdline=test=pwrbtn \
+		"$(vm_name pwrbtn)"
+	wait_serial 120 '^pwrbtn: armed' || { vm_stop; return 1; }
+	kill -TERM "$VM_PID"
+	wait_vm_exit 60
+	expect_rc 1 && expect_out '^pwrbtn: power button pressed \(1 SCI\), powering off' &&
+		expect_err 'SIGTERM: pressed the ACPI power button' && expect_err 'ACPI: guest powered off'
+}
+
+# A guest that does not listen to the button is stopped at once (status 1).
+t_guest_sigterm_not_listening() {
+	have_kvm || return 77
+	vm_start -l com1,stdio -o lpc.pc-testdev=true -o boot.kernel="$GUEST" -o boot.cmdline="test=counter shift=26" \
+		"$(vm_name sigterm)"
+	wait_serial 120 '^counter: [0-9]+ ticks' || { vm_stop; return 1; }
+	kill -TERM "$VM_PID"
+	wait_vm_exit 60
+	expect_rc 1 && expect_err 'SIGTERM: the guest does not listen to the ACPI power button; stopping the VM'
+}

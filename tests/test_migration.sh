@@ -87,6 +87,8 @@ t_migrate_live_worker_1g() {
 		show_serial; mg_dest_stop; mg_show_dest; return 1
 	fi
 	grep 'migrated to\|verify pass' "$ERR" | sed 's/^/    /'
+	grep -qE '^migrated to 127\.0\.0\.1:[0-9]+: [0-9]+ rounds, [0-9.]+ MiB sent' "$ctl" ||
+		{ echo "    no summary from hyvectl --migrate-live:"; sed 's/^/    | /' "$ctl"; mg_dest_stop; return 1; }
 	# The guest on the destination: two more verified rounds, no failure.
 	if ! mg_wait_lines "$DST_OUT" 0 '^worker: round [0-9]+ sum OK' 2 60; then
 		echo "    destination guest did not carry on verifying"; mg_dest_stop; mg_show_dest; return 1

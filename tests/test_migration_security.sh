@@ -180,3 +180,20 @@ t_migsec_untrusted_config() {
 	fi
 	[ -z "$(ls -A "$evil")" ] || { echo "    created on the destination: $(ls "$evil")"; return 1; }
 }
+
+# SIGTERM (or SIGINT) while hyve -R waits for a VM: exit status 1, as a
+# power-off (nothing arrived, nothing to keep); the port is closed.
+t_migsec_sigterm_while_waiting() {
+	ms_dest "$(vm_name waitterm)" || return 1
+	kill -TERM "$DST_PID"
+	ms_wait_dest 10
+	if [ "$DST_RC" -ne 1 ]; then
+		echo "    expected exit status 1 after SIGTERM, got $DST_RC"
+		ms_show
+		return 1
+	fi
+	ms_dest "$(vm_name waitint)" || return 1
+	kill -INT "$DST_PID"
+	ms_wait_dest 10
+	[ "$DST_RC" -eq 1 ] || { echo "    expected exit status 1 after SIGINT, got $DST_RC"; ms_show; return 1; }
+}

@@ -54,6 +54,9 @@ t_ckpt_counter_restore() {
 	if ! "$HYVECTL" --socket="$sock" --checkpoint="$ck" >"$TMP/ck1.ctl" 2>&1; then
 		echo "    hyvectl --checkpoint failed:"; sed 's/^/    | /' "$TMP/ck1.ctl"; vm_stop; return 1
 	fi
+	# hyvectl says what it did (bhyvectl is silent; a user wants to know).
+	grep -qE "^checkpoint $ck: [0-9.]+ MiB of RAM written, vCPUs paused [0-9]+ ms" "$TMP/ck1.ctl" ||
+		{ echo "    no summary from hyvectl --checkpoint:"; sed 's/^/    | /' "$TMP/ck1.ctl"; vm_stop; return 1; }
 	sleep 0.5
 	ck_kill
 	local orig=$OUT

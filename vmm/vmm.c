@@ -804,6 +804,7 @@ int vcpu_translate(struct vcpu *v, uint64_t lin, uint64_t *gpa)
 	return 0;
 }
 
+int vcpu_inject_nmi(struct vcpu *v) { return vcpu_ioctl(v, KVM_NMI, NULL); }
 int vcpu_get_fpu(struct vcpu *v, struct kvm_fpu *fpu) { return vcpu_ioctl(v, KVM_GET_FPU, fpu); }
 int vcpu_set_fpu(struct vcpu *v, const struct kvm_fpu *fpu) { return vcpu_ioctl(v, KVM_SET_FPU, fpu); }
 

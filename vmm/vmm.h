@@ -141,6 +141,8 @@ int vcpu_get_mp_state(struct vcpu *vcpu, uint32_t *state);
 int vcpu_set_mp_state(struct vcpu *vcpu, uint32_t state);
 /* Queue an exception (vector, optional error code) for the next entry. */
 int vcpu_inject_exception(struct vcpu *vcpu, int vector, bool has_err, uint32_t err);
+/* Queue an NMI (KVM_NMI, through the in-kernel LAPIC). */
+int vcpu_inject_nmi(struct vcpu *vcpu);
 /* Queue a software interrupt (INT n) for the next entry. */
 int vcpu_inject_soft_interrupt(struct vcpu *vcpu, int vector);
 /*

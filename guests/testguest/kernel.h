@@ -46,6 +46,7 @@ typedef _Bool bool;
 #define VEC_PIT 0x20		/* IOAPIC pin 2 (ISA IRQ0) */
 #define VEC_COM1 0x24		/* IOAPIC pin 4 (ISA IRQ4) */
 #define VEC_RTC 0x28		/* IOAPIC pin 8 (unused for now) */
+#define VEC_SCI 0x29		/* IOAPIC pin 9 (ACPI SCI) */
 #define VEC_LAPIC_TIMER 0x30
 #define VEC_INTN 0x80		/* INT n fallback test */
 #define VEC_SPURIOUS 0xff

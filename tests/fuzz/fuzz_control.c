@@ -28,7 +28,7 @@
  *     grammar in control.h (oracle_command() below), and with the argument
  *     it carries; a line that is not gets ERR, never OK;
  *   - every connection thread ends (nconns back to 0), and the VM is asked
- *     to exit once for each destroy, suspend or migrate answered OK (after
+ *     to exit once for each destroy, force-reset, force-poweroff, suspend or migrate answered OK (after
  *     the reply), never otherwise.
  */
 #include "../../core/control.c"
@@ -382,6 +382,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		/* These stop the VM once the client has its OK. */
 		if (want == 0 && v == 1 && (strcmp(cmd, "destroy") == 0 || strcmp(cmd, "suspend") == 0 ||
+		                            strcmp(cmd, "force-reset") == 0 || strcmp(cmd, "force-poweroff") == 0 ||
 		                            strcmp(cmd, "migrate") == 0 || strcmp(cmd, "migrate-live") == 0))
 			want_exits++;
 		if (verbose)
