@@ -39,7 +39,9 @@ struct boot_entry {
 #define BOOT_MBINFO_ADDR     0x30000ULL  /* multiboot info + mmap + module list */
 #define BOOT_EBDA_START      0x9fc00ULL  /* e820: [EBDA, 1 MiB) is reserved */
 #define BOOT_ACPI_BASE       0xe0000ULL  /* ACPI tables, RSDP first */
-#define BOOT_ACPI_SIZE       0x20000ULL
+#define BOOT_ACPI_SIZE       0x10000ULL
+#define BOOT_SMBIOS_BASE     0xf0000ULL  /* SMBIOS entry points, then the table (boot/smbios.h) */
+#define BOOT_SMBIOS_SIZE     0x10000ULL
 
 /* What a loader needs to know about the machine. */
 struct boot_params_in {

@@ -18,6 +18,7 @@
 #include "boot.h"
 #include "bootrom.h"
 #include "firmware.h"
+#include "smbios.h"
 
 static uint64_t rsdp_gpa;
 static int firmware_ncpus = 1;
@@ -84,6 +85,63 @@ out:
 	return rc;
 }
 
+/*
+ * SMBIOS from the configuration: -U's UUID (checked when the key was
+ * set), else one derived from the VM and host names as bhyve derives it.
+ */
+static void smbios_config_get(struct vmctx *ctx, struct smbios_config *sc)
+{
+	memset(sc, 0, sizeof(*sc));
+	const char *uuid = get_config_value("uuid");
+	if (!uuid || smbios_parse_uuid(uuid, sc->uuid))
+		smbios_default_uuid(get_config_value("name") ? get_config_value("name") : "", sc->uuid);
+	sc->ncpus = firmware_ncpus;
+	sc->lowmem = vm_get_lowmem_size(ctx);
+	sc->highmem = vm_get_highmem_size(ctx);
+	struct kvm_cpuid2 *c = vm_get_supported_cpuid(ctx);
+	for (uint32_t i = 0; c && i < c->nent; i++) {
+		if (c->entries[i].function == 1) {
+			sc->cpuid_eax = c->entries[i].eax;
+			sc->cpuid_edx = c->entries[i].edx;
+		}
+	}
+	free(c);
+}
+
+/* Direct boot: both entry points and the table where an OS scans for them (0xF0000). */
+static int smbios_to_guest(struct vmctx *ctx, const struct smbios_config *sc, char *err, size_t errlen)
+{
+	uint8_t *base = vm_map_gpa(ctx, BOOT_SMBIOS_BASE, BOOT_SMBIOS_SIZE);
+	uint16_t count, maxsize;
+	const size_t table_off = 0x40;   /* after the 2.x (31 bytes) and 3.0 (24 bytes, at 0x20) anchors */
+	int len = base ? smbios_build_table(sc, base + table_off, BOOT_SMBIOS_SIZE - table_off, &count, &maxsize) : -1;
+	if (len < 0) {
+		snprintf(err, errlen, "SMBIOS tables do not fit below 1 MiB");
+		return -1;
+	}
+	smbios_entry_v2(base, (uint32_t)(BOOT_SMBIOS_BASE + table_off), (uint16_t)len, count, maxsize);
+	smbios_entry_v3(base + 0x20, BOOT_SMBIOS_BASE + table_off, (uint32_t)len);
+	return 0;
+}
+
+/* Under a boot ROM: SeaBIOS and OVMF place them; the anchor's table address is theirs to fill. */
+static int smbios_to_fw_cfg(const struct smbios_config *sc, char *err, size_t errlen)
+{
+	static uint8_t table[16384];
+	uint8_t ep[SMBIOS_EP2_LEN];
+	uint16_t count, maxsize;
+	int len = smbios_build_table(sc, table, sizeof(table), &count, &maxsize);
+	if (len < 0) {
+		snprintf(err, errlen, "SMBIOS tables too large");
+		return -1;
+	}
+	smbios_entry_v2(ep, 0, (uint16_t)len, count, maxsize);
+	if (fw_cfg_add_file("etc/smbios/smbios-tables", table, (size_t)len, err, errlen) ||
+	    fw_cfg_add_file("etc/smbios/smbios-anchor", ep, sizeof(ep), err, errlen))
+		return -1;
+	return 0;
+}
+
 static int firmware_init(struct vmctx *ctx)
 {
 	char err[256];
@@ -101,12 +159,19 @@ static int firmware_init(struct vmctx *ctx)
 	for (int i = 0; i < 4; i++)
 		cfg.com[i] = lpc_present() && get_config_valuef("lpc.com%d.path", i + 1) != NULL;
 	bool tables = get_config_bool_default("acpi_tables", true);
+	struct smbios_config sc;
+	smbios_config_get(ctx, &sc);
 	if (bootrom_configured()) {
-		if (bootrom_load(ctx, err, sizeof(err)) || (tables && acpi_to_fw_cfg(&cfg, err, sizeof(err)))) {
+		if (bootrom_load(ctx, err, sizeof(err)) || (tables && acpi_to_fw_cfg(&cfg, err, sizeof(err))) ||
+		    smbios_to_fw_cfg(&sc, err, sizeof(err))) {
 			log_err("%s", err);
 			return -1;
 		}
 		return 0;
+	}
+	if (smbios_to_guest(ctx, &sc, err, sizeof(err))) {
+		log_err("%s", err);
+		return -1;
 	}
 	if (!tables)
 		return 0;

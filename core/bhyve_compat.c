@@ -268,7 +268,7 @@ static int check_fwcfg_name(const char *path, const char *value, char *err, size
 }
 
 static const struct config_key compat_keys[] = {
-	{ "uuid", CFG_CUSTOM, "SMBIOS system UUID (-U), RFC 4122 text form (stored; hyve has no SMBIOS tables yet)", check_uuid },
+	{ "uuid", CFG_CUSTOM, "SMBIOS system UUID (-U), RFC 4122 text form (default: derived from the VM and host names)", check_uuid },
 	{ "destroy_on_poweroff", CFG_BOOL, "-D: destroy the VM at guest power-off (always: the VM ends with hyve)", NULL },
 	{ "x86.strictio", CFG_BOOL, "-e: exit (status 4) when the guest touches an I/O port nothing emulates", NULL },
 	{ "x86.mptable", CFG_BOOL, "-Y clears it; hyve builds no MP table either way (ACPI MADT)", NULL },

@@ -322,6 +322,19 @@ static bool debug_stopped;
 static int debug_runner = -1;
 static atomic_bool debug_hold;
 
+/* Waits for parked vCPUs are timed: a vCPU thread that died with the VM never parks. */
+static void pause_wait_50ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += 50000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	pthread_cond_timedwait(&pause_cv, &pause_mtx, &ts);
+}
+
 static bool must_park(int id)
 {
 	return pause_depth > 0 || (debug_stopped && debug_runner != id);
@@ -360,16 +373,8 @@ bool vcpus_debug_wait_parked(struct hyve_vm *vm, int runner)
 {
 	pthread_mutex_lock(&pause_mtx);
 	int want = vm->nrunning - (runner >= 0 && runner < vm->nrunning ? 1 : 0);
-	while (parked < want && vm_exit_requested() < 0) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 50000000;
-		if (ts.tv_nsec >= 1000000000) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000;
-		}
-		pthread_cond_timedwait(&pause_cv, &pause_mtx, &ts);
-	}
+	while (parked < want && vm_exit_requested() < 0)
+		pause_wait_50ms();
 	bool ok = parked >= want;
 	pthread_mutex_unlock(&pause_mtx);
 	return ok;
@@ -381,17 +386,8 @@ void vcpus_pause(struct hyve_vm *vm)
 	if (pause_depth++ == 0) {
 		atomic_store(&pause_requested, true);
 		vcpus_kick_all(vm);
-		while (parked < vm->nrunning && vm_exit_requested() < 0) {
-			/* Timed: a vCPU thread that died with the VM never parks. */
-			struct timespec ts;
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += 50000000;
-			if (ts.tv_nsec >= 1000000000) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000;
-			}
-			pthread_cond_timedwait(&pause_cv, &pause_mtx, &ts);
-		}
+		while (parked < vm->nrunning && vm_exit_requested() < 0)
+			pause_wait_50ms();
 	}
 	pthread_mutex_unlock(&pause_mtx);
 }

@@ -20,6 +20,10 @@
  * register names are GDB's (rflags for eflags; hyvectl --get-all lists them).
  *
  * --socket=PATH talks to a VM started with -o control.socket=PATH.
+ * --json prints the answer as one JSON object (docs/cli.md): {"ok": true,
+ * "command": C, "result": {KEY: VALUE...}} for "key value" answers (numbers
+ * as numbers), "message" for checkpoint and migration summaries, or
+ * {"ok": false, "error": TEXT}; the exit status is the same.
  * Exit status: 0 done, 1 the VM refused or failed (its message is printed),
  * 2 usage error, 3 the VM cannot be reached (or its default socket
  * directory is not private to this user: see control_dir_problem).
@@ -67,6 +71,83 @@ static char *absolute_path(const char *p)
 	return s;
 }
 
+/* ---- --json ---- */
+
+static bool json;
+
+static void json_string(FILE *f, const char *s, size_t n)
+{
+	fputc('"', f);
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c == '"' || c == '\\')
+			fprintf(f, "\\%c", c);
+		else if (c < 0x20)
+			fprintf(f, "\\u%04x", c);
+		else
+			fputc(c, f);
+	}
+	fputc('"', f);
+}
+
+/* A decimal number stays a JSON number; anything else (hex included) is a string. */
+static void json_value(FILE *f, const char *v)
+{
+	size_t n = strlen(v), i = v[0] == '-' ? 1 : 0, digits = 0, dots = 0;
+	for (; i < n; i++) {
+		if (v[i] >= '0' && v[i] <= '9')
+			digits++;
+		else if (v[i] == '.' && digits && dots++ == 0)
+			continue;
+		else
+			break;
+	}
+	if (i == n && digits && v[n - 1] != '.' && !(v[0] == '0' && n > 1 && v[1] != '.') &&
+	    !(v[0] == '-' && v[1] == '0' && n > 2 && v[2] != '.'))
+		fputs(v, f);
+	else
+		json_string(f, v, n);
+}
+
+static void json_error(const char *msg)
+{
+	size_t n = strlen(msg);
+	while (n && msg[n - 1] == '\n')
+		n--;
+	fputs("{\"ok\": false, \"error\": ", stdout);
+	json_string(stdout, msg, n);
+	fputs("}\n", stdout);
+}
+
+/* The answer lines of a successful command as one object. */
+static void json_result(const char *cmd, char **lines, int nlines)
+{
+	bool message = !strcmp(cmd, "checkpoint") || !strcmp(cmd, "suspend") || !strncmp(cmd, "migrate", 7) ||
+	               !strcmp(cmd, "migrate-live");
+	printf("{\"ok\": true, \"command\": ");
+	json_string(stdout, cmd, strlen(cmd));
+	if (message && nlines) {
+		printf(", \"message\": ");
+		json_string(stdout, lines[0], strcspn(lines[0], "\n"));
+	} else {
+		printf(", \"result\": {");
+		for (int i = 0; i < nlines; i++) {
+			char *l = lines[i];
+			l[strcspn(l, "\n")] = '\0';
+			size_t k = strcspn(l, " ");
+			printf("%s", i ? ", " : "");
+			json_string(stdout, l, k);
+			fputs(": ", stdout);
+			if (l[k])
+				json_value(stdout, l + k + 1);
+			else
+				fputs("null", stdout);
+		}
+		printf("}");
+	}
+	printf("}\n");
+}
+
 /* --get-X options that are not registers. */
 static bool not_a_register(const char *x)
 {
@@ -79,8 +160,12 @@ static int list_vms(void)
 	char dir[108];
 	control_default_dir(dir, sizeof(dir));
 	DIR *d = opendir(dir);
-	if (!d)
-		return EXIT_OK;   /* no directory: no VM ever ran */
+	int nvms = 0;
+	if (!d) {   /* no directory: no VM ever ran */
+		if (json)
+			printf("{\"ok\": true, \"command\": \"list\", \"vms\": []}\n");
+		return EXIT_OK;
+	}
 	struct dirent *e;
 	while ((e = readdir(d)) != NULL) {
 		size_t n = strlen(e->d_name);
@@ -90,12 +175,20 @@ static int list_vms(void)
 		if (snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s", dir, e->d_name) >= (int)sizeof(sa.sun_path))
 			continue;
 		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
-			printf("%.*s\n", (int)(n - 5), e->d_name);
+		if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+			if (json) {
+				printf("%s", nvms++ ? ", " : "{\"ok\": true, \"command\": \"list\", \"vms\": [");
+				json_string(stdout, e->d_name, n - 5);
+			} else {
+				printf("%.*s\n", (int)(n - 5), e->d_name);
+			}
+		}
 		if (fd >= 0)
 			close(fd);
 	}
 	closedir(d);
+	if (json)
+		printf("%s]}\n", nvms ? "" : "{\"ok\": true, \"command\": \"list\", \"vms\": [");
 	return EXIT_OK;
 }
 
@@ -156,6 +249,7 @@ int main(int argc, char **argv)
 		{ "get-lowmem", no_argument, NULL, 'L' },
 		{ "get-highmem", no_argument, NULL, 'H' },
 		{ "list", no_argument, NULL, 'x' },
+		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -186,6 +280,7 @@ int main(int argc, char **argv)
 		switch (c) {
 		case 'v': vm = optarg; continue;
 		case 'S': sock = optarg; continue;
+		case 'j': json = true; continue;
 		case 'c': this = "checkpoint"; break;
 		case 's': this = "suspend"; break;
 		case 'p': this = "pause"; break;
@@ -264,8 +359,12 @@ int main(int argc, char **argv)
 	free(arg);
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
-		fprintf(stderr, "hyvectl: VM %s is not running or not reachable (%s: %s)\n", vm ? vm : "", sa.sun_path,
-		        strerror(errno));
+		char msg[300];
+		snprintf(msg, sizeof(msg), "VM %s is not running or not reachable (%s: %s)", vm ? vm : "", sa.sun_path,
+		         strerror(errno));
+		if (json)
+			json_error(msg);
+		fprintf(stderr, "hyvectl: %s\n", msg);
 		return EXIT_UNREACHABLE;
 	}
 	/* Read the reply even if sending failed: a VM that refuses a connection ("busy") says why first. */
@@ -274,10 +373,17 @@ int main(int argc, char **argv)
 	bool regcmd = strcmp(cmd, "get-reg") == 0 || strcmp(cmd, "set-reg") == 0;
 	FILE *f = fdopen(fd, "r");
 	char line[2048], last[2048] = "";
+	char *lines[256];
+	int nlines = 0;
 	while (f && fgets(line, sizeof(line), f)) {
 		if (strncmp(line, "OK", 2) == 0 || strncmp(line, "ERR", 3) == 0) {
 			snprintf(last, sizeof(last), "%s", line);
 			break;
+		}
+		if (json) {
+			if (nlines < (int)(sizeof(lines) / sizeof(lines[0])) && (lines[nlines] = strdup(line)))
+				nlines++;
+			continue;
 		}
 		char name[64], value[128];
 		bool pair = sscanf(line, "%63s %127s", name, value) == 2;
@@ -293,14 +399,21 @@ int main(int argc, char **argv)
 	if (f)
 		fclose(f);
 	if (strncmp(last, "OK", 2) == 0) {
-		if (strlen(last) > 3)
+		if (json)
+			json_result(cmd, lines, nlines);
+		else if (strlen(last) > 3)
 			fputs(last + 3, stdout);
 		return EXIT_OK;
 	}
 	if (strncmp(last, "ERR ", 4) == 0) {
-		fprintf(stderr, "hyvectl: %s", last + 4);
+		if (json)
+			json_error(last + 4);
+		else
+			fprintf(stderr, "hyvectl: %s", last + 4);
 		return EXIT_REFUSED;
 	}
+	if (json)
+		json_error(send_errno ? "cannot send the request" : "the VM closed the connection without an answer");
 	if (send_errno)
 		fprintf(stderr, "hyvectl: cannot send the request: %s\n", strerror(send_errno));
 	else

@@ -167,5 +167,7 @@ CFG
 	boot_seabios "$LINUX_TIMEOUT" -s "4,ahci,cd:$TMP/grub.iso"
 	expect_out 'Booting from DVD/CD' && expect_out 'grub: loading the test kernel' &&
 	expect_out "$LINUX_INIT_LINE" && expect_out '^hyve-init: started' || return 1
+	# SMBIOS through fw_cfg, placed by SeaBIOS, read by Linux: bhyve's strings.
+	expect_out 'DMI: .*BHYVE, BIOS 1\.00 03/14/2014' || return 1
 	linux_pvm || expect_rc 1
 }

@@ -45,6 +45,20 @@ expect_gdb() {
 	fi
 }
 
+# expect_counter_advances: test=counter printed a new line within 60 s
+# (the guest goes on), then the VM is stopped.
+expect_counter_advances() {
+	local lines t=$SECONDS
+	lines=$(grep -c '^counter: [0-9]* ticks' "$OUT")
+	while [ "$(grep -c '^counter: [0-9]* ticks' "$OUT")" -le "$lines" ] && [ $((SECONDS - t)) -lt 60 ]; do sleep 1; done
+	vm_stop
+	if [ "$(grep -c '^counter: [0-9]* ticks' "$OUT")" -le "$lines" ]; then
+		echo "    the guest did not go on"
+		show_serial
+		return 1
+	fi
+}
+
 # Waits before the first instruction (-G w); two vCPUs are two threads;
 # single steps move one instruction each; a memory write (gdb_answer) and
 # a register write reach the guest; after detach the guest finishes with
@@ -122,15 +136,7 @@ t_gdb_interrupt() {
 		-ex 'continue' -ex 'print/x $pc' -ex 'detach'
 	expect_gdb 'received signal SIGINT' && expect_gdb '^\$1 = 0x' && expect_gdb 'Inferior 1 .* detached' ||
 		{ vm_stop; return 1; }
-	local lines t=$SECONDS
-	lines=$(grep -c '^counter: [0-9]* ticks' "$OUT")
-	while [ "$(grep -c '^counter: [0-9]* ticks' "$OUT")" -le "$lines" ] && [ $((SECONDS - t)) -lt 60 ]; do sleep 1; done
-	vm_stop
-	if [ "$(grep -c '^counter: [0-9]* ticks' "$OUT")" -le "$lines" ]; then
-		echo "    the guest did not go on after detach"
-		show_serial
-		return 1
-	fi
+	expect_counter_advances
 }
 
 # Attach to a running guest: it stops while gdb is there (checkpoint and
@@ -150,8 +156,6 @@ t_gdb_attach_running_checkpoint_refused() {
 		-ex "shell ./hyvectl --vm=$name --get-rip --get-cr3" -ex 'print/x $pc' -ex 'print/x $cr3' \
 		-ex "shell ./hyvectl --vm=$name --set-r12=0x5a5a" -ex 'maintenance flush register-cache' -ex 'print/x $r12' \
 		-ex "shell ./hyvectl --vm=$name --get-all | grep -c '\[0\]'" -ex 'detach'
-	local lines
-	lines=$(grep -c '^counter: [0-9]* ticks' "$OUT")
 	expect_gdb 'a debugger is attached \(-G\): detach it first' && expect_gdb 'hyvectl-status=1' &&
 		expect_gdb '^rip\[0\]' && expect_gdb '^cr3\[0\]' && expect_gdb '^r12\[0\][[:space:]]+0x0000000000005a5a' &&
 		expect_gdb '^\$3 = 0x5a5a$' && expect_gdb '^66$' || { vm_stop; return 1; }
@@ -165,14 +169,7 @@ t_gdb_attach_running_checkpoint_refused() {
 		return 1
 	fi
 	[ -e "$TMP/gdb.ckpt" ] && { echo "    a checkpoint was written while the debugger was attached"; vm_stop; return 1; }
-	local t=$SECONDS
-	while [ "$(grep -c '^counter: [0-9]* ticks' "$OUT")" -le "$lines" ] && [ $((SECONDS - t)) -lt 60 ]; do sleep 1; done
-	vm_stop
-	if [ "$(grep -c '^counter: [0-9]* ticks' "$OUT")" -le "$lines" ]; then
-		echo "    the guest did not go on after detach"
-		show_serial
-		return 1
-	fi
+	expect_counter_advances
 }
 
 # Garbage, bad checksums, absurd lengths and a client that vanishes: the
@@ -196,15 +193,7 @@ t_gdb_hostile_client() {
 	fi
 	run_gdb "$port" -ex 'info threads' -ex 'detach'
 	expect_gdb '^\* 1 +Thread 1' || { vm_stop; return 1; }
-	local lines t=$SECONDS
-	lines=$(grep -c '^counter: [0-9]* ticks' "$OUT")
-	while [ "$(grep -c '^counter: [0-9]* ticks' "$OUT")" -le "$lines" ] && [ $((SECONDS - t)) -lt 60 ]; do sleep 1; done
-	vm_stop
-	if [ "$(grep -c '^counter: [0-9]* ticks' "$OUT")" -le "$lines" ]; then
-		echo "    the guest did not go on after the hostile client and gdb"
-		show_serial
-		return 1
-	fi
+	expect_counter_advances
 }
 
 # -G errors need no KVM: a port in use, a malformed value.
@@ -259,10 +248,12 @@ t_gdb_hyvectl_bhyvectl_verbs() {
 		./hyvectl --vm="$name" --get-highmem
 		./hyvectl --vm="$name" --get-active-cpus
 		./hyvectl --vm="$name" --cpu=1 --get-rip
+		./hyvectl --json --vm="$name" --get-stats | python3 -c \
+			'import json, sys; d = json.load(sys.stdin); print("json-vcpus", d["result"]["vcpus"])'
 	} >"$out" 2>&1
 	if ! grep -qx "$name" "$out" || ! grep -qP '^lowmem\t\t0x0000000008000000$' "$out" ||
 		! grep -qP '^highmem\t\t0x0000000000000000$' "$out" || ! grep -qP '^active cpus:\t0$' "$out" ||
-		! grep -qP '^rip\[1\]\t\t0x000000000000fff0$' "$out"; then
+		! grep -qP '^rip\[1\]\t\t0x000000000000fff0$' "$out" || ! grep -qx 'json-vcpus 2' "$out"; then
 		echo "    unexpected hyvectl output:"
 		sed 's/^/    | /' "$out"
 		vm_stop

@@ -287,6 +287,14 @@ t_linux_virtio_probe() {
 	fi
 }
 
+# SMBIOS (boot/smbios.c) as Linux reads it from 0xF0000 on a direct boot:
+# the 3.0 entry point, and bhyve's strings in its DMI line.
+t_linux_dmi_smbios() {
+	lx_dev_boot || return $?
+	expect_out 'SMBIOS 3\.0\.0 present' && expect_out 'DMI: .*BHYVE, BIOS 1\.00 03/14/2014' &&
+		expect_no_out 'DMI: .*(not present|invalid)' "SMBIOS errors"
+}
+
 t_linux_virtio_net_ping() {
 	local rc=0
 	lx_dev_boot || rc=$?
