@@ -327,8 +327,8 @@ int compat_check(int ncpus, config_report_fn fn, void *arg)
 		{ "virtio_msix", false, "virtio_msix=false (-W): hyve's virtio devices use MSI-X (kept, ignored)" },
 		{ "x86.x2apic", true, "x86.x2apic=true (-x): the local APICs start in xAPIC mode; the guest switches "
 		                      "to x2APIC itself (CPUID offers it)" },
-		{ "x86.strictmsr", false, "x86.strictmsr=false (-w): KVM decides about unknown MSRs (module parameter "
-		                          "kvm.ignore_msrs), not hyve" },
+		{ "x86.strictmsr", false, "x86.strictmsr=false (-w): no MSR filter from hyve; KVM decides about MSRs the "
+		                          "guest's CPUID does not announce (module parameter kvm.ignore_msrs for unknown ones)" },
 		{ "x86.mptable", true, "x86.mptable=true: hyve builds no MP table; ACPI's MADT describes the CPUs" },
 	};
 	char msg[300];

@@ -88,6 +88,12 @@ static int check_features(const char *path, const char *value, char *err, size_t
 	return cpuid_check_features(value, err, errlen);
 }
 
+static int check_model(const char *path, const char *value, char *err, size_t errlen)
+{
+	(void)path;
+	return cpuid_check_model(value, err, errlen);
+}
+
 static int check_emulating(const char *path, const char *value, char *err, size_t errlen)
 {
 	(void)path;
@@ -137,7 +143,8 @@ static const struct config_key core_keys[] = {
 	{ "maxcpus", CFG_UINT, "upper bound for cpus (default 64, capped by KVM)", NULL },
 	{ "memory.size", CFG_CUSTOM, "guest RAM (-m): 512M, 2G; a plain number is bytes, or MiB below 1M (bhyve)", check_memsize },
 	{ "memory.wired", CFG_BOOL, "-S: lock guest RAM in host memory (mlock; RLIMIT_MEMLOCK)", NULL },
-	{ "cpu.features", CFG_CUSTOM, "CPUID edits: -name,+name (Linux flag names)", check_features },
+	{ "cpu.features", CFG_CUSTOM, "CPUID edits: -name,+name (Linux flag names); what the host lacks is dropped with a warning", check_features },
+	{ "cpu.model", CFG_CUSTOM, "CPU model the guest sees: host (default), qemu64, x86-64-v2, x86-64-v3", check_model },
 	{ "boot.kernel", CFG_STRING, "kernel to boot: Multiboot ELF, Linux bzImage or vmlinux", NULL },
 	{ "boot.linux_adapt", CFG_BOOL, "on emulating hosts, add Linux parameters that avoid what the host cannot run (default true)", NULL },
 	{ "boot.guest_decompress", CFG_BOOL, "Linux bzImage: let the guest decompress itself (classic entry) instead of the host", NULL },
@@ -154,7 +161,7 @@ static const struct config_key core_keys[] = {
 	{ "acpi_tables", CFG_BOOL, "generate ACPI tables (-A; always on)", NULL },
 	{ "x86.vmexit_on_hlt", CFG_BOOL, "-H: always so (a halted vCPU sleeps in KVM)", NULL },
 	{ "x86.vmexit_on_pause", CFG_BOOL, "-P: always so (KVM exits on PAUSE loops)", NULL },
-	{ "x86.strictmsr", CFG_BOOL, "-w clears it; KVM decides (kvm.ignore_msrs)", NULL },
+	{ "x86.strictmsr", CFG_BOOL, "MSRs the guest's CPUID does not announce raise #GP (default true; -w clears it)", NULL },
 	{ "x86.x2apic", CFG_BOOL, "-x sets, -a clears; the APICs start in xAPIC mode either way", NULL },
 	{ "rtc.use_localtime", CFG_BOOL, "RTC in local time (default true, as bhyve; -u: UTC)", NULL },
 	{ "migration.streams", CFG_UINT, "TCP streams for live migration (1..8, default 1)", NULL },

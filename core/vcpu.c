@@ -150,6 +150,8 @@ int vcpus_create(struct hyve_vm *vm, const struct boot_entry *be)
 		log_err("cannot set the boot vCPU's registers: %s", strerror(errno));
 		return -1;
 	}
+	if (cpuid_filter_msrs(vm))
+		return -1;
 	/* A direct kernel boot (no firmware): the PICs as a BIOS leaves them.
 	 * A restore (be NULL) brings the saved irqchip state instead. */
 	if (be && boot_setup_pics(vm->ctx)) {

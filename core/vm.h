@@ -61,6 +61,9 @@ void vcpus_profile_write(const char *path);
 /* CPUID table for the VM (core/cpuid.c). */
 struct kvm_cpuid2 *cpuid_build(struct vmctx *ctx, int vcpu_id, int ncpus);
 int cpuid_check_features(const char *spec, char *err, size_t errlen);
+int cpuid_check_model(const char *name, char *err, size_t errlen);
+/* Deny the guest the MSRs its CPUID does not announce (x86.strictmsr); 0 or -1 (logged). */
+int cpuid_filter_msrs(struct hyve_vm *vm);
 
 /*
  * Complete in userspace an instruction KVM's emulator gave up on (only on

@@ -293,3 +293,30 @@ t_guest_sigterm_not_listening() {
 	wait_vm_exit 60
 	expect_rc 1 && expect_err 'SIGTERM: the guest does not listen to the ACPI power button; stopping the VM'
 }
+
+# cpu.model=qemu64: leaf 7 is empty and the MSRs it announces raise #GP
+# (the MSR filter, x86.strictmsr); with the host model the MSRs follow the
+# host's CPUID.  The guest checks each MSR against the CPUID it sees.
+t_guest_cpu_model_qemu64_msrs() {
+	guest_pass msr -o cpu.model=qemu64 || return
+	expect_out '^msr: cpuid .* 7 ebx=0x0 ecx=0x0 edx=0x0' &&
+		expect_out '^msr: SPEC_CTRL \(0x48\) not announced, #GP' &&
+		expect_out '^msr: TSC_AUX \(0xc0000103\) not announced, #GP'
+}
+t_guest_cpu_model_host_msrs() { guest_pass msr; }
+
+# cpu.features=+X for a feature this host's CPU lacks: dropped with a
+# warning (as QEMU), the guest still boots.
+t_guest_cpu_feature_host_lacks() {
+	have_kvm || return 77
+	local f
+	for f in avx512f sha_ni vaes pku la57 ""; do
+		[ -n "$f" ] && ! grep -qw "$f" /proc/cpuinfo && break
+	done
+	if [ -z "$f" ]; then
+		SKIP_REASON="this host has every candidate feature"
+		return 77
+	fi
+	guest_pass hello -o cpu.features=+"$f" || return
+	expect_err "cpu.features: \\+$f: this host cannot provide it; dropped"
+}

@@ -772,6 +772,29 @@ int vcpu_set_lapic(struct vcpu *v, const struct kvm_lapic_state *l) { return vcp
 int vcpu_get_debugregs(struct vcpu *v, struct kvm_debugregs *d) { return vcpu_ioctl(v, KVM_GET_DEBUGREGS, d); }
 int vcpu_set_debugregs(struct vcpu *v, const struct kvm_debugregs *d) { return vcpu_ioctl(v, KVM_SET_DEBUGREGS, d); }
 
+int vm_deny_msrs(struct vmctx *ctx, const uint32_t *msrs, int n)
+{
+	static const uint8_t deny = 0;   /* one MSR per range, its bit 0: denied */
+	struct kvm_msr_filter f;
+	if (ioctl(ctx->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_X86_MSR_FILTER) <= 0) {
+		errno = ENOTSUP;
+		return -1;
+	}
+	if (n > KVM_MSR_FILTER_MAX_RANGES) {
+		errno = E2BIG;
+		return -1;
+	}
+	memset(&f, 0, sizeof(f));
+	f.flags = KVM_MSR_FILTER_DEFAULT_ALLOW;
+	for (int i = 0; i < n; i++) {
+		f.ranges[i].flags = KVM_MSR_FILTER_READ | KVM_MSR_FILTER_WRITE;
+		f.ranges[i].nmsrs = 1;
+		f.ranges[i].base = msrs[i];
+		f.ranges[i].bitmap = (uint8_t *)&deny;
+	}
+	return ioctl(ctx->vm_fd, KVM_X86_SET_MSR_FILTER, &f) < 0 ? -1 : 0;
+}
+
 int vcpu_set_guest_debug(struct vcpu *v, uint32_t flags, const uint64_t dr[4], uint64_t dr7)
 {
 	struct kvm_guest_debug dbg;

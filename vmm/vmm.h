@@ -120,6 +120,13 @@ struct vm_ioeventfd {
 };
 int vm_ioeventfd(struct vmctx *ctx, const struct vm_ioeventfd *io, bool assign);
 
+/*
+ * Make guest RDMSR/WRMSR of these MSRs raise #GP (KVM_X86_SET_MSR_FILTER;
+ * accesses from hyve itself are not filtered).  -1 with ENOTSUP when KVM
+ * has no MSR filter.  Before the vCPUs run.
+ */
+int vm_deny_msrs(struct vmctx *ctx, const uint32_t *msrs, int n);
+
 /* CPUID: what KVM supports, edited by the caller, then set on each vCPU. */
 struct kvm_cpuid2 *vm_get_supported_cpuid(struct vmctx *ctx);
 
