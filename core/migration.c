@@ -316,6 +316,7 @@ static struct {
 	int round;
 	uint64_t bytes, pages, zero_pages, last_dirty;
 	double dirty_rate, bandwidth, expected_ms, total_ms, downtime_ms;
+	double started;   /* now_s() at the start: the rate before round 0 ends */
 	int throttle;
 	uint64_t verify_resent;
 	char error[256];
@@ -661,6 +662,7 @@ static int migrate_run(struct hyve_vm *vm, const char *addr, bool live, char *er
 	st.bytes = st.pages = st.zero_pages = st.last_dirty = st.verify_resent = 0;
 	st.dirty_rate = st.bandwidth = st.expected_ms = st.total_ms = st.downtime_ms = 0;
 	st.error[0] = '\0';
+	st.started = t0;
 	st.state = MIG_SETUP;
 	pthread_mutex_unlock(&st.mtx);
 	for (int i = 0; i < MAX_STREAMS; i++)
@@ -932,7 +934,11 @@ static int cmd_migrate_status(struct hyve_vm *vm, struct control_conn *c, const 
 	LINE("zero_pages %llu", (unsigned long long)st.zero_pages);
 	LINE("dirty_pages_last_round %llu", (unsigned long long)st.last_dirty);
 	LINE("dirty_rate_pages_per_s %.0f", st.dirty_rate);
-	LINE("bandwidth_mib_per_s %.1f", st.bandwidth / (1 << 20));
+	/* Until round 0 ends there is no measured round: the average since the start. */
+	double elapsed = st.state == MIG_NONE ? 0 : now_s() - st.started;
+	double bw = st.bandwidth > 0 ? st.bandwidth : elapsed > 0 ? (double)st.bytes / elapsed : 0;
+	LINE("bandwidth_mib_per_s %.1f", bw / (1 << 20));
+	LINE("elapsed_ms %.0f", st.state == MIG_DONE ? st.total_ms : elapsed * 1e3);
 	LINE("expected_downtime_ms %.0f", st.expected_ms);
 	LINE("throttle_percent %d", st.throttle);
 	LINE("verify_resent_pages %llu", (unsigned long long)st.verify_resent);

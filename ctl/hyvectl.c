@@ -32,6 +32,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -146,6 +147,39 @@ static void json_result(const char *cmd, char **lines, int nlines)
 		printf("}");
 	}
 	printf("}\n");
+}
+
+/*
+ * On a terminal, while a migration runs: one progress line on stderr,
+ * redrawn from migrate-status every half second (round, MiB sent, rate).
+ */
+static void show_progress(const struct sockaddr_un *sa)
+{
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return;
+	char req[64];
+	int n = snprintf(req, sizeof(req), "HYVECTL %d migrate-status\n", CONTROL_PROTO_VERSION);
+	FILE *f = NULL;
+	if (connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0 && send(fd, req, (size_t)n, MSG_NOSIGNAL) == n)
+		f = fdopen(fd, "r");
+	if (!f) {
+		close(fd);
+		return;
+	}
+	char line[512], state[32] = "?";
+	long round = 0;
+	unsigned long long bytes = 0;
+	double rate = 0;
+	while (fgets(line, sizeof(line), f) && strncmp(line, "OK", 2) && strncmp(line, "ERR", 3)) {
+		sscanf(line, "state %31s", state);
+		sscanf(line, "round %ld", &round);
+		sscanf(line, "bytes_sent %llu", &bytes);
+		sscanf(line, "bandwidth_mib_per_s %lf", &rate);
+	}
+	fclose(f);
+	fprintf(stderr, "\rhyvectl: %s, round %ld, %.1f MiB sent, %.1f MiB/s   ", state, round,
+	        (double)bytes / (1 << 20), rate);
 }
 
 /* --get-X options that are not registers. */
@@ -369,6 +403,17 @@ int main(int argc, char **argv)
 	}
 	/* Read the reply even if sending failed: a VM that refuses a connection ("busy") says why first. */
 	int send_errno = send(fd, req, (size_t)n, MSG_NOSIGNAL) == n ? 0 : errno;
+	/* A migration answers when it is over: meanwhile, on a terminal, its progress. */
+	if (!json && !send_errno && isatty(STDERR_FILENO) && !strncmp(cmd, "migrate", 7) && strcmp(cmd, "migrate-status")) {
+		struct pollfd pf = { fd, POLLIN, 0 };
+		bool shown = false;
+		while (poll(&pf, 1, 500) == 0) {
+			show_progress(&sa);
+			shown = true;
+		}
+		if (shown)
+			fputc('\n', stderr);
+	}
 	/* Print the reply; its last line says how it went. */
 	bool regcmd = strcmp(cmd, "get-reg") == 0 || strcmp(cmd, "set-reg") == 0;
 	FILE *f = fdopen(fd, "r");

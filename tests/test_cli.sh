@@ -218,3 +218,43 @@ assert b == {"ok": False, "error": "busy: checkpoint in progress"}, b
 assert c["ok"] and c["message"].startswith("checkpoint /tmp/x: 1.0 MiB"), c
 EOF2
 }
+
+# hyvectl --migrate-live on a terminal (script(1) gives it a pty): while
+# the migration runs it redraws a progress line from migrate-status.  The
+# stand-in VM answers the migration after 1.5 s and the status meanwhile.
+t_cli_hyvectl_migration_progress() {
+	command -v script >/dev/null || { SKIP_REASON="script (util-linux) not installed"; return 77; }
+	local sock=$TMP/prog.sock out=$TMP/prog.out
+	python3 - "$sock" >"$TMP/prog.srv" 2>&1 <<'EOF2' &
+import socket, sys, threading, time
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+s.listen(8)
+def serve(c):
+    req = c.recv(4096)
+    if b"migrate-status" in req:
+        c.sendall(b"state active\nround 0\nbytes_sent 52428800\nbandwidth_mib_per_s 25.0\nOK\n")
+    else:
+        time.sleep(1.5)
+        c.sendall(b"migrated to 127.0.0.1:1: 3 rounds, 50.0 MiB sent, total 1500 ms, downtime 20 ms\nOK\n")
+        done.set()
+    c.close()
+done = threading.Event()
+s.settimeout(0.2)
+end = time.time() + 20
+while not done.is_set() and time.time() < end:
+    try:
+        c, _ = s.accept()
+    except socket.timeout:
+        continue
+    threading.Thread(target=serve, args=(c,)).start()
+EOF2
+	local srv=$! i=0
+	while [ ! -S "$sock" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+	script -qfec "./hyvectl --socket=$sock --migrate-live=127.0.0.1:1" /dev/null >"$out" 2>&1
+	local rc=$?
+	wait "$srv"
+	OUT=$out ERR=$out RC=$rc
+	expect_rc 0 && expect_out 'hyvectl: active, round 0, 50\.0 MiB sent, 25\.0 MiB/s' &&
+		expect_out 'migrated to 127\.0\.0\.1:1: 3 rounds'
+}

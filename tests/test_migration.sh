@@ -137,13 +137,19 @@ t_migrate_destination_killed() {
 	mg_worker 1100M 1024 "$sock" mgvm3 || return 1
 	mg_dest "$port" -o control.socket=none
 	"$HYVECTL" --socket="$sock" --migrate-live=127.0.0.1:"$port" >"$ctl" 2>&1 &
-	local ctl_pid=$! i=0 sent=0
+	local ctl_pid=$! i=0 sent=0 status=""
 	while [ $i -lt 300 ]; do
-		sent=$("$HYVECTL" --socket="$sock" --migrate-status 2>/dev/null | sed -n 's/^bytes_sent //p')
+		status=$("$HYVECTL" --socket="$sock" --migrate-status 2>/dev/null)
+		sent=$(printf '%s\n' "$status" | sed -n 's/^bytes_sent //p')
 		[ "${sent:-0}" -ge $((512 << 20)) ] && break
 		sleep 0.05
 		i=$((i + 1))
 	done
+	# Still in round 0: the rate is the average so far, not 0.
+	if printf '%s\n' "$status" | grep -q '^round 0$' &&
+		printf '%s\n' "$status" | grep -q '^bandwidth_mib_per_s 0\.0$'; then
+		echo "    --migrate-status says 0 MiB/s in round 0 after ${sent} bytes"; kill -9 "$DST_PID"; vm_stop; return 1
+	fi
 	kill -9 "$DST_PID"
 	wait "$ctl_pid"
 	local rc=$?
