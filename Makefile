@@ -19,7 +19,7 @@ CORE_SRCS    := core/main.c core/config.c core/log.c core/init.c core/inout.c co
                 core/insn_complete.c core/snapshot.c \
                 core/vmstate.c core/checkpoint.c core/control.c core/migration.c core/migration_tls.c \
                 core/config_trust.c core/sandbox.c core/bhyve_compat.c \
-                core/vcpu_regs.c core/control_vcpu.c core/gdb_proto.c core/gdbstub.c
+                core/netlisten.c core/vcpu_regs.c core/control_vcpu.c core/gdb_proto.c core/gdbstub.c
 # Device models are one file each and register themselves: every file here is built.
 DEVICE_SRCS  := $(sort $(wildcard devices/*.c))
 BOOT_SRCS    := boot/x86.c boot/multiboot.c boot/linux.c boot/linux_adapt.c boot/acpi.c boot/aml.c \

@@ -44,6 +44,9 @@ static const struct {
 	{ "pci.*.*.*.path", NULL },           /* disk images, 9p shares */
 	{ "pci.*.*.*.backend", "slirp" },     /* tap devices */
 	{ "pci.*.*.*.hostfwd", NULL },        /* host ports */
+	{ "pci.*.*.*.tcp", NULL },            /* the framebuffer's VNC server */
+	{ "pci.*.*.*.rfb", NULL },
+	{ "pci.*.*.*.unix", NULL },
 	{ "pci.*.*.*.port[0-9]*", NULL },     /* virtio-console sockets */
 	{ "pci.*.*.*.port.*.path", NULL },
 	{ "fw_cfg.file.*.path", NULL },       /* host files the guest reads through fw_cfg */

@@ -21,7 +21,6 @@
  * removes every breakpoint and lets the guest go on.
  */
 #include <errno.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -39,6 +38,7 @@
 #include "gdb_proto.h"
 #include "gdbstub.h"
 #include "log.h"
+#include "netlisten.h"
 #include "vcpu_regs.h"
 #include "vmstate.h"
 
@@ -137,39 +137,6 @@ int gdb_parse_option(const char *opt, char *err, size_t errlen)
 	if (wait)
 		set_config_value("gdb.wait", "true");
 	return 0;
-}
-
-static int listen_on(const char *addr, const char *port, char *err, size_t errlen)
-{
-	struct addrinfo hints, *res, *ai;
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_NUMERICSERV;
-	int rc = getaddrinfo(addr, port, &hints, &res);
-	if (rc) {
-		snprintf(err, errlen, "gdb.address %s: %s", addr, gai_strerror(rc));
-		return -1;
-	}
-	int fd = -1, why = 0;
-	for (ai = res; ai; ai = ai->ai_next) {
-		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-		if (fd < 0) {
-			why = errno;
-			continue;
-		}
-		int one = 1;
-		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 1) == 0)
-			break;
-		why = errno;
-		close(fd);
-		fd = -1;
-	}
-	freeaddrinfo(res);
-	if (fd < 0)
-		snprintf(err, errlen, "-G: cannot listen on %s port %s: %s", addr, port, strerror(why));
-	return fd;
 }
 
 /* ---- breakpoints ---- */
@@ -709,7 +676,10 @@ int gdb_listen(char *err, size_t errlen)
 	const char *port = get_config_value("gdb.port");
 	if (!port || strcmp(port, "0") == 0)
 		return 0;
-	g.listen_fd = listen_on(listen_addr(), port, err, errlen);
+	char why[400];
+	g.listen_fd = net_listen_tcp(listen_addr(), port, 1, why, sizeof(why));
+	if (g.listen_fd < 0)
+		snprintf(err, errlen, "-G: %s", why);
 	return g.listen_fd < 0 ? -1 : 0;
 }
 

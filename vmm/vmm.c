@@ -37,6 +37,7 @@ struct vmctx {
 	struct mem_region mem[2];    /* [0] below 4 GiB, [1] above */
 	int nmem;
 	int nfw;                     /* vm_map_firmware slots in use */
+	int ndevmem;                 /* vm_map_devmem slots handed out */
 	bool dirty_log;
 	bool wired, in_core;         /* vm_set_memory_policy */
 	bool manual_dirty;           /* KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 enabled */
@@ -225,6 +226,27 @@ int vm_set_memory_policy(struct vmctx *ctx, bool wired, bool in_core, char *err,
 		return -1;
 	}
 	return 0;
+}
+
+int vm_map_devmem(struct vmctx *ctx, int *slot, uint64_t gpa, void *hva, uint64_t size)
+{
+	if (*slot < 0) {
+		if (ctx->ndevmem >= VM_MAX_DEVMEM_SLOTS) {
+			errno = ENOSPC;
+			return -1;
+		}
+		*slot = VM_DEVMEM_SLOT_BASE + ctx->ndevmem++;
+	}
+	/* A slot moves by being deleted (size 0) and made again. */
+	struct kvm_userspace_memory_region r = { .slot = (uint32_t)*slot };
+	if (ioctl(ctx->vm_fd, KVM_SET_USER_MEMORY_REGION, &r))
+		return -1;
+	if (gpa == VM_DEVMEM_UNMAPPED)
+		return 0;
+	r.guest_phys_addr = gpa;
+	r.memory_size = size;
+	r.userspace_addr = (uint64_t)(uintptr_t)hva;
+	return ioctl(ctx->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) ? -1 : 0;
 }
 
 int vm_map_firmware(struct vmctx *ctx, uint64_t gpa, void *hva, uint64_t size, bool readonly)

@@ -58,6 +58,16 @@ int vm_set_memory_policy(struct vmctx *ctx, bool wired, bool in_core, char *err,
 #define VM_FW_SLOT_BASE 8
 #define VM_MAX_FW_SLOTS 4
 int vm_map_firmware(struct vmctx *ctx, uint64_t gpa, void *hva, uint64_t size, bool readonly);
+/*
+ * Device memory (a framebuffer) at the guest-physical address its BAR
+ * says: (re)map it at gpa, or unmap it with gpa VM_DEVMEM_UNMAPPED.
+ * *slot is -1 before the first mapping.  Not guest RAM: not in
+ * checkpoints, dirty logs or vm_map_gpa (its device saves what it needs).
+ */
+#define VM_DEVMEM_SLOT_BASE (VM_FW_SLOT_BASE + VM_MAX_FW_SLOTS)
+#define VM_MAX_DEVMEM_SLOTS 4
+#define VM_DEVMEM_UNMAPPED UINT64_MAX
+int vm_map_devmem(struct vmctx *ctx, int *slot, uint64_t gpa, void *hva, uint64_t size);
 uint64_t vm_get_lowmem_size(struct vmctx *ctx);
 uint64_t vm_get_highmem_size(struct vmctx *ctx);
 /*

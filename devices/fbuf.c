@@ -1,0 +1,363 @@
+/*
+ * bhyve's framebuffer device with its RFB (VNC) server:
+ *   -s SLOT,fbuf,tcp=[ADDR:]PORT|rfb=...|unix=PATH[,w=N][,h=N][,password=S][,wait][,vga=off|io|on]
+ * PCI 0xfb5d:0x40fb, display class.  BAR0 holds the mode registers in
+ * bhyve's layout (fbsize u32, width u16, height u16, depth u16, refresh
+ * u16, scanwidth u16); BAR1 is 16 MiB of framebuffer memory mapped
+ * straight into the guest (a KVM memory slot that follows the BAR), so
+ * drawing costs the guest no exits.  The picture is 32 bpp XRGB,
+ * width x height, rows scanwidth pixels apart.  No legacy VGA: vga=on/io
+ * are accepted and said to be unsupported (a note), as SeaBIOS/GRUB text
+ * output is on the serial console here.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "../core/config.h"
+#include "../core/log.h"
+#include "../core/netlisten.h"
+#include "../core/snapshot.h"
+#include "../vmm/vmm.h"
+#include "pci_emul.h"
+#include "rfb.h"
+
+#define FB_SIZE (16u << 20)
+#define REGS_SIZE 128
+#define COLS_MAX 1920
+#define ROWS_MAX 1200
+#define COLS_MIN 640
+#define ROWS_MIN 480
+
+struct fbuf {
+	struct pci_devinst *pi;
+	pthread_mutex_t mtx;              /* the registers */
+	struct {
+		uint32_t fbsize;
+		uint16_t width, height, depth, refresh, scanwidth;
+	} regs;
+	uint8_t *fb;                      /* FB_SIZE bytes, shared with the guest */
+	int slot;                         /* KVM memory slot, -1 until mapped */
+	struct rfb_server *rfb;
+	char name[64];
+};
+
+static struct fbuf *the_fbuf;   /* one per VM, as bhyve */
+
+/* ---- the RFB server's view ---- */
+
+static bool fb_snapshot(void *arg, uint32_t *dst, int *w, int *h)
+{
+	struct fbuf *f = arg;
+	pthread_mutex_lock(&f->mtx);
+	int fw = f->regs.width, fh = f->regs.height, stride = f->regs.scanwidth > fw ? f->regs.scanwidth : fw;
+	pthread_mutex_unlock(&f->mtx);
+	bool same = dst && *w == fw && *h == fh;
+	*w = fw;
+	*h = fh;
+	if (!same)
+		return false;
+	/* Rows past the 16 MiB window (a guest's nonsense scanwidth) read as black. */
+	for (int y = 0; y < fh; y++) {
+		uint64_t off = (uint64_t)y * (uint64_t)stride * 4;
+		if (off + (uint64_t)fw * 4 <= FB_SIZE)
+			memcpy(dst + (size_t)y * (size_t)fw, f->fb + off, (size_t)fw * 4);
+		else
+			memset(dst + (size_t)y * (size_t)fw, 0, (size_t)fw * 4);
+	}
+	return true;
+}
+
+/* ---- BARs ---- */
+
+static uint64_t fbuf_barread(struct vcpu *vcpu, struct pci_devinst *pi, int baridx, uint64_t off, int size)
+{
+	(void)vcpu;
+	struct fbuf *f = the_fbuf;
+	(void)pi;
+	uint64_t v = 0;
+	if (baridx == 1) {   /* only while the memory slot is being moved */
+		if (off + (uint64_t)size <= FB_SIZE)
+			memcpy(&v, f->fb + off, (size_t)size);
+		return v;
+	}
+	uint8_t regs[REGS_SIZE] = { 0 };
+	pthread_mutex_lock(&f->mtx);
+	memcpy(regs, &f->regs.fbsize, 4);
+	memcpy(regs + 4, &f->regs.width, 2);
+	memcpy(regs + 6, &f->regs.height, 2);
+	memcpy(regs + 8, &f->regs.depth, 2);
+	memcpy(regs + 10, &f->regs.refresh, 2);
+	memcpy(regs + 12, &f->regs.scanwidth, 2);
+	pthread_mutex_unlock(&f->mtx);
+	if (off + (uint64_t)size <= REGS_SIZE)
+		memcpy(&v, regs + off, (size_t)size);
+	return v;
+}
+
+static void fbuf_barwrite(struct vcpu *vcpu, struct pci_devinst *pi, int baridx, uint64_t off, int size, uint64_t val)
+{
+	(void)vcpu;
+	(void)pi;
+	struct fbuf *f = the_fbuf;
+	if (baridx == 1) {
+		if (off + (uint64_t)size <= FB_SIZE)
+			memcpy(f->fb + off, &val, (size_t)size);
+		return;
+	}
+	if (off + (uint64_t)size > REGS_SIZE)
+		return;
+	uint8_t regs[16];
+	pthread_mutex_lock(&f->mtx);
+	memcpy(regs, &f->regs.fbsize, 4);
+	memcpy(regs + 4, &f->regs.width, 2);
+	memcpy(regs + 6, &f->regs.height, 2);
+	memcpy(regs + 8, &f->regs.depth, 2);
+	memcpy(regs + 10, &f->regs.refresh, 2);
+	memcpy(regs + 12, &f->regs.scanwidth, 2);
+	if (off >= 4 && off + (uint64_t)size <= 14) {   /* fbsize is read-only */
+		memcpy(regs + off, &val, (size_t)size);
+		uint16_t w, h;
+		memcpy(&w, regs + 4, 2);
+		memcpy(&h, regs + 6, 2);
+		/* A mode the window cannot hold is refused: the old one stays. */
+		if (w >= 1 && h >= 1 && w <= COLS_MAX && h <= ROWS_MAX) {
+			f->regs.width = w;
+			f->regs.height = h;
+		}
+		memcpy(&f->regs.depth, regs + 8, 2);
+		memcpy(&f->regs.refresh, regs + 10, 2);
+		memcpy(&f->regs.scanwidth, regs + 12, 2);
+	}
+	pthread_mutex_unlock(&f->mtx);
+}
+
+static void fbuf_baraddr(struct pci_devinst *pi, int baridx, bool decoded, uint64_t addr)
+{
+	struct fbuf *f = the_fbuf;
+	if (baridx != 1)
+		return;
+	if (vm_map_devmem(pi->pi_vmctx, &f->slot, decoded ? addr : VM_DEVMEM_UNMAPPED, f->fb, FB_SIZE))
+		log_warn("fbuf: cannot map the framebuffer at %#llx: %s (accesses go through hyve)",
+		         (unsigned long long)addr, strerror(errno));
+}
+
+/* ---- configuration ---- */
+
+/* w= / h=: the default when unset; else min..max or an error. */
+static int parse_size(const char *cfgpath, const char *key, int def, int min, int max, uint16_t *out, char *err,
+                      size_t errlen)
+{
+	const char *v = get_config_valuef("%s.%s", cfgpath, key);
+	if (!v) {
+		*out = (uint16_t)def;
+		return 0;
+	}
+	char *end;
+	errno = 0;
+	long n = strtol(v, &end, 10);
+	if (*v == '\0' || *end || errno || n < min || n > max) {
+		snprintf(err, errlen, "fbuf: %s=%s: expected %d to %d", key, v, min, max);
+		return -1;
+	}
+	*out = (uint16_t)n;
+	return 0;
+}
+
+/* tcp=/rfb= [ADDR:]PORT or [IPv6]:PORT (default address 127.0.0.1), or unix=PATH. */
+struct listen_spec {
+	char host[256], port[8];
+	const char *unix_path;
+};
+
+static int parse_listen(const char *cfgpath, struct listen_spec *ls, char *err, size_t errlen)
+{
+	const char *tcp = get_config_valuef("%s.rfb", cfgpath);
+	if (!tcp)
+		tcp = get_config_valuef("%s.tcp", cfgpath);
+	ls->unix_path = get_config_valuef("%s.unix", cfgpath);
+	if ((tcp != NULL) == (ls->unix_path != NULL)) {
+		snprintf(err, errlen, "fbuf: give tcp=[ADDR:]PORT (or rfb=) or unix=PATH for the VNC server, one of them");
+		return -1;
+	}
+	if (ls->unix_path)
+		return 0;
+	snprintf(ls->host, sizeof(ls->host), "127.0.0.1");
+	const char *port = tcp, *colon = tcp[0] == '[' ? strstr(tcp, "]:") : strrchr(tcp, ':');
+	if (tcp[0] == '[' && colon) {
+		snprintf(ls->host, sizeof(ls->host), "%.*s", (int)(colon - tcp - 1), tcp + 1);
+		port = colon + 2;
+	} else if (tcp[0] != '[' && colon) {
+		snprintf(ls->host, sizeof(ls->host), "%.*s", (int)(colon - tcp), tcp);
+		port = colon + 1;
+	}
+	bool bad_v6 = tcp[0] == '[' && !colon;   /* "[::1" without "]:PORT" */
+	char *end;
+	long p = strtol(port, &end, 10);
+	if (bad_v6 || !*port || *end || p < 1 || p > 65535 || !ls->host[0]) {
+		snprintf(err, errlen, "fbuf: tcp=%s: expected [ADDR:]PORT with a port from 1 to 65535", tcp);
+		return -1;
+	}
+	snprintf(ls->port, sizeof(ls->port), "%ld", p);
+	return 0;
+}
+
+/* Everything -s can get wrong, checked when it is parsed (exit 4 before any VM exists). */
+static int check_config(const char *cfgpath, uint16_t *w, uint16_t *h, struct listen_spec *ls, bool *wait, char *err,
+                        size_t errlen)
+{
+	if (parse_size(cfgpath, "w", 1024, COLS_MIN, COLS_MAX, w, err, errlen) ||
+	    parse_size(cfgpath, "h", 768, ROWS_MIN, ROWS_MAX, h, err, errlen) || parse_listen(cfgpath, ls, err, errlen))
+		return -1;
+	const char *vga = get_config_valuef("%s.vga", cfgpath);
+	if (vga && strcmp(vga, "off") && strcmp(vga, "io") && strcmp(vga, "on")) {
+		snprintf(err, errlen, "fbuf: vga=%s: expected off, io or on", vga);
+		return -1;
+	}
+	const char *wv = get_config_valuef("%s.wait", cfgpath);
+	*wait = false;
+	if (wv && config_parse_bool(wv, wait)) {
+		snprintf(err, errlen, "fbuf: wait=%s: expected true or false", wv);
+		return -1;
+	}
+	return 0;
+}
+
+static int fbuf_legacy_config(const char *cfgpath, const char *opts, char *err, size_t errlen)
+{
+	uint16_t w, h;
+	struct listen_spec ls;
+	bool wait;
+	if (pci_parse_options(cfgpath, opts, NULL, err, errlen))
+		return -1;
+	return check_config(cfgpath, &w, &h, &ls, &wait, err, errlen);
+}
+
+static int fbuf_init(struct pci_devinst *pi, const char *cfgpath)
+{
+	if (the_fbuf) {
+		log_err("fbuf: only one framebuffer per VM (as bhyve)");
+		return -1;
+	}
+	struct fbuf *f = calloc(1, sizeof(*f));
+	if (!f)
+		return -1;
+	pthread_mutex_init(&f->mtx, NULL);
+	f->pi = pi;
+	f->slot = -1;
+	f->regs.fbsize = FB_SIZE;
+	f->regs.depth = 32;
+	struct listen_spec ls;
+	bool wait;
+	char err[512];
+	if (check_config(cfgpath, &f->regs.width, &f->regs.height, &ls, &wait, err, sizeof(err))) {
+		log_err("%s", err);
+		free(f);
+		return -1;
+	}
+	f->regs.scanwidth = f->regs.width;
+	const char *vga = get_config_valuef("%s.vga", cfgpath);
+	if (vga && strcmp(vga, "off"))
+		log_info("note: fbuf vga=%s: hyve has no legacy VGA; the linear framebuffer only", vga);
+	f->fb = mmap(NULL, FB_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (f->fb == MAP_FAILED) {
+		log_err("fbuf: cannot allocate the framebuffer: %s", strerror(errno));
+		free(f);
+		return -1;
+	}
+	pci_set_cfgdata16(pi, 0x00, 0xfb5d);   /* vendor, device: bhyve's */
+	pci_set_cfgdata16(pi, 0x02, 0x40fb);
+	pci_set_cfgdata8(pi, 0x0b, 0x03);      /* display controller */
+	pci_set_cfgdata8(pi, 0x0a, 0x00);      /* VGA-compatible */
+	if (pci_emul_alloc_bar(pi, 0, PCIBAR_MEM32, REGS_SIZE) || pci_emul_alloc_bar(pi, 1, PCIBAR_MEM32, FB_SIZE)) {
+		log_err("fbuf: no room for its BARs");
+		return -1;
+	}
+	int lfd = ls.unix_path ? net_listen_unix(ls.unix_path, 8, err, sizeof(err))
+	                       : net_listen_tcp(ls.host, ls.port, 8, err, sizeof(err));
+	if (lfd < 0) {
+		log_err("fbuf: VNC server: %s", err);
+		return -1;
+	}
+	the_fbuf = f;
+	snprintf(f->name, sizeof(f->name), "hyve %s", get_config_value("name") ? get_config_value("name") : "");
+	struct rfb_source src = { .snapshot = fb_snapshot, .arg = f, .name = f->name };
+	const char *password = get_config_valuef("%s.password", cfgpath);
+	if (password && strlen(password) > 8)
+		log_warn("fbuf: VNC authentication uses the first 8 characters of the password");
+	f->rfb = rfb_start(lfd, password && password[0] ? password : NULL, &src, err, sizeof(err));
+	if (!f->rfb) {
+		log_err("fbuf: %s", err);
+		return -1;
+	}
+	if (wait) {
+		log_info("fbuf: waiting for a VNC client before the guest starts");
+		rfb_wait_first_client(f->rfb);
+	}
+	return 0;
+}
+
+/* ---- checkpoint: the registers and the visible picture ---- */
+
+static int fbuf_snapshot(struct pci_devinst *pi, struct snap_buf *out, char *err, size_t errlen)
+{
+	struct fbuf *f = the_fbuf;
+	if (pci_emul_save_state(pi, out)) {
+		snprintf(err, errlen, "fbuf: out of memory");
+		return -1;
+	}
+	pthread_mutex_lock(&f->mtx);
+	sb_u16(out, f->regs.width);
+	sb_u16(out, f->regs.height);
+	sb_u16(out, f->regs.depth);
+	sb_u16(out, f->regs.refresh);
+	sb_u16(out, f->regs.scanwidth);
+	uint64_t used = (uint64_t)(f->regs.scanwidth > f->regs.width ? f->regs.scanwidth : f->regs.width) *
+	                f->regs.height * 4;
+	pthread_mutex_unlock(&f->mtx);
+	if (used > FB_SIZE)
+		used = FB_SIZE;
+	sb_u32(out, (uint32_t)used);
+	sb_put(out, f->fb, (size_t)used);
+	return 0;
+}
+
+static int fbuf_restore(struct pci_devinst *pi, struct snap_rd *in, uint32_t version, char *err, size_t errlen)
+{
+	struct fbuf *f = the_fbuf;
+	if (version != 1 || pci_emul_load_state(pi, in, err, errlen))
+		return -1;
+	uint16_t w = sr_u16(in), h = sr_u16(in), depth = sr_u16(in), refresh = sr_u16(in), scan = sr_u16(in);
+	uint32_t used = sr_u32(in);
+	if (!sr_ok(in) || used > FB_SIZE || w < 1 || h < 1 || w > COLS_MAX || h > ROWS_MAX || !sr_get(in, f->fb, used)) {
+		snprintf(err, errlen, "fbuf state is not valid");
+		return -1;
+	}
+	pthread_mutex_lock(&f->mtx);
+	f->regs.width = w;
+	f->regs.height = h;
+	f->regs.depth = depth;
+	f->regs.refresh = refresh;
+	f->regs.scanwidth = scan;
+	pthread_mutex_unlock(&f->mtx);
+	return 0;
+}
+
+static const char *const fbuf_options[] = { "tcp", "rfb", "unix", "w", "h", "password", "wait", "vga", NULL };
+
+static const struct pci_devemu pci_de_fbuf = {
+	.pe_emu = "fbuf",
+	.pe_help = "framebuffer with a VNC server: tcp=[ADDR:]PORT|unix=PATH[,w=N,h=N,password=S,wait]",
+	.pe_options = fbuf_options,
+	.pe_legacy_config = fbuf_legacy_config,
+	.pe_init = fbuf_init,
+	.pe_barread = fbuf_barread,
+	.pe_barwrite = fbuf_barwrite,
+	.pe_baraddr = fbuf_baraddr,
+	.pe_snapshot_version = 1,
+	.pe_snapshot = fbuf_snapshot,
+	.pe_restore = fbuf_restore,
+};
+PCI_EMUL_REGISTER(pci_de_fbuf)
