@@ -51,6 +51,19 @@ struct boot_params_in {
 	int ncpus;
 };
 
+/*
+ * A linear framebuffer (32 bpp XRGB) the display device offers: a loader
+ * describes it to the kernel (Linux: screen_info, VIDEO_TYPE_VLFB).
+ * NULL until a display device registers one.
+ */
+struct boot_display {
+	uint64_t base;
+	uint32_t size, stride;
+	uint16_t width, height;
+};
+void boot_set_display(const struct boot_display *d);
+const struct boot_display *boot_get_display(void);
+
 /* e820 map derived from the VM's memory layout (for multiboot and Linux). */
 struct e820_entry {
 	uint64_t addr, size;

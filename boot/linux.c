@@ -614,6 +614,20 @@ static int finish_boot(struct vmctx *ctx, const struct boot_params_in *in,
 	return 0;
 }
 
+static struct boot_display display;
+static bool have_display;
+
+void boot_set_display(const struct boot_display *d)
+{
+	display = *d;
+	have_display = true;
+}
+
+const struct boot_display *boot_get_display(void)
+{
+	return have_display ? &display : NULL;
+}
+
 /* Fields every loader sets, whatever the kernel's header said. */
 static void common_hdr(struct linux_boot_params *bp)
 {
@@ -629,6 +643,24 @@ static void common_hdr(struct linux_boot_params *bp)
 	bp->hdr.hardware_subarch = 0;              /* X86_SUBARCH_PC */
 	bp->hdr.hardware_subarch_data = 0;
 	bp->screen_info[0x0f] = 0;                 /* orig_video_isVGA: none */
+	const struct boot_display *d = boot_get_display();
+	if (d && d->base + d->size <= 0x100000000ULL) {
+		/* A VESA-style linear framebuffer, x8r8g8b8: Linux's sysfb/simplefb takes it. */
+		uint8_t *si = bp->screen_info;
+		si[0x0f] = 0x23;                           /* VIDEO_TYPE_VLFB */
+		memcpy(si + 0x12, &d->width, 2);           /* lfb_width, lfb_height */
+		memcpy(si + 0x14, &d->height, 2);
+		uint16_t depth = 32, line = (uint16_t)d->stride;
+		uint32_t base = (uint32_t)d->base, size64k = d->size >> 16;
+		memcpy(si + 0x16, &depth, 2);              /* lfb_depth */
+		memcpy(si + 0x18, &base, 4);               /* lfb_base */
+		memcpy(si + 0x1c, &size64k, 4);            /* lfb_size, 64 KiB units for VLFB */
+		memcpy(si + 0x24, &line, 2);               /* lfb_linelength */
+		si[0x26] = 8; si[0x27] = 16;               /* red size, position */
+		si[0x28] = 8; si[0x29] = 8;                /* green */
+		si[0x2a] = 8; si[0x2b] = 0;                /* blue */
+		si[0x2c] = 0; si[0x2d] = 0;                /* no alpha */
+	}
 }
 
 static int load_vmlinux(struct vmctx *ctx, const uint8_t *img, size_t len,

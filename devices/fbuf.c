@@ -19,8 +19,10 @@
 #include "../core/config.h"
 #include "../core/log.h"
 #include "../core/netlisten.h"
+#include "../boot/boot.h"
 #include "../core/snapshot.h"
 #include "../vmm/vmm.h"
+#include "atkbdc.h"
 #include "pci_emul.h"
 #include "rfb.h"
 
@@ -68,6 +70,22 @@ static bool fb_snapshot(void *arg, uint32_t *dst, int *w, int *h)
 			memset(dst + (size_t)y * (size_t)fw, 0, (size_t)fw * 4);
 	}
 	return true;
+}
+
+/* Keys and pointer go to the PS/2 keyboard and mouse (devices/atkbdc.c). */
+static void fb_key(void *arg, bool down, uint32_t keysym)
+{
+	(void)arg;
+	uint8_t codes[8];
+	int n = ps2_keysym_to_set2(keysym, down, codes);
+	if (n)
+		atkbdc_key(codes, n);
+}
+
+static void fb_pointer(void *arg, uint8_t buttons, int x, int y)
+{
+	(void)arg;
+	atkbdc_pointer(buttons, x, y);
 }
 
 /* ---- BARs ---- */
@@ -267,6 +285,8 @@ static int fbuf_init(struct pci_devinst *pi, const char *cfgpath)
 		free(f);
 		return -1;
 	}
+	/* Before the BARs: allocating one decodes it, which maps the framebuffer (fbuf_baraddr). */
+	the_fbuf = f;
 	pci_set_cfgdata16(pi, 0x00, 0xfb5d);   /* vendor, device: bhyve's */
 	pci_set_cfgdata16(pi, 0x02, 0x40fb);
 	pci_set_cfgdata8(pi, 0x0b, 0x03);      /* display controller */
@@ -275,15 +295,18 @@ static int fbuf_init(struct pci_devinst *pi, const char *cfgpath)
 		log_err("fbuf: no room for its BARs");
 		return -1;
 	}
+	/* A directly booted Linux gets it as its boot framebuffer (screen_info). */
+	struct boot_display d = { .base = pi->pi_bar[1].addr, .size = FB_SIZE, .width = f->regs.width,
+	                          .height = f->regs.height, .stride = (uint32_t)f->regs.width * 4 };
+	boot_set_display(&d);
 	int lfd = ls.unix_path ? net_listen_unix(ls.unix_path, 8, err, sizeof(err))
 	                       : net_listen_tcp(ls.host, ls.port, 8, err, sizeof(err));
 	if (lfd < 0) {
 		log_err("fbuf: VNC server: %s", err);
 		return -1;
 	}
-	the_fbuf = f;
 	snprintf(f->name, sizeof(f->name), "hyve %s", get_config_value("name") ? get_config_value("name") : "");
-	struct rfb_source src = { .snapshot = fb_snapshot, .arg = f, .name = f->name };
+	struct rfb_source src = { .snapshot = fb_snapshot, .key = fb_key, .pointer = fb_pointer, .arg = f, .name = f->name };
 	const char *password = get_config_valuef("%s.password", cfgpath);
 	if (password && strlen(password) > 8)
 		log_warn("fbuf: VNC authentication uses the first 8 characters of the password");

@@ -187,6 +187,12 @@ lx_dev_boot_once() {
 	else
 		LX_CON_SKIP="virtio-console is not a device model yet ('hyve -s help' does not list it)"
 	fi
+	# The framebuffer (boot/linux.c describes it in screen_info) and its VNC server.
+	LX_FB_PORT=""
+	if has_model fbuf; then
+		LX_FB_PORT=$(free_port)
+		args="$args -s 8,fbuf,tcp=127.0.0.1:$LX_FB_PORT,w=800,h=600"
+	fi
 	LX_DEV_ARGS=$args LX_DEV_CMDLINE=$cmdline
 
 	# shellcheck disable=SC2086
@@ -210,6 +216,12 @@ lx_dev_boot_once() {
 	if [ -n "$ping_pid" ]; then
 		wait "$ping_pid"
 		LX_PING_RC=$?
+	fi
+	# What the VNC server shows once Linux has taken the framebuffer (t_linux_fbuf_simplefb).
+	LX_FB_SHOT=""
+	if [ -n "$LX_FB_PORT" ] && command -v vncsnapshot >/dev/null; then
+		timeout 60 vncsnapshot -quiet 127.0.0.1::"$LX_FB_PORT" "$TMP/linux-fb.jpg" >/dev/null 2>&1 &&
+			LX_FB_SHOT=$TMP/linux-fb.jpg
 	fi
 	# Interrupt and kick paths the drivers used (t_linux_virtio_irqfd_ioeventfd).
 	LX_STATS=$TMP/linux-stats.txt
@@ -284,6 +296,22 @@ t_linux_virtio_probe() {
 		echo "    hyve logged device errors:"
 		grep -E 'hyve: (error|warning):' "$ERR" | head -n 10 | sed 's/^/    | /'
 		return 1
+	fi
+}
+
+# The fbuf device as Linux's boot framebuffer: sysfb turns hyve's
+# screen_info into a simple-framebuffer at BAR1 and simplefb binds it
+# (800x600x32, 3200-byte lines); a VNC client gets the 800x600 screen.
+t_linux_fbuf_simplefb() {
+	lx_dev_boot || return $?
+	[ -n "$LX_FB_PORT" ] || { SKIP_REASON="no fbuf device model"; return 77; }
+	expect_out 'simple-framebuffer simple-framebuffer\.0: framebuffer at 0x[0-9a-f]+, 0x[0-9a-f]+ bytes' &&
+		expect_out 'simple-framebuffer simple-framebuffer\.0: format=x8r8g8b8, mode=800x600x32, linelength=3200' &&
+		expect_out 'fb0: simplefb registered' || return 1
+	if [ -n "$LX_FB_SHOT" ]; then
+		local size
+		size=$(djpeg -pnm "$LX_FB_SHOT" 2>/dev/null | head -c 20 | tr '\n' ' ' | awk '{ print $2 "x" $3 }')
+		[ "$size" = 800x600 ] || { echo "    VNC screenshot is '$size', expected 800x600"; return 1; }
 	fi
 }
 

@@ -97,6 +97,8 @@ int mevent_delete(struct mevent *ev) NEVER()
 int mevent_call(void (*fn)(void *), void *arg) NEVER()
 void control_reply(struct control_conn *c, const char *fmt, ...) NEVER()
 void control_register_stats(void (*fn)(struct control_conn *c)) { (void)fn; }
+bool vcpu_cpuid_lookup(struct vcpu *vcpu, uint32_t leaf, uint32_t sub, uint32_t out[4]) NEVER()
+int vm_deny_msrs(struct vmctx *ctx, const uint32_t *msrs, int n) NEVER()
 #pragma GCC diagnostic pop
 
 /* A fake KVM_GET_SUPPORTED_CPUID: the leaves cpu.features edits. */

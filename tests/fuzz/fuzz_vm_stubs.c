@@ -51,6 +51,7 @@ void *vm_map_gpa(struct vmctx *ctx, uint64_t gpa, size_t len)
 }
 
 int vm_set_irq_line(struct vmctx *ctx, int gsi, int level) { (void)ctx; (void)gsi; (void)level; return 0; }
+int vm_irq_pulse(struct vmctx *ctx, int gsi) { (void)ctx; (void)gsi; return 0; }
 int vm_signal_msi(struct vmctx *ctx, uint64_t addr, uint32_t data) { (void)ctx; (void)addr; (void)data; return 0; }
 int vm_msi_route_add(struct vmctx *ctx, uint64_t addr, uint32_t data) { (void)ctx; (void)addr; (void)data; return -1; }
 int vm_msi_route_update(struct vmctx *ctx, int gsi, uint64_t addr, uint32_t data)
@@ -428,3 +429,10 @@ void fz_bring_up(struct pci_devinst *pi, uint16_t qsize, uint64_t desc, uint64_t
 	fz_vi_write(pi, 0x1c, 2, 1);
 	fz_vi_write(pi, 0x14, 1, VIRTIO_S_ACKNOWLEDGE | VIRTIO_S_DRIVER | VIRTIO_S_FEATURES_OK | VIRTIO_S_DRIVER_OK);
 }
+bool vcpu_cpuid_lookup(struct vcpu *vcpu, uint32_t leaf, uint32_t sub, uint32_t out[4])
+{
+	(void)vcpu; (void)leaf; (void)sub;
+	out[0] = out[1] = out[2] = out[3] = 0;
+	return false;
+}
+int vm_deny_msrs(struct vmctx *ctx, const uint32_t *msrs, int n) { (void)ctx; (void)msrs; (void)n; return 0; }

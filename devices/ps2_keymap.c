@@ -1,0 +1,69 @@
+/*
+ * X keysyms (what an RFB client sends) to PS/2 scancode set 2, the US
+ * layout: a character's keysym names the key it is on (the client sends
+ * Shift itself), so 'a' and 'A' are the same key.
+ */
+#include <ctype.h>
+#include <stddef.h>
+
+#include "atkbdc.h"
+
+/* Printable ASCII: the set-2 make code of the key (0: none). */
+static const uint8_t ascii[128] = {
+	[' '] = 0x29, ['\''] = 0x52, [','] = 0x41, ['-'] = 0x4e, ['.'] = 0x49, ['/'] = 0x4a,
+	['0'] = 0x45, ['1'] = 0x16, ['2'] = 0x1e, ['3'] = 0x26, ['4'] = 0x25, ['5'] = 0x2e, ['6'] = 0x36,
+	['7'] = 0x3d, ['8'] = 0x3e, ['9'] = 0x46, [';'] = 0x4c, ['='] = 0x55, ['['] = 0x54, ['\\'] = 0x5d,
+	[']'] = 0x5b, ['`'] = 0x0e,
+	['a'] = 0x1c, ['b'] = 0x32, ['c'] = 0x21, ['d'] = 0x23, ['e'] = 0x24, ['f'] = 0x2b, ['g'] = 0x34,
+	['h'] = 0x33, ['i'] = 0x43, ['j'] = 0x3b, ['k'] = 0x42, ['l'] = 0x4b, ['m'] = 0x3a, ['n'] = 0x31,
+	['o'] = 0x44, ['p'] = 0x4d, ['q'] = 0x15, ['r'] = 0x2d, ['s'] = 0x1b, ['t'] = 0x2c, ['u'] = 0x3c,
+	['v'] = 0x2a, ['w'] = 0x1d, ['x'] = 0x22, ['y'] = 0x35, ['z'] = 0x1a,
+	/* shifted characters: their unshifted key */
+	['!'] = 0x16, ['@'] = 0x1e, ['#'] = 0x26, ['$'] = 0x25, ['%'] = 0x2e, ['^'] = 0x36, ['&'] = 0x3d,
+	['*'] = 0x3e, ['('] = 0x46, [')'] = 0x45, ['_'] = 0x4e, ['+'] = 0x55, ['{'] = 0x54, ['}'] = 0x5b,
+	['|'] = 0x5d, [':'] = 0x4c, ['"'] = 0x52, ['<'] = 0x41, ['>'] = 0x49, ['?'] = 0x4a, ['~'] = 0x0e,
+};
+
+/* Function and modifier keys: keysym, set-2 code, E0-prefixed. */
+static const struct { uint16_t sym; uint8_t code; uint8_t e0; } special[] = {
+	{ 0xff08, 0x66, 0 }, { 0xff09, 0x0d, 0 }, { 0xff0d, 0x5a, 0 }, { 0xff1b, 0x76, 0 },   /* BS Tab Ret Esc */
+	{ 0xffff, 0x71, 1 }, { 0xff50, 0x6c, 1 }, { 0xff51, 0x6b, 1 }, { 0xff52, 0x75, 1 },   /* Del Home arrows */
+	{ 0xff53, 0x74, 1 }, { 0xff54, 0x72, 1 }, { 0xff55, 0x7d, 1 }, { 0xff56, 0x7a, 1 },   /* ... PgUp PgDn */
+	{ 0xff57, 0x69, 1 }, { 0xff63, 0x70, 1 }, { 0xff67, 0x2f, 1 },                        /* End Ins Menu */
+	{ 0xffbe, 0x05, 0 }, { 0xffbf, 0x06, 0 }, { 0xffc0, 0x04, 0 }, { 0xffc1, 0x0c, 0 },   /* F1-F4 */
+	{ 0xffc2, 0x03, 0 }, { 0xffc3, 0x0b, 0 }, { 0xffc4, 0x83, 0 }, { 0xffc5, 0x0a, 0 },   /* F5-F8 */
+	{ 0xffc6, 0x01, 0 }, { 0xffc7, 0x09, 0 }, { 0xffc8, 0x78, 0 }, { 0xffc9, 0x07, 0 },   /* F9-F12 */
+	{ 0xffe1, 0x12, 0 }, { 0xffe2, 0x59, 0 }, { 0xffe3, 0x14, 0 }, { 0xffe4, 0x14, 1 },   /* Shift Ctrl */
+	{ 0xffe5, 0x58, 0 }, { 0xffe9, 0x11, 0 }, { 0xffea, 0x11, 1 }, { 0xfe03, 0x11, 1 },   /* Caps Alt AltGr */
+	{ 0xffeb, 0x1f, 1 }, { 0xffec, 0x27, 1 }, { 0xffe7, 0x1f, 1 }, { 0xffe8, 0x27, 1 },   /* Super Meta */
+	{ 0xff7f, 0x77, 0 }, { 0xff14, 0x7e, 0 },                                             /* NumLock Scroll */
+	{ 0xff15, 0x84, 0 },                                                                  /* Sys_Req (Alt+PrtSc) */
+	{ 0xff61, 0x7c, 1 },                                                                  /* Print */
+	{ 0xff8d, 0x5a, 1 }, { 0xffaf, 0x4a, 1 }, { 0xffaa, 0x7c, 0 }, { 0xffad, 0x7b, 0 },   /* keypad */
+	{ 0xffab, 0x79, 0 }, { 0xffae, 0x71, 0 }, { 0xffb0, 0x70, 0 }, { 0xffb1, 0x69, 0 },
+	{ 0xffb2, 0x72, 0 }, { 0xffb3, 0x7a, 0 }, { 0xffb4, 0x6b, 0 }, { 0xffb5, 0x73, 0 },
+	{ 0xffb6, 0x74, 0 }, { 0xffb7, 0x6c, 0 }, { 0xffb8, 0x75, 0 }, { 0xffb9, 0x7d, 0 },
+};
+
+int ps2_keysym_to_set2(uint32_t keysym, bool down, uint8_t out[8])
+{
+	uint8_t code = 0, e0 = 0;
+	if (keysym < 128) {
+		code = ascii[tolower((int)keysym)];
+	} else {
+		for (size_t i = 0; i < sizeof(special) / sizeof(special[0]); i++)
+			if (special[i].sym == keysym) {
+				code = special[i].code;
+				e0 = special[i].e0;
+			}
+	}
+	if (!code)
+		return 0;
+	int n = 0;
+	if (e0)
+		out[n++] = 0xe0;
+	if (!down)
+		out[n++] = 0xf0;
+	out[n++] = code;
+	return n;
+}
