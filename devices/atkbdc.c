@@ -288,8 +288,10 @@ static int kbd_data_handler(struct vcpu *vcpu, bool in, uint16_t port, int bytes
 	case 0xd1:   /* output port: bit 0 low holds the CPU in reset */
 		reset = !(v & 1);
 		break;
-	case 0xd2: q_put(&kbd.kq, v); break;   /* as if from the keyboard */
-	case 0xd3: q_put(&kbd.aq, v); break;   /* as if from the mouse */
+	/* As if from the keyboard or the mouse, whether or not that port is
+	 * enabled (Linux's mouse-port loop test runs with it disabled). */
+	case 0xd2: ctl_output(v, false); break;
+	case 0xd3: ctl_output(v, true); break;
 	case 0xd4: aux_device_write(v); break;
 	default:
 		kbd_device_write(v);

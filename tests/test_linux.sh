@@ -217,11 +217,16 @@ lx_dev_boot_once() {
 		wait "$ping_pid"
 		LX_PING_RC=$?
 	fi
-	# What the VNC server shows once Linux has taken the framebuffer (t_linux_fbuf_simplefb).
-	LX_FB_SHOT=""
-	if [ -n "$LX_FB_PORT" ] && command -v vncsnapshot >/dev/null; then
-		timeout 60 vncsnapshot -quiet 127.0.0.1::"$LX_FB_PORT" "$TMP/linux-fb.jpg" >/dev/null 2>&1 &&
-			LX_FB_SHOT=$TMP/linux-fb.jpg
+	# What the VNC server shows once Linux has taken the framebuffer (t_linux_fbuf_simplefb),
+	# and Alt+SysRq+m typed over VNC into the PS/2 keyboard (t_linux_ps2_keyboard_sysrq).
+	LX_FB_SHOT="" LX_SYSRQ=""
+	if [ -n "$LX_FB_PORT" ]; then
+		if command -v vncsnapshot >/dev/null; then
+			timeout 60 vncsnapshot -quiet 127.0.0.1::"$LX_FB_PORT" "$TMP/linux-fb.jpg" >/dev/null 2>&1 &&
+				LX_FB_SHOT=$TMP/linux-fb.jpg
+		fi
+		timeout 30 python3 tests/rfb_keys.py "$LX_FB_PORT" 0xffe9+0xff15+m >"$TMP/linux-keys.log" 2>&1 &&
+			wait_serial $((SECONDS - VM_START + 30)) 'sysrq: Show Memory' >/dev/null && LX_SYSRQ=seen
 	fi
 	# Interrupt and kick paths the drivers used (t_linux_virtio_irqfd_ioeventfd).
 	LX_STATS=$TMP/linux-stats.txt
@@ -312,6 +317,21 @@ t_linux_fbuf_simplefb() {
 		local size
 		size=$(djpeg -pnm "$LX_FB_SHOT" 2>/dev/null | head -c 20 | tr '\n' ' ' | awk '{ print $2 "x" $3 }')
 		[ "$size" = 800x600 ] || { echo "    VNC screenshot is '$size', expected 800x600"; return 1; }
+	fi
+}
+
+# The i8042's PS/2 devices as Linux's atkbd and psmouse find them, and
+# Alt+SysRq+m typed into the VNC server reaching the kernel's SysRq handler
+# through the keyboard (scancodes, IRQ 1, the controller's translation).
+t_linux_ps2_keyboard_sysrq() {
+	lx_dev_boot || return $?
+	[ -n "$LX_FB_PORT" ] || { SKIP_REASON="no fbuf device model"; return 77; }
+	expect_out 'input: AT Translated Set 2 keyboard as /devices/platform/i8042/serio0/input/input' &&
+		expect_out 'input: .*PS/2 .*Mouse as /devices/platform/i8042/serio1/input/input' || return 1
+	if [ -z "$LX_SYSRQ" ]; then
+		echo "    Alt+SysRq+m over VNC: no 'sysrq: Show Memory' in the guest's log"
+		sed 's/^/    | /' "$TMP/linux-keys.log"
+		return 1
 	fi
 }
 
