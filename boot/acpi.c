@@ -284,6 +284,18 @@ static void dsdt_pci0(struct aml_buf *b, const struct acpi_config *cfg)
 	aml_close(b);
 	aml_close(b);
 
+	/* The i8042's mouse port: without it Linux takes the AUX port for disabled. */
+	aml_device(b, "MOU");
+	aml_name(b, "_HID");
+	aml_eisaid(b, "PNP0F13");
+	sta_present(b);
+	aml_name(b, "_CRS");
+	aml_buffer(b);
+	aml_res_irq_noflags(b, 1u << 12);
+	aml_res_end(b);
+	aml_close(b);
+	aml_close(b);
+
 	aml_close(b);   /* PCI0 */
 }
 

@@ -49,6 +49,11 @@ t_fbuf_vnc_screenshot() {
 	# A second client after the first left.
 	fb_shot "$port" 800 600 || { vm_stop; return 1; }
 	vm_stop
+	# The guest drew into the memory slot, not through hyve (one exit per store).
+	if grep -q 'cannot map the framebuffer' "$ERR"; then
+		echo "    the framebuffer was not mapped into the guest:"; grep 'cannot map' "$ERR" | head -3 | sed 's/^/    | /'
+		return 1
+	fi
 }
 
 # password=: VNC authentication only; vncsnapshot's password file is the

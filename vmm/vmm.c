@@ -38,6 +38,7 @@ struct vmctx {
 	int nmem;
 	int nfw;                     /* vm_map_firmware slots in use */
 	int ndevmem;                 /* vm_map_devmem slots handed out */
+	bool devmem_mapped[VM_MAX_DEVMEM_SLOTS];
 	bool dirty_log;
 	bool wired, in_core;         /* vm_set_memory_policy */
 	bool manual_dirty;           /* KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 enabled */
@@ -237,16 +238,22 @@ int vm_map_devmem(struct vmctx *ctx, int *slot, uint64_t gpa, void *hva, uint64_
 		}
 		*slot = VM_DEVMEM_SLOT_BASE + ctx->ndevmem++;
 	}
-	/* A slot moves by being deleted (size 0) and made again. */
+	/* A slot moves by being deleted (size 0) and made again; KVM refuses
+	 * to delete a slot that does not exist. */
+	bool *mapped = &ctx->devmem_mapped[*slot - VM_DEVMEM_SLOT_BASE];
 	struct kvm_userspace_memory_region r = { .slot = (uint32_t)*slot };
-	if (ioctl(ctx->vm_fd, KVM_SET_USER_MEMORY_REGION, &r))
+	if (*mapped && ioctl(ctx->vm_fd, KVM_SET_USER_MEMORY_REGION, &r))
 		return -1;
+	*mapped = false;
 	if (gpa == VM_DEVMEM_UNMAPPED)
 		return 0;
 	r.guest_phys_addr = gpa;
 	r.memory_size = size;
 	r.userspace_addr = (uint64_t)(uintptr_t)hva;
-	return ioctl(ctx->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) ? -1 : 0;
+	if (ioctl(ctx->vm_fd, KVM_SET_USER_MEMORY_REGION, &r))
+		return -1;
+	*mapped = true;
+	return 0;
 }
 
 int vm_map_firmware(struct vmctx *ctx, uint64_t gpa, void *hva, uint64_t size, bool readonly)
