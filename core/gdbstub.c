@@ -495,24 +495,10 @@ struct client {
 	char reply[GDB_PACKET_MAX + 1];
 };
 
-static bool send_all(int fd, const char *buf, size_t len)
-{
-	while (len) {
-		ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return false;
-		buf += n;
-		len -= (size_t)n;
-	}
-	return true;
-}
-
 static bool send_packet(struct client *c, const char *payload)
 {
 	c->last_len = gdb_frame(payload, strlen(payload), c->last);
-	return send_all(c->fd, c->last, c->last_len);
+	return net_send_all(c->fd, c->last, c->last_len);
 }
 
 /* The VM stopped (or an event was waiting): pick the event to report. */
@@ -584,7 +570,7 @@ static void serve(struct client *c)
 		for (ssize_t i = 0; i < got; i++) {
 			switch (gdb_reader_feed(&c->r, (uint8_t)buf[i])) {
 			case GDB_IN_PACKET: {
-				if (!c->s.no_ack && !send_all(c->fd, "+", 1))
+				if (!c->s.no_ack && !net_send_all(c->fd, "+", 1))
 					return;
 				if (c->running) {
 					/* All-stop: nothing but ^C is meaningful while the VM runs. */
@@ -606,11 +592,11 @@ static void serve(struct client *c)
 				break;
 			}
 			case GDB_IN_BAD:
-				if (!c->s.no_ack && !send_all(c->fd, "-", 1))
+				if (!c->s.no_ack && !net_send_all(c->fd, "-", 1))
 					return;
 				break;
 			case GDB_IN_NACK:
-				if (c->last_len && !send_all(c->fd, c->last, c->last_len))
+				if (c->last_len && !net_send_all(c->fd, c->last, c->last_len))
 					return;
 				break;
 			case GDB_IN_INTERRUPT:

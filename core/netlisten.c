@@ -68,3 +68,18 @@ int net_listen_unix(const char *path, int backlog, char *err, size_t errlen)
 	}
 	return fd;
 }
+
+bool net_send_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+	while (len) {
+		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return false;
+		p += n;
+		len -= (size_t)n;
+	}
+	return true;
+}

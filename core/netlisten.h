@@ -2,6 +2,7 @@
 #ifndef HYVE_NETLISTEN_H
 #define HYVE_NETLISTEN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /*
@@ -12,5 +13,7 @@
 int net_listen_tcp(const char *addr, const char *port, int backlog, char *err, size_t errlen);
 /* The same on a unix stream socket at path (an existing socket file is replaced). */
 int net_listen_unix(const char *path, int backlog, char *err, size_t errlen);
+/* Send all len bytes (no SIGPIPE); false if the peer went away or a send timed out. */
+bool net_send_all(int fd, const void *buf, size_t len);
 
 #endif

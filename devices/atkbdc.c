@@ -101,6 +101,8 @@ static const uint8_t xlate[128] = {
 	0x52, 0x53, 0x50, 0x4c, 0x4d, 0x48, 0x01, 0x45, 0x57, 0x4e, 0x51, 0x4a, 0x37, 0x49, 0x46, 0x54,
 };
 
+static void ctl_output(uint8_t v, bool aux);
+
 /* Move the next queued byte into the empty output buffer; raise its IRQ. */
 static void refill(void)
 {
@@ -130,15 +132,10 @@ static void refill(void)
 	} else {
 		return;
 	}
-	kbd.outbuf = v;
-	kbd.outbuf_aux = aux;
-	kbd.status |= STS_OBF;
-	kbd.status = aux ? kbd.status | STS_AUXOBF : kbd.status & (uint8_t)~STS_AUXOBF;
-	if (kbd.ctx && (aux ? kbd.ctrl_byte & CB_AUX_INT : kbd.ctrl_byte & CB_KBD_INT))
-		vm_irq_pulse(kbd.ctx, aux ? AUX_IRQ : KBD_IRQ);
+	ctl_output(v, aux);
 }
 
-/* A byte the controller itself answers with: before anything queued. */
+/* A byte into the output buffer (the controller's own answers go here directly, before anything queued). */
 static void ctl_output(uint8_t v, bool aux)
 {
 	kbd.outbuf = v;

@@ -90,6 +90,17 @@ static void fb_pointer(void *arg, uint8_t buttons, int x, int y)
 
 /* ---- BARs ---- */
 
+/* BAR0's first 14 bytes, bhyve's layout; under f->mtx. */
+static void regs_pack(const struct fbuf *f, uint8_t r[14])
+{
+	memcpy(r, &f->regs.fbsize, 4);
+	memcpy(r + 4, &f->regs.width, 2);
+	memcpy(r + 6, &f->regs.height, 2);
+	memcpy(r + 8, &f->regs.depth, 2);
+	memcpy(r + 10, &f->regs.refresh, 2);
+	memcpy(r + 12, &f->regs.scanwidth, 2);
+}
+
 static uint64_t fbuf_barread(struct vcpu *vcpu, struct pci_devinst *pi, int baridx, uint64_t off, int size)
 {
 	(void)vcpu;
@@ -103,12 +114,7 @@ static uint64_t fbuf_barread(struct vcpu *vcpu, struct pci_devinst *pi, int bari
 	}
 	uint8_t regs[REGS_SIZE] = { 0 };
 	pthread_mutex_lock(&f->mtx);
-	memcpy(regs, &f->regs.fbsize, 4);
-	memcpy(regs + 4, &f->regs.width, 2);
-	memcpy(regs + 6, &f->regs.height, 2);
-	memcpy(regs + 8, &f->regs.depth, 2);
-	memcpy(regs + 10, &f->regs.refresh, 2);
-	memcpy(regs + 12, &f->regs.scanwidth, 2);
+	regs_pack(f, regs);
 	pthread_mutex_unlock(&f->mtx);
 	if (off + (uint64_t)size <= REGS_SIZE)
 		memcpy(&v, regs + off, (size_t)size);
@@ -129,12 +135,7 @@ static void fbuf_barwrite(struct vcpu *vcpu, struct pci_devinst *pi, int baridx,
 		return;
 	uint8_t regs[16];
 	pthread_mutex_lock(&f->mtx);
-	memcpy(regs, &f->regs.fbsize, 4);
-	memcpy(regs + 4, &f->regs.width, 2);
-	memcpy(regs + 6, &f->regs.height, 2);
-	memcpy(regs + 8, &f->regs.depth, 2);
-	memcpy(regs + 10, &f->regs.refresh, 2);
-	memcpy(regs + 12, &f->regs.scanwidth, 2);
+	regs_pack(f, regs);
 	if (off >= 4 && off + (uint64_t)size <= 14) {   /* fbsize is read-only */
 		memcpy(regs + off, &val, (size_t)size);
 		uint16_t w, h;

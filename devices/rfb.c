@@ -24,6 +24,7 @@
 #include <zlib.h>
 
 #include "../core/log.h"
+#include "../core/netlisten.h"
 #include "rfb.h"
 
 #define MAX_CLIENTS 8
@@ -69,21 +70,6 @@ struct client {
 };
 
 /* ---- socket helpers ---- */
-
-static bool send_all(int fd, const void *buf, size_t len)
-{
-	const uint8_t *p = buf;
-	while (len) {
-		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return false;
-		p += n;
-		len -= (size_t)n;
-	}
-	return true;
-}
 
 static bool recv_all(int fd, void *buf, size_t len)
 {
@@ -146,14 +132,14 @@ static bool security_result(struct client *c, bool ok, const char *why)
 		memcpy(b + 8, why, l);
 		n = 8 + l;
 	}
-	return send_all(c->fd, b, n);
+	return net_send_all(c->fd, b, n);
 }
 
 static bool handshake(struct client *c)
 {
 	struct rfb_server *s = c->s;
 	char ver[13] = "";
-	if (!send_all(c->fd, "RFB 003.008\n", 12) || !recv_all(c->fd, ver, 12))
+	if (!net_send_all(c->fd, "RFB 003.008\n", 12) || !recv_all(c->fd, ver, 12))
 		return false;
 	int major = 0, minor = 0;
 	if (sscanf(ver, "RFB %3d.%3d\n", &major, &minor) != 2 || major != 3)
@@ -163,11 +149,11 @@ static bool handshake(struct client *c)
 	if (c->minor == 3) {
 		uint8_t b[4];
 		put32(b, type);
-		if (!send_all(c->fd, b, 4))
+		if (!net_send_all(c->fd, b, 4))
 			return false;
 	} else {
 		uint8_t offer[2] = { 1, type }, chosen;
-		if (!send_all(c->fd, offer, 2) || !recv_all(c->fd, &chosen, 1))
+		if (!net_send_all(c->fd, offer, 2) || !recv_all(c->fd, &chosen, 1))
 			return false;
 		if (chosen != type) {
 			if (c->minor >= 8)
@@ -179,7 +165,7 @@ static bool handshake(struct client *c)
 		uint8_t challenge[16], response[16];
 		if (getrandom(challenge, sizeof(challenge), 0) != (ssize_t)sizeof(challenge))
 			return false;
-		if (!send_all(c->fd, challenge, 16) || !recv_all(c->fd, response, 16))
+		if (!net_send_all(c->fd, challenge, 16) || !recv_all(c->fd, response, 16))
 			return false;
 		bool ok = vnc_response_ok(s->password, challenge, response);
 		if (!security_result(c, ok, "authentication failed") || !ok) {
@@ -207,7 +193,7 @@ static bool handshake(struct client *c)
 	init[14] = 16; init[15] = 8; init[16] = 0;
 	put32(init + 20, (uint32_t)nl);
 	memcpy(init + 24, name, nl);
-	return send_all(c->fd, init, 24 + nl);
+	return net_send_all(c->fd, init, 24 + nl);
 }
 
 /* ---- updates ---- */
@@ -258,7 +244,7 @@ static bool send_rect(struct client *c, int x, int y, int w, int h)
 	size_t n = convert(c, c->cur, c->w, x, y, w, h, pix);
 	if (!c->zlib) {
 		put32(hdr + 8, ENC_RAW);
-		return send_all(c->fd, hdr, 12) && send_all(c->fd, pix, n);
+		return net_send_all(c->fd, hdr, 12) && net_send_all(c->fd, pix, n);
 	}
 	put32(hdr + 8, ENC_ZLIB);
 	c->zs.next_in = pix;
@@ -269,7 +255,7 @@ static bool send_rect(struct client *c, int x, int y, int w, int h)
 		return false;
 	size_t z = (size_t)(c->zs.next_out - (hdr + 16));
 	put32(hdr + 12, (uint32_t)z);
-	return send_all(c->fd, hdr, 16 + z);
+	return net_send_all(c->fd, hdr, 16 + z);
 }
 
 static bool tile_dirty(const struct client *c, int tx, int ty, int tw, int th)
@@ -310,7 +296,7 @@ static bool send_update(struct client *c)
 		put16(m + 2, 1);
 		put16(m + 4, 0); put16(m + 6, 0); put16(m + 8, (uint16_t)w); put16(m + 10, (uint16_t)h);
 		put32(m + 12, (uint32_t)ENC_DESKTOP_SIZE);
-		if (!send_all(c->fd, m, sizeof(m)))
+		if (!net_send_all(c->fd, m, sizeof(m)))
 			return false;
 		c->full = true;
 		if (!c->s->src.snapshot(c->s->src.arg, c->cur, &w, &h))
@@ -330,7 +316,7 @@ static bool send_update(struct client *c)
 		return true;   /* nothing new: the request stays pending */
 	uint8_t m[4] = { 0, 0, 0, 0 };
 	put16(m + 2, (uint16_t)n);
-	if (!send_all(c->fd, m, 4))
+	if (!net_send_all(c->fd, m, 4))
 		return false;
 	for (int ty = 0; ty < rows; ty++)
 		for (int tx = 0; tx < cols; tx++) {
