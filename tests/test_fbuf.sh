@@ -14,7 +14,7 @@ fb_need() {
 # quadrants the guest drew (red, green / blue, white).
 fb_shot() {
 	local port=$1 w=$2 h=$3 pw=${4:-} img=$TMP/fb.$RANDOM
-	timeout 60 vncsnapshot -quiet -nojpeg -quality 100 ${pw:+-passwd "$pw"} 127.0.0.1::"$port" "$img.jpg" \
+	timeout -k 5 60 vncsnapshot -quiet -allowblank -nojpeg -quality 100 ${pw:+-passwd "$pw"} 127.0.0.1::"$port" "$img.jpg" \
 		>"$img.log" 2>&1 && djpeg -pnm "$img.jpg" >"$img.ppm" || {
 		echo "    vncsnapshot failed:"; sed 's/^/    | /' "$img.log"; return 1; }
 	python3 - "$img.ppm" "$w" "$h" <<'EOF2'
@@ -72,7 +72,7 @@ t_fbuf_vnc_password() {
 		-s 29,fbuf,tcp=127.0.0.1:"$port",w=640,h=480,password=s3cret "$(vm_name fbufpw)"
 	wait_serial 120 '^fbuf: pattern drawn 640x480' || { vm_stop; return 1; }
 	fb_shot "$port" 640 480 "$pw" || { vm_stop; return 1; }
-	if timeout 60 vncsnapshot -quiet -passwd "$wrong" 127.0.0.1::"$port" "$TMP/wrong.jpg" >/dev/null 2>&1; then
+	if timeout -k 5 60 vncsnapshot -quiet -allowblank -passwd "$wrong" 127.0.0.1::"$port" "$TMP/wrong.jpg" >/dev/null 2>&1; then
 		echo "    a wrong password got a screenshot"; vm_stop; return 1
 	fi
 	vm_stop

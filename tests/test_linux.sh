@@ -219,16 +219,17 @@ lx_dev_boot_once() {
 	fi
 	# What the VNC server shows once Linux has taken the framebuffer (t_linux_fbuf_simplefb),
 	# and Alt+SysRq+m typed over VNC into the PS/2 keyboard (t_linux_ps2_keyboard_sysrq).
-	# (The VM may run in a network namespace: its 127.0.0.1 is there.)
+	# (The VM may run in a network namespace: its 127.0.0.1 is there.  The
+	# screen is black: -allowblank, or vncsnapshot waits for a picture.)
 	LX_FB_SHOT="" LX_SYSRQ=""
 	if [ -n "$LX_FB_PORT" ]; then
 		local in_ns=""
 		[ -n "$ns" ] && in_ns="ip netns exec $ns"
 		if command -v vncsnapshot >/dev/null; then
-			$in_ns timeout 60 vncsnapshot -quiet 127.0.0.1::"$LX_FB_PORT" "$TMP/linux-fb.jpg" >/dev/null 2>&1 &&
+			$in_ns timeout -k 5 60 vncsnapshot -quiet -allowblank 127.0.0.1::"$LX_FB_PORT" "$TMP/linux-fb.jpg" >/dev/null 2>&1 &&
 				LX_FB_SHOT=$TMP/linux-fb.jpg
 		fi
-		$in_ns timeout 30 python3 tests/rfb_keys.py "$LX_FB_PORT" 0xffe9+0xff15+m >"$TMP/linux-keys.log" 2>&1 &&
+		$in_ns timeout -k 5 30 python3 tests/rfb_keys.py "$LX_FB_PORT" 0xffe9+0xff15+m >"$TMP/linux-keys.log" 2>&1 &&
 			wait_serial $((SECONDS - VM_START + 30)) 'sysrq: Show Memory' >/dev/null && LX_SYSRQ=seen
 	fi
 	# Interrupt and kick paths the drivers used (t_linux_virtio_irqfd_ioeventfd).

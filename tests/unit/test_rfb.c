@@ -74,7 +74,7 @@ static bool screenshot(int port, const char *passwd_file, int *w, int *h, uint8_
 {
 	char cmd[512];
 	snprintf(cmd, sizeof(cmd),
-	         "cd /tmp && timeout 30 vncsnapshot -quiet -nojpeg -quality 100 %s%s 127.0.0.1::%d /tmp/hyve-rfb-%d.jpg "
+	         "cd /tmp && timeout -k 5 30 vncsnapshot -quiet -allowblank -nojpeg -quality 100 %s%s 127.0.0.1::%d /tmp/hyve-rfb-%d.jpg "
 	         ">/dev/null 2>&1 && djpeg -pnm /tmp/hyve-rfb-%d.jpg >/tmp/hyve-rfb-%d.ppm",
 	         passwd_file ? "-passwd " : "", passwd_file ? passwd_file : "", port, (int)getpid(), (int)getpid(),
 	         (int)getpid());
