@@ -120,8 +120,10 @@ static void refill(void)
 			}
 			if (v < 0x80)
 				v = xlate[v];
-			else if (v == 0x83)
+			else if (v == 0x83)   /* F7 */
 				v = 0x41;
+			else if (v == 0x84)   /* Alt+SysRq */
+				v = 0x54;
 			if (kbd.xlate_break && v != 0xe0) {
 				v |= 0x80;
 				kbd.xlate_break = false;

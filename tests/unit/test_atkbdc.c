@@ -125,6 +125,10 @@ int main(void)
 	n = drain(b, 8, NULL);
 	CHECK(got(b, n, (uint8_t[]){ 0xe0, 0xcd }, 2), "... translated to e0 cd");
 	CHECK(ps2_keysym_to_set2(0x12345, true, codes) == 0, "an unknown keysym makes no scancode");
+	k = ps2_keysym_to_set2(0xff15, true, codes);
+	atkbdc_key(codes, k);
+	n = drain(b, 8, NULL);
+	CHECK(got(b, n, (uint8_t[]){ 0x54 }, 1), "Sys_Req (set 2 0x84) translates to set 1 0x54, as the 8042 does");
 	outb(0x64, 0x60);
 	outb(0x60, CB_KBD_INT | CB_AUX_INT | STS_SYS);   /* translation off: raw set 2 */
 	k = ps2_keysym_to_set2('a', false, codes);
