@@ -231,7 +231,7 @@ static int list_vms(void)
  * are one option per register: take them out of argv before getopt.
  * Returns 0, or EXIT_USAGE with a message printed.
  */
-static int take_register_options(int *argc, char **argv, char *regs, size_t rlen, char **set, const char **cpu)
+static int take_register_options(int *argc, char **argv, char *regs, size_t rlen, const char **set, const char **cpu)
 {
 	int out = 1;
 	for (int i = 1; i < *argc; i++) {
@@ -252,7 +252,7 @@ static int take_register_options(int *argc, char **argv, char *regs, size_t rlen
 				fprintf(stderr, "hyvectl: one --set-REG=VALUE at a time\n");
 				return EXIT_USAGE;
 			}
-			*set = strdup(a + 6);
+			*set = a + 6;
 		} else {
 			argv[out++] = argv[i];
 		}
@@ -260,6 +260,15 @@ static int take_register_options(int *argc, char **argv, char *regs, size_t rlen
 	*argc = out;
 	argv[out] = NULL;
 	return 0;
+}
+
+/* The request's argument; freed at exit whichever way main returns. */
+static char *arg;
+
+static void free_arg(void)
+{
+	free(arg);
+	arg = NULL;
 }
 
 int main(int argc, char **argv)
@@ -287,9 +296,10 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *vm = NULL, *sock = NULL, *cmd = NULL, *cpu = NULL;
-	char *arg = NULL, regs[1024] = "", *setreg = NULL;
+	const char *vm = NULL, *sock = NULL, *cmd = NULL, *cpu = NULL, *setreg = NULL;
+	char regs[1024] = "";
 	int c;
+	atexit(free_arg);   /* every early return of a usage error included */
 	if (take_register_options(&argc, argv, regs, sizeof(regs), &setreg, &cpu))
 		return EXIT_USAGE;
 	if (cpu && (!*cpu || strspn(cpu, "0123456789") != strlen(cpu) || strlen(cpu) > 4)) {
@@ -307,7 +317,6 @@ int main(int argc, char **argv)
 			fprintf(stderr, "hyvectl: one command at a time (--get-REG and --set-REG)\n");
 			return EXIT_USAGE;
 		}
-		free(setreg);
 	}
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		const char *this = NULL;
@@ -390,7 +399,7 @@ int main(int argc, char **argv)
 		        alen - ((size_t)n - CONTROL_MAX_REQUEST));
 		return EXIT_USAGE;
 	}
-	free(arg);
+	free_arg();
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
 		char msg[300];
@@ -443,10 +452,13 @@ int main(int argc, char **argv)
 	}
 	if (f)
 		fclose(f);
-	if (strncmp(last, "OK", 2) == 0) {
-		if (json)
-			json_result(cmd, lines, nlines);
-		else if (strlen(last) > 3)
+	bool ok = strncmp(last, "OK", 2) == 0;
+	if (ok && json)
+		json_result(cmd, lines, nlines);
+	for (int i = 0; i < nlines; i++)
+		free(lines[i]);
+	if (ok) {
+		if (!json && strlen(last) > 3)
 			fputs(last + 3, stdout);
 		return EXIT_OK;
 	}

@@ -203,16 +203,22 @@ static void test_protocol_38(int port)
 /* Garbage, an absurd cut-text length, an unknown message, a vanishing client: each dropped. */
 static void test_hostile(int port)
 {
-	const char *bad[] = { "GET / HTTP/1.0\r\n\r\n", "RFB 004.000\n", "RFB 003.008\n\x01\x01\x06\x00\x00\x00\xff\xff\xff\xff",
-	                      "RFB 003.008\n\x01\x01\x63", "RFB 003.008\n\x01\x01\x00\x00\x00\x00\x01\x02\x00\x00\x00\x01" };
-	size_t lens[] = { 18, 12, 24, 15, 26 };
+#define MSG(s) { s, sizeof(s) - 1 }
+	static const struct { const char *s; size_t n; } bad[] = {
+		MSG("GET / HTTP/1.0\r\n\r\n"),                                                    /* not RFB */
+		MSG("RFB 004.000\n"),                                                                /* unknown major */
+		MSG("RFB 003.008\n\x01\x01\x06\x00\x00\x00\xff\xff\xff\xff"),                  /* 4 GiB cut text */
+		MSG("RFB 003.008\n\x63"),                                                            /* security type not offered */
+		MSG("RFB 003.008\n\x01\x01\x00\x00\x00\x00\x01\x02\x00\x00\x00\x01\x00\x01"), /* 1-bpp format */
+	};
+#undef MSG
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		int fd = connect_to(port);
 		char buf[4096];
 		ssize_t r = -1;
 		int why = 0;
 		if (fd >= 0) {
-			(void)!send(fd, bad[i], lens[i], MSG_NOSIGNAL);
+			(void)!send(fd, bad[i].s, bad[i].n, MSG_NOSIGNAL);
 			shutdown(fd, SHUT_WR);
 			while ((r = recv(fd, buf, sizeof(buf), 0)) > 0)
 				;
