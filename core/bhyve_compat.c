@@ -274,7 +274,7 @@ static const struct config_key compat_keys[] = {
 	{ "x86.mptable", CFG_BOOL, "-Y clears it; hyve builds no MP table either way (ACPI MADT)", NULL },
 	{ "virtio_msix", CFG_BOOL, "-W clears it; hyve's virtio devices use MSI-X either way", NULL },
 	{ "memory.guest_in_core", CFG_BOOL, "-C: include guest RAM in hyve's core dumps (default false)", NULL },
-	{ "keyboard.layout", CFG_STRING, "-K: VNC keyboard layout (stored; hyve has no VNC console)", NULL },
+	{ "keyboard.layout", CFG_STRING, "-K: VNC keyboard layout (stored; hyve's VNC server types the US layout)", NULL },
 	{ "vcpu.*.cpuset", CFG_CUSTOM, "-p N:CPU: host CPUs vCPU N's thread may run on (list: 0,2,4-7)", check_cpuset },
 	{ "fw_cfg.file.*.name", CFG_CUSTOM, "-f NAME,...: fw_cfg file name (the guest reads it through fw_cfg)", check_fwcfg_name },
 	{ "fw_cfg.file.*.string", CFG_STRING, "-f NAME,string=DATA: its contents", NULL },
@@ -338,6 +338,6 @@ int compat_check(int ncpus, config_report_fn fn, void *arg)
 			fn(LOG_INFO, msg, arg);
 		}
 	if (get_config_value("keyboard.layout"))
-		fn(LOG_INFO, "note: keyboard.layout (-K): hyve has no VNC console (kept, ignored)", arg);
+		fn(LOG_INFO, "note: keyboard.layout (-K): hyve's VNC server types the US layout (kept, ignored)", arg);
 	return c.nerr;
 }
