@@ -73,17 +73,18 @@ install: hyve hyvectl
 deps:
 	./tests/install-deps.sh
 
-check: all
+check: all $(BUILD)/mig_pipeline
 	SANITIZE=$(SANITIZE) ./tests/run.sh
 
 # The unit, CLI, migration-security, bhyve-compatibility and test-guest
-# suites again under ASan/UBSan (the fuzz targets are sanitized already).
+# suites and the migration page path again under ASan/UBSan (the fuzz
+# targets are sanitized already).
 # u_linux_load is left out: it maps and fills guest-sized memory many times,
 # which takes over 8 minutes under ASan (it runs in make check).
 .PHONY: check-sanitize
 check-sanitize:
-	$(MAKE) SANITIZE=1 all
-	SANITIZE=1 ./tests/run.sh -k '^(u_|t_cli_|t_migsec_|t_bhyve_|t_guest_)' -x '^u_linux_load$$'
+	$(MAKE) SANITIZE=1 all build/sanitize/mig_pipeline
+	SANITIZE=1 ./tests/run.sh -k '^(u_|t_cli_|t_migsec_|t_migpipe_|t_bhyve_|t_guest_)' -x '^u_linux_load$$'
 
 # The tests that need /dev/kvm, on a host without it (root): run inside an
 # L1 Linux with nested SVM under QEMU TCG (tests/nested/l1run.sh).
@@ -123,7 +124,7 @@ demo: deps all
 	[ $$rc -le 2 ] || { echo "make demo: hyve exited with status $$rc (4: error)"; exit $$rc; }
 
 # hyve vs QEMU (KVM) benchmarks: prints a table, writes bench/results/latest.json.
-bench: all bench-transport
+bench: all bench-transport bench-pipeline
 	HYVE_BIN=$(BUILD)/hyve ./bench/run.sh
 
 # Migration transport, plain vs TLS (no VM needed): bench/mig_transport.c.
@@ -135,6 +136,27 @@ bench-transport: $(BUILD)/mig_transport
 $(BUILD)/mig_transport: bench/mig_transport.c core/migration_tls.c core/migration_tls.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ bench/mig_transport.c core/migration_tls.c -lssl -lcrypto
+
+# The whole migration pipeline without a VM (bench/mig_pipeline.c): hyve's
+# real source and destination, the fuzz targets' stubbed KVM layer, a 1 GiB
+# guest stand-in; idle and dirtying, 1 and 2 streams, next to memcpy and
+# loopback TCP measured in the same run.
+MIG_PIPELINE_SRCS := bench/mig_pipeline.c tests/fuzz/fuzz_vm_stubs.c core/migration.c core/migration_tls.c \
+	core/config_trust.c core/cpuid.c core/snapshot.c core/vmstate.c core/config.c core/init.c core/inout.c \
+	core/mmio.c devices/pci_emul.c devices/pci_hostbridge.c devices/pci_lpc.c devices/acpi_pm.c devices/debugcon.c \
+	devices/atkbdc.c devices/pc_testdev.c devices/rtc.c devices/uart_16550.c devices/virtio.c \
+	devices/virtio_snapshot.c devices/virtio_ioeventfd.c devices/virtio_rnd.c devices/virtio_console.c \
+	devices/chardev.c devices/virtio_9p.c devices/p9_server.c devices/p9_state.c devices/p9_fs.c
+.PHONY: bench-pipeline
+bench-pipeline: $(BUILD)/mig_pipeline
+	@mkdir -p bench/results
+	{ for args in "" "--streams 2" "--dirty" "--dirty --streams 2" "--verify"; do \
+	    $(BUILD)/mig_pipeline --json $$args || exit 1; done; } | tee bench/results/pipeline-latest.json
+
+$(BUILD)/mig_pipeline: $(MIG_PIPELINE_SRCS) core/migration.h tests/fuzz/fuzz_vm_stubs.h
+	@mkdir -p $(dir $@)
+	$(CC) $(filter-out -MMD -MP,$(CFLAGS)) -DFZ_RAM0_SIZE=0x40000000ULL -o $@ $(MIG_PIPELINE_SRCS) \
+	    -llz4 -lssl -lcrypto
 
 # libFuzzer targets (clang, ASan+UBSan), FUZZ_SECONDS each (default 30);
 # corpora and crash artifacts are kept in build/fuzz/ (tests/fuzz/run.sh).

@@ -30,6 +30,7 @@ import re
 import shlex
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -655,7 +656,18 @@ def bench_restore(vmms, runs, images):
     return rows
 
 
-def bench_migrate(vmms, runs, timeout):
+def machine_limits(hyve_binary):
+    """memcpy and loopback TCP GiB/s on this machine now (bench/mig_pipeline.c),
+    or None when the tool is not built."""
+    tool = os.path.join(os.path.dirname(hyve_binary), "mig_pipeline")
+    try:
+        out = subprocess.run([tool, "--limits-only"], capture_output=True, text=True, timeout=120).stdout
+        return json.loads(out)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+
+
+def bench_migrate(vmms, runs, timeout, limits=None):
     rows = []
     for kind, dirty in (("idle", 0), ("dirty", None)):
         region = dict(SIZES)[MIGRATE_SIZE]
@@ -669,6 +681,8 @@ def bench_migrate(vmms, runs, timeout):
         # for QEMU: its STOP (source) and RESUME (destination) events.
         resumed = Row("migrate_%s_resumed_ms" % kind, "%s: source paused -> destination resumed"
                       % what, "ms")
+        rate = Row("migrate_%s_gib_s" % kind, "%s: data GiB / total time" % what, "GiB/s",
+                   lower_is_better=False)
         print("  migrate %s ..." % kind, end=" ", flush=True)
         t = time.time()
         bad = {"hyve": 0, "qemu": 0}
@@ -694,19 +708,26 @@ def bench_migrate(vmms, runs, timeout):
                 else:
                     res["destination_guest"] = "verified"
             except (RunError, Skip) as e:
-                failed([total, down, resumed], vm.name, e)
+                failed([total, down, resumed, rate], vm.name, e)
                 continue
             finally:
                 kill(src, dst)
             total.add(vm.name, res["total_ms"], res)
             down.add(vm.name, res["downtime_ms"])
             resumed.add(vm.name, res["pause_to_resume_ms"])
+            rate.add(vm.name, region / 1024 / (res["total_ms"] / 1e3) if res["total_ms"] > 0 else 0)
         for v, n in bad.items():
             if n:
                 note = ("%s: the destination guest's verification FAILED (or never passed) after %d of "
                         "the migrations: those samples are of a broken migration" % (v, n))
                 total.notes.append(note)
-        rows += [total, down, resumed]
+        if limits:
+            frac = ", ".join("%s %.0f %%" % (v, 100 * statistics.median(rate.samples[v]) / limits["loopback_gib_s"])
+                             for v in ("hyve", "qemu") if rate.samples[v] and limits["loopback_gib_s"] > 0)
+            rate.notes.append("limits in this run: loopback TCP %.2f GiB/s, memcpy %.2f GiB/s; median rate as a "
+                              "share of loopback TCP: %s" % (limits["loopback_gib_s"], limits["memcpy_gib_s"],
+                                                              frac or "n/a"))
+        rows += [total, down, resumed, rate]
         print("%.0f s" % (time.time() - t), flush=True)
     return rows
 
@@ -784,6 +805,7 @@ def main():
 
         images = Images()
         rows = []
+        limits = None
         for g in groups:
             t = time.time()
             print("%s (%d runs) ..." % (g, a.runs), flush=True)
@@ -792,7 +814,9 @@ def main():
             elif g == "restore":
                 got = bench_restore(vmms, a.runs, images)
             else:
-                got = bench_migrate(vmms, a.runs, a.migrate_timeout)
+                limits = machine_limits(a.hyve)
+                print("  limits: %s" % (limits or "bench/mig_pipeline not built (make bench-pipeline)"), flush=True)
+                got = bench_migrate(vmms, a.runs, a.migrate_timeout, limits)
             if qemu_note:
                 for r in got:
                     r.na["qemu"] = qemu_note
@@ -834,6 +858,7 @@ def main():
             "qemu": {"version": B.qemu_version(a.qemu), "machine": a.machine, "cpu": QEMU_CPU,
                      "max_bandwidth": QEMU_MAX_BANDWIDTH, "downtime_limit_ms": 300},
             "files": "tmpfs" if tmpdir.startswith("/dev/shm/") else "disk",
+            "limits": limits,
             "sizes": [{"ram_mib": m, "data_mib": d} for m, d in SIZES],
             "metrics": out,
         }

@@ -472,6 +472,8 @@ int checkpoint_restore(struct hyve_vm *vm, char *err, size_t errlen)
 		}
 	}
 	double t1 = now_s();
+	if (lazy && get_config_bool_default("snapshot.prefetch", true))
+		vm_prefetch_memory(vm->ctx);
 	if (vmstate_load(vm, &rd.secs, err, errlen))
 		goto out;
 	log_info("restored %s: RAM %s in %.1f ms, state in %.1f ms", rd.path, lazy ? "mapped" : "copied",

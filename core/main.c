@@ -164,7 +164,7 @@ static const struct config_key core_keys[] = {
 	{ "x86.strictmsr", CFG_BOOL, "MSRs the guest's CPUID does not announce raise #GP (default true; -w clears it)", NULL },
 	{ "x86.x2apic", CFG_BOOL, "-x sets, -a clears; the APICs start in xAPIC mode either way", NULL },
 	{ "rtc.use_localtime", CFG_BOOL, "RTC in local time (default true, as bhyve; -u: UTC)", NULL },
-	{ "migration.streams", CFG_UINT, "TCP streams for live migration (1..8, default 1)", NULL },
+	{ "migration.streams", CFG_UINT, "TCP streams for live migration (1..8, default: host CPUs, at most 8)", NULL },
 	{ "migration.downtime_ms", CFG_UINT, "pre-copy stops when the rest fits in this downtime (default 300)", NULL },
 	{ "migration.max_rounds", CFG_UINT, "pre-copy rounds before vCPUs are throttled (default 30)", NULL },
 	{ "migration.verify", CFG_CUSTOM, "re-hash RAM at stop-and-copy and resend pages the dirty log missed: auto (emulating hosts), true, false", check_emulating },
@@ -177,6 +177,7 @@ static const struct config_key core_keys[] = {
 	{ "security.seccomp", CFG_CUSTOM, "seccomp filter after set-up: kill (default), log (kernel logs, calls run) or off (unsafe)", check_seccomp },
 	{ "snapshot.trust_config", CFG_BOOL, "-r: take host-side keys (disk paths, sockets, ...) from the checkpoint (default false)", NULL },
 	{ "snapshot.restore_memory", CFG_CUSTOM, "restore RAM lazily from the file (lazy, default) or read it all first (copy)", check_restore_mode },
+	{ "snapshot.prefetch", CFG_BOOL, "lazy restore: map the file's pages in the background while the guest runs (default true)", NULL },
 	{ NULL, 0, NULL, NULL },
 };
 

@@ -48,12 +48,13 @@
 #include "vmstate.h"
 
 #define MIG_MAGIC "HYVEMIGR"
-#define MIG_PROTO 1
+#define MIG_PROTO 2
 #define MAX_STREAMS 8
 #define PAGE 4096
 #define PAGES_PER_MSG 64
 #define CHUNK_PAGES 512              /* stream affinity granule: 2 MiB */
 #define MAX_MSG (PAGES_PER_MSG * (12 + PAGE + 64) + 64)
+#define LZ4_PAGE_BOUND LZ4_COMPRESSBOUND(PAGE)
 #define MAX_STATE_BYTES (256u << 20)
 #define MAX_CONFIG_BYTES (1u << 20)
 #define MAX_REGIONS 2
@@ -132,6 +133,36 @@ static int recv_all(int fd, void *p, size_t n)
 		}
 		b += r;
 		n -= (size_t)r;
+	}
+	return 0;
+}
+
+/* Fill every buffer of iov in order (plain: one recvmsg for many pages). */
+static int recv_iov(int fd, struct iovec *iov, int n)
+{
+	while (n > 0) {
+		bool tls;
+		ssize_t r = mig_tls_recv(fd, iov->iov_base, iov->iov_len, &tls);
+		if (!tls) {
+			struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)(n > 1024 ? 1024 : n) };
+			r = recvmsg(fd, &mh, MSG_WAITALL);
+		}
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			if (r == 0)
+				errno = ECONNRESET;
+			return -1;
+		}
+		while (n > 0 && (size_t)r >= iov->iov_len) {
+			r -= (ssize_t)iov->iov_len;
+			iov++;
+			n--;
+		}
+		if (n > 0) {
+			iov->iov_base = (uint8_t *)iov->iov_base + r;
+			iov->iov_len -= (size_t)r;
+		}
 	}
 	return 0;
 }
@@ -362,14 +393,39 @@ static bool page_is_zero(const uint8_t *p)
 	return true;
 }
 
-/* Send this stream's share of the pages set in sendmap. */
+/* One PAGES message: header, the entries, then the data in entry order. */
+static int flush_pages(struct src_stream *s, struct iovec *iov, int niov, uint8_t (*ent)[12], int np,
+                       uint64_t payload, uint64_t zeros)
+{
+	uint8_t hdr[16];
+	put32(hdr, MSG_PAGES);
+	put32(hdr + 4, (uint32_t)np);
+	put64(hdr + 8, payload);
+	iov[0] = (struct iovec){ hdr, 16 };
+	iov[1] = (struct iovec){ ent, (size_t)np * 12 };
+	int rc = send_iov(s->fd, iov, niov);
+	s->bytes += 16 + payload;
+	pthread_mutex_lock(&st.mtx);   /* live progress for --migrate-status */
+	st.bytes += 16 + payload;
+	st.pages += (uint64_t)np;
+	st.zero_pages += zeros;
+	pthread_mutex_unlock(&st.mtx);
+	return rc;
+}
+
+/*
+ * Send this stream's share of the pages set in sendmap.  With the verify
+ * pass on, each page is copied first and the copy hashed and sent, so the
+ * hash is of exactly the bytes sent; without it the page goes from guest
+ * RAM to the socket (a write racing the send is in the dirty log).
+ */
 static void *stream_send_round(void *arg)
 {
 	struct src_stream *s = arg;
-	struct iovec iov[1 + 3 * PAGES_PER_MSG];
-	uint8_t hdr[16], ent[PAGES_PER_MSG][12];
-	int np = 0, niov = 1;
-	uint64_t payload = 0;
+	struct iovec iov[2 + 2 * PAGES_PER_MSG];
+	uint8_t ent[PAGES_PER_MSG][12];
+	int np = 0, niov = 2;
+	uint64_t payload = 0, zeros = 0;
 	s->rc = 0;
 	for (int ri = 0; ri < s->nr && !s->rc; ri++) {
 		uint64_t npages = s->r[ri].size / PAGE;
@@ -384,62 +440,45 @@ static void *stream_send_round(void *arg)
 					p |= 63;   /* whole word clear */
 				continue;
 			}
-			uint8_t *hva = s->stage + (size_t)np * PAGE;
 			uint64_t gpa = s->r[ri].gpa + p * PAGE;
-			memcpy(hva, s->r[ri].hva + p * PAGE, PAGE);
-			bool zero = page_is_zero(hva);
+			const uint8_t *page = s->r[ri].hva + p * PAGE;
+			if (s->sent_hash) {
+				uint8_t *copy = s->stage + (size_t)np * PAGE;
+				memcpy(copy, page, PAGE);
+				page = copy;
+			}
+			bool zero = page_is_zero(page);
 			if (zero && s->skip_zero)
 				continue;
-			s->sent_hash[ri][p] = page_hash(hva);
+			if (s->sent_hash)
+				s->sent_hash[ri][p] = page_hash(page);
 			uint32_t enc = zero ? ENC_ZERO : ENC_RAW;
 			int clen = 0;
-			char *cdst = s->lz4buf + (size_t)np * LZ4_COMPRESSBOUND(PAGE);
+			char *cdst = s->lz4buf + (size_t)np * LZ4_PAGE_BOUND;
 			if (!zero && s->comp == COMP_LZ4) {
-				clen = LZ4_compress_default((const char *)hva, cdst, PAGE, LZ4_COMPRESSBOUND(PAGE));
+				clen = LZ4_compress_default((const char *)page, cdst, PAGE, LZ4_PAGE_BOUND);
 				if (clen > 0 && clen < PAGE - 64)
 					enc = ENC_LZ4;
 			}
 			put64(ent[np], gpa | enc);
 			put32(ent[np] + 8, enc == ENC_LZ4 ? (uint32_t)clen : 0);
-			iov[niov++] = (struct iovec){ ent[np], 12 };
 			payload += 12;
 			if (enc == ENC_RAW) {
-				iov[niov++] = (struct iovec){ hva, PAGE };
+				iov[niov++] = (struct iovec){ (void *)page, PAGE };
 				payload += PAGE;
 			} else if (enc == ENC_LZ4) {
 				iov[niov++] = (struct iovec){ cdst, (size_t)clen };
 				payload += (uint64_t)clen;
 			}
-			np++;
-			pthread_mutex_lock(&st.mtx);
-			st.pages++;
-			st.zero_pages += zero;
-			pthread_mutex_unlock(&st.mtx);
-			if (np == PAGES_PER_MSG) {
-				put32(hdr, MSG_PAGES);
-				put32(hdr + 4, (uint32_t)np);
-				put64(hdr + 8, payload);
-				iov[0] = (struct iovec){ hdr, 16 };
-				s->rc = send_iov(s->fd, iov, niov);
-				s->bytes += 16 + payload;
-				pthread_mutex_lock(&st.mtx);
-				st.bytes += 16 + payload;   /* live progress for --migrate-status */
-				pthread_mutex_unlock(&st.mtx);
-				np = 0, niov = 1, payload = 0;
+			zeros += zero;
+			if (++np == PAGES_PER_MSG) {
+				s->rc = flush_pages(s, iov, niov, ent, np, payload, zeros);
+				np = 0, niov = 2, payload = 0, zeros = 0;
 			}
 		}
 	}
-	if (np && !s->rc) {
-		put32(hdr, MSG_PAGES);
-		put32(hdr + 4, (uint32_t)np);
-		put64(hdr + 8, payload);
-		iov[0] = (struct iovec){ hdr, 16 };
-		s->rc = send_iov(s->fd, iov, niov);
-		s->bytes += 16 + payload;
-		pthread_mutex_lock(&st.mtx);
-		st.bytes += 16 + payload;
-		pthread_mutex_unlock(&st.mtx);
-	}
+	if (np && !s->rc)
+		s->rc = flush_pages(s, iov, niov, ent, np, payload, zeros);
 	return NULL;
 }
 
@@ -630,11 +669,19 @@ static int connect_to(const char *addr, char *err, size_t errlen)
 	return fd;
 }
 
+/* One stream per host core (up to 8): the receiving side's copies and page
+ * faults, not the wire, limit one stream (docs/migration.md). */
+static uint64_t default_streams(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n < 1 ? 1 : n > MAX_STREAMS ? MAX_STREAMS : (uint64_t)n;
+}
+
 static int migrate_run(struct hyve_vm *vm, const char *addr, bool live, char *err, size_t errlen)
 {
 	struct mig_src m = { .vm = vm };
 	double t0 = now_s(), tpause = 0;
-	int nstreams = (int)get_config_uint_default("migration.streams", 1);
+	int nstreams = (int)get_config_uint_default("migration.streams", default_streams());
 	uint64_t downtime_ms = get_config_uint_default("migration.downtime_ms", 300);
 	int max_rounds = (int)get_config_uint_default("migration.max_rounds", 30);
 	const char *comp_cfg = get_config_value("migration.compress");
@@ -674,13 +721,13 @@ static int migrate_run(struct hyve_vm *vm, const char *addr, bool live, char *er
 	for (int i = 0; i < m.nr; i++) {
 		uint64_t npages = m.r[i].size / PAGE;
 		m.sendmap[i] = calloc((npages + 63) / 64 + 1, 8);
-		m.sent_hash[i] = malloc(npages * sizeof(uint64_t));
-		if (!m.sendmap[i] || !m.sent_hash[i]) {
+		m.sent_hash[i] = verify && live ? malloc(npages * sizeof(uint64_t)) : NULL;
+		if (!m.sendmap[i] || (verify && live && !m.sent_hash[i])) {
 			snprintf(err, errlen, "out of memory");
 			goto fail;
 		}
 		/* The destination starts with zeroed RAM. */
-		for (uint64_t p = 0; p < npages; p++)
+		for (uint64_t p = 0; m.sent_hash[i] && p < npages; p++)
 			m.sent_hash[i][p] = zero_hash;
 	}
 	uint64_t session;
@@ -748,9 +795,9 @@ static int migrate_run(struct hyve_vm *vm, const char *addr, bool live, char *er
 		m.s[i].r = m.r;
 		m.s[i].nr = m.nr;
 		m.s[i].sendmap = m.sendmap;
-		m.s[i].lz4buf = malloc((size_t)PAGES_PER_MSG * LZ4_COMPRESSBOUND(PAGE));
+		m.s[i].lz4buf = malloc((size_t)PAGES_PER_MSG * LZ4_PAGE_BOUND);
 		m.s[i].stage = malloc((size_t)PAGES_PER_MSG * PAGE);
-		m.s[i].sent_hash = m.sent_hash;
+		m.s[i].sent_hash = m.sent_hash[0] ? m.sent_hash : NULL;
 		if (!m.s[i].lz4buf || !m.s[i].stage) {
 			snprintf(err, errlen, "out of memory");
 			goto fail;
@@ -819,7 +866,7 @@ static int migrate_run(struct hyve_vm *vm, const char *addr, bool live, char *er
 			snprintf(err, errlen, "reading the dirty log: %s", strerror(errno));
 			goto fail;
 		}
-		if (verify)
+		if (m.sent_hash[0])
 			missed = verify_pages(&m);
 		pthread_mutex_lock(&st.mtx);
 		st.verify_resent = missed;
@@ -878,7 +925,7 @@ static int migrate_run(struct hyve_vm *vm, const char *addr, bool live, char *er
 	snprintf(err, errlen, "migrated to %s: %d rounds, %.1f MiB sent, total %.0f ms, downtime %.0f ms", addr, rounds,
 	         (double)total_bytes / (1 << 20), (t1 - t0) * 1e3, (t1 - tpause) * 1e3);
 	log_info("%s", err);
-	if (verify)
+	if (m.sent_hash[0])
 		log_info("migration verify pass: %llu pages changed that the dirty log did not report",
 		         (unsigned long long)missed);
 	src_cleanup(&m, false);
@@ -1158,25 +1205,30 @@ struct dst_stream {
 	uint64_t pages;
 };
 
-/* Apply one PAGES message whose header was read. */
+/*
+ * Apply one PAGES message whose header was read: its entries first, all
+ * checked before any data is read, then the data straight into guest RAM
+ * (lz4 blocks into lzbuf, PAGES_PER_MSG x LZ4_PAGE_BOUND, then decompressed).
+ */
 static int recv_pages(struct dst_stream *s, uint32_t count, uint64_t len, char *lzbuf)
 {
-	uint64_t used = 0;
-	if (count == 0 || count > PAGES_PER_MSG || len > MAX_MSG) {
+	uint8_t ent[PAGES_PER_MSG][12];
+	struct iovec iov[PAGES_PER_MSG];
+	uint8_t *lz_page[PAGES_PER_MSG];
+	int niov = 0;
+	uint64_t used = (uint64_t)count * 12;
+	if (count == 0 || count > PAGES_PER_MSG || len > MAX_MSG || used > len) {
 		snprintf(s->err, sizeof(s->err), "malformed page batch (%u pages, %llu bytes)", count, (unsigned long long)len);
 		return -1;
 	}
+	if (recv_all(s->fd, ent, (size_t)used))
+		goto lost;
 	for (uint32_t i = 0; i < count; i++) {
-		uint8_t ent[12];
-		if (used + 12 > len)
-			goto bad;
-		if (recv_all(s->fd, ent, 12))
-			goto lost;
-		used += 12;
-		uint64_t v = get64(ent);
-		uint32_t enc = (uint32_t)(v & (PAGE - 1)), clen = get32(ent + 8);
+		uint64_t v = get64(ent[i]);
+		uint32_t enc = (uint32_t)(v & (PAGE - 1)), clen = get32(ent[i] + 8);
 		uint64_t gpa = v & ~(uint64_t)(PAGE - 1);
 		uint8_t *hva = vm_map_gpa(s->ctx, gpa, PAGE);
+		lz_page[i] = NULL;
 		if (!hva || enc > ENC_LZ4) {
 			snprintf(s->err, sizeof(s->err), "page 0x%llx (encoding %u) is not in guest RAM", (unsigned long long)gpa, enc);
 			return -1;
@@ -1185,24 +1237,25 @@ static int recv_pages(struct dst_stream *s, uint32_t count, uint64_t len, char *
 			if (!page_is_zero(hva))
 				memset(hva, 0, PAGE);
 		} else if (enc == ENC_RAW) {
-			if (used + PAGE > len)
-				goto bad;
-			if (recv_all(s->fd, hva, PAGE))
-				goto lost;
+			iov[niov++] = (struct iovec){ hva, PAGE };
 			used += PAGE;
 		} else {
-			if (clen == 0 || clen > (uint32_t)LZ4_COMPRESSBOUND(PAGE) || used + clen > len)
+			if (clen == 0 || clen > (uint32_t)LZ4_PAGE_BOUND)
 				goto bad;
-			if (recv_all(s->fd, lzbuf, clen))
-				goto lost;
+			lz_page[i] = hva;
+			iov[niov++] = (struct iovec){ lzbuf + (size_t)i * LZ4_PAGE_BOUND, clen };
 			used += clen;
-			if (LZ4_decompress_safe(lzbuf, (char *)hva, (int)clen, PAGE) != PAGE)
-				goto bad;
 		}
-		s->pages++;
 	}
 	if (used != len)
 		goto bad;
+	if (recv_iov(s->fd, iov, niov))
+		goto lost;
+	for (uint32_t i = 0; i < count; i++)
+		if (lz_page[i] && LZ4_decompress_safe(lzbuf + (size_t)i * LZ4_PAGE_BOUND, (char *)lz_page[i],
+		                                      (int)get32(ent[i] + 8), PAGE) != PAGE)
+			goto bad;
+	s->pages += count;
 	return 0;
 bad:
 	snprintf(s->err, sizeof(s->err), "malformed page batch: its pages do not fit the header's %llu bytes",
@@ -1217,7 +1270,7 @@ lost:
 static void *dst_stream_thread(void *arg)
 {
 	struct dst_stream *s = arg;
-	char *lzbuf = malloc(LZ4_COMPRESSBOUND(PAGE));
+	char *lzbuf = malloc((size_t)PAGES_PER_MSG * LZ4_PAGE_BOUND);
 	s->rc = -1;
 	for (;;) {
 		uint32_t type, aux;
@@ -1294,8 +1347,12 @@ int migration_receive(struct hyve_vm *vm, char *err, size_t errlen)
 		if (pthread_create(&th[started], NULL, dst_stream_thread, &s[started]))
 			break;
 	/* Stream 0: pages, its end marker, then the device state. */
-	char lzbuf[LZ4_COMPRESSBOUND(PAGE)];
+	char *lzbuf = malloc((size_t)PAGES_PER_MSG * LZ4_PAGE_BOUND);
 	bool ended = false;
+	if (!lzbuf) {
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
 	uint32_t nsec = 0;
 	for (;;) {
 		uint32_t type, aux;
@@ -1364,6 +1421,7 @@ out:
 	for (int i = 1; i < started; i++)
 		pthread_join(th[i], NULL);
 out_joined:
+	free(lzbuf);
 	free(state);
 	for (int i = 0; i < dst.nstreams; i++) {
 		mig_tls_close(dst.fd[i]);

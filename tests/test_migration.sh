@@ -69,6 +69,29 @@ mg_need() {
 	[ -x "$HYVECTL" ] || { SKIP_REASON="hyvectl not built"; return 77; }
 }
 
+# The whole page path without a VM (bench/mig_pipeline.c, no /dev/kvm
+# needed): hyve's real source and destination in two processes, the KVM
+# layer stubbed, a writer thread as the guest.  Each run must end with the
+# destination's RAM equal to the source's: one stream; three streams with
+# lz4; a dirtying guest over two streams with the verify pass.
+t_migpipe_page_path() {
+	local bin
+	bin=$(dirname -- "$(readlink -f -- "$HYVE")")/mig_pipeline
+	[ -x "$bin" ] || { SKIP_REASON="$bin not built (make check builds it)"; return 77; }
+	local args
+	for args in "--streams 1" "--streams 3 --compress lz4" "--dirty --streams 2 --verify"; do
+		# shellcheck disable=SC2086
+		"$bin" --no-limits --data 128 $args >"$TMP/migpipe.out" 2>&1
+		local rc=$?
+		if [ $rc -ne 0 ] || ! grep -qE '^migrated to 127\.0\.0\.1:[0-9]+: [0-9]+ rounds' "$TMP/migpipe.out"; then
+			echo "    mig_pipeline $args: status $rc (want 0: destination RAM equal to the source's)"
+			sed 's/^/    | /' "$TMP/migpipe.out"
+			return 1
+		fi
+		sed "s/^/    [$args] /" "$TMP/migpipe.out"
+	done
+}
+
 # 1 GiB of CPL3 worker memory being rewritten while it moves: the
 # destination's guest keeps verifying every page and the generation sum.
 t_migrate_live_worker_1g() {

@@ -68,7 +68,7 @@ t_migsec_psk_refuses_wrong_key() {
 	python3 - "$MS_PORT" <<'PY' >/dev/null 2>&1
 import socket, struct, sys
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
-hello = b"HYVEMIGR" + struct.pack("<IIIQ", 1, 1, 0, 1) + b"hyve".ljust(32, b"\0")
+hello = b"HYVEMIGR" + struct.pack("<IIIQ", 2, 1, 0, 1) + b"hyve".ljust(32, b"\0")
 s.sendall(struct.pack("<IIQ", 1, 0, len(hello)) + hello)
 try:
     s.recv(100)
@@ -131,7 +131,7 @@ def recv(n):
 def reply():
     t, aux, n = struct.unpack("<IIQ", recv(16))
     return t, recv(n)
-hello = b"HYVEMIGR" + struct.pack("<IIIQ", 1, 1, 0, 7) + b"fake source".ljust(32, b"\0")
+hello = b"HYVEMIGR" + struct.pack("<IIIQ", 2, 1, 0, 7) + b"fake source".ljust(32, b"\0")
 msg(1, hello)
 t, p = reply()
 assert t == 3, t                      # ACCEPT

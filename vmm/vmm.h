@@ -254,6 +254,14 @@ int vm_mem_regions(struct vmctx *ctx, struct vm_mem_region *out, int max);
  * guest writes never reach it.  Before any vCPU runs.
  */
 int vm_map_memory_file(struct vmctx *ctx, int i, int fd, uint64_t off);
+/*
+ * Map every page of the file-backed regions in the background (a
+ * low-priority thread, MADV_POPULATE_READ per 2 MiB): the guest's first
+ * pass over its RAM after a lazy restore then finds the pages mapped
+ * instead of faulting each one in from the file.  Reads only: no page is
+ * copied, guest writes still copy on write.  Advisory: errors end it.
+ */
+void vm_prefetch_memory(struct vmctx *ctx);
 
 /*
  * vCPU state beyond regs/sregs/events.  XSAVE area size: vcpu_xsave_size()

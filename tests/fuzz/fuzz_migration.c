@@ -4,7 +4,7 @@
  *
  *   tests/fuzz/run.sh -t 60 migration
  *
- * The message format is docs/migration.md's "Protocol (version 1)": a
+ * The message format is docs/migration.md's "Protocol (version 2)": a
  * 16-byte header (u32 type, u32 aux, u64 payload length, little-endian)
  * and its payload; the source sends HELLO, CONFIG, COMPAT, PAGES...,
  * STREAM_END, STATE and hyve answers ACCEPT, READY, RUNNING (or REFUSE).
@@ -365,8 +365,9 @@ static void compat(struct snap_buf *sb)
 /* One PAGES message: every page of RAM as raw, zero or lz4 (whichever `how` picks). */
 static void pages(struct snap_buf *out, char (*how)(uint64_t gpa, const uint8_t *page))
 {
-	struct snap_buf body;
+	struct snap_buf body, data;   /* the entries, then the pages' data in entry order */
 	sb_init(&body);
+	sb_init(&data);
 	uint32_t count = 0;
 	static char lz[LZ4_COMPRESSBOUND(4096)];
 	for (int r = 0; r < FZ_NREGIONS; r++)
@@ -384,14 +385,16 @@ static void pages(struct snap_buf *out, char (*how)(uint64_t gpa, const uint8_t 
 			put32(ent + 8, (uint32_t)clen);
 			sb_put(&body, ent, 12);
 			if (enc == 'r')
-				sb_put(&body, p, 4096);
+				sb_put(&data, p, 4096);
 			else if (enc == 'l')
-				sb_put(&body, lz, (size_t)clen);
+				sb_put(&data, lz, (size_t)clen);
 			count++;
 		}
+	sb_put(&body, data.data, data.len);
 	if (count)
 		msg(out, M_PAGES, count, body.data, body.len);
 	sb_free(&body);
+	sb_free(&data);
 }
 
 /* Zero pages as markers, the first page raw, the others lz4. */
@@ -406,7 +409,7 @@ static char enc_raw(uint64_t gpa, const uint8_t *p) { (void)gpa; (void)p; return
 static void stream(struct snap_buf *out, uint32_t comps, char (*how)(uint64_t, const uint8_t *))
 {
 	uint8_t hello[60] = "HYVEMIGR";
-	put32(hello + 8, 1);        /* protocol */
+	put32(hello + 8, 2);        /* protocol */
 	put32(hello + 12, 1);       /* streams */
 	put32(hello + 16, comps);
 	put64(hello + 20, 0x1234567890abcdefULL);

@@ -34,10 +34,11 @@ uint64_t vm_get_lowmem_size(struct vmctx *ctx) { (void)ctx; return FZ_RAM0_SIZE;
 uint64_t vm_get_highmem_size(struct vmctx *ctx) { (void)ctx; return FZ_RAM1_SIZE; }
 bool vm_dirty_logging(struct vmctx *ctx) { (void)ctx; return false; }
 void vm_mark_dirty(struct vmctx *ctx, uint64_t gpa, uint64_t len) { (void)ctx; (void)gpa; (void)len; }
-/* Source side of migration (linked, never run by the destination). */
-int vm_dirty_log_enable(struct vmctx *ctx, bool on) { (void)ctx; (void)on; errno = ENOSYS; return -1; }
-int vm_dirty_log_get(struct vmctx *ctx, int i, uint64_t *bitmap) { (void)ctx; (void)i; (void)bitmap; errno = ENOSYS; return -1; }
-int vm_dirty_log_clear(struct vmctx *ctx, int i, uint64_t first_page, uint32_t npages, uint64_t *bitmap)
+/* Source side of migration (linked, never run by the destination; weak:
+ * bench/mig_pipeline.c runs a source and brings its own). */
+__attribute__((weak)) int vm_dirty_log_enable(struct vmctx *ctx, bool on) { (void)ctx; (void)on; errno = ENOSYS; return -1; }
+__attribute__((weak)) int vm_dirty_log_get(struct vmctx *ctx, int i, uint64_t *bitmap) { (void)ctx; (void)i; (void)bitmap; errno = ENOSYS; return -1; }
+__attribute__((weak)) int vm_dirty_log_clear(struct vmctx *ctx, int i, uint64_t first_page, uint32_t npages, uint64_t *bitmap)
 { (void)ctx; (void)i; (void)first_page; (void)npages; (void)bitmap; errno = ENOSYS; return -1; }
 
 void *vm_map_gpa(struct vmctx *ctx, uint64_t gpa, size_t len)
@@ -69,6 +70,8 @@ int vm_mem_regions(struct vmctx *ctx, struct vm_mem_region *out, int max)
 		out[i] = (struct vm_mem_region){ fz_ram_gpa[i], fz_ram_size[i], fz_ram[i] };
 	return n;
 }
+
+void vm_prefetch_memory(struct vmctx *ctx) { (void)ctx; }   /* advisory: nothing to prefetch here */
 
 /* A private file mapping, emulated by reading: the range must be in the file. */
 int vm_map_memory_file(struct vmctx *ctx, int i, int fd, uint64_t off)
@@ -211,9 +214,10 @@ int vm_set_clock(struct vmctx *ctx, const struct kvm_clock_data *c) { (void)ctx;
 
 /* ---- stubs: vCPU run control (core/vcpu.c) ---- */
 
-void vcpus_pause(struct hyve_vm *v) { (void)v; }
-void vcpus_resume(struct hyve_vm *v) { (void)v; }
-void vcpus_set_throttle(struct hyve_vm *v, int pct) { (void)v; (void)pct; }
+/* Weak: bench/mig_pipeline.c parks and throttles its guest stand-in here. */
+__attribute__((weak)) void vcpus_pause(struct hyve_vm *v) { (void)v; }
+__attribute__((weak)) void vcpus_resume(struct hyve_vm *v) { (void)v; }
+__attribute__((weak)) void vcpus_set_throttle(struct hyve_vm *v, int pct) { (void)v; (void)pct; }
 void vm_request_exit(int status) { (void)status; }
 
 /* ---- stubs: event loop, control socket, log ---- */
@@ -233,7 +237,7 @@ int mevent_call(void (*fn)(void *), void *arg) { (void)fn; (void)arg; return 0; 
 /* core/control.c is not linked: its hooks for the devices and migration. */
 void control_register_stats(void (*fn)(struct control_conn *c)) { (void)fn; }
 void control_reply(struct control_conn *c, const char *fmt, ...) { (void)c; (void)fmt; }
-void control_register(const char *command, control_handler_t fn) { (void)command; (void)fn; }
+__attribute__((weak)) void control_register(const char *command, control_handler_t fn) { (void)command; (void)fn; }
 void control_exit_after_reply(struct control_conn *c, int status) { (void)c; (void)status; }
 void control_run_on_main(void (*fn)(void *), void *arg) { fn(arg); }   /* no loop: this is the main thread */
 

@@ -105,6 +105,8 @@ int vm_mem_regions(struct vmctx *ctx, struct vm_mem_region *out, int max)
 	return 1;
 }
 
+void vm_prefetch_memory(struct vmctx *ctx) { (void)ctx; }   /* advisory: nothing to prefetch here */
+
 int vm_map_memory_file(struct vmctx *ctx, int i, int fd, uint64_t off)
 {
 	(void)ctx; (void)i; (void)fd; (void)off;
