@@ -139,8 +139,9 @@ $(BUILD)/mig_transport: bench/mig_transport.c core/migration_tls.c core/migratio
 
 # The whole migration pipeline without a VM (bench/mig_pipeline.c): hyve's
 # real source and destination, the fuzz targets' stubbed KVM layer, a 1 GiB
-# guest stand-in; idle and dirtying, 1 and 2 streams, next to memcpy and
-# loopback TCP measured in the same run.
+# guest stand-in; idle and dirtying, one stream and the default (one per
+# core), the verify pass, TLS; next to memcpy and loopback TCP measured in
+# the same run.
 MIG_PIPELINE_SRCS := bench/mig_pipeline.c tests/fuzz/fuzz_vm_stubs.c core/migration.c core/migration_tls.c \
 	core/config_trust.c core/cpuid.c core/snapshot.c core/vmstate.c core/config.c core/init.c core/inout.c \
 	core/mmio.c devices/pci_emul.c devices/pci_hostbridge.c devices/pci_lpc.c devices/acpi_pm.c devices/debugcon.c \
@@ -150,7 +151,7 @@ MIG_PIPELINE_SRCS := bench/mig_pipeline.c tests/fuzz/fuzz_vm_stubs.c core/migrat
 .PHONY: bench-pipeline
 bench-pipeline: $(BUILD)/mig_pipeline
 	@mkdir -p bench/results
-	{ for args in "" "--streams 2" "--dirty" "--dirty --streams 2" "--verify"; do \
+	{ for args in "--streams 1" "" "--dirty --streams 1" "--dirty" "--verify" "--tls --streams 1" "--tls"; do \
 	    $(BUILD)/mig_pipeline --json $$args || exit 1; done; } | tee bench/results/pipeline-latest.json
 
 $(BUILD)/mig_pipeline: $(MIG_PIPELINE_SRCS) core/migration.h tests/fuzz/fuzz_vm_stubs.h

@@ -17,10 +17,12 @@
  * before writing it, as KVM's dirty log would.  vcpus_pause() parks it.
  * The destination checks at the end that its RAM equals the source's.
  *
- *   build/mig_pipeline [--ram MIB] [--data MIB] [--dirty] [--streams N]
+ *   build/mig_pipeline [--data MIB] [--dirty] [--streams N] [--tls]
  *                      [--verify] [--compress lz4] [--json]
  *                      [--no-limits | --limits-only]
  *
+ * --tls: both ends with a fresh random migration.psk_file (TLS 1.3 + PSK,
+ * core/migration_tls.c), the cost of an encrypted migration.
  * --limits-only measures and prints the two limits alone (bench_state.py
  * puts them next to its migration rows).
  *
@@ -29,6 +31,7 @@
  * and the two limits.  Built by `make bench-pipeline` (bench/README.md).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -259,7 +262,7 @@ static uint64_t ram_hash(void)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: mig_pipeline [--data MIB] [--dirty] [--streams N] [--verify] [--compress lz4] [--json]\n"
+	fprintf(stderr, "usage: mig_pipeline [--data MIB] [--dirty] [--streams N] [--tls] [--verify] [--compress lz4] [--json]\n"
 	                "                    [--no-limits | --limits-only]\n"
 	                "       (guest RAM is FZ_RAM0_SIZE, set at build time)\n");
 	exit(2);
@@ -268,8 +271,8 @@ static void usage(void)
 int main(int argc, char **argv)
 {
 	uint64_t data_mib = 1000;
-	const char *streams = "1", *compress = "none";
-	bool verify = false, json = false, limits = true;
+	const char *streams = NULL, *compress = "none";   /* streams: hyve's default unless given */
+	bool verify = false, json = false, limits = true, tls = false;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--data") && i + 1 < argc)
 			data_mib = strtoull(argv[++i], NULL, 0);
@@ -279,6 +282,8 @@ int main(int argc, char **argv)
 			streams = argv[++i];
 		else if (!strcmp(argv[i], "--verify"))
 			verify = true;
+		else if (!strcmp(argv[i], "--tls"))
+			tls = true;
 		else if (!strcmp(argv[i], "--compress") && i + 1 < argc)
 			compress = argv[++i];
 		else if (!strcmp(argv[i], "--json"))
@@ -313,9 +318,21 @@ int main(int argc, char **argv)
 	close(lfd);
 	char where[32], err[512] = "";
 	snprintf(where, sizeof(where), "127.0.0.1:%d", port);
-	if (set_config_value("migration.streams", streams) || set_config_value("migration.compress", compress) ||
+	if ((streams && set_config_value("migration.streams", streams)) || set_config_value("migration.compress", compress) ||
 	    set_config_value("migration.verify", verify ? "true" : "false"))
 		return 1;
+	if (tls) {   /* a 32-byte key in hex, mode 0600, as docs/security.md asks */
+		char path[160], hex[65];
+		uint8_t key[32];
+		snprintf(path, sizeof(path), "%s/psk", fz_tmpdir);
+		int kfd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+		if (kfd < 0 || getentropy(key, sizeof(key)))
+			return 1;
+		for (int k = 0; k < 32; k++)
+			snprintf(hex + 2 * k, 3, "%02x", key[k]);
+		if (write(kfd, hex, 64) != 64 || close(kfd) || set_config_value("migration.psk_file", path))
+			return 1;
+	}
 
 	pid_t pid = fork();
 	if (pid == 0) {   /* destination: fresh zero RAM, as hyve -R maps it */
@@ -364,12 +381,12 @@ int main(int argc, char **argv)
 		sscanf(s, ": %d rounds, %lf MiB sent, total %lf ms, downtime %lf ms", &rounds, &mib, &total, &down);
 	double gib_s = total > 0 ? (double)data_mib / 1024 / (total / 1e3) : 0;
 	if (json)
-		printf("{\"ram_mib\": %llu, \"data_mib\": %llu, \"dirty\": %s, \"streams\": %s, \"verify\": %s, "
+		printf("{\"ram_mib\": %llu, \"data_mib\": %llu, \"dirty\": %s, \"streams\": \"%s\", \"tls\": %s, \"verify\": %s, "
 		       "\"compress\": \"%s\", \"ok\": %s, \"rounds\": %d, \"mib_sent\": %.1f, \"total_ms\": %.0f, "
 		       "\"downtime_ms\": %.0f, \"gib_s\": %.2f, \"memcpy_gib_s\": %.2f, \"loopback_gib_s\": %.2f, "
 		       "\"fraction_of_loopback\": %.2f}\n",
 		       (unsigned long long)(FZ_RAM0_SIZE >> 20), (unsigned long long)data_mib, writer_dirties ? "true" : "false",
-		       streams, verify ? "true" : "false", compress, same ? "true" : "false", rounds, mib, total, down, gib_s,
+		       streams ? streams : "default", tls ? "true" : "false", verify ? "true" : "false", compress, same ? "true" : "false", rounds, mib, total, down, gib_s,
 		       lim_memcpy, lim_tcp, lim_tcp > 0 ? gib_s / lim_tcp : 0);
 	else {
 		printf("%s%s (wall %.0f ms): %.2f GiB/s of data", rc ? "FAILED: " : "", err, wall * 1e3, gib_s);

@@ -354,6 +354,9 @@ static int check_config(const struct acpi_config *cfg, char *err, size_t errlen)
 	return 0;
 }
 
+/* Where the last table build put the FACS (acpi_build turns it into a guest address). */
+static size_t last_facs_off;
+
 uint8_t *acpi_build_dsdt_aml(const struct acpi_config *cfg, size_t *len,
                              char *err, size_t errlen)
 {
@@ -370,6 +373,15 @@ uint8_t *acpi_build_dsdt_aml(const struct acpi_config *cfg, size_t *len,
 	aml_integer(&b, 0);
 	aml_integer(&b, 0);
 	aml_close(&b);
+	if (cfg->s3) {
+		aml_name(&b, "\\_S3");
+		aml_package(&b, 4);
+		aml_integer(&b, ACPI_S3_SLP_TYP);
+		aml_integer(&b, ACPI_S3_SLP_TYP);
+		aml_integer(&b, 0);
+		aml_integer(&b, 0);
+		aml_close(&b);
+	}
 
 	aml_scope(&b, "\\_SB");
 	for (int i = 0; i < ACPI_PCI_GSI_COUNT; i++)
@@ -442,6 +454,7 @@ int acpi_build_tables_linked(const struct acpi_config *cfg, uint64_t base, uint8
 	size_t o_xsdt = align_up(o_rsdt + ACPI_HDR_LEN + 4 * ntables, 16);
 	size_t o_fadt = align_up(o_xsdt + ACPI_HDR_LEN + 8 * ntables, 16);
 	size_t o_facs = align_up(o_fadt + FADT_LEN, 64);
+	last_facs_off = o_facs;
 	size_t o_madt = align_up(o_facs + 64, 16);
 	size_t o_mcfg = align_up(o_madt + madt_len, 16);
 	size_t mcfg_len = ACPI_HDR_LEN + 8 + 16;
@@ -623,6 +636,13 @@ int acpi_build_tables_linked(const struct acpi_config *cfg, uint64_t base, uint8
 	return 0;
 }
 
+static uint64_t facs_gpa;
+
+uint64_t acpi_facs_gpa(void)
+{
+	return facs_gpa;
+}
+
 int acpi_build(struct vmctx *ctx, const struct acpi_config *cfg, uint64_t *rsdp_gpa,
                char *err, size_t errlen)
 {
@@ -645,5 +665,6 @@ int acpi_build(struct vmctx *ctx, const struct acpi_config *cfg, uint64_t *rsdp_
 	}
 	free(buf);
 	*rsdp_gpa = BOOT_ACPI_BASE;
+	facs_gpa = BOOT_ACPI_BASE + last_facs_off;
 	return 0;
 }

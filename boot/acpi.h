@@ -8,7 +8,8 @@
  *                     setting PWRBTN_STS (bit 8) with PWRBTN_EN set raises
  *                     the SCI and Linux shuts down cleanly
  *   PM1a control      I/O 0x404-0x405 (SCI_EN reads as 1; writing SLP_EN with
- *                     SLP_TYP = ACPI_S5_SLP_TYP powers the VM off)
+ *                     SLP_TYP = ACPI_S5_SLP_TYP powers the VM off, with
+ *                     ACPI_S3_SLP_TYP suspends it when cfg.s3 offered \_S3)
  *   PM timer          I/O 0x408-0x40b, 24-bit, 3.579545 MHz
  *   SCI               ISA IRQ 9 = GSI 9, level, active-high
  *   RTC               CMOS 0x70/0x71, IRQ 8, century byte at CMOS index 0x32
@@ -39,6 +40,7 @@ struct vmctx;
 #define ACPI_RESET_PORT     0xcf9
 #define ACPI_RESET_VALUE    0x06
 #define ACPI_S5_SLP_TYP     5      /* PM1_CNT bits 12:10 */
+#define ACPI_S3_SLP_TYP     1      /* as QEMU's PIIX4 */
 #define ACPI_PCI_GSI_BASE   16
 #define ACPI_PCI_GSI_COUNT  8
 /* GSI of PCI slot `slot`, pin 0..3 (INTA..INTD) */
@@ -51,7 +53,11 @@ struct acpi_config {
 	uint64_t mmio32_base, mmio32_end;   /* PCI root _CRS; end exclusive */
 	uint64_t mmio64_base, mmio64_end;   /* end exclusive; 0 size -> omitted */
 	bool com[4];                   /* COM1..4 present: PNP0501, IO 0x3f8/0x2f8/0x3e8/0x2e8, IRQ 4/3/4/3 */
+	bool s3;                       /* DSDT offers \_S3 (suspend to RAM) */
 };
+
+/* Guest physical address of the FACS acpi_build wrote (0: none); its waking vector is at +12. */
+uint64_t acpi_facs_gpa(void);
 
 /*
  * Build all tables and copy them into guest RAM at BOOT_ACPI_BASE (RSDP

@@ -472,10 +472,11 @@ int checkpoint_restore(struct hyve_vm *vm, char *err, size_t errlen)
 		}
 	}
 	double t1 = now_s();
-	if (lazy && get_config_bool_default("snapshot.prefetch", true))
-		vm_prefetch_memory(vm->ctx);
 	if (vmstate_load(vm, &rd.secs, err, errlen))
 		goto out;
+	/* After the state: the prefetch must not slow the restore itself. */
+	if (lazy && get_config_bool_default("snapshot.prefetch", true))
+		vm_prefetch_memory(vm->ctx, rd.fd);
 	log_info("restored %s: RAM %s in %.1f ms, state in %.1f ms", rd.path, lazy ? "mapped" : "copied",
 	         (t1 - t0) * 1e3, (now_s() - t1) * 1e3);
 	rc = 0;

@@ -239,7 +239,7 @@ static int cmd_stats(struct hyve_vm *vm, struct control_conn *c, const char *arg
 	struct vcpu_stats st;
 	vcpus_get_stats(&st);
 	control_reply(c, "name %s", get_config_value("name"));
-	control_reply(c, "state %s", vcpus_paused() ? "paused" : "running");
+	control_reply(c, "state %s", vcpus_suspended() ? "suspended" : vcpus_paused() ? "paused" : "running");
 	control_reply(c, "uptime_s %.1f", up);
 	control_reply(c, "vcpus %d", vm->ncpus);
 	control_reply(c, "memory_bytes %llu",

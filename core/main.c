@@ -159,6 +159,7 @@ static const struct config_key core_keys[] = {
 	{ "gdb.address", CFG_STRING, "-G: address the GDB stub listens on (default 127.0.0.1)", NULL },
 	{ "gdb.wait", CFG_BOOL, "-G w: hold the vCPUs until a debugger attaches", NULL },
 	{ "acpi_tables", CFG_BOOL, "generate ACPI tables (-A; always on)", NULL },
+	{ "acpi.s3", CFG_BOOL, "offer ACPI S3 (suspend to RAM) to a directly booted guest (default true; never on emulating hosts)", NULL },
 	{ "x86.vmexit_on_hlt", CFG_BOOL, "-H: always so (a halted vCPU sleeps in KVM)", NULL },
 	{ "x86.vmexit_on_pause", CFG_BOOL, "-P: always so (KVM exits on PAUSE loops)", NULL },
 	{ "x86.strictmsr", CFG_BOOL, "MSRs the guest's CPUID does not announce raise #GP (default true; -w clears it)", NULL },
@@ -177,7 +178,7 @@ static const struct config_key core_keys[] = {
 	{ "security.seccomp", CFG_CUSTOM, "seccomp filter after set-up: kill (default), log (kernel logs, calls run) or off (unsafe)", check_seccomp },
 	{ "snapshot.trust_config", CFG_BOOL, "-r: take host-side keys (disk paths, sockets, ...) from the checkpoint (default false)", NULL },
 	{ "snapshot.restore_memory", CFG_CUSTOM, "restore RAM lazily from the file (lazy, default) or read it all first (copy)", check_restore_mode },
-	{ "snapshot.prefetch", CFG_BOOL, "lazy restore: map the file's pages in the background while the guest runs (default true)", NULL },
+	{ "snapshot.prefetch", CFG_BOOL, "lazy restore: copy the file's data pages in the background while the guest runs (default true)", NULL },
 	{ NULL, 0, NULL, NULL },
 };
 

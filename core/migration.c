@@ -80,6 +80,20 @@ static double now_s(void)
 
 /* ---- framing: 16-byte header {u32 type, u32 aux, u64 length}, payload ---- */
 
+/* Step past `done` bytes of an iovec array (partial sendmsg/recvmsg). */
+static void iov_advance(struct iovec **iov, int *n, size_t done)
+{
+	while (*n > 0 && done >= (*iov)->iov_len) {
+		done -= (*iov)->iov_len;
+		(*iov)++;
+		(*n)--;
+	}
+	if (*n > 0) {
+		(*iov)->iov_base = (uint8_t *)(*iov)->iov_base + done;
+		(*iov)->iov_len -= done;
+	}
+}
+
 static int send_iov(int fd, struct iovec *iov, int n)
 {
 	bool tls;
@@ -93,15 +107,7 @@ static int send_iov(int fd, struct iovec *iov, int n)
 			continue;
 		if (w <= 0)
 			return -1;
-		while (n > 0 && (size_t)w >= iov->iov_len) {
-			w -= (ssize_t)iov->iov_len;
-			iov++;
-			n--;
-		}
-		if (n > 0) {
-			iov->iov_base = (uint8_t *)iov->iov_base + w;
-			iov->iov_len -= (size_t)w;
-		}
+		iov_advance(&iov, &n, (size_t)w);
 	}
 	return 0;
 }
@@ -154,15 +160,7 @@ static int recv_iov(int fd, struct iovec *iov, int n)
 				errno = ECONNRESET;
 			return -1;
 		}
-		while (n > 0 && (size_t)r >= iov->iov_len) {
-			r -= (ssize_t)iov->iov_len;
-			iov++;
-			n--;
-		}
-		if (n > 0) {
-			iov->iov_base = (uint8_t *)iov->iov_base + r;
-			iov->iov_len -= (size_t)r;
-		}
+		iov_advance(&iov, &n, (size_t)r);
 	}
 	return 0;
 }

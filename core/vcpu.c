@@ -413,6 +413,120 @@ bool vcpus_paused(void)
 	return p;
 }
 
+/* ---- ACPI S3: a suspend is one more pause, released by vcpus_wake ---- */
+
+static bool s3_suspended;   /* under pause_mtx */
+
+void vcpus_suspend(void)
+{
+	struct hyve_vm *vm = &the_vm;
+	pthread_mutex_lock(&pause_mtx);
+	bool first = !s3_suspended;
+	if (first) {
+		s3_suspended = true;
+		pause_depth++;
+		atomic_store(&pause_requested, true);
+	}
+	pthread_mutex_unlock(&pause_mtx);
+	/* The others leave the guest; the caller parks when its exit returns. */
+	if (first)
+		vcpus_kick_all(vm);
+}
+
+bool vcpus_suspended(void)
+{
+	pthread_mutex_lock(&pause_mtx);
+	bool s = s3_suspended;
+	pthread_mutex_unlock(&pause_mtx);
+	return s;
+}
+
+static void real_mode_seg(struct kvm_segment *s, uint16_t sel, uint8_t type)
+{
+	memset(s, 0, sizeof(*s));
+	s->selector = sel;
+	s->base = (uint64_t)sel << 4;
+	s->limit = 0xffff;
+	s->type = type;
+	s->present = 1;
+	s->s = type != 0x2 && type != 0xb;   /* LDT and TSS are system segments */
+}
+
+/* What a platform reset leaves (SDM 9.1.1, 10.4.7.1): real mode, CR0 as at power-on, APIC reset. */
+static int vcpu_reset_state(struct vcpu *v, int id, uint32_t vector)
+{
+	struct kvm_sregs sr;
+	struct kvm_regs r;
+	struct kvm_lapic_state l;
+	if (vcpu_get_sregs(v, &sr) || vcpu_get_lapic(v, &l))
+		return -1;
+	uint16_t cs = (uint16_t)(vector >> 4);
+	real_mode_seg(&sr.cs, id == 0 ? cs : 0, 0xb);
+	real_mode_seg(&sr.ds, 0, 0x3);
+	sr.es = sr.fs = sr.gs = sr.ss = sr.ds;
+	real_mode_seg(&sr.tr, 0, 0xb);
+	real_mode_seg(&sr.ldt, 0, 0x2);
+	sr.gdt.base = sr.idt.base = 0;
+	sr.gdt.limit = sr.idt.limit = 0xffff;
+	sr.cr0 = 0x60000010;   /* CD | NW | ET */
+	sr.cr2 = sr.cr3 = sr.cr4 = sr.efer = 0;
+	sr.cr8 = 0;
+	sr.apic_base = 0xfee00000 | 0x800 | (id == 0 ? 0x100 : 0);   /* enabled, xAPIC, BSP */
+	memset(sr.interrupt_bitmap, 0, sizeof(sr.interrupt_bitmap));
+	if (vcpu_set_sregs(v, &sr))
+		return -1;
+	/* Keep the APIC ID and version; mask every LVT, software-disable. */
+	uint32_t id_reg, ver;
+	memcpy(&id_reg, l.regs + 0x20, 4);
+	memcpy(&ver, l.regs + 0x30, 4);
+	memset(l.regs, 0, sizeof(l.regs));
+	memcpy(l.regs + 0x20, &id_reg, 4);
+	memcpy(l.regs + 0x30, &ver, 4);
+	uint32_t ones = 0xffffffff, svr = 0xff, masked = 0x10000;
+	memcpy(l.regs + 0xe0, &ones, 4);
+	memcpy(l.regs + 0xf0, &svr, 4);
+	for (int off = 0x320; off <= 0x370; off += 0x10)
+		memcpy(l.regs + off, &masked, 4);
+	memcpy(l.regs + 0x2f0, &masked, 4);
+	if (vcpu_set_lapic(v, &l))
+		return -1;
+	memset(&r, 0, sizeof(r));
+	r.rip = id == 0 ? (vector & 0xf) : 0xfff0;
+	r.rflags = 0x2;
+	r.rdx = 0x600;   /* family 6 in the reset signature */
+	if (vcpu_set_regs(v, &r))
+		return -1;
+	return vcpu_set_mp_state(v, id == 0 ? KVM_MP_STATE_RUNNABLE : KVM_MP_STATE_INIT_RECEIVED);
+}
+
+int vcpus_wake(uint32_t vector, char *err, size_t errlen)
+{
+	struct hyve_vm *vm = &the_vm;
+	pthread_mutex_lock(&pause_mtx);
+	if (!s3_suspended) {
+		pthread_mutex_unlock(&pause_mtx);
+		snprintf(err, errlen, "the guest is not suspended");
+		return -1;
+	}
+	while (parked < vm->nrunning && vm_exit_requested() < 0)
+		pause_wait_50ms();
+	int rc = 0;
+	for (int i = 0; i < vm->ncpus && rc == 0; i++)
+		if (vm->vcpu[i] && vcpu_reset_state(vm->vcpu[i], i, vector)) {
+			snprintf(err, errlen, "vCPU %d: the host refused the reset state: %s", i, strerror(errno));
+			rc = -1;
+		}
+	if (rc == 0) {
+		s3_suspended = false;
+		if (pause_depth > 0 && --pause_depth == 0) {
+			atomic_store(&pause_requested, false);
+			pthread_cond_broadcast(&pause_cv);
+		}
+	}
+	pthread_mutex_unlock(&pause_mtx);
+	return rc;
+}
+
 /*
  * Migration auto-converge: a vCPU that dirties memory faster than it can be
  * sent sleeps pct% of every 10 ms.  vCPUs at CPL3 rarely exit, so a timer

@@ -44,6 +44,17 @@ bool vcpus_paused(void);
  */
 void vcpus_debug_hold(struct hyve_vm *vm, bool hold, int runner);
 bool vcpus_debug_wait_parked(struct hyve_vm *vm, int runner);
+/*
+ * ACPI S3 (suspend to RAM, devices/acpi_pm.c): vcpus_suspend, on the vCPU
+ * thread that wrote SLP_EN, parks every vCPU (composing with
+ * vcpus_pause).  vcpus_wake, from any other thread, puts the vCPUs in
+ * their reset state (vCPU 0 in real mode at the 20-bit waking vector,
+ * CS = vector >> 4; the others waiting for INIT/SIPI) and lets them run;
+ * -1 with err if not suspended or the host refuses the state.
+ */
+void vcpus_suspend(void);
+int vcpus_wake(uint32_t vector, char *err, size_t errlen);
+bool vcpus_suspended(void);
 /* Slow the vCPUs to pct% sleep (migration auto-converge); 0 stops it. */
 void vcpus_set_throttle(struct hyve_vm *vm, int pct);
 /* Exit counters since start (hyvectl --get-stats). */

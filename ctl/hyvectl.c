@@ -5,6 +5,7 @@
  *   hyvectl --vm=NAME --checkpoint=FILE     save state, keep running
  *   hyvectl --vm=NAME --suspend=FILE        save state, then the VM exits
  *   hyvectl --vm=NAME --pause | --resume
+ *   hyvectl --vm=NAME --wakeup              wake a guest suspended to RAM (ACPI S3)
  *   hyvectl --vm=NAME --destroy
  *   hyvectl --vm=NAME --get-stats
  *   hyvectl --vm=NAME --migrate=HOST:PORT | --migrate-live=HOST:PORT
@@ -48,7 +49,7 @@ enum { EXIT_OK = 0, EXIT_REFUSED = 1, EXIT_USAGE = 2, EXIT_UNREACHABLE = 3 };
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: hyvectl --vm=NAME [--socket=PATH] COMMAND\n"
-	           "commands: --checkpoint=FILE --suspend=FILE --pause --resume --destroy --get-stats\n"
+	           "commands: --checkpoint=FILE --suspend=FILE --pause --resume --wakeup --destroy --get-stats\n"
 	           "          --migrate=HOST:PORT --migrate-live=HOST:PORT --migrate-status\n"
 	           "          [--cpu=N] --get-REG... | --get-all | --set-REG=VALUE   (REG: rip, rax, cr3, ...)\n"
 	           "          [--cpu=N] --inject-nmi  --force-reset  --force-poweroff\n"
@@ -280,6 +281,7 @@ int main(int argc, char **argv)
 		{ "suspend", required_argument, NULL, 's' },
 		{ "pause", no_argument, NULL, 'p' },
 		{ "resume", no_argument, NULL, 'r' },
+		{ "wakeup", no_argument, NULL, 'w' },
 		{ "destroy", no_argument, NULL, 'd' },
 		{ "get-stats", no_argument, NULL, 'g' },
 		{ "migrate", required_argument, NULL, 'm' },
@@ -328,6 +330,7 @@ int main(int argc, char **argv)
 		case 's': this = "suspend"; break;
 		case 'p': this = "pause"; break;
 		case 'r': this = "resume"; break;
+		case 'w': this = "wakeup"; break;
 		case 'd': this = "destroy"; break;
 		case 'g': this = "stats"; break;
 		case 'm': this = "migrate"; break;

@@ -5,17 +5,25 @@
  * powers off (exit 1); the reset register reboots (exit 0).  The fixed
  * power button (PM1 PWRBTN_STS/EN) is what SIGTERM presses: the SCI (ISA
  * IRQ 9, level) is high while an enabled status bit is set.
+ *
+ * S3 (when the DSDT offers \_S3, boot/firmware.c): SLP_EN parks the vCPUs
+ * with RAM and device state kept; `hyvectl --wakeup`, the RTC alarm (with
+ * RTC_EN) or the power button wakes them: WAK_STS is set and vCPU 0 starts
+ * in real mode at the FACS firmware waking vector, as a BIOS resume does.
  */
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <time.h>
 
+#include "../core/control.h"
 #include "../core/exitcode.h"
 #include "../core/init.h"
 #include "../core/inout.h"
 #include "../core/log.h"
 #include "../core/snapshot.h"
+#include "../core/vm.h"
+#include "../core/vmstate.h"
 #include "../vmm/vmm.h"
 #include "acpi_pm.h"
 #include "debugcon.h"
@@ -25,6 +33,8 @@
 #define PM1_SLP_TYP(v) (((v) >> 10) & 7)
 #define PM1_WAK_STS 0x8000
 #define PM1_PWRBTN 0x0100   /* PWRBTN_STS in the status, PWRBTN_EN in the enable register */
+#define PM1_RTC 0x0400      /* RTC_STS / RTC_EN */
+#define FACS_WAKING_VECTOR 12
 
 static struct {
 	pthread_mutex_t lock;
@@ -50,7 +60,65 @@ bool acpi_pm_power_button(void)
 	pm.sts |= PM1_PWRBTN;
 	sci_update();
 	pthread_mutex_unlock(&pm.lock);
+	if (vcpus_suspended()) {   /* a sleeping PC wakes on its power button */
+		char err[160];
+		if (acpi_pm_wake("power button", err, sizeof(err)))
+			log_warn("ACPI: %s", err);
+	}
 	return listening;
+}
+
+int acpi_pm_wake(const char *why, char *err, size_t errlen)
+{
+	if (!vcpus_suspended()) {
+		snprintf(err, errlen, "the guest is not suspended (S3)");
+		return -1;
+	}
+	uint32_t vector = 0;
+	uint64_t facs = acpi_facs_gpa();
+	if (!facs || vm_copy_from_guest(pm.ctx, facs + FACS_WAKING_VECTOR, &vector, 4) || !vector) {
+		/* Nothing to resume to: as a BIOS would, start over. */
+		log_info("ACPI: wake (%s) but the guest set no waking vector: rebooting", why);
+		vm_request_exit(HYVE_EXIT_REBOOT);
+		return 0;
+	}
+	pthread_mutex_lock(&pm.lock);
+	pm.sts |= PM1_WAK_STS;
+	pthread_mutex_unlock(&pm.lock);
+	if (vcpus_wake(vector, err, errlen))
+		return -1;
+	log_info("ACPI: guest woken from S3 (%s), waking vector %#x", why, vector);
+	return 0;
+}
+
+void acpi_pm_rtc_alarm(void)
+{
+	pthread_mutex_lock(&pm.lock);
+	pm.sts |= PM1_RTC;
+	bool wake = (pm.en & PM1_RTC) != 0;
+	sci_update();
+	pthread_mutex_unlock(&pm.lock);
+	if (wake && vcpus_suspended()) {
+		char err[160];
+		if (acpi_pm_wake("RTC alarm", err, sizeof(err)))
+			log_warn("ACPI: %s", err);
+	}
+}
+
+/* hyvectl --wakeup */
+static int cmd_wakeup(struct hyve_vm *vm, struct control_conn *c, const char *arg, char *err, size_t errlen)
+{
+	(void)vm; (void)c; (void)arg;
+	return acpi_pm_wake("hyvectl --wakeup", err, errlen);
+}
+
+/* No checkpoint or migration of a sleeping guest: its vCPUs wait for a reset. */
+static bool blocks_saving(char *err, size_t errlen)
+{
+	if (!vcpus_suspended())
+		return false;
+	snprintf(err, errlen, "the guest is suspended (S3): wake it first (hyvectl --wakeup)");
+	return true;
 }
 
 static int pm1_evt_handler(struct vcpu *vcpu, bool in, uint16_t port, int bytes, uint32_t *val, void *arg)
@@ -92,6 +160,9 @@ static int pm1_cnt_handler(struct vcpu *vcpu, bool in, uint16_t port, int bytes,
 		if (PM1_SLP_TYP(v) == ACPI_S5_SLP_TYP) {
 			log_info("ACPI: guest powered off");
 			vm_request_exit(HYVE_EXIT_POWEROFF);
+		} else if (PM1_SLP_TYP(v) == ACPI_S3_SLP_TYP && acpi_facs_gpa()) {
+			log_info("ACPI: guest suspended to RAM (S3): hyvectl --wakeup or its RTC alarm resumes it");
+			vcpus_suspend();
 		} else {
 			log_warn("ACPI: sleep type %u not supported; ignored", PM1_SLP_TYP(v));
 		}
@@ -166,6 +237,8 @@ static int acpi_pm_init(struct vmctx *ctx)
 	for (size_t i = 0; i < sizeof(ports) / sizeof(ports[0]); i++)
 		if (register_inout(&ports[i]))
 			return -1;
+	vmstate_add_blocker(blocks_saving);
+	control_register("wakeup", cmd_wakeup);
 	return snapshot_register("acpi-pm", &pm_snapshot_ops, NULL);
 }
 hyve_init(INIT_PLATFORM, acpi_pm_init)

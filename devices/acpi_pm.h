@@ -20,4 +20,13 @@ int acpi_reset_port_access(bool in, uint32_t *val);
  */
 bool acpi_pm_power_button(void);
 
+/*
+ * S3 wake-ups (the guest suspended with SLP_TYP = ACPI_S3_SLP_TYP):
+ * acpi_pm_wake resumes it at its FACS waking vector (hyvectl --wakeup;
+ * -1 with err if it is not suspended); acpi_pm_rtc_alarm, called by the
+ * RTC when its alarm fires, sets RTC_STS and wakes it if RTC_EN is set.
+ */
+int acpi_pm_wake(const char *why, char *err, size_t errlen);
+void acpi_pm_rtc_alarm(void);
+
 #endif

@@ -40,6 +40,7 @@
 #include "../core/mevent.h"
 #include "../core/snapshot.h"
 #include "../vmm/vmm.h"
+#include "acpi_pm.h"
 
 #define RTC_PORT_INDEX 0x70
 #define RTC_PORT_DATA  0x71
@@ -113,6 +114,7 @@ struct rtc_softc {
 	int64_t last_upd_ns;          /* guest time UF/AF were last evaluated at */
 	uint64_t last_per_mono;       /* host time PF was last evaluated at */
 	bool irq;                     /* IRQ 8 asserted by us */
+	bool alarm_for_acpi;          /* an alarm fired: tell ACPI (RTC_STS, S3 wake) outside mtx */
 	struct mevent *timer;
 	bool timer_on;
 	bool resched_queued;
@@ -331,6 +333,7 @@ static void rtc_eval(struct rtc_softc *sc, uint64_t mono)
 			for (int64_t s = s1; s > from; s--)
 				if (rtc_alarm_at(sc, s)) {
 					flags |= RTCIR_AF;
+					sc->alarm_for_acpi = true;
 					break;
 				}
 		}
@@ -412,7 +415,11 @@ static void rtc_timer_cb(int fd, void *arg)
 	uint64_t mono = rtc_mono_ns();
 	rtc_eval(sc, mono);
 	rtc_resched(sc, mono);
+	bool alarm = sc->alarm_for_acpi;
+	sc->alarm_for_acpi = false;
 	pthread_mutex_unlock(&sc->mtx);
+	if (alarm)   /* on the main thread: an S3 wake waits for the parked vCPUs */
+		acpi_pm_rtc_alarm();
 }
 
 static void rtc_resched_call(void *arg)
@@ -423,7 +430,11 @@ static void rtc_resched_call(void *arg)
 	uint64_t mono = rtc_mono_ns();
 	rtc_eval(sc, mono);
 	rtc_resched(sc, mono);
+	bool alarm = sc->alarm_for_acpi;
+	sc->alarm_for_acpi = false;
 	pthread_mutex_unlock(&sc->mtx);
+	if (alarm)
+		acpi_pm_rtc_alarm();
 }
 
 /* Under sc->mtx: does the timer need re-arming on the main thread? */

@@ -283,6 +283,63 @@ t_guest_sigterm_power_button() {
 		expect_err 'SIGTERM: pressed the ACPI power button' && expect_err 'ACPI: guest powered off'
 }
 
+# Interrupt delivery through the in-kernel LAPIC (test=irq, tirq.c): pending
+# vectors by priority, TPR, a vector in service, an NMI held while one is
+# handled.  On emulating hosts too: the APIC is KVM's either way.
+t_guest_irq_delivery() {
+	guest_pass irq && expect_out '^irq: order ok' && expect_out '^irq: tpr ok' && expect_out '^irq: isr ok' &&
+		expect_out '^irq: nested nmi ok'
+}
+
+# ACPI S3 (suspend to RAM): real mode at the waking vector, which an
+# emulating host cannot run, so hyve offers \_S3 only elsewhere.
+s3_need() {
+	have_kvm || return 77
+	[ -d /sys/module/kvm_pvm ] && { SKIP_REASON="S3 resumes in real mode, which PVM cannot run (no _S3 offered)"; return 77; }
+	[ -x "${HYVECTL:=$(dirname -- "$HYVE")/hyvectl}" ] || { SKIP_REASON="hyvectl not built"; return 77; }
+}
+
+# test=s3: the guest sleeps (SLP_TYP 1); while it does, stats says
+# "suspended", a checkpoint is refused and a second --wakeup too late is an
+# error; hyvectl --wakeup resumes it in real mode at its FACS waking vector,
+# where it checks CS, a word it left in RAM and PM1 WAK_STS.
+t_guest_s3_wakeup_hyvectl() {
+	s3_need || return 77
+	local sock=$TMP/s3.sock
+	vm_start -l com1,stdio -o lpc.pc-testdev=true -o boot.kernel="$GUEST" -o boot.cmdline=test=s3 \
+		-o control.socket="$sock" "$(vm_name s3)"
+	wait_serial 120 '^s3: sleeping' || { vm_stop; return 1; }
+	local i=0
+	while ! "$HYVECTL" --socket="$sock" --get-stats 2>/dev/null | grep -q '^state suspended' && [ $i -lt 100 ]; do
+		sleep 0.1
+		i=$((i + 1))
+	done
+	local stats ck
+	stats=$("$HYVECTL" --socket="$sock" --get-stats 2>&1)
+	ck=$("$HYVECTL" --socket="$sock" --checkpoint="$TMP/s3.ckpt" 2>&1)
+	local ck_rc=$?
+	"$HYVECTL" --socket="$sock" --wakeup >"$TMP/s3.wake" 2>&1
+	local wake_rc=$?
+	wait_vm_exit 60
+	if ! echo "$stats" | grep -q '^state suspended'; then
+		echo "    stats while asleep:"; echo "$stats" | sed 's/^/    | /'; show; return 1
+	fi
+	if [ $ck_rc -ne 1 ] || ! echo "$ck" | grep -q 'suspended (S3): wake it first'; then
+		echo "    checkpoint of a sleeping guest: status $ck_rc: $ck"; return 1
+	fi
+	[ $wake_rc -eq 0 ] || { echo "    hyvectl --wakeup: status $wake_rc"; sed 's/^/    | /' "$TMP/s3.wake"; show; return 1; }
+	expect_rc 1 && expect_out '^s3: resumed in real mode at the waking vector' && expect_out '^PASS s3' &&
+		expect_err 'ACPI: guest suspended to RAM' && expect_err 'woken from S3 \(hyvectl --wakeup\), waking vector 0x6000'
+}
+
+# wake=rtc: the guest sets an RTC alarm 2 s ahead and PM1 RTC_EN before it
+# sleeps; the alarm wakes it with RTC_STS set, nobody else acting.
+t_guest_s3_rtc_alarm() {
+	s3_need || return 77
+	run_guest 120 "test=s3 wake=rtc"
+	expect_rc 1 && expect_out '^PASS s3' && expect_err 'woken from S3 \(RTC alarm\)'
+}
+
 # A guest that does not listen to the button is stopped at once (status 1).
 t_guest_sigterm_not_listening() {
 	have_kvm || return 77

@@ -241,6 +241,25 @@ lx_dev_boot_once() {
 	return $rc
 }
 
+# ACPI S3 with Linux's own suspend path: test_suspend=mem (PM_TEST_SUSPEND)
+# sets an RTC wake alarm 10 s ahead and suspends to RAM during boot; hyve
+# parks the vCPUs, the alarm (rtc-cmos armed RTC_EN) wakes them, Linux
+# comes back through its real-mode wakeup code, brings CPU 1 up again and
+# resumes its devices.  Not on emulating hosts (no real mode: no \_S3).
+t_linux_s3_rtc_resume() {
+	linux_test_kit || return $?
+	linux_pvm && { SKIP_REASON="S3 resumes in real mode, which PVM cannot run (hyve offers no _S3 there)"; return 77; }
+	vm_start -l com1,stdio -c 2 -m 256M -o boot.kernel="$TEST_BZIMAGE" -s 3,virtio-rnd \
+		-o boot.cmdline="console=ttyS0 test_suspend=mem no_console_suspend $(linux_cmdline_extra)" "$(vm_name s3linux)"
+	wait_serial 600 'PM: suspend exit|suspend test failed|Kernel panic' >/dev/null
+	wait_serial 30 'VFS: |Kernel panic|Freeing unused' >/dev/null
+	vm_stop
+	expect_out "PM: test RTC wakeup from 'mem' suspend" && expect_out 'ACPI: PM: Preparing to enter system sleep state S3' &&
+		expect_out 'ACPI: PM: Waking up from system sleep state S3' && expect_out 'PM: suspend exit' &&
+		expect_out 'CPU1 is up' && expect_no_out 'suspend test failed|PM: Some devices failed' "suspend errors" &&
+		expect_err 'ACPI: guest suspended to RAM' && expect_err 'woken from S3 \(RTC alarm\)'
+}
+
 # Probe: every virtio function gets virtio-pci bound (the kernel enables it)
 # and no driver probe fails; ext4 root on virtio-blk, mounted read-write,
 # runs /init; the guest wrote the image (mount count in the superblock).

@@ -26,6 +26,8 @@ struct mem_region {
 	uint8_t *hva;
 	/* Pages written by hyve itself (device DMA), which KVM cannot see. */
 	_Atomic uint64_t *udirty;
+	bool from_file;      /* vm_map_memory_file: a private mapping of file_off.. */
+	uint64_t file_off;
 };
 
 struct vmctx {
@@ -208,49 +210,75 @@ static int apply_memory_policy(struct vmctx *ctx, int i)
 	return ctx->wired ? mlock(m->hva, m->size) : 0;
 }
 
-#ifndef MADV_POPULATE_READ
-#define MADV_POPULATE_READ 22   /* Linux 5.14 */
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23   /* Linux 5.14 */
 #endif
 
 struct prefetch_job {
+	int fd;             /* the checkpoint, dup'ed: the restore closes its own */
 	uint8_t *hva[2];
-	uint64_t size[2];   /* as vmctx.mem */
+	uint64_t size[2], file_off[2];
 	int n;
 };
+
+/* Copy in [lo, hi) of a region, 2 MiB at a time; false when madvise fails. */
+static bool populate(uint8_t *hva, uint64_t lo, uint64_t hi)
+{
+	const uint64_t chunk = 2ull << 20;
+	for (uint64_t off = lo; off < hi; off += chunk)
+		if (madvise(hva + off, hi - off < chunk ? hi - off : chunk, MADV_POPULATE_WRITE))
+			return false;   /* an older kernel (EINVAL), or the mapping is gone */
+	return true;
+}
 
 static void *prefetch_thread(void *arg)
 {
 	struct prefetch_job *j = arg;
-	const uint64_t chunk = 2ull << 20;
 	/* Below the vCPUs: the guest runs first, the prefetch takes what is left. */
 	setpriority(PRIO_PROCESS, (id_t)gettid(), 19);
 	for (int i = 0; i < j->n; i++) {
-		madvise(j->hva[i], j->size[i], MADV_WILLNEED);   /* file readahead, asynchronous */
-		for (uint64_t off = 0; off < j->size[i]; off += chunk)
-			if (madvise(j->hva[i] + off, j->size[i] - off < chunk ? j->size[i] - off : chunk, MADV_POPULATE_READ))
-				goto out;   /* an older kernel (EINVAL), or the mapping is gone */
+		/* Only the file's data: its holes are zero pages, which stay unallocated. */
+		uint64_t off = 0;
+		while (off < j->size[i]) {
+			off_t data = lseek(j->fd, (off_t)(j->file_off[i] + off), SEEK_DATA);
+			if (data < 0 || (uint64_t)data >= j->file_off[i] + j->size[i])
+				break;
+			off_t hole = lseek(j->fd, data, SEEK_HOLE);
+			uint64_t lo = ((uint64_t)data - j->file_off[i]) & ~4095ull;
+			uint64_t hi = hole < 0 ? j->size[i] : (uint64_t)hole - j->file_off[i];
+			hi = hi > j->size[i] ? j->size[i] : (hi + 4095) & ~4095ull;
+			if (!populate(j->hva[i], lo, hi))
+				goto out;
+			off = hi;
+		}
 	}
 out:
+	close(j->fd);
 	free(j);
 	return NULL;
 }
 
-void vm_prefetch_memory(struct vmctx *ctx)
+void vm_prefetch_memory(struct vmctx *ctx, int fd)
 {
 	struct prefetch_job *j = calloc(1, sizeof(*j));
 	pthread_attr_t a;
 	pthread_t t;
-	if (!j)
+	if (!j || (j->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0) {
+		free(j);
 		return;
+	}
 	for (int i = 0; i < ctx->nmem && j->n < 2; i++)
-		if (ctx->mem[i].size) {
+		if (ctx->mem[i].size && ctx->mem[i].from_file) {
 			j->hva[j->n] = ctx->mem[i].hva;
+			j->file_off[j->n] = ctx->mem[i].file_off;
 			j->size[j->n++] = ctx->mem[i].size;
 		}
 	pthread_attr_init(&a);
 	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
-	if (pthread_create(&t, &a, prefetch_thread, j))
+	if (pthread_create(&t, &a, prefetch_thread, j)) {
+		close(j->fd);
 		free(j);
+	}
 	pthread_attr_destroy(&a);
 }
 
@@ -808,6 +836,8 @@ int vm_map_memory_file(struct vmctx *ctx, int i, int fd, uint64_t off)
 	               MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, fd, (off_t)off);
 	if (p == MAP_FAILED)
 		return -1;
+	ctx->mem[i].from_file = true;
+	ctx->mem[i].file_off = off;
 	/* A new mapping: madvise and mlock do not carry over from the old one. */
 	return apply_memory_policy(ctx, i);
 }

@@ -255,13 +255,14 @@ int vm_mem_regions(struct vmctx *ctx, struct vm_mem_region *out, int max);
  */
 int vm_map_memory_file(struct vmctx *ctx, int i, int fd, uint64_t off);
 /*
- * Map every page of the file-backed regions in the background (a
- * low-priority thread, MADV_POPULATE_READ per 2 MiB): the guest's first
- * pass over its RAM after a lazy restore then finds the pages mapped
- * instead of faulting each one in from the file.  Reads only: no page is
- * copied, guest writes still copy on write.  Advisory: errors end it.
+ * After vm_map_memory_file (fd: that file): a low-priority thread copies
+ * the file's data pages into the private mappings in the background
+ * (MADV_POPULATE_WRITE per 2 MiB, skipping the file's holes, which are
+ * zero pages), so the guest's first pass over its RAM after a lazy
+ * restore finds them in place instead of faulting each one in.  The VM's
+ * memory then grows to what a copy restore uses.  Advisory: errors end it.
  */
-void vm_prefetch_memory(struct vmctx *ctx);
+void vm_prefetch_memory(struct vmctx *ctx, int fd);
 
 /*
  * vCPU state beyond regs/sregs/events.  XSAVE area size: vcpu_xsave_size()

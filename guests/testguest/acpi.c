@@ -82,7 +82,18 @@ void acpi_scan(void)
 			acpi.found = true;
 			parse_madt(h);
 		}
+		if (a && a < 0x100000000UL && !memcmp(h->sig, "FACP", 4)) {
+			acpi.facs = *(u32 *)((u8 *)h + 36);
+			if (h->len >= 140 && *(u64 *)((u8 *)h + 132))
+				acpi.facs = *(u64 *)((u8 *)h + 132);
+		}
 	}
+}
+
+u64 acpi_facs(void)
+{
+	acpi_scan();
+	return acpi.facs;
 }
 
 /*

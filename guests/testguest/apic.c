@@ -74,6 +74,17 @@ u32 lapic_id(void)
 	return x2apic ? lapic_read(LAPIC_ID) : lapic_read(LAPIC_ID) >> 24;
 }
 
+void lapic_set_tpr(u32 tpr)
+{
+	lapic_write(LAPIC_TPR, tpr);
+}
+
+/* In-service register bit of a vector (ISR at 0x100, 8 x 32 bits, 16 apart). */
+bool lapic_in_service(u32 vec)
+{
+	return lapic_read(0x100 + (vec / 32) * 0x10) >> (vec % 32) & 1;
+}
+
 void lapic_eoi(void)
 {
 	lapic_write(LAPIC_EOI, 0);

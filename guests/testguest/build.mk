@@ -36,7 +36,7 @@ TG_LDFLAGS := -nostdlib -static -no-pie -Wl,--build-id=none \
 # Every .c file here is part of the guest (drivers register their shell
 # commands and tests themselves).
 TG_CSRC := $(sort $(notdir $(wildcard $(TG)/*.c)))
-TG_SSRC := boot.S entry.S fallback.S
+TG_SSRC := boot.S entry.S fallback.S s3stub.S
 TG_OBJS := $(addprefix $(TG)/obj/,$(TG_SSRC:.S=.o) $(TG_CSRC:.c=.o))
 TG_HDRS := $(wildcard $(TG)/*.h)
 

@@ -86,6 +86,9 @@ static inline void hlt(void) { __asm__ __volatile__("hlt" ::: "memory"); }
 /* sti;hlt is atomic wrt interrupts: no wakeup can be lost in between. */
 static inline void sti_hlt_cli(void) { __asm__ __volatile__("sti; hlt; cli" ::: "memory"); }
 static inline void cpu_relax(void) { __asm__ __volatile__("pause" ::: "memory"); }
+/* CMOS/RTC register access (index port 0x70, NMI enable bit left clear). */
+static inline u8 cmos_read(u8 reg) { outb(0x70, reg); return inb(0x71); }
+static inline void cmos_write(u8 reg, u8 v) { outb(0x70, reg); outb(0x71, v); }
 static inline u32 mmio_read32(u64 a) { return *(volatile u32 *)a; }
 static inline void mmio_write32(u64 a, u32 v) { *(volatile u32 *)a = v; }
 
@@ -186,6 +189,8 @@ void lapic_init(void);
 bool lapic_enable_x2apic(void);
 u32 lapic_id(void);
 void lapic_eoi(void);
+void lapic_set_tpr(u32 tpr);
+bool lapic_in_service(u32 vec);
 void lapic_send_ipi(u32 apic_id, u32 icr_low);
 void lapic_timer_start(u32 initial, u32 vec);	/* periodic, divide 16 */
 void lapic_timer_start_hz(u32 hz, u32 vec);	/* calibrated against the TSC */
@@ -224,9 +229,11 @@ struct acpi_info {
 	u32 apic_ids[MAX_CPUS];
 	int irq0_gsi;		/* from an interrupt source override, else -1 */
 	char oem[7];
+	u64 facs;		/* the FADT's FIRMWARE_CTRL (X_ when set), 0 if none */
 };
 extern struct acpi_info acpi;
 void acpi_scan(void);
+u64 acpi_facs(void);
 int pit_gsi(const char **why);	/* IOAPIC pin the PIT (ISA IRQ0) arrives on */
 
 /* ---- smp.c ---- */

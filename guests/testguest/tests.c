@@ -129,12 +129,6 @@ static void t_timer(void)
 	test_pass("timer");
 }
 
-static u8 cmos_read(u8 reg)
-{
-	outb(0x70, reg);
-	return inb(0x71);
-}
-
 static u32 bcd2bin(u8 v)
 {
 	return (v & 0x0f) + (v >> 4) * 10;

@@ -69,17 +69,6 @@ static void wait_irqs(volatile u64 *count, u64 n, u64 ms)
 	cli();
 }
 
-static u8 cmos(u8 reg)
-{
-	outb(0x70, reg);
-	return inb(0x71);
-}
-
-static void cmos_write(u8 reg, u8 v)
-{
-	outb(0x70, reg);
-	outb(0x71, v);
-}
 
 static void t_pic(void)
 {
@@ -107,10 +96,10 @@ static void t_pic(void)
 
 	/* IRQ8: the RTC's periodic interrupt through the slave and the cascade, at vector 0x70. */
 	set_irq_handler(0x70, on_irq8);
-	u8 a = cmos(0x0a), b = cmos(0x0b);
+	u8 a = cmos_read(0x0a), b = cmos_read(0x0b);
 	cmos_write(0x0a, (u8)((a & 0xf0) | 0x06));   /* 1024 Hz */
 	cmos_write(0x0b, (u8)(b | 0x40));            /* PIE */
-	(void)cmos(0x0c);
+	(void)cmos_read(0x0c);
 	outb(0xa1, 0xfe);
 	wait_irqs(&irq8_count, 3, 1000);
 	outb(0xa1, 0xff);

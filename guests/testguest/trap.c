@@ -88,8 +88,8 @@ void trap_dispatch(struct trapframe *tf)
 {
 	u64 vec = tf->vector;
 
-	/* Hardware interrupts first: the common, cheap path. */
-	if (vec >= 32 && irq_handlers[vec]) {
+	/* Hardware interrupts (and an NMI a test takes) first: the common, cheap path. */
+	if ((vec >= 32 || vec == 2) && irq_handlers[vec]) {
 		irq_handlers[vec](tf);
 		return;
 	}

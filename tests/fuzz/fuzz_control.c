@@ -59,6 +59,7 @@ static int exits;           /* vm_request_exit calls */
 void vm_request_exit(int status) { (void)status; pthread_mutex_lock(&rec_mtx); exits++; pthread_mutex_unlock(&rec_mtx); }
 void vcpus_pause(struct hyve_vm *vm) { (void)vm; pthread_mutex_lock(&rec_mtx); pauses++; pthread_mutex_unlock(&rec_mtx); }
 void vcpus_resume(struct hyve_vm *vm) { (void)vm; pthread_mutex_lock(&rec_mtx); pauses--; pthread_mutex_unlock(&rec_mtx); }
+bool vcpus_suspended(void) { return false; }
 bool vcpus_paused(void) { pthread_mutex_lock(&rec_mtx); bool p = pauses > 0; pthread_mutex_unlock(&rec_mtx); return p; }
 void vcpus_get_stats(struct vcpu_stats *s) { memset(s, 0, sizeof(*s)); s->exits = 42; }
 uint64_t vm_get_lowmem_size(struct vmctx *ctx) { (void)ctx; return 1 << 20; }

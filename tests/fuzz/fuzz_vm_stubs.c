@@ -71,7 +71,16 @@ int vm_mem_regions(struct vmctx *ctx, struct vm_mem_region *out, int max)
 	return n;
 }
 
-void vm_prefetch_memory(struct vmctx *ctx) { (void)ctx; }   /* advisory: nothing to prefetch here */
+int vm_copy_from_guest(struct vmctx *ctx, uint64_t gpa, void *dst, size_t len)
+{
+	void *p = vm_map_gpa(ctx, gpa, len);
+	if (!p)
+		return -1;
+	memcpy(dst, p, len);
+	return 0;
+}
+
+void vm_prefetch_memory(struct vmctx *ctx, int fd) { (void)ctx; (void)fd; }   /* advisory: nothing to prefetch here */
 
 /* A private file mapping, emulated by reading: the range must be in the file. */
 int vm_map_memory_file(struct vmctx *ctx, int i, int fd, uint64_t off)
@@ -219,6 +228,11 @@ __attribute__((weak)) void vcpus_pause(struct hyve_vm *v) { (void)v; }
 __attribute__((weak)) void vcpus_resume(struct hyve_vm *v) { (void)v; }
 __attribute__((weak)) void vcpus_set_throttle(struct hyve_vm *v, int pct) { (void)v; (void)pct; }
 void vm_request_exit(int status) { (void)status; }
+/* ACPI S3: never entered here (no table build, so no FACS). */
+void vcpus_suspend(void) { }
+int vcpus_wake(uint32_t vector, char *err, size_t errlen) { (void)vector; snprintf(err, errlen, "not suspended"); return -1; }
+bool vcpus_suspended(void) { return false; }
+uint64_t acpi_facs_gpa(void) { return 0; }
 
 /* ---- stubs: event loop, control socket, log ---- */
 

@@ -425,7 +425,8 @@ static void iasl_check(const struct tables *T, const struct acpi_config *cfg, co
 				snprintf(dev, sizeof(dev), "Device (COM%d)", c + 1);
 				com_ok &= (strstr(dsl, dev) != NULL) == cfg->com[c];
 			}
-			check(strstr(dsl, "Name (\\_S5, Package (0x04)") &&
+			check((strstr(dsl, "Name (\\_S3, Package (0x04)") != NULL) == cfg->s3 &&
+			      strstr(dsl, "Name (\\_S5, Package (0x04)") &&
 			      strstr(dsl, "EisaId (\"PNP0A08\")") && strstr(dsl, "EisaId (\"PNP0A03\")") &&
 			      strstr(dsl, "EisaId (\"PNP0B00\")") && strstr(dsl, "EisaId (\"PNP0303\")") &&
 			      strstr(dsl, "EisaId (\"PNP0C02\")") && strstr(dsl, "WordBusNumber") &&
@@ -462,6 +463,9 @@ static void test_config(const struct acpi_config *cfg, const char *tag)
 		check(T.dsdt[8] == 2 && has(T.dsdt, dl, "_S5_", 4) && has(T.dsdt, dl, "_PRT", 4) &&
 		      has(T.dsdt, dl, "PCI0", 4), "%s: DSDT rev 2 with _S5, PCI0, _PRT (%u bytes)", tag,
 		      dl);
+		check(has(T.dsdt, dl, "_S3_", 4) == cfg->s3, "%s: \\_S3 %s", tag, cfg->s3 ? "offered" : "absent");
+		check(acpi_facs_gpa() == r32(T.fadt + 36), "%s: acpi_facs_gpa() %#llx is the FADT's FACS", tag,
+		      (unsigned long long)acpi_facs_gpa());
 		iasl_check(&T, cfg, tag);
 	}
 	free(vm.ram);
@@ -575,7 +579,8 @@ int main(void)
 	test_aml();
 
 	struct acpi_config c = base_config(4);
-	test_config(&c, "4 vCPUs, COM1+2, 64-bit window");
+	c.s3 = true;
+	test_config(&c, "4 vCPUs, COM1+2, 64-bit window, S3");
 	c = base_config(1);
 	c.mmio64_base = c.mmio64_end = 0;
 	memset(c.com, 0, sizeof(c.com));

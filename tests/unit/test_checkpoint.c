@@ -105,7 +105,7 @@ int vm_mem_regions(struct vmctx *ctx, struct vm_mem_region *out, int max)
 	return 1;
 }
 
-void vm_prefetch_memory(struct vmctx *ctx) { (void)ctx; }   /* advisory: nothing to prefetch here */
+void vm_prefetch_memory(struct vmctx *ctx, int fd) { (void)ctx; (void)fd; }   /* advisory: nothing to prefetch here */
 
 int vm_map_memory_file(struct vmctx *ctx, int i, int fd, uint64_t off)
 {

@@ -40,6 +40,7 @@ static atomic_int pauses;
 void vcpus_pause(struct hyve_vm *vm) { (void)vm; pauses++; }
 void vcpus_resume(struct hyve_vm *vm) { (void)vm; pauses--; }
 bool vcpus_paused(void) { return pauses > 0; }
+bool vcpus_suspended(void) { return false; }
 void vcpus_get_stats(struct vcpu_stats *st) { memset(st, 0, sizeof(*st)); }
 uint64_t vm_get_lowmem_size(struct vmctx *ctx) { (void)ctx; return 1 << 20; }
 uint64_t vm_get_highmem_size(struct vmctx *ctx) { (void)ctx; return 0; }

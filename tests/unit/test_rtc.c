@@ -97,6 +97,12 @@ int register_inout(const struct inout_port *iop)
 
 static int irq_level[24];
 static int irq_calls;
+static int acpi_alarms;   /* acpi_pm_rtc_alarm calls: RTC_STS and the S3 wake */
+
+void acpi_pm_rtc_alarm(void)
+{
+	acpi_alarms++;
+}
 
 int vm_set_irq_line(struct vmctx *ctx, int gsi, int level)
 {
@@ -524,7 +530,10 @@ static void test_update_and_alarm(void)
 	uint8_t c = sc->cmos[RTC_REG_C];
 	CHECK((c & RTCIR_UF) && !(c & RTCIR_AF) && irq_level[8] == 0,
 	      "before the alarm: UF set but not enabled, no IRQ (0x%02x)", c);
+	int acpi_before = acpi_alarms;
 	fire_timer();   /* 10:00:05 */
+	CHECK(acpi_alarms == acpi_before + 1, "the alarm is reported to ACPI once (RTC_STS, S3 wake): %d calls",
+	      acpi_alarms - acpi_before);
 	c = rd(RTC_REG_C);
 	run_callq();
 	CHECK(c == (RTCIR_IRQF | RTCIR_AF | RTCIR_UF) && bcd(rd(RTC_SEC)) == 5,
