@@ -23,7 +23,7 @@ CORE_SRCS    := core/main.c core/config.c core/log.c core/init.c core/inout.c co
 # Device models are one file each and register themselves: every file here is built.
 DEVICE_SRCS  := $(sort $(wildcard devices/*.c))
 BOOT_SRCS    := boot/x86.c boot/multiboot.c boot/linux.c boot/linux_adapt.c boot/acpi.c boot/aml.c \
-                boot/firmware.c boot/bootrom.c boot/pic.c boot/smbios.c
+                boot/firmware.c boot/bootrom.c boot/fwcfg_linux.c boot/pic.c boot/smbios.c
 HYVE_SRCS    := $(VMM_SRCS) $(CORE_SRCS) $(DEVICE_SRCS) $(BOOT_SRCS)
 HYVE_OBJS    := $(HYVE_SRCS:%.c=$(BUILD)/%.o)
 

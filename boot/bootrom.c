@@ -38,6 +38,7 @@
 #include "../core/mmio.h"
 #include "../devices/fw_cfg.h"
 #include "../vmm/vmm.h"
+#include "fwcfg_linux.h"
 
 #define FOUR_GIB        0x100000000ULL
 #define ROM_MAX         (16ULL << 20)   /* the flash window below 4 GiB */
@@ -160,7 +161,8 @@ static int add_bootorder(char *err, size_t errlen)
 			if (bi && n < 256)
 				devs[n++] = (struct dev){ s, f, strtoull(bi, NULL, 0) };
 		}
-	if (!n)
+	bool kernel = get_config_value("boot.kernel") != NULL;
+	if (!n && !kernel)
 		return 0;   /* SeaBIOS's own order: CD, then disks in slot order */
 	for (int i = 1; i < n; i++)   /* stable insertion sort by index */
 		for (int j = i; j > 0 && devs[j].index < devs[j - 1].index; j--) {
@@ -171,6 +173,8 @@ static int add_bootorder(char *err, size_t errlen)
 	static struct text t;
 	t.len = 0;
 	t.full = false;
+	if (kernel)   /* boot.kernel: the Linux loader ROM first, as QEMU's -kernel */
+		text_add(&t, "%s\n", FWCFG_LINUX_BOOTORDER);
 	for (int i = 0; i < n; i++) {
 		const char *model = get_config_valuef("pci.0.%d.%d.device", devs[i].slot, devs[i].func);
 		char pci[32];
@@ -244,5 +248,7 @@ int bootrom_load(struct vmctx *ctx, char *err, size_t errlen)
 	}
 	log_debug("boot ROM %s: %lld bytes at %#llx%s", rom, rs, (unsigned long long)rom_gpa,
 	          vars ? ", variable store below it" : "");
+	if (get_config_value("boot.kernel") && fwcfg_linux_add(ctx, err, errlen))
+		return -1;
 	return add_bootorder(err, errlen);
 }

@@ -159,10 +159,6 @@ static int firmware_init(struct vmctx *ctx)
 	cfg.mmio64_end = cfg.mmio64_base + (64ULL << 30);
 	for (int i = 0; i < 4; i++)
 		cfg.com[i] = lpc_present() && get_config_valuef("lpc.com%d.path", i + 1) != NULL;
-	/* S3 resumes in real mode at the guest's waking vector: hyve does what a
-	 * BIOS would, so only without firmware, and not where the host cannot
-	 * run real-mode code (PVM). */
-	cfg.s3 = !the_vm.emulating && get_config_bool_default("acpi.s3", true);
 	bool tables = get_config_bool_default("acpi_tables", true);
 	struct smbios_config sc;
 	smbios_config_get(ctx, &sc);
@@ -180,6 +176,10 @@ static int firmware_init(struct vmctx *ctx)
 	}
 	if (!tables)
 		return 0;
+	/* S3 resumes in real mode at the guest's waking vector: hyve does what a
+	 * BIOS would, so only without firmware (above), and not where the host
+	 * cannot run real-mode code (PVM). */
+	cfg.s3 = !the_vm.emulating && get_config_bool_default("acpi.s3", true);
 	if (acpi_build(ctx, &cfg, &rsdp_gpa, err, sizeof(err))) {
 		log_err("ACPI tables: %s", err);
 		return -1;

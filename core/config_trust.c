@@ -24,7 +24,7 @@
 
 /* Dropped unless trusted: they only describe the host the file came from. */
 static const char *const host_only[] = {
-	"control.socket", "debug.*", "boot.kernel", "boot.initrd", "migration.*", "snapshot.*",
+	"control.socket", "debug.*", "boot.kernel", "boot.initrd", "boot.linuxboot_rom", "migration.*", "snapshot.*",
 	"config.dump", "vmm.emulating", "security.*",
 	"gdb.*",                /* a debugger port on this host */
 	"vcpu.*.cpuset",        /* host CPU numbers */

@@ -18,6 +18,7 @@
 
 #include "../boot/boot.h"
 #include "../boot/bootrom.h"
+#include "../boot/fwcfg_linux.h"
 #include "../boot/firmware.h"
 #include "../boot/linux.h"
 #include "../boot/linux_adapt.h"
@@ -150,6 +151,7 @@ static const struct config_key core_keys[] = {
 	{ "boot.guest_decompress", CFG_BOOL, "Linux bzImage: let the guest decompress itself (classic entry) instead of the host", NULL },
 	{ "boot.initrd", CFG_STRING, "initrd / Multiboot module", NULL },
 	{ "boot.cmdline", CFG_STRING, "kernel command line", NULL },
+	{ "boot.linuxboot_rom", CFG_STRING, "boot.kernel under -l bootrom: QEMU's linuxboot_dma.bin option ROM (default /usr/share/qemu/linuxboot_dma.bin)", NULL },
 	{ "vmm.emulating", CFG_CUSTOM, "host KVM emulates guest kernel code: auto|true|false", check_emulating },
 	{ "config.dump", CFG_BOOL, "print the configuration and exit", NULL },
 	{ "log.level", CFG_UINT, "0 errors .. 3 debug (default 2)", NULL },
@@ -524,8 +526,10 @@ static void check_config(struct hyve_vm *vm, uint64_t *memsize, bool restoring, 
 		snprintf(err, sizeof(err), "config: %s", rom_err);
 		config_error(err);
 	}
-	if (bootrom_configured() && get_config_value("boot.kernel"))
-		config_error("config: boot.kernel and lpc.bootrom: give one (hyve loads a kernel itself, or firmware boots a disk)");
+	if (!restoring && bootrom_configured() && get_config_value("boot.kernel") && fwcfg_linux_check(rom_err, sizeof(rom_err))) {
+		snprintf(err, sizeof(err), "config: %s", rom_err);
+		config_error(err);
+	}
 	if (!restoring && !dumping && !get_config_value("boot.kernel") && !bootrom_configured())
 		config_error("config: boot.kernel: no kernel given (-o boot.kernel=PATH, or a boot ROM: -l bootrom,ROM)");
 	/* -S: say now, not after the guest was built, that mlock will be refused. */

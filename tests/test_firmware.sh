@@ -128,10 +128,35 @@ EOF
 	expect_rc 0 && expect_out "^lpc.bootrom=$TMP/good.rom\$" && expect_out "^lpc.bootvars=$TMP/good.vars\$" || return 1
 	run_hyve 10 -l bootrom -o config.dump=true vm
 	expect_one_error 4 "expected bootrom,ROMFILE\[,VARSFILE\]" || return 1
+	# boot.kernel under a ROM goes through fw_cfg: a Linux bzImage only, and QEMU's loader ROM must exist.
 	run_hyve 10 -l "bootrom,$TMP/good.rom" -o boot.kernel="$GUEST" -o config.dump=true vm
-	expect_one_error 4 "boot.kernel and lpc.bootrom: give one" || return 1
+	expect_one_error 4 "boot.kernel $GUEST: under a boot ROM hyve passes only a Linux bzImage" || return 1
+	printf 'HdrS' | dd of="$TMP/fake.bzimage" bs=1 seek=514 conv=notrunc status=none
+	printf '\002\002' | dd of="$TMP/fake.bzimage" bs=1 seek=518 conv=notrunc status=none
+	printf '\001' | dd of="$TMP/fake.bzimage" bs=1 seek=529 conv=notrunc status=none
+	truncate -s 4096 "$TMP/fake.bzimage"
+	run_hyve 10 -l "bootrom,$TMP/good.rom" -o boot.kernel="$TMP/fake.bzimage" -o boot.linuxboot_rom="$TMP/no.bin" \
+		-o config.dump=true vm
+	expect_one_error 4 "needs QEMU's Linux loader option ROM $TMP/no.bin: No such file" || return 1
 	run_hyve 10 -o lpc.fwcfg=bhyve -o boot.kernel="$GUEST" -o config.dump=true vm
 	expect_one_error 4 "lpc.fwcfg: .*bhyve's own fwctl interface is not supported"
+}
+
+# -o boot.kernel under -l bootrom (QEMU's -kernel with SeaBIOS): the small
+# test kernel, its initrd and command line go through fw_cfg; SeaBIOS runs
+# QEMU's linuxboot_dma.bin option ROM (first in bootorder), which loads
+# them and enters Linux's real-mode setup code; Linux runs /init.
+t_firmware_seabios_kernel_fw_cfg() {
+	have_kvm && have_seabios || return 77
+	[ -r /usr/share/qemu/linuxboot_dma.bin ] || { SKIP_REASON="no /usr/share/qemu/linuxboot_dma.bin (qemu-system-data)"; return 77; }
+	linux_test_kit || return $?
+	sh tests/linux/initramfs.sh "$TMP/fwk-initrd.cpio.gz" 2>"$TMP/fwk-initrd.log" ||
+		{ tail -5 "$TMP/fwk-initrd.log"; return 1; }
+	boot_seabios "$LINUX_TIMEOUT" -o boot.kernel="$TEST_BZIMAGE" -o boot.initrd="$TMP/fwk-initrd.cpio.gz" \
+		-o boot.cmdline="console=ttyS0 hyve.poweroff $(linux_cmdline_extra)"
+	expect_out 'SeaBIOS \(version' && expect_out 'Booting from ROM' &&
+		expect_out 'Command line: console=ttyS0 hyve\.poweroff' && expect_out "$LINUX_INIT_LINE" || return 1
+	linux_pvm || { expect_out '^hyve-init: started' && expect_rc 1; }
 }
 
 # An installer-style CD: a GRUB rescue ISO (grub-mkrescue, BIOS GRUB) on an
