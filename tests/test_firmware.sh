@@ -23,16 +23,29 @@ bootsect_image() {
 	printf 'HTAG%s\0' "$2" | dd of="$1" bs=1 seek=512 conv=notrunc status=none
 }
 
-# boot_seabios TIMEOUT HYVE-ARGS...: boots the ROM with com1 on stdio.
+# boot_seabios TIMEOUT HYVE-ARGS...: boots the ROM with com1 on stdio and
+# SeaBIOS's debug log (port 0x402) in $FW_LOG.
 boot_seabios() {
 	local t=$1
 	shift
-	run_hyve "$t" -c 2 -m 256M -l com1,stdio -l bootrom,"$SEABIOS" "$@" "$(vm_name fw)"
+	FW_LOG=$TMP/seabios.$RANDOM.log
+	run_hyve "$t" -c 2 -m 256M -l com1,stdio -l bootrom,"$SEABIOS" -o lpc.debugcon.path="$FW_LOG" "$@" "$(vm_name fw)"
+}
+
+# expect_fw_log REGEX: SeaBIOS's own messages are matched in its debug log:
+# on COM1 they come through its serial console emulation, which redraws
+# the screen with cursor moves as timing has it ("SS\e[01;02HeaBIOS").
+expect_fw_log() {
+	grep -qE -- "$1" "$FW_LOG" 2>/dev/null && return 0
+	echo "    expected SeaBIOS's debug log to match: $1"
+	tail -n 8 "$FW_LOG" 2>/dev/null | sed 's/^/    | /'
+	show
+	return 1
 }
 
 expect_booted() {
 	# SeaBIOS's "Booting from Hard Disk..." has no newline: the tag ends the line.
-	expect_rc 1 && expect_out 'SeaBIOS \(version' && expect_out "(^|\.\.)hyve-bootsect: $1"$'\r?$'
+	expect_rc 1 && expect_fw_log 'SeaBIOS \(version' && expect_out "(^|\.\.)hyve-bootsect: $1"$'\r?$'
 }
 
 # seabios_disk_boot SPEC TAG: SeaBIOS boots a boot-sector image tagged TAG
@@ -154,7 +167,7 @@ t_firmware_seabios_kernel_fw_cfg() {
 		{ tail -5 "$TMP/fwk-initrd.log"; return 1; }
 	boot_seabios "$LINUX_TIMEOUT" -o boot.kernel="$TEST_BZIMAGE" -o boot.initrd="$TMP/fwk-initrd.cpio.gz" \
 		-o boot.cmdline="console=ttyS0 hyve.poweroff $(linux_cmdline_extra)"
-	expect_out 'SeaBIOS \(version' && expect_out 'Booting from ROM' &&
+	expect_fw_log 'SeaBIOS \(version' && expect_fw_log 'Booting from ROM' &&
 		expect_out 'Command line: console=ttyS0 hyve\.poweroff' && expect_out "$LINUX_INIT_LINE" || return 1
 	linux_pvm || { expect_out '^hyve-init: started' && expect_rc 1; }
 }
@@ -190,7 +203,7 @@ CFG
 	grub-mkrescue -o "$TMP/grub.iso" "$iso" >"$TMP/grub-mkrescue.log" 2>&1 ||
 		{ tail -5 "$TMP/grub-mkrescue.log"; return 1; }
 	boot_seabios "$LINUX_TIMEOUT" -s "4,ahci,cd:$TMP/grub.iso"
-	expect_out 'Booting from DVD/CD' && expect_out 'grub: loading the test kernel' &&
+	expect_fw_log 'Booting from DVD/CD' && expect_out 'grub: loading the test kernel' &&
 	expect_out "$LINUX_INIT_LINE" && expect_out '^hyve-init: started' || return 1
 	# SMBIOS through fw_cfg, placed by SeaBIOS, read by Linux: bhyve's strings.
 	expect_out 'DMI: .*BHYVE, BIOS 1\.00 03/14/2014' || return 1
