@@ -30,6 +30,7 @@
 #include "config_trust.h"
 #include "control.h"
 #include "migration.h"
+#include "migration_tls.h"
 #include "exitcode.h"
 #include "gdbstub.h"
 #include "../devices/acpi_pm.h"
@@ -135,6 +136,12 @@ static int check_seccomp(const char *path, const char *value, char *err, size_t 
 	return -1;
 }
 
+static int check_user(const char *path, const char *value, char *err, size_t errlen)
+{
+	(void)path;
+	return sandbox_user_check(value, err, errlen);
+}
+
 static const struct config_key core_keys[] = {
 	{ "name", CFG_STRING, "VM name (the positional argument)", NULL },
 	{ "cpus", CFG_UINT, "number of vCPUs (-c)", NULL },
@@ -177,6 +184,7 @@ static const struct config_key core_keys[] = {
 	{ "migration.psk_file", CFG_STRING, "pre-shared key (hex) for TLS-authenticated, encrypted migration; give it to both ends", NULL },
 	{ "migration.trust_source", CFG_BOOL, "-R: take host-side keys (disk paths, sockets, ...) from the source's configuration (default false)", NULL },
 	{ "migration.insecure", CFG_BOOL, "-R: allow listening beyond loopback without migration.psk_file (unsafe)", NULL },
+	{ "security.user", CFG_CUSTOM, "as root: after set-up, run as USER[:GROUP] or UID:GID (devices, sockets and the key stay open)", check_user },
 	{ "security.seccomp", CFG_CUSTOM, "seccomp filter after set-up: kill (default), log (kernel logs, calls run) or off (unsafe)", check_seccomp },
 	{ "snapshot.trust_config", CFG_BOOL, "-r: take host-side keys (disk paths, sockets, ...) from the checkpoint (default false)", NULL },
 	{ "snapshot.restore_memory", CFG_CUSTOM, "restore RAM lazily from the file (lazy, default) or read it all first (copy)", check_restore_mode },
@@ -779,7 +787,19 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 
 	/* Set-up is over: what a compromised device model could still do to
-	 * the host is bounded from here on (core/sandbox.c). */
+	 * the host is bounded from here on (core/sandbox.c).  The migration
+	 * key is read now: a bad key file is an error at start, not at the
+	 * first migration, and security.user may not be able to read it. */
+	const char *user = get_config_value("security.user");
+	if (mig_tls_setup(get_config_value("migration.psk_file"), err, sizeof(err))) {
+		log_err("%s", err);
+		return HYVE_EXIT_ERROR;
+	}
+	if (user && sandbox_drop_user(user, err, sizeof(err))) {
+		log_err("%s", err);
+		return HYVE_EXIT_ERROR;
+	}
+	sandbox_limits(get_config_bool_default("memory.guest_in_core", false));
 	if (sandbox_enter(get_config_value("security.seccomp"), err, sizeof(err))) {
 		log_err("%s", err);
 		return HYVE_EXIT_ERROR;

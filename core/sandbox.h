@@ -10,4 +10,30 @@
 /* MODE: security.seccomp's value (NULL: kill; log in sanitizer builds).  0, or -1 with err. */
 int sandbox_enter(const char *mode, char *err, size_t errlen);
 
+/*
+ * security.user: "USER", "USER:GROUP", "UID:GID" (numbers need no passwd
+ * entry).  sandbox_user_check resolves SPEC before the VM exists (a typo
+ * must not leave a half-started VM); sandbox_drop_user switches every
+ * thread to it for good (real, effective and saved ids, supplementary
+ * groups; capabilities go with uid 0) and must run before sandbox_enter,
+ * whose filter forbids identity changes.  0, or -1 with err.
+ */
+int sandbox_user_check(const char *spec, char *err, size_t errlen);
+int sandbox_drop_user(const char *spec, char *err, size_t errlen);
+
+/*
+ * The calling thread narrows itself to its role's allow-list, on top of
+ * the process filter (core/sandbox.c lists what each may call).  Does
+ * nothing before sandbox_enter or when the thread already did it, so
+ * worker threads made during set-up call it before each piece of work.
+ */
+enum sandbox_role {
+	SANDBOX_ROLE_DEVICE,   /* vCPUs, block I/O workers: no files opened, no sockets */
+	SANDBOX_ROLE_FILES,    /* the 9P worker: files beneath its share too, no sockets */
+};
+void sandbox_thread_role(enum sandbox_role role);
+
+/* Resource limits once set-up is done: no core file unless CORE (-C). */
+void sandbox_limits(int core);
+
 #endif

@@ -20,6 +20,7 @@
 #include "log.h"
 #include "mevent.h"
 #include "mmio.h"
+#include "sandbox.h"
 #include "vm.h"
 
 struct hyve_vm the_vm;
@@ -586,6 +587,8 @@ static void *vcpu_thread(void *arg)
 		}
 	}
 
+	/* From here on this thread only serves the guest (core/sandbox.c). */
+	sandbox_thread_role(SANDBOX_ROLE_DEVICE);
 	while (vm_exit_requested() < 0) {
 		vcpu_park_if_paused(vcpu_id(vcpu));
 		vcpu_throttle();

@@ -28,6 +28,7 @@
 
 #include "../core/config.h"
 #include "../core/log.h"
+#include "../core/sandbox.h"
 #include "../core/snapshot.h"
 #include "p9_server.h"
 #include "pci_emul.h"
@@ -142,6 +143,7 @@ static void *vt9p_thread(void *arg)
 		while (!sc->kicked || sc->paused)
 			pthread_cond_wait(&sc->cv, &sc->vs.vs_mtx);
 		sc->kicked = false;
+		sandbox_thread_role(SANDBOX_ROLE_FILES);   /* once the sandbox is on (core/sandbox.c) */
 		struct vq_chain ch;
 		int n;
 		while (!sc->paused && vq_ring_ready(vq) && !sc->vs.vs_broken &&

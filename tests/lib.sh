@@ -130,9 +130,15 @@ expect_one_error() {
 # or hyve exits first.
 VM_PID="" VM_START=0 VM_SECONDS=0
 vm_start() {
-	local ns=""
+	local ns="" wrap=""
 	if [ "$1" = -n ]; then
 		ns=$2
+		shift 2
+	fi
+	# -w "CMD ARGS": run hyve through a wrapper that execs it (setpriv), so
+	# VM_PID is still hyve's.
+	if [ "$1" = -w ]; then
+		wrap=$2
 		shift 2
 	fi
 	OUT=$TMP/vm.$RANDOM.out ERR=$TMP/vm.$RANDOM.err
@@ -140,7 +146,8 @@ vm_start() {
 	if [ -n "$ns" ]; then
 		ip netns exec "$ns" "$HYVE" "$@" <"${HYVE_STDIN:-/dev/null}" >"$OUT" 2>"$ERR" &
 	else
-		"$HYVE" "$@" <"${HYVE_STDIN:-/dev/null}" >"$OUT" 2>"$ERR" &
+		# shellcheck disable=SC2086
+		$wrap "$HYVE" "$@" <"${HYVE_STDIN:-/dev/null}" >"$OUT" 2>"$ERR" &
 	fi
 	VM_PID=$! VM_START=$SECONDS RC=0
 }

@@ -254,20 +254,109 @@ t_guest_sandboxed() {
 	have_kvm || return 77
 	vm_start -c 2 -l com1,stdio -o boot.kernel="$GUEST" -o control.socket="$TMP/sandbox.sock" "$(vm_name sandbox)"
 	wait_serial 60 'hyve> ' || { vm_stop; return 1; }
-	local t n=0 bad=0
+	local t n=0 bad=0 vcpus=0
 	for t in /proc/"$VM_PID"/task/*; do
 		n=$((n + 1))
 		if ! grep -q '^Seccomp:[[:space:]]*2$' "$t/status" || ! grep -q '^NoNewPrivs:[[:space:]]*1$' "$t/status"; then
 			echo "    thread $(basename "$t") ($(cat "$t/comm")): $(grep -E '^(Seccomp|NoNewPrivs):' "$t/status" | tr '\n' ' ')"
 			bad=1
 		fi
+		# vCPU threads add their role's allow-list on top (a second filter).
+		case $(cat "$t/comm") in vcpu*)
+			vcpus=$((vcpus + 1))
+			grep -q '^Seccomp_filters:[[:space:]]*2$' "$t/status" ||
+				{ echo "    $(cat "$t/comm"): $(grep '^Seccomp_filters:' "$t/status") (want 2: process + vCPU role)"; bad=1; } ;;
+		esac
 	done
+	[ "$vcpus" = 2 ] || { echo "    $vcpus vCPU threads seen, want 2"; bad=1; }
 	local mode
 	mode=$(stat -c %a "$TMP/sandbox.sock")
 	vm_stop
 	[ "$bad" = 0 ] && [ "$n" -ge 3 ] || { echo "    $n threads, not all sandboxed"; return 1; }
 	[ "$mode" = 600 ] || { echo "    control socket mode $mode, expected 600"; return 1; }
-	echo "    $n threads, all Seccomp 2 and NoNewPrivs 1; control socket 0600"
+	echo "    $n threads, all Seccomp 2 and NoNewPrivs 1, vCPUs with their role filter; control socket 0600"
+}
+
+# Threads of $VM_PID whose /proc status lacks the line matching $1.
+threads_without() {
+	local t
+	for t in /proc/"$VM_PID"/task/*; do
+		grep -qE "$1" "$t/status" || echo "    thread $(basename "$t") ($(cat "$t/comm")): $(grep -E '^(Uid|Gid|Groups|CapEff|Seccomp):' "$t/status" | tr '\n\t' '  ')"
+	done
+}
+
+# -o security.user: a hyve started as root runs the VM as another user once
+# set-up is done (every thread: uids, gids, no groups, no capabilities,
+# still sandboxed).  The control socket it made as root still answers
+# root's hyvectl; a checkpoint goes where that user may write, and one
+# where it may not fails without harming the VM.
+t_guest_security_user() {
+	have_kvm || return 77
+	[ "$(id -u)" = 0 ] || { SKIP_REASON="needs root (hyve changes user)"; return 77; }
+	local sock=$TMP/user.sock dir
+	dir=$(mktemp -d "${TMPDIR:-/tmp}/hyve-user.XXXXXX") || return 1
+	chown 65534:65534 "$dir"
+	vm_start -l com1,stdio -o boot.kernel="$GUEST" -o control.socket="$sock" -o security.user=65534:65534 \
+		"$(vm_name user)"
+	wait_serial 60 'hyve> ' || { vm_stop; rm -rf "$dir"; return 1; }
+	local bad
+	bad=$(threads_without '^Uid:[[:space:]]+65534[[:space:]]+65534[[:space:]]+65534[[:space:]]+65534$'
+		threads_without '^Gid:[[:space:]]+65534[[:space:]]+65534[[:space:]]+65534[[:space:]]+65534$'
+		threads_without '^Groups:[[:space:]]*(65534[[:space:]]*)?$'; threads_without '^CapEff:[[:space:]]+0+$'
+		threads_without '^Seccomp:[[:space:]]+2$')
+	local ok=1
+	[ -z "$bad" ] || { echo "    not every thread runs as 65534:65534, unprivileged and sandboxed:"; echo "$bad" | sort -u; ok=0; }
+	"$HYVECTL" --socket="$sock" --checkpoint="$dir/ck" >"$TMP/user.ctl" 2>&1 ||
+		{ echo "    checkpoint into a directory of that user failed:"; sed 's/^/    | /' "$TMP/user.ctl"; ok=0; }
+	[ "$(stat -c %u "$dir/ck" 2>/dev/null)" = 65534 ] || { echo "    the checkpoint file is not that user's"; ok=0; }
+	if "$HYVECTL" --socket="$sock" --checkpoint=/root/hyve-user-test.ck >"$TMP/user.ctl" 2>&1; then
+		echo "    a checkpoint into /root was written by an unprivileged hyve"; rm -f /root/hyve-user-test.ck; ok=0
+	fi
+	grep -qi 'permission denied' "$TMP/user.ctl" || { echo "    no 'Permission denied' for /root:"; sed 's/^/    | /' "$TMP/user.ctl"; ok=0; }
+	"$HYVECTL" --socket="$sock" --get-stats | grep -q '^state running' || { echo "    the VM is not running any more"; ok=0; }
+	vm_stop
+	rm -rf "$dir"
+	[ $ok = 1 ] && echo "    every thread 65534:65534, no other groups, CapEff 0, Seccomp 2; checkpoint as that user; /root refused"
+}
+
+# An unprivileged user with access to /dev/kvm (Debian: group kvm, mode
+# 0660) runs a guest: nothing in hyve's set-up needs root.
+t_guest_unprivileged_kvm_group() {
+	have_kvm || return 77
+	[ "$(id -u)" = 0 ] || { SKIP_REASON="needs root (to start hyve as another user)"; return 77; }
+	command -v setpriv >/dev/null || { SKIP_REASON="setpriv (util-linux) not installed"; return 77; }
+	local mode gid
+	mode=$(stat -c %a /dev/kvm) gid=$(stat -c %g /dev/kvm)
+	[ $((0$mode & 060)) = $((060)) ] && [ "$gid" != 0 ] ||
+		{ SKIP_REASON="/dev/kvm is mode $mode group $gid: no group to run as (udev's kvm rule gives 0660 root:kvm)"; return 77; }
+	local dir tap="" net=""
+	dir=$(mktemp -d "${TMPDIR:-/tmp}/hyve-unpriv.XXXXXX") || return 1
+	chown 65534:"$gid" "$dir"
+	# A persistent tap that belongs to the user: opened without CAP_NET_ADMIN
+	# (where /dev/net/tun is open to all users, as udev makes it: 0666).
+	if [ -c /dev/net/tun ] && command -v ip >/dev/null &&
+		setpriv --reuid=65534 --regid="$gid" --clear-groups test -r /dev/net/tun -a -w /dev/net/tun; then
+		tap=tapu$$$((RANDOM % 100))
+		ip tuntap add dev "$tap" mode tap user 65534 && net="-s 3,virtio-net,$tap" || tap=""
+	fi
+	# The user's own default socket directory ($XDG_RUNTIME_DIR/hyve), not the run's.
+	# shellcheck disable=SC2086
+	vm_start -w "env -u HYVE_RUN_DIR XDG_RUNTIME_DIR=$dir setpriv --reuid=65534 --regid=$gid --clear-groups" \
+		-l com1,stdio $net -o boot.kernel="$GUEST" "$(vm_name unpriv)"
+	wait_serial 60 'hyve> ' || { vm_stop; rm -rf "$dir"; [ -z "$tap" ] || ip link del "$tap"; return 1; }
+	local bad ok=1
+	bad=$(threads_without '^Uid:[[:space:]]+65534[[:space:]]'; threads_without '^Seccomp:[[:space:]]+2$')
+	[ -z "$bad" ] || { echo "$bad" | sort -u; ok=0; }
+	local sock
+	sock=$(ls "$dir"/hyve/*.sock 2>/dev/null | head -n 1)
+	[ -S "$sock" ] && [ "$(stat -c %u:%a "$sock")" = 65534:600 ] ||
+		{ echo "    no control socket of that user, mode 600, under \$XDG_RUNTIME_DIR/hyve: $(ls -l "$dir"/hyve 2>&1)"; ok=0; }
+	[ -z "$sock" ] || setpriv --reuid=65534 --regid="$gid" --clear-groups "$HYVECTL" --socket="$sock" --get-stats |
+		grep -q '^state running' || { echo "    that user's hyvectl does not reach it"; ok=0; }
+	vm_stop
+	rm -rf "$dir"
+	[ -z "$tap" ] || ip link del "$tap"
+	[ $ok = 1 ] && echo "    uid 65534 with only group $gid: guest runs${tap:+ with tap $tap of that user}, every thread sandboxed, socket 0600 in \$XDG_RUNTIME_DIR/hyve"
 }
 
 # SIGTERM presses the ACPI power button (as bhyve): a guest that listens

@@ -56,6 +56,7 @@
 #include "../../core/init.h"
 #include "../../core/log.h"
 #include "../../core/mevent.h"
+#include "../../core/sandbox.h"
 #include "../../core/vm.h"
 #include "../../devices/acpi_pm.h"
 #include "../../devices/pci_emul.h"
@@ -74,6 +75,7 @@
 #define NEVER(...) { fprintf(stderr, "unexpected call: %s\n", __func__); abort(); }
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-parameter"
+void sandbox_thread_role(enum sandbox_role role) { (void)role; }
 void init_register(enum init_level level, const char *name, init_fn_t fn) { (void)level; (void)name; (void)fn; }
 const struct vmm_host_info *vm_host_info(struct vmctx *ctx) NEVER()
 uint64_t vm_get_highmem_size(struct vmctx *ctx) NEVER()

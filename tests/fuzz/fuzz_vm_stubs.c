@@ -13,6 +13,7 @@
 
 #include "../../core/config.h"
 #include "../../core/control.h"
+#include "../../core/sandbox.h"
 #include "../../core/init.h"
 #include "../../core/log.h"
 #include "../../core/mevent.h"
@@ -454,3 +455,5 @@ bool vcpu_cpuid_lookup(struct vcpu *vcpu, uint32_t leaf, uint32_t sub, uint32_t 
 	return false;
 }
 int vm_deny_msrs(struct vmctx *ctx, const uint32_t *msrs, int n) { (void)ctx; (void)msrs; (void)n; return 0; }
+/* No seccomp in the fuzzers: libFuzzer forks and reads files as it likes. */
+void sandbox_thread_role(enum sandbox_role role) { (void)role; }

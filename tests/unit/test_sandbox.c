@@ -8,13 +8,17 @@
  * test-libs: -lseccomp -pthread
  */
 #include <fcntl.h>
+#include <grp.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -74,7 +78,73 @@ static void *late_thread(void *arg)
 	return (void *)(intptr_t)status_sandboxed("/proc/thread-self/status");
 }
 
-enum action { A_STATUS, A_EXEC, A_FORK, A_MKNOD_CHR, A_MKNOD_BLK, A_FIFO, A_EXEC_LOG };
+enum action { A_STATUS, A_EXEC, A_FORK, A_MKNOD_CHR, A_MKNOD_BLK, A_FIFO, A_EXEC_LOG, A_DEV_WORK, A_DEV_OPEN,
+	          A_DEV_SOCKET, A_FILES_WORK, A_FILES_SOCKET, A_DROP_USER };
+
+/* "Seccomp_filters:\tN" of thread TID (read by another thread: a device
+ * thread may not open it). */
+static int filters_of(pid_t tid)
+{
+	char path[64], line[256];
+	int n = -1;
+	snprintf(path, sizeof(path), "/proc/self/task/%d/status", (int)tid);
+	FILE *f = fopen(path, "r");
+	while (f && fgets(line, sizeof(line), f))
+		if (strncmp(line, "Seccomp_filters:", 16) == 0)
+			n = atoi(line + 16);
+	if (f)
+		fclose(f);
+	return n;
+}
+
+/* A thread in a role: the work a vCPU or block worker does on descriptors
+ * opened before, then (per case) one call its list lacks. */
+static int role_fd = -1, role_ready[2], role_go[2];
+static pid_t role_tid;
+static void *role_thread(void *arg)
+{
+	enum action a = (enum action)(intptr_t)arg;
+	sandbox_thread_role(a == A_FILES_WORK || a == A_FILES_SOCKET ? SANDBOX_ROLE_FILES : SANDBOX_ROLE_DEVICE);
+	sandbox_thread_role(SANDBOX_ROLE_DEVICE);   /* a second call adds nothing */
+	role_tid = (pid_t)syscall(SYS_gettid);
+	char path[128];
+	switch (a) {
+	case A_DEV_WORK: {
+		int efd = eventfd(0, EFD_CLOEXEC);
+		uint64_t one = 1;
+		struct timespec ts;
+		void *big = malloc(8 << 20);   /* mmap */
+		bool ok = efd >= 0 && write(efd, &one, 8) == 8 && read(efd, &one, 8) == 8 &&
+		          pwrite(role_fd, "data", 4, 0) == 4 && fdatasync(role_fd) == 0 && clock_gettime(CLOCK_MONOTONIC, &ts) == 0 && big;
+		free(big);
+		close(efd);
+		/* Hold on while the parent thread reads this one's status. */
+		char c = 0;
+		ok = ok && write(role_ready[1], &c, 1) == 1 && read(role_go[0], &c, 1) == 1;
+		return (void *)(intptr_t)(ok ? 1 : 2);
+	}
+	case A_DEV_OPEN:
+		snprintf(path, sizeof(path), "%s/file", dir);
+		open(path, O_RDONLY);
+		return (void *)3;
+	case A_DEV_SOCKET:
+	case A_FILES_SOCKET:
+		socket(AF_INET, SOCK_STREAM, 0);
+		return (void *)3;
+	case A_FILES_WORK: {
+		snprintf(path, sizeof(path), "%s/sub", dir);
+		bool ok = mkdir(path, 0700) == 0;
+		snprintf(path, sizeof(path), "%s/sub/f", dir);
+		int fd = open(path, O_CREAT | O_WRONLY, 0600);
+		ok = ok && fd >= 0 && write(fd, "x", 1) == 1 && unlink(path) == 0;
+		if (fd >= 0)
+			close(fd);
+		return (void *)(intptr_t)(ok ? 1 : 2);
+	}
+	default:
+		return (void *)4;
+	}
+}
 
 static int child(enum action a, const char *mode)
 {
@@ -82,12 +152,63 @@ static int child(enum action a, const char *mode)
 	if (a == A_STATUS && pthread_create(&early, NULL, early_thread, NULL))
 		return 10;
 	char err[256];
+	/* As hyve: the user changes before the filter, which forbids it. */
+	if (a == A_DROP_USER && sandbox_drop_user("65534:65534", err, sizeof(err))) {
+		fprintf(stderr, "%s", err);
+		return 50;
+	}
 	if (sandbox_enter(mode, err, sizeof(err))) {
 		fprintf(stderr, "sandbox_enter: %s\n", err);
 		return 11;
 	}
 	char path[128];
 	switch (a) {
+	case A_DEV_WORK:
+	case A_DEV_OPEN:
+	case A_DEV_SOCKET:
+	case A_FILES_WORK:
+	case A_FILES_SOCKET: {
+		snprintf(path, sizeof(path), "%s/disk", dir);
+		role_fd = open(path, O_CREAT | O_RDWR, 0600);
+		pthread_t t;
+		void *r;
+		if (role_fd < 0 || pipe(role_ready) || pipe(role_go) || pthread_create(&t, NULL, role_thread, (void *)(intptr_t)a))
+			return 40;
+		if (a == A_DEV_WORK) {
+			char c = 0;
+			if (read(role_ready[0], &c, 1) != 1)
+				return 43;
+			/* The kernel's view: the role thread has its own filter on top of the process's. */
+			int mine = filters_of((pid_t)syscall(SYS_gettid)), its = filters_of(role_tid);
+			if (write(role_go[1], &c, 1) != 1)
+				return 44;
+			if (mine != 1 || its != 2) {
+				fprintf(stderr, "Seccomp_filters: this thread %d, the role thread %d (want 1 and 2)", mine, its);
+				return 45;
+			}
+		}
+		pthread_join(t, &r);
+		if (r != (void *)1)
+			return 41;
+		/* This thread is not in the role: it still opens files. */
+		snprintf(path, sizeof(path), "%s/after", dir);
+		int fd = open(path, O_CREAT | O_WRONLY, 0600);
+		if (fd < 0)
+			return 42;
+		close(fd);
+		return 0;
+	}
+	case A_DROP_USER: {
+		uid_t r, e, sv;
+		gid_t groups[4];
+		if (getresuid(&r, &e, &sv) || r != 65534 || e != 65534 || sv != 65534 || getgid() != 65534)
+			return 51;
+		/* initgroups: the user's own group, and only it (nobody is in no other). */
+		int ng = getgroups(4, groups);
+		if (ng < 0 || (ng == 1 && groups[0] != 65534) || ng > 1)
+			return 52;
+		return 0;   /* sandbox_drop_user checked that setuid(0) fails; the filter forbids trying here */
+	}
 	case A_STATUS: {
 		pthread_mutex_lock(&mtx);
 		stage = 1;
@@ -157,7 +278,7 @@ static int run(enum action a, const char *mode, char *out, size_t outlen)
 
 int main(void)
 {
-	char out[512];
+	char out[512], err[256];
 	if (!mkdtemp(dir)) {
 		perror("mkdtemp");
 		return 1;
@@ -181,9 +302,39 @@ int main(void)
 	check(access(dev, F_OK) != 0, "no device node was made");
 	rc = run(A_FIFO, "kill", out, sizeof(out));
 	check(rc == 0, "a FIFO may still be made (9p shares) (status %d: %s)", rc, out);
+	rc = run(A_DEV_WORK, "kill", out, sizeof(out));
+	check(rc == 0, "a device-role thread has a second filter (Seccomp_filters 2) and does its work (eventfd, "
+	      "pwrite/fdatasync on a descriptor it had, memory, time); "
+	      "other threads still open files (status %d: %s)", rc, out);
+	rc = run(A_DEV_OPEN, "kill", out, sizeof(out));
+	check(rc == 4 && strstr(out, "forbidden system call openat ("), "a device-role thread cannot open a file: stopped, "
+	      "named, exit 4 (status %d: %s)", rc, out);
+	rc = run(A_DEV_SOCKET, "kill", out, sizeof(out));
+	check(rc == 4 && strstr(out, "forbidden system call socket ("), "a device-role thread cannot make a socket "
+	      "(status %d: %s)", rc, out);
+	rc = run(A_FILES_WORK, "kill", out, sizeof(out));
+	check(rc == 0, "the files role (9P worker) makes, writes and removes files (status %d: %s)", rc, out);
+	rc = run(A_FILES_SOCKET, "kill", out, sizeof(out));
+	check(rc == 4 && strstr(out, "forbidden system call socket ("), "the files role cannot make a socket (status %d: %s)",
+	      rc, out);
+	rc = run(A_DEV_OPEN, "log", out, sizeof(out));
+	check(rc == 41, "security.seccomp=log: the role's refusals are logged, the call runs (status %d: %s)", rc, out);
+	if (geteuid() == 0) {
+		rc = run(A_DROP_USER, "kill", out, sizeof(out));
+		check(rc == 0, "security.user=65534:65534: real/effective/saved uid and gid changed, no other groups, no way back "
+		      "(status %d: %s)", rc, out);
+	} else {
+		printf("skip security.user drop: needs root\n");
+	}
+	check(sandbox_user_check("no-such-user-here", err, sizeof(err)) == -1 && strstr(err, "no user named"),
+	      "an unknown user is refused before the VM exists: %s", err);
+	check(sandbox_user_check("4242", err, sizeof(err)) == -1 && strstr(err, "give its group too"),
+	      "a uid without a passwd entry needs its group: %s", err);
+	check(sandbox_user_check("0:0", err, sizeof(err)) == -1 && strstr(err, "root"), "root is no user to drop to: %s", err);
+	check(sandbox_user_check("nobody:no-such-group", err, sizeof(err)) == -1 && strstr(err, "no group named"),
+	      "an unknown group is refused: %s", err);
 	rc = run(A_EXEC_LOG, "log", out, sizeof(out));
 	check(rc == 0, "security.seccomp=log lets the call run (status %d: %s)", rc, out);
-	char err[256];
 	check(sandbox_enter("sometimes", err, sizeof(err)) == -1 && strstr(err, "expected kill, log or off"),
 	      "a bad mode is refused: %s", err);
 	check(sandbox_enter("off", err, sizeof(err)) == 0 && !status_sandboxed("/proc/self/status"),
