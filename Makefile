@@ -18,7 +18,7 @@ CORE_SRCS    := core/main.c core/config.c core/log.c core/init.c core/inout.c co
                 core/mevent.c core/vcpu.c core/cpuid.c core/emulate.c core/insn_decode.c core/insn_mem.c \
                 core/insn_complete.c core/snapshot.c \
                 core/vmstate.c core/checkpoint.c core/control.c core/migration.c core/migration_tls.c \
-                core/config_trust.c core/sandbox.c core/bhyve_compat.c \
+                core/config_trust.c core/sandbox.c core/sandbox_landlock.c core/bhyve_compat.c \
                 core/netlisten.c core/vcpu_regs.c core/control_vcpu.c core/gdb_proto.c core/gdbstub.c
 # Device models are one file each and register themselves: every file here is built.
 DEVICE_SRCS  := $(sort $(wildcard devices/*.c))
@@ -147,7 +147,8 @@ MIG_PIPELINE_SRCS := bench/mig_pipeline.c tests/fuzz/fuzz_vm_stubs.c core/migrat
 	core/mmio.c devices/pci_emul.c devices/pci_hostbridge.c devices/pci_lpc.c devices/acpi_pm.c devices/debugcon.c \
 	devices/atkbdc.c devices/pc_testdev.c devices/rtc.c devices/uart_16550.c devices/virtio.c \
 	devices/virtio_snapshot.c devices/virtio_ioeventfd.c devices/virtio_rnd.c devices/virtio_console.c \
-	devices/chardev.c devices/virtio_9p.c devices/p9_server.c devices/p9_state.c devices/p9_fs.c
+	devices/chardev.c devices/virtio_9p.c devices/p9_server.c devices/p9_state.c devices/p9_fs.c \
+	core/sandbox_landlock.c
 .PHONY: bench-pipeline
 bench-pipeline: $(BUILD)/mig_pipeline
 	@mkdir -p bench/results

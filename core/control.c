@@ -29,6 +29,7 @@
 #include "exitcode.h"
 #include "log.h"
 #include "mevent.h"
+#include "sandbox.h"
 
 #define MAX_COMMANDS 32
 #define MAX_CONNS 16                 /* connection threads at a time */
@@ -324,6 +325,7 @@ static void *conn_thread(void *p)
 	struct control_conn c = { .fd = (int)(intptr_t)p, .exit_status = -1 };
 	char req[CONTROL_MAX_REQUEST + 1] = "", err[600] = "";
 	pthread_setname_np(pthread_self(), "hyve-ctl");
+	sandbox_thread_landlock();   /* made by a thread that predates the sandbox */
 	/* Replies are small; a peer that does not read them is dropped. */
 	struct timeval tv = { REPLY_TIMEOUT_S, 0 };
 	setsockopt(c.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
@@ -526,6 +528,7 @@ int control_start(struct hyve_vm *vm)
 		sock_path[0] = '\0';
 		return -1;
 	}
+	sandbox_allow_parent(sock_path, true);   /* removed at exit */
 	pthread_t t;
 	if (pthread_create(&t, NULL, accept_thread, NULL)) {
 		log_err("cannot start the control thread");

@@ -185,6 +185,9 @@ static const struct config_key core_keys[] = {
 	{ "migration.trust_source", CFG_BOOL, "-R: take host-side keys (disk paths, sockets, ...) from the source's configuration (default false)", NULL },
 	{ "migration.insecure", CFG_BOOL, "-R: allow listening beyond loopback without migration.psk_file (unsafe)", NULL },
 	{ "security.user", CFG_CUSTOM, "as root: after set-up, run as USER[:GROUP] or UID:GID (devices, sockets and the key stay open)", check_user },
+	{ "security.landlock", CFG_BOOL, "after set-up, open only the paths devices declared and security.landlock_rw/_ro (default false)", NULL },
+	{ "security.landlock_rw", CFG_STRING, "with security.landlock: more paths hyve may write beneath, comma-separated (checkpoint directories)", NULL },
+	{ "security.landlock_ro", CFG_STRING, "with security.landlock: more paths hyve may read beneath, comma-separated (CD images to insert)", NULL },
 	{ "security.seccomp", CFG_CUSTOM, "seccomp filter after set-up: kill (default), log (kernel logs, calls run) or off (unsafe)", check_seccomp },
 	{ "snapshot.trust_config", CFG_BOOL, "-r: take host-side keys (disk paths, sockets, ...) from the checkpoint (default false)", NULL },
 	{ "snapshot.restore_memory", CFG_CUSTOM, "restore RAM lazily from the file (lazy, default) or read it all first (copy)", check_restore_mode },
@@ -799,6 +802,15 @@ int main(int argc, char **argv)
 		log_err("%s", err);
 		return HYVE_EXIT_ERROR;
 	}
+	const char *profile = get_config_value("debug.profile");
+	if (profile)
+		sandbox_allow_parent(profile, true);   /* written at exit */
+	if (sandbox_landlock_enter(get_config_bool_default("security.landlock", false),
+	                           get_config_value("security.landlock_rw"), get_config_value("security.landlock_ro"), err,
+	                           sizeof(err))) {
+		log_err("%s", err);
+		return HYVE_EXIT_ERROR;
+	}
 	sandbox_limits(get_config_bool_default("memory.guest_in_core", false));
 	if (sandbox_enter(get_config_value("security.seccomp"), err, sizeof(err))) {
 		log_err("%s", err);
@@ -812,7 +824,6 @@ int main(int argc, char **argv)
 		return HYVE_EXIT_ERROR;
 	if (vcpus_start(vm) || vcpus_watch_halt(vm))
 		return HYVE_EXIT_ERROR;
-	const char *profile = get_config_value("debug.profile");
 	if (profile && vcpus_profile_start(vm, get_config_uint_default("debug.profile_ms", 10)))
 		return HYVE_EXIT_ERROR;
 	int status = mevent_dispatch();

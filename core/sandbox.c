@@ -260,6 +260,7 @@ static int add_allowed(scmp_filter_ctx ctx, const char *const *list)
 
 void sandbox_thread_role(enum sandbox_role role)
 {
+	sandbox_thread_landlock();
 	if (!sandbox_on || role_installed)
 		return;
 	role_installed = 1;

@@ -33,6 +33,20 @@ enum sandbox_role {
 };
 void sandbox_thread_role(enum sandbox_role role);
 
+/*
+ * Landlock (core/sandbox_landlock.c), with security.landlock=true: after
+ * set-up the file system hyve may open is what devices declared with
+ * sandbox_allow_path/_parent during set-up (WRITE: make, change, remove
+ * beneath it; else read) and the RW and RO lists ("A,B").  The calling
+ * thread is restricted; threads made during set-up that open files later
+ * call sandbox_thread_landlock first (sandbox_thread_role does).
+ */
+#include <stdbool.h>
+int sandbox_allow_path(const char *path, bool write);
+int sandbox_allow_parent(const char *path, bool write);
+int sandbox_landlock_enter(bool on, const char *rw, const char *ro, char *err, size_t errlen);
+void sandbox_thread_landlock(void);
+
 /* Resource limits once set-up is done: no core file unless CORE (-C). */
 void sandbox_limits(int core);
 

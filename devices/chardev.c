@@ -44,6 +44,7 @@
 
 #include "../core/log.h"
 #include "../core/mevent.h"
+#include "../core/sandbox.h"
 #include "chardev.h"
 
 #define CD_IO_CHUNK 4096u                /* stdout: <= PIPE_BUF, a write after POLLOUT won't block */
@@ -738,6 +739,7 @@ static int cd_open_sock(struct chardev *cd, const char *path, char *err, size_t 
 		cd->sock_path = NULL;
 		return -1;
 	}
+	sandbox_allow_parent(path, true);   /* removed at exit */
 	return 0;
 }
 

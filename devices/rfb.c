@@ -25,6 +25,7 @@
 
 #include "../core/log.h"
 #include "../core/netlisten.h"
+#include "../core/sandbox.h"
 #include "rfb.h"
 
 #define MAX_CLIENTS 8
@@ -428,6 +429,7 @@ static void *client_thread(void *arg)
 	struct client *c = arg;
 	struct rfb_server *s = c->s;
 	pthread_setname_np(pthread_self(), "hyve-rfb");
+	sandbox_thread_landlock();   /* made by a thread that predates the sandbox */
 	/* A client that stops reading its updates is dropped, not waited for. */
 	struct timeval tv = { 10, 0 };
 	setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));

@@ -273,6 +273,7 @@ static int vt9p_init(struct pci_devinst *pi, const char *cfgpath)
 	if (!S_ISDIR(st.st_mode))
 		fatal("config: %s: share '%s' is not a directory", key, path);
 	bool ro = get_config_bool_default(KEY("ro"), false);
+	sandbox_allow_path(path, !ro);   /* the guest's files, after set-up too */
 	bool legacy = get_config_bool_default(KEY("legacy"), true);
 
 	struct vt9p_softc *sc = calloc(1, sizeof(*sc));

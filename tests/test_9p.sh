@@ -263,3 +263,33 @@ t_9p_checkpoint() {
 	done
 	echo "    checkpoint after round $last, restored twice"
 }
+
+# -o security.landlock: after set-up hyve opens only what its devices
+# declared (the share) and security.landlock_rw (a checkpoint directory).
+# The guest keeps writing the share; a checkpoint into the allowed
+# directory works, one elsewhere is refused (Permission denied) and the
+# VM runs on.
+t_9p_landlock() {
+	p9_need || return 77
+	local base sock=$TMP/p9ll.sock ckdir=$TMP/p9ll-ck other=$TMP/p9ll-other n
+	base=$(p9_share p9ll) || return 1
+	mkdir -p "$ckdir" "$other"
+	vm_start -l com1,stdio -o boot.kernel="$GUEST" -o boot.cmdline="test=p9work rounds=2000 pause_ms=20" \
+		-o control.socket="$sock" -o security.landlock=true -o security.landlock_rw="$ckdir" \
+		-s 5,virtio-9p,work="$base/share" "$(vm_name p9ll)"
+	wait_serial 60 '^p9work: round 3 ok' || { vm_stop; return 1; }
+	local ok=1
+	if "$HYVECTL" --socket="$sock" --checkpoint="$other/x.ck" >"$TMP/p9ll.ctl" 2>&1 || ! grep -qi 'permission denied' "$TMP/p9ll.ctl"; then
+		echo "    a checkpoint outside security.landlock_rw was not refused:"; sed 's/^/    | /' "$TMP/p9ll.ctl"; ok=0
+	fi
+	[ -z "$(ls -A "$other")" ] || { echo "    files appeared in $other: $(ls -A "$other")"; ok=0; }
+	"$HYVECTL" --socket="$sock" --checkpoint="$ckdir/ok.ck" >"$TMP/p9ll.ctl" 2>&1 && [ -s "$ckdir/ok.ck" ] ||
+		{ echo "    a checkpoint into security.landlock_rw failed:"; sed 's/^/    | /' "$TMP/p9ll.ctl"; ok=0; }
+	n=$(grep -c '^p9work: round [0-9]* ok' "$OUT")
+	mg_wait_lines "$OUT" 0 '^p9work: round [0-9]+ ok' $((n + 3)) 60 ||
+		{ echo "    the guest stopped writing its share"; show_serial; ok=0; }
+	vm_stop
+	grep -q 'FAIL' "$OUT" && { show_serial; ok=0; }
+	[ $ok = 1 ] && p9_py checkpat "$base/share/work.txt" "$(stat -c %s "$base/share/work.txt")" &&
+		echo "    share written, checkpoint in the allowed directory, the other refused; guest ran on"
+}

@@ -60,7 +60,7 @@ sources() {
 			core/mmio.c devices/pci_emul.c devices/pci_hostbridge.c devices/pci_lpc.c devices/acpi_pm.c devices/debugcon.c \
 			devices/atkbdc.c devices/pc_testdev.c devices/rtc.c devices/uart_16550.c devices/virtio.c \
 			devices/virtio_snapshot.c devices/virtio_ioeventfd.c devices/virtio_rnd.c \
-			devices/virtio_console.c devices/chardev.c devices/virtio_9p.c devices/p9_server.c devices/p9_state.c
+			devices/virtio_console.c devices/chardev.c devices/virtio_9p.c devices/p9_server.c devices/p9_state.c core/sandbox_landlock.c
 		[ -f devices/p9_fs.c ] && echo devices/p9_fs.c
 		[ -f core/config_trust.c ] && echo core/config_trust.c
 		;;
@@ -69,15 +69,15 @@ sources() {
 			core/snapshot.c core/vmstate.c core/config.c core/init.c core/inout.c core/mmio.c devices/pci_emul.c \
 			devices/pci_hostbridge.c devices/pci_lpc.c devices/acpi_pm.c devices/debugcon.c devices/atkbdc.c devices/pc_testdev.c \
 			devices/rtc.c devices/uart_16550.c devices/virtio.c devices/virtio_snapshot.c devices/virtio_ioeventfd.c \
-			devices/virtio_rnd.c devices/virtio_console.c devices/chardev.c devices/virtio_9p.c devices/p9_server.c devices/p9_state.c
+			devices/virtio_rnd.c devices/virtio_console.c devices/chardev.c devices/virtio_9p.c devices/p9_server.c devices/p9_state.c core/sandbox_landlock.c
 		[ -f devices/p9_fs.c ] && echo devices/p9_fs.c
 		;;
-	control) echo core/config.c ;;   # control.c is #included
+	control) echo core/config.c core/sandbox_landlock.c ;;   # control.c is #included
 	config)
 		echo core/config.c core/cpuid.c core/snapshot.c core/inout.c core/mmio.c devices/pci_emul.c \
 			devices/pci_hostbridge.c devices/pci_lpc.c devices/virtio.c devices/virtio_snapshot.c \
 			devices/virtio_ioeventfd.c devices/virtio_rnd.c devices/virtio_console.c devices/chardev.c devices/virtio_9p.c \
-			devices/p9_server.c devices/p9_state.c devices/virtio_blk.c devices/blockif.c \
+			devices/p9_server.c devices/p9_state.c devices/virtio_blk.c devices/blockif.c core/sandbox_landlock.c \
 			devices/virtio_net.c devices/net_backend.c devices/blk_format.c devices/qcow2.c devices/qcow2_meta.c
 		[ -f devices/p9_fs.c ] && echo devices/p9_fs.c
 		[ -f core/config_trust.c ] && echo core/config_trust.c

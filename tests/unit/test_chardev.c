@@ -10,7 +10,7 @@
  *
  * chardev.c is #included to reach its state (the client socket's buffer
  * size, the listener's address).
- * test-sources: core/mevent.c
+ * test-sources: core/mevent.c core/sandbox_landlock.c
  */
 #include "../../devices/chardev.c"
 

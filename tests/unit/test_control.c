@@ -6,7 +6,7 @@
  *
  * The file is #included to reach its static state (the request timeout,
  * the connection count); the VM and the checkpoint writer are faked.
- * test-sources: core/config.c core/log.c
+ * test-sources: core/config.c core/log.c core/sandbox_landlock.c
  */
 #include "../../core/control.c"
 

@@ -14,7 +14,7 @@
  * QCOW2_TEST_DIR picks the scratch directory (default /dev/shm), and
  * QCOW2_TEST_KEEP=1 keeps it.
  *
- * test-sources: devices/blk_format.c devices/qcow2.c devices/qcow2_meta.c devices/blockif.c core/sandbox.c
+ * test-sources: devices/blk_format.c devices/qcow2.c devices/qcow2_meta.c devices/blockif.c core/sandbox.c core/sandbox_landlock.c
  * test-libs: -lz -lzstd -luring -lseccomp
  */
 #include <errno.h>

@@ -4,9 +4,10 @@
  * checks how the child ended and what it printed.  Checked against the
  * kernel's own view (/proc/.../status: Seccomp, NoNewPrivs) and real
  * system calls, no KVM needed.
- * test-sources: core/sandbox.c
+ * test-sources: core/sandbox.c core/sandbox_landlock.c
  * test-libs: -lseccomp -pthread
  */
+#include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <pthread.h>
@@ -79,7 +80,35 @@ static void *late_thread(void *arg)
 }
 
 enum action { A_STATUS, A_EXEC, A_FORK, A_MKNOD_CHR, A_MKNOD_BLK, A_FIFO, A_EXEC_LOG, A_DEV_WORK, A_DEV_OPEN,
-	          A_DEV_SOCKET, A_FILES_WORK, A_FILES_SOCKET, A_DROP_USER };
+	          A_DEV_SOCKET, A_FILES_WORK, A_FILES_SOCKET, A_DROP_USER, A_LANDLOCK };
+
+/* 0 if PATH opens with FLAGS (O_CREAT: mode 0600), else its errno. */
+static int try_open(const char *path, int flags)
+{
+	int fd = open(path, flags | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return errno;
+	close(fd);
+	return 0;
+}
+
+/* A thread that predates the restriction, then restricts itself (as the
+ * block, 9P and control threads do) and tries a path outside. */
+static pthread_mutex_t ll_mtx = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t ll_cv = PTHREAD_COND_INITIALIZER;
+static int ll_stage;
+static void *landlock_late_thread(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&ll_mtx);
+	while (ll_stage < 1)
+		pthread_cond_wait(&ll_cv, &ll_mtx);
+	pthread_mutex_unlock(&ll_mtx);
+	sandbox_thread_landlock();
+	char path[160];
+	snprintf(path, sizeof(path), "%s/denied/t", dir);
+	return (void *)(intptr_t)try_open(path, O_CREAT | O_WRONLY);
+}
 
 /* "Seccomp_filters:\tN" of thread TID (read by another thread: a device
  * thread may not open it). */
@@ -152,6 +181,36 @@ static int child(enum action a, const char *mode)
 	if (a == A_STATUS && pthread_create(&early, NULL, early_thread, NULL))
 		return 10;
 	char err[256];
+	if (a == A_LANDLOCK) {
+		char ok_dir[160], ro_dir[160], path[200];
+		snprintf(ok_dir, sizeof(ok_dir), "%s/allowed", dir);
+		snprintf(ro_dir, sizeof(ro_dir), "%s/readonly", dir);
+		pthread_t t;
+		if (pthread_create(&t, NULL, landlock_late_thread, NULL))
+			return 60;
+		sandbox_allow_path(ok_dir, true);
+		if (sandbox_landlock_enter(true, NULL, ro_dir, err, sizeof(err))) {
+			fprintf(stderr, "%s", err);
+			return 61;
+		}
+		pthread_mutex_lock(&ll_mtx);
+		ll_stage = 1;
+		pthread_cond_broadcast(&ll_cv);
+		pthread_mutex_unlock(&ll_mtx);
+		void *late;
+		pthread_join(t, &late);
+		snprintf(path, sizeof(path), "%s/new", ok_dir);
+		int made = try_open(path, O_CREAT | O_WRONLY), removed = made ? made : (unlink(path) ? errno : 0);
+		snprintf(path, sizeof(path), "%s/denied/f", dir);
+		int outside = try_open(path, O_CREAT | O_WRONLY);
+		int etc = try_open("/etc/hostname", O_RDONLY);
+		snprintf(path, sizeof(path), "%s/file", ro_dir);
+		int ro_read = try_open(path, O_RDONLY), ro_write = try_open(path, O_WRONLY);
+		fprintf(stderr, "allowed: create %d remove %d; outside: %d; /etc/hostname: %d; read-only dir: read %d write %d; "
+		        "thread made before: %d", made, removed, outside, etc, ro_read, ro_write, (int)(intptr_t)late);
+		return made == 0 && removed == 0 && outside == EACCES && etc == EACCES && ro_read == 0 && ro_write == EACCES &&
+		               (intptr_t)late == EACCES ? 0 : 62;
+	}
 	/* As hyve: the user changes before the filter, which forbids it. */
 	if (a == A_DROP_USER && sandbox_drop_user("65534:65534", err, sizeof(err))) {
 		fprintf(stderr, "%s", err);
@@ -198,6 +257,8 @@ static int child(enum action a, const char *mode)
 		close(fd);
 		return 0;
 	}
+	case A_LANDLOCK:
+		return 31;   /* handled before the filter */
 	case A_DROP_USER: {
 		uid_t r, e, sv;
 		gid_t groups[4];
@@ -333,6 +394,22 @@ int main(void)
 	check(sandbox_user_check("0:0", err, sizeof(err)) == -1 && strstr(err, "root"), "root is no user to drop to: %s", err);
 	check(sandbox_user_check("nobody:no-such-group", err, sizeof(err)) == -1 && strstr(err, "no group named"),
 	      "an unknown group is refused: %s", err);
+	char sub[200];
+	const char *subs[] = { "allowed", "denied", "readonly", NULL };
+	for (int i = 0; subs[i]; i++) {
+		snprintf(sub, sizeof(sub), "%s/%s", dir, subs[i]);
+		mkdir(sub, 0700);
+	}
+	snprintf(sub, sizeof(sub), "%s/readonly/file", dir);
+	close(open(sub, O_CREAT | O_WRONLY | O_CLOEXEC, 0600));
+	if (syscall(SYS_landlock_create_ruleset, NULL, 0, 1 /* LANDLOCK_CREATE_RULESET_VERSION */) < 1) {
+		printf("skip security.landlock: this kernel has no Landlock\n");
+	} else {
+		rc = run(A_LANDLOCK, "kill", out, sizeof(out));
+		check(rc == 0, "security.landlock: a declared directory is writable, a read-only one readable only, the rest "
+		      "(another directory, /etc) refused, also to a thread made before that restricts itself (status %d: %s)",
+		      rc, out);
+	}
 	rc = run(A_EXEC_LOG, "log", out, sizeof(out));
 	check(rc == 0, "security.seccomp=log lets the call run (status %d: %s)", rc, out);
 	check(sandbox_enter("sometimes", err, sizeof(err)) == -1 && strstr(err, "expected kill, log or off"),

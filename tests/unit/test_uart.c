@@ -11,7 +11,7 @@
  *      tests/unit/test_uart.c core/snapshot.c -o /tmp/test_uart && /tmp/test_uart
  *
  * One line per check ("ok - ..." / "FAIL - ..."), exit status 1 on failure.
- * test-sources: core/snapshot.c
+ * test-sources: core/snapshot.c core/sandbox_landlock.c
  */
 #include "../../devices/uart_16550.c"
 #include "../../devices/chardev.c"
