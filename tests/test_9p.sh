@@ -271,9 +271,10 @@ t_9p_checkpoint() {
 # VM runs on.
 t_9p_landlock() {
 	p9_need || return 77
-	local base sock=$TMP/p9ll.sock ckdir=$TMP/p9ll-ck other=$TMP/p9ll-other n
+	# The control socket in a directory of its own: hyve may remove files there.
+	local base sock=$TMP/p9ll-run/ctl.sock ckdir=$TMP/p9ll-ck other=$TMP/p9ll-other n
 	base=$(p9_share p9ll) || return 1
-	mkdir -p "$ckdir" "$other"
+	mkdir -p "$ckdir" "$other" "$TMP/p9ll-run"
 	vm_start -l com1,stdio -o boot.kernel="$GUEST" -o boot.cmdline="test=p9work rounds=2000 pause_ms=20" \
 		-o control.socket="$sock" -o security.landlock=true -o security.landlock_rw="$ckdir" \
 		-s 5,virtio-9p,work="$base/share" "$(vm_name p9ll)"
