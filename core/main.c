@@ -798,16 +798,15 @@ int main(int argc, char **argv)
 		log_err("%s", err);
 		return HYVE_EXIT_ERROR;
 	}
-	if (user && sandbox_drop_user(user, err, sizeof(err))) {
-		log_err("%s", err);
-		return HYVE_EXIT_ERROR;
-	}
+	/* Landlock's paths are opened as root, the user's name is looked up
+	 * before Landlock hides /etc/passwd: prepare, drop, restrict. */
 	const char *profile = get_config_value("debug.profile");
 	if (profile)
 		sandbox_allow_parent(profile, true);   /* written at exit */
-	if (sandbox_landlock_enter(get_config_bool_default("security.landlock", false),
-	                           get_config_value("security.landlock_rw"), get_config_value("security.landlock_ro"), err,
-	                           sizeof(err))) {
+	if (sandbox_landlock_prepare(get_config_bool_default("security.landlock", false),
+	                             get_config_value("security.landlock_rw"), get_config_value("security.landlock_ro"), err,
+	                             sizeof(err)) ||
+	    (user && sandbox_drop_user(user, err, sizeof(err))) || sandbox_landlock_enter(err, sizeof(err))) {
 		log_err("%s", err);
 		return HYVE_EXIT_ERROR;
 	}

@@ -12,10 +12,8 @@
  * one). Everything else a VMM needs (KVM ioctls, I/O, sockets for
  * migration and the control socket, threads) stays allowed.
  *
- * Why not an allow-list per thread role yet: the allow-lists must be
- * derived from and verified on a machine with /dev/kvm (every exit path,
- * checkpoint, migration, 9p), and a wrong allow-list kills a working VM.
- * This deny-list cannot: nothing in hyve makes these calls.
+ * On top of it, the threads that serve guest requests narrow themselves
+ * to allow-lists by role (sandbox_thread_role, below).
  *
  * security.seccomp=kill (default): a forbidden call never runs; hyve logs
  * which one and exits with status 4.  =log: the kernel logs it and lets it
@@ -65,25 +63,8 @@ static char trap_msg[160];
 /* Set by sandbox_enter: the thread-role layers (below) follow its mode. */
 static volatile int sandbox_on;   /* 0 off, 1 kill, 2 log */
 static _Thread_local int role_installed;
-/* Numbers of the calls above (and clone, mknod, mknodat), resolved before
- * the filter goes in, for the SIGSYS handler's message. */
-static struct {
-	int nr;
-	const char *name;
-} names[96];
-static int nnames;
-
-static void remember(const char *name)
-{
-	int nr = seccomp_syscall_resolve_name(name);
-	if (nr != __NR_SCMP_ERROR && nnames < (int)(sizeof(names) / sizeof(names[0]))) {
-		names[nnames].nr = nr;
-		names[nnames].name = name;
-		nnames++;
-	}
-}
-
-/* Every call's name, for a role layer's refusals (any call not on its list). */
+/* Every call's name, resolved before the filters go in, for the SIGSYS
+ * handler's message (a role layer refuses any call not on its list). */
 #define MAX_NR 512
 static char *all_names[MAX_NR];
 
@@ -106,9 +87,6 @@ static void on_sigsys(int sig, siginfo_t *si, void *uc)
 		num[i] = rev[n - 1 - i];
 	num[n] = '\0';
 	const char *name = "?";
-	for (int i = 0; i < nnames; i++)
-		if (names[i].nr == si->si_syscall)
-			name = names[i].name;
 	if (si->si_syscall >= 0 && si->si_syscall < MAX_NR && all_names[si->si_syscall])
 		name = all_names[si->si_syscall];
 	size_t len = 0;
@@ -147,18 +125,12 @@ int sandbox_enter(const char *mode, char *err, size_t errlen)
 		snprintf(err, errlen, "no_new_privs: %s", strerror(errno));
 		return -1;
 	}
-	nnames = 0;
-	for (int i = 0; denied[i]; i++)
-		remember(denied[i]);
 	for (int nr = 0; nr < MAX_NR; nr++)
 		if (!all_names[nr])
 			all_names[nr] = seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, nr);
 	/* The time zone now, while /etc/localtime can be opened: role layers
 	 * forbid opening files, and localtime_r loads it on first use. */
 	tzset();
-	remember("clone");
-	remember("mknod");
-	remember("mknodat");
 	if (!log_only) {
 		struct sigaction sa;
 		memset(&sa, 0, sizeof(sa));

@@ -44,7 +44,10 @@ void sandbox_thread_role(enum sandbox_role role);
 #include <stdbool.h>
 int sandbox_allow_path(const char *path, bool write);
 int sandbox_allow_parent(const char *path, bool write);
-int sandbox_landlock_enter(bool on, const char *rw, const char *ro, char *err, size_t errlen);
+/* The ruleset, while every path can still be opened (before security.user). */
+int sandbox_landlock_prepare(bool on, const char *rw, const char *ro, char *err, size_t errlen);
+/* The calling thread restricted to it (nothing without a ruleset). */
+int sandbox_landlock_enter(char *err, size_t errlen);
 void sandbox_thread_landlock(void);
 
 /* Resource limits once set-up is done: no core file unless CORE (-C). */

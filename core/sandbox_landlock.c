@@ -93,7 +93,7 @@ static int restrict_thread(void)
 	return (int)syscall(__NR_landlock_restrict_self, ruleset_fd, 0);
 }
 
-int sandbox_landlock_enter(bool on, const char *rw, const char *ro, char *err, size_t errlen)
+int sandbox_landlock_prepare(bool on, const char *rw, const char *ro, char *err, size_t errlen)
 {
 	if (!on)
 		return 0;
@@ -147,6 +147,13 @@ int sandbox_landlock_enter(bool on, const char *rw, const char *ro, char *err, s
 		}
 	}
 	ruleset_fd = fd;
+	return 0;
+}
+
+int sandbox_landlock_enter(char *err, size_t errlen)
+{
+	if (ruleset_fd < 0)
+		return 0;
 	thread_done = true;
 	if (restrict_thread()) {
 		snprintf(err, errlen, "security.landlock: cannot restrict hyve: %s", strerror(errno));

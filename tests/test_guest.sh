@@ -286,18 +286,20 @@ threads_without() {
 }
 
 # -o security.user: a hyve started as root runs the VM as another user once
-# set-up is done (every thread: uids, gids, no groups, no capabilities,
-# still sandboxed).  The control socket it made as root still answers
-# root's hyvectl; a checkpoint goes where that user may write, and one
-# where it may not fails without harming the VM.
+# set-up is done (every thread: uids, gids, no other groups, no
+# capabilities, still sandboxed; Landlock on as well).  The control socket
+# it made as root still answers root's hyvectl; a checkpoint goes where
+# that user may write, and one where it may not fails without harming the
+# VM.
 t_guest_security_user() {
 	have_kvm || return 77
 	[ "$(id -u)" = 0 ] || { SKIP_REASON="needs root (hyve changes user)"; return 77; }
 	local sock=$TMP/user.sock dir
 	dir=$(mktemp -d "${TMPDIR:-/tmp}/hyve-user.XXXXXX") || return 1
 	chown 65534:65534 "$dir"
+	# With Landlock too: its paths are opened as root, before the change of user.
 	vm_start -l com1,stdio -o boot.kernel="$GUEST" -o control.socket="$sock" -o security.user=65534:65534 \
-		"$(vm_name user)"
+		-o security.landlock=true -o security.landlock_rw="$dir" "$(vm_name user)"
 	wait_serial 60 'hyve> ' || { vm_stop; rm -rf "$dir"; return 1; }
 	local bad
 	bad=$(threads_without '^Uid:[[:space:]]+65534[[:space:]]+65534[[:space:]]+65534[[:space:]]+65534$'

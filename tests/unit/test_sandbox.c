@@ -189,7 +189,7 @@ static int child(enum action a, const char *mode)
 		if (pthread_create(&t, NULL, landlock_late_thread, NULL))
 			return 60;
 		sandbox_allow_path(ok_dir, true);
-		if (sandbox_landlock_enter(true, NULL, ro_dir, err, sizeof(err))) {
+		if (sandbox_landlock_prepare(true, NULL, ro_dir, err, sizeof(err)) || sandbox_landlock_enter(err, sizeof(err))) {
 			fprintf(stderr, "%s", err);
 			return 61;
 		}
