@@ -460,3 +460,28 @@ t_bhyve_make_install_man() {
 		fi
 	done
 }
+
+# -p and -S on a running VM, as the kernel sees them: each vCPU thread's
+# Cpus_allowed_list is its -p host CPU, and the guest's RAM is locked
+# (VmLck covers -m).
+t_bhyve_pinning_and_wired_running() {
+	have_kvm || return 77
+	[ "$(id -u)" -eq 0 ] || { SKIP_REASON="needs root (CAP_IPC_LOCK for -S)"; return 77; }
+	local last=$(($(getconf _NPROCESSORS_ONLN) - 1))
+	vm_start -c 2 -m 64M -S -p 0:0 -p 1:"$last" -l com1,stdio -o boot.kernel="$GUEST" \
+		-o control.socket="$TMP/pin.sock" "$(vm_name pin)"
+	wait_serial 60 'hyve> ' || { vm_stop; return 1; }
+	local t comm want got seen=0 ok=1 lck
+	for t in /proc/"$VM_PID"/task/*; do
+		comm=$(cat "$t/comm")
+		case $comm in vcpu0) want=0 ;; vcpu1) want=$last ;; *) continue ;; esac
+		seen=$((seen + 1))
+		got=$(sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' "$t/status")
+		[ "$got" = "$want" ] || { echo "    $comm may run on CPUs $got, want $want"; ok=0; }
+	done
+	lck=$(sed -n 's/^VmLck:[[:space:]]*\([0-9]*\) kB/\1/p' /proc/"$VM_PID"/status)
+	vm_stop
+	[ "$seen" = 2 ] || { echo "    $seen vCPU threads seen"; ok=0; }
+	[ "${lck:-0}" -ge $((64 * 1024)) ] || { echo "    VmLck ${lck:-?} kB: 64 MiB of guest RAM not locked"; ok=0; }
+	[ $ok = 1 ] && echo "    vcpu0 on CPU 0, vcpu1 on CPU $last; VmLck ${lck} kB"
+}
