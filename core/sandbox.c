@@ -330,23 +330,29 @@ static int resolve_user(const char *spec, struct target_user *t, char *err, size
 	return 0;
 }
 
-int sandbox_user_check(const char *spec, char *err, size_t errlen)
+/* SPEC resolved, and reachable: only root changes user (a non-root hyve may name itself). */
+static int resolve_target(const char *spec, struct target_user *t, char *err, size_t errlen)
 {
-	struct target_user t;
-	if (resolve_user(spec, &t, err, errlen))
+	if (resolve_user(spec, t, err, errlen))
 		return -1;
-	if (geteuid() != 0 && (t.uid != geteuid() || t.gid != getegid())) {
+	if (geteuid() != 0 && (t->uid != geteuid() || t->gid != getegid())) {
 		snprintf(err, errlen, "only a hyve started as root can change to another user");
 		return -1;
 	}
 	return 0;
 }
 
+int sandbox_user_check(const char *spec, char *err, size_t errlen)
+{
+	struct target_user t;
+	return resolve_target(spec, &t, err, errlen);
+}
+
 int sandbox_drop_user(const char *spec, char *err, size_t errlen)
 {
 	struct target_user t;
 	char why[160];
-	if (resolve_user(spec, &t, why, sizeof(why)) || (geteuid() != 0 && sandbox_user_check(spec, why, sizeof(why)))) {
+	if (resolve_target(spec, &t, why, sizeof(why))) {
 		snprintf(err, errlen, "security.user=%s: %s", spec, why);
 		return -1;
 	}

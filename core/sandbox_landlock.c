@@ -40,6 +40,7 @@ static struct {
 	bool write;
 } paths[MAX_PATHS];
 static int npaths;
+static bool too_many;   /* a declaration that did not fit: an error once Landlock is asked for */
 static int ruleset_fd = -1;
 static _Thread_local bool thread_done;
 
@@ -47,11 +48,10 @@ int sandbox_allow_path(const char *path, bool write)
 {
 	if (!path || !*path)
 		return 0;
-	if (npaths == MAX_PATHS)
+	if (npaths == MAX_PATHS || !(paths[npaths].path = strdup(path))) {
+		too_many = true;
 		return -1;
-	paths[npaths].path = strdup(path);
-	if (!paths[npaths].path)
-		return -1;
+	}
 	paths[npaths++].write = write;
 	return 0;
 }
@@ -69,20 +69,15 @@ int sandbox_allow_parent(const char *path, bool write)
 	return rc;
 }
 
-/* "A,B,C" from a configuration value. */
-static int allow_list(const char *list, bool write, char *err, size_t errlen)
+/* "A,B,C" from a configuration value (what does not fit sets too_many). */
+static void allow_list(const char *list, bool write)
 {
-	if (!list)
-		return 0;
-	char *dup = strdup(list), *save = NULL;
-	int rc = dup ? 0 : -1;
-	for (char *p = dup ? strtok_r(dup, ",", &save) : NULL; p && rc == 0; p = strtok_r(NULL, ",", &save))
-		if (sandbox_allow_path(p, write)) {
-			snprintf(err, errlen, "security.landlock: more than %d paths", MAX_PATHS);
-			rc = -1;
-		}
+	char *dup = list ? strdup(list) : NULL, *save = NULL;
+	if (list && !dup)
+		too_many = true;
+	for (char *p = dup ? strtok_r(dup, ",", &save) : NULL; p; p = strtok_r(NULL, ",", &save))
+		sandbox_allow_path(p, write);
 	free(dup);
-	return rc;
 }
 
 static int restrict_thread(void)
@@ -97,8 +92,12 @@ int sandbox_landlock_prepare(bool on, const char *rw, const char *ro, char *err,
 {
 	if (!on)
 		return 0;
-	if (allow_list(rw, true, err, errlen) || allow_list(ro, false, err, errlen))
+	allow_list(rw, true);
+	allow_list(ro, false);
+	if (too_many) {
+		snprintf(err, errlen, "security.landlock: more than %d paths to allow", MAX_PATHS);
 		return -1;
+	}
 	long abi = syscall(__NR_landlock_create_ruleset, NULL, 0, LANDLOCK_CREATE_RULESET_VERSION);
 	if (abi < 1) {
 		snprintf(err, errlen, "security.landlock: this kernel has no Landlock (%s); security.landlock=false runs "

@@ -43,19 +43,25 @@ static void check(bool ok, const char *fmt, ...)
 		nfail++;
 }
 
-/* "Seccomp:\t2" and "NoNewPrivs:\t1" in a /proc status file. */
-static bool status_sandboxed(const char *path)
+/* The number after "KEY:" in a /proc status file, or -1. */
+static int status_value(const char *path, const char *key)
 {
 	FILE *f = fopen(path, "r");
 	char line[256];
-	bool sec = false, nnp = false;
-	while (f && fgets(line, sizeof(line), f)) {
-		sec |= strcmp(line, "Seccomp:\t2\n") == 0;
-		nnp |= strcmp(line, "NoNewPrivs:\t1\n") == 0;
-	}
+	size_t klen = strlen(key);
+	int v = -1;
+	while (f && fgets(line, sizeof(line), f))
+		if (strncmp(line, key, klen) == 0 && line[klen] == ':')
+			v = atoi(line + klen + 1);
 	if (f)
 		fclose(f);
-	return sec && nnp;
+	return v;
+}
+
+/* Seccomp 2 (filter mode) and NoNewPrivs 1 in a /proc status file. */
+static bool status_sandboxed(const char *path)
+{
+	return status_value(path, "Seccomp") == 2 && status_value(path, "NoNewPrivs") == 1;
 }
 
 static pthread_mutex_t mtx = PTHREAD_MUTEX_INITIALIZER;
@@ -110,20 +116,13 @@ static void *landlock_late_thread(void *arg)
 	return (void *)(intptr_t)try_open(path, O_CREAT | O_WRONLY);
 }
 
-/* "Seccomp_filters:\tN" of thread TID (read by another thread: a device
- * thread may not open it). */
+/* Seccomp_filters of thread TID (read by another thread: a device thread
+ * may not open the file). */
 static int filters_of(pid_t tid)
 {
-	char path[64], line[256];
-	int n = -1;
+	char path[64];
 	snprintf(path, sizeof(path), "/proc/self/task/%d/status", (int)tid);
-	FILE *f = fopen(path, "r");
-	while (f && fgets(line, sizeof(line), f))
-		if (strncmp(line, "Seccomp_filters:", 16) == 0)
-			n = atoi(line + 16);
-	if (f)
-		fclose(f);
-	return n;
+	return status_value(path, "Seccomp_filters");
 }
 
 /* A thread in a role: the work a vCPU or block worker does on descriptors
