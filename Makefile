@@ -124,7 +124,7 @@ demo: deps all
 	[ $$rc -le 2 ] || { echo "make demo: hyve exited with status $$rc (4: error)"; exit $$rc; }
 
 # hyve vs QEMU (KVM) benchmarks: prints a table, writes bench/results/latest.json.
-bench: all bench-transport bench-pipeline
+bench: all bench-transport bench-pipeline bench-storage
 	HYVE_BIN=$(BUILD)/hyve ./bench/run.sh
 
 # Migration transport, plain vs TLS (no VM needed): bench/mig_transport.c.
@@ -136,6 +136,20 @@ bench-transport: $(BUILD)/mig_transport
 $(BUILD)/mig_transport: bench/mig_transport.c core/migration_tls.c core/migration_tls.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ bench/mig_transport.c core/migration_tls.c -lssl -lcrypto
+
+# hyve's disk path (blockif over the format layer) against `qemu-img bench`
+# on the same images, no guest needed: bench/storage.py, which writes
+# bench/results/storage-latest.json.
+BLK_BENCH_SRCS := bench/blk_bench.c devices/blockif.c devices/blk_format.c devices/qcow2.c devices/qcow2_meta.c \
+	devices/qcow2_snapshot.c core/log.c core/sandbox.c core/sandbox_landlock.c core/snapshot.c
+.PHONY: bench-storage
+bench-storage: $(BUILD)/blk_bench
+	@mkdir -p bench/results
+	BLK_BENCH=$(BUILD)/blk_bench bench/storage.py | tee bench/results/storage-latest.json
+
+$(BUILD)/blk_bench: $(BLK_BENCH_SRCS) devices/blockif.h devices/blk_format.h devices/qcow2_internal.h
+	@mkdir -p $(dir $@)
+	$(CC) $(filter-out -MMD -MP,$(CFLAGS)) -o $@ $(BLK_BENCH_SRCS) -luring -lz -lzstd -lseccomp
 
 # The whole migration pipeline without a VM (bench/mig_pipeline.c): hyve's
 # real source and destination, the fuzz targets' stubbed KVM layer, a 1 GiB

@@ -286,7 +286,14 @@ int checkpoint_save(struct hyve_vm *vm, const char *path, bool suspend, char *er
 	double t1 = now_s();
 	struct vm_sections secs = { 0 };
 	uint64_t memw = 0;
+	char abs[8200], cwd[4096];
+	if (path[0] != '/' && getcwd(cwd, sizeof(cwd)))
+		snprintf(abs, sizeof(abs), "%s/%s", cwd, path);
+	else
+		snprintf(abs, sizeof(abs), "%s", path);
+	snapshot_set_checkpoint_path(abs);   /* qcow2 disks name their snapshot after it */
 	int rc = vmstate_save(vm, &secs, err, errlen);
+	snapshot_set_checkpoint_path(NULL);
 	if (rc == 0 && write_file(vm, fd, &secs, &memw)) {
 		snprintf(err, errlen, "%s: write failed: %s", tmp, strerror(errno));
 		rc = -1;
@@ -315,6 +322,8 @@ int checkpoint_save(struct hyve_vm *vm, const char *path, bool suspend, char *er
 	/* The rename itself on disk: after a suspend the file is all there is of the VM. */
 	if (rc == 0 && suspend)
 		fsync_dir(path);
+	/* Disk snapshots of an older checkpoint to this file go; a failed one's too. */
+	snapshot_saved(rc == 0);
 	if (rc) {
 		unlink(tmp);
 		if (suspend) {

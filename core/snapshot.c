@@ -176,3 +176,23 @@ const struct snapshot_entry *snapshot_find(const char *name)
 			return &entries[i];
 	return NULL;
 }
+
+static char *ckpt_path;
+
+void snapshot_set_checkpoint_path(const char *path)
+{
+	free(ckpt_path);
+	ckpt_path = path ? strdup(path) : NULL;
+}
+
+const char *snapshot_checkpoint_path(void)
+{
+	return ckpt_path;
+}
+
+void snapshot_saved(bool kept)
+{
+	for (int i = 0; i < nentries; i++)
+		if (entries[i].ops && entries[i].ops->saved)
+			entries[i].ops->saved(entries[i].arg, kept);
+}

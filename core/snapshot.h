@@ -79,7 +79,21 @@ struct snapshot_ops {
 	/* A device newer than the checkpoint format: a checkpoint without its
 	 * section restores, and the device keeps its initial state. */
 	bool optional;
+	/* Optional: the save this device took part in was kept (the
+	 * checkpoint file is in place) or dropped (it failed). */
+	void (*saved)(void *arg, bool kept);
 };
+
+/*
+ * What the save in progress is for: a checkpoint to this file (absolute
+ * path), or NULL for a migration.  Set by the checkpoint writer around
+ * vmstate_save; a save hook may record more than device state for a
+ * checkpoint (blockif: a qcow2 disk's internal snapshot).
+ */
+void snapshot_set_checkpoint_path(const char *path);
+const char *snapshot_checkpoint_path(void);
+/* Tell every device whether the last save was kept (its saved hook). */
+void snapshot_saved(bool kept);
 
 /* Register a device instance under a unique section name ("uart.com1"). */
 int snapshot_register(const char *name, const struct snapshot_ops *ops, void *arg);

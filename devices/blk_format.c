@@ -366,3 +366,49 @@ int blk_image_write_zeroes(struct blk_image *img, uint64_t off, uint64_t len, bo
 		return EIO;
 	return len ? img->ops->write_zeroes(img, off, len, unmap) : 0;
 }
+
+int blk_image_snapshot_create(struct blk_image *img, const char *name, char *id, size_t idlen)
+{
+	if (!img->ops->snapshot_create)
+		return ENOTSUP;
+	return img->ro ? EROFS : img->ops->snapshot_create(img, name, id, idlen);
+}
+
+int blk_image_snapshot_revert(struct blk_image *img, const char *id, const char *name, char *err, size_t errlen)
+{
+	if (!img->ops->snapshot_revert) {
+		snprintf(err, errlen, "%s: a %s image has no snapshots", img->path, img->ops->name);
+		return ENOTSUP;
+	}
+	if (img->ro) {
+		snprintf(err, errlen, "%s: opened read-only, cannot revert it to a snapshot", img->path);
+		return EROFS;
+	}
+	return img->ops->snapshot_revert(img, id, name, err, errlen);
+}
+
+int blk_image_snapshot_delete(struct blk_image *img, const char *id)
+{
+	if (!img->ops->snapshot_delete)
+		return ENOTSUP;
+	return img->ro ? EROFS : img->ops->snapshot_delete(img, id);
+}
+
+int blk_image_snapshot_list(struct blk_image *img, struct blk_snapinfo **out, unsigned *n)
+{
+	*out = NULL;
+	*n = 0;
+	return img->ops->snapshot_list ? img->ops->snapshot_list(img, out, n) : 0;
+}
+
+void blk_snapinfo_free(struct blk_snapinfo *s, unsigned n)
+{
+	for (unsigned i = 0; s && i < n; i++)
+		free(s[i].name);
+	free(s);
+}
+
+int blk_image_reload(struct blk_image *img, char *err, size_t errlen)
+{
+	return img->ops->reload ? img->ops->reload(img, err, errlen) : 0;
+}

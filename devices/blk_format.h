@@ -44,9 +44,17 @@ struct blk_open_opts {
 	bool ro;
 	bool probed;         /* the format came from the magic, not from format= */
 	uint64_t l2cache;    /* qcow2: L2 table cache in bytes; 0: the default */
+	bool writethrough;   /* every write durable when it completes (no deferred metadata) */
 	/* Internal to the chain walk. */
 	unsigned depth;
 	const struct blk_chain *chain;
+};
+
+/* An internal snapshot (qcow2's snapshot table). */
+struct blk_snapinfo {
+	char id[32];
+	char *name;
+	uint64_t date_sec;
 };
 
 struct blk_format_ops {
@@ -59,6 +67,19 @@ struct blk_format_ops {
 	/* Afterwards the range reads as zeros (both). */
 	int (*discard)(struct blk_image *img, uint64_t off, uint64_t len);
 	int (*write_zeroes)(struct blk_image *img, uint64_t off, uint64_t len, bool unmap);
+	/*
+	 * Optional (NULL: the format has none; the wrappers return ENOTSUP).
+	 * Internal snapshots, called with no request in flight: create one
+	 * holding the disk as it is now (its ID back in id), revert the disk
+	 * to one (its ID and name must both match), delete one, list them.
+	 * reload: re-read the metadata after another process wrote the image
+	 * (the source of a migration on shared storage).
+	 */
+	int (*snapshot_create)(struct blk_image *img, const char *name, char *id, size_t idlen);
+	int (*snapshot_revert)(struct blk_image *img, const char *id, const char *name, char *err, size_t errlen);
+	int (*snapshot_delete)(struct blk_image *img, const char *id);
+	int (*snapshot_list)(struct blk_image *img, struct blk_snapinfo **out, unsigned *n);
+	int (*reload)(struct blk_image *img, char *err, size_t errlen);
 };
 
 struct blk_image {
@@ -98,6 +119,15 @@ int blk_image_write(struct blk_image *img, const void *buf, size_t len, uint64_t
 int blk_image_flush(struct blk_image *img);
 int blk_image_discard(struct blk_image *img, uint64_t off, uint64_t len);
 int blk_image_write_zeroes(struct blk_image *img, uint64_t off, uint64_t len, bool unmap);
+
+/* Internal snapshots and reload (see struct blk_format_ops): 0 or an errno;
+ * ENOTSUP for a format without them.  err (revert, reload): one line. */
+int blk_image_snapshot_create(struct blk_image *img, const char *name, char *id, size_t idlen);
+int blk_image_snapshot_revert(struct blk_image *img, const char *id, const char *name, char *err, size_t errlen);
+int blk_image_snapshot_delete(struct blk_image *img, const char *id);
+int blk_image_snapshot_list(struct blk_image *img, struct blk_snapinfo **out, unsigned *n);
+void blk_snapinfo_free(struct blk_snapinfo *s, unsigned n);
+int blk_image_reload(struct blk_image *img, char *err, size_t errlen);
 
 /* Helpers shared by the formats. */
 int blk_pread_full(int fd, void *buf, size_t len, uint64_t off);          /* EIO at EOF */

@@ -29,6 +29,7 @@
 #include "../core/log.h"
 #include "../core/mevent.h"
 #include "../core/sandbox.h"
+#include "../core/snapshot.h"
 #include "blk_format.h"
 #include "blockif.h"
 
@@ -66,6 +67,9 @@ struct blockif_ctxt {
 
 	void (*batch_done)(void *);
 	void *batch_arg;
+
+	struct blockif_ctxt *next_open;   /* all open disks (the "disks" section) */
+	char snap_new[32];                /* ID of the snapshot the last save took, "": none */
 };
 
 static void *zero_buf;
@@ -499,6 +503,167 @@ static bool file_can_punch(int fd, off_t size)
 	return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, 4096) == 0;
 }
 
+/* ---- the "disks" section: a disk's state at a checkpoint or a migration ----
+ *
+ * Raw disks record nothing (docs/snapshot.md: their contents are the
+ * user's to copy).  A writable qcow2 disk, with the VM paused and every
+ * request drained:
+ *   checkpoint  takes an internal snapshot named after the checkpoint file
+ *               (devices/qcow2_snapshot.c); restoring the checkpoint
+ *               reverts the disk to it, so RAM and disk come back from the
+ *               same instant.  Once the file is in place, older snapshots
+ *               of the same name (an earlier checkpoint to that file) are
+ *               deleted; if the checkpoint failed, the new one is.
+ *   migration   flushes; the destination, which opened the image (shared
+ *               storage) before the source's last writes, re-reads its
+ *               metadata before the guest runs.
+ */
+enum { DISK_NOTHING = 0, DISK_SNAPSHOT = 1, DISK_RELOAD = 2 };
+
+static pthread_mutex_t disks_mtx = PTHREAD_MUTEX_INITIALIZER;
+static struct blockif_ctxt *disks;
+
+static int disks_save(void *arg, struct snap_buf *out, char *err, size_t errlen)
+{
+	(void)arg;
+	const char *ckpt = snapshot_checkpoint_path();
+	int rc = 0;
+	uint32_t n = 0;
+	pthread_mutex_lock(&disks_mtx);
+	for (struct blockif_ctxt *bc = disks; bc; bc = bc->next_open)
+		n++;
+	sb_u32(out, n);
+	for (struct blockif_ctxt *bc = disks; bc && !rc; bc = bc->next_open) {
+		sb_str(out, bc->name);
+		bc->snap_new[0] = 0;
+		if (!bc->img || bc->ro) {
+			sb_u8(out, DISK_NOTHING);
+		} else if (!ckpt) {
+			if ((rc = blk_image_flush(bc->img)))
+				snprintf(err, errlen, "%s: flush: %s", bc->name, strerror(rc));
+			sb_u8(out, DISK_RELOAD);
+		} else if ((rc = blk_image_snapshot_create(bc->img, ckpt, bc->snap_new, sizeof(bc->snap_new)))) {
+			snprintf(err, errlen, "%s: %s: cannot take a snapshot of the disk: %s", bc->name, bc->img->path,
+			         rc == EOVERFLOW ? "refcount_bits is too small (1)" : strerror(rc));
+		} else {
+			sb_u8(out, DISK_SNAPSHOT);
+			sb_str(out, bc->snap_new);
+			sb_str(out, ckpt);
+			log_info("%s: %s: snapshot %s '%s' taken", bc->name, bc->img->path, bc->snap_new, ckpt);
+		}
+	}
+	pthread_mutex_unlock(&disks_mtx);
+	return rc ? -1 : 0;
+}
+
+static void disks_saved(void *arg, bool kept)
+{
+	(void)arg;
+	const char *what = kept ? "replaced" : "left by a failed checkpoint";
+	pthread_mutex_lock(&disks_mtx);
+	for (struct blockif_ctxt *bc = disks; bc; bc = bc->next_open) {
+		if (!bc->snap_new[0])
+			continue;
+		struct blk_snapinfo *si = NULL, *mine = NULL;
+		unsigned n = 0;
+		blk_image_snapshot_list(bc->img, &si, &n);
+		for (unsigned i = 0; i < n; i++)
+			if (!strcmp(si[i].id, bc->snap_new))
+				mine = &si[i];
+		for (unsigned i = 0; mine && i < n; i++) {
+			if (kept ? &si[i] == mine || strcmp(si[i].name, mine->name) : &si[i] != mine)
+				continue;
+			int rc = blk_image_snapshot_delete(bc->img, si[i].id);
+			if (rc)
+				log_warn("%s: %s: cannot delete snapshot %s (%s): %s", bc->name, bc->img->path, si[i].id,
+				         what, strerror(rc));
+			else
+				log_info("%s: %s: snapshot %s deleted (%s)", bc->name, bc->img->path, si[i].id, what);
+		}
+		blk_snapinfo_free(si, n);
+		bc->snap_new[0] = 0;
+	}
+	pthread_mutex_unlock(&disks_mtx);
+}
+
+static int disks_load(void *arg, struct snap_rd *in, uint32_t version, char *err, size_t errlen)
+{
+	(void)arg;
+	if (version != 1) {
+		snprintf(err, errlen, "unknown version %u", version);
+		return -1;
+	}
+	uint32_t n = sr_u32(in);
+	int rc = 0;
+	pthread_mutex_lock(&disks_mtx);
+	for (uint32_t i = 0; i < n && !rc && sr_ok(in); i++) {
+		char name[64], id[32], sname[4096];
+		struct blockif_ctxt *bc = NULL;
+		bool ok = sr_str(in, name, sizeof(name), NULL);
+		uint8_t kind = sr_u8(in);
+		if (kind == DISK_SNAPSHOT)
+			ok = sr_str(in, id, sizeof(id), NULL) && sr_str(in, sname, sizeof(sname), NULL) && ok;
+		if (!ok || kind > DISK_RELOAD) {
+			snprintf(err, errlen, "malformed disk record %u", i);
+			rc = -1;
+			break;
+		}
+		for (bc = disks; bc && strcmp(bc->name, name); bc = bc->next_open)
+			;
+		if (!bc) {
+			if (kind == DISK_NOTHING)
+				continue;
+			snprintf(err, errlen, "disk %s: not in this configuration", name);
+			rc = -1;
+		} else if (kind == DISK_SNAPSHOT) {
+			if (!bc->img) {
+				snprintf(err, errlen, "%s: the checkpoint holds this disk as a qcow2 snapshot ('%s'), "
+				         "the configured image is raw", name, sname);
+				rc = -1;
+			} else if (blk_image_snapshot_revert(bc->img, id, sname, err, errlen)) {
+				rc = -1;
+			} else {
+				log_info("%s: %s: reverted to snapshot %s '%s'", name, bc->img->path, id, sname);
+			}
+		} else if (kind == DISK_RELOAD && bc->img && blk_image_reload(bc->img, err, errlen)) {
+			rc = -1;
+		}
+	}
+	pthread_mutex_unlock(&disks_mtx);
+	return rc;
+}
+
+static const struct snapshot_ops disks_ops = {
+	.version = 1,
+	.save = disks_save,
+	.load = disks_load,
+	.saved = disks_saved,
+	.optional = true,   /* checkpoints from before it: disks as they are */
+};
+
+static void disks_add(struct blockif_ctxt *bc)
+{
+	pthread_mutex_lock(&disks_mtx);
+	if (!disks && !snapshot_find("disks"))
+		snapshot_register("disks", &disks_ops, NULL);
+	struct blockif_ctxt **p = &disks;   /* in open order: the same order on restore */
+	while (*p)
+		p = &(*p)->next_open;
+	*p = bc;
+	pthread_mutex_unlock(&disks_mtx);
+}
+
+static void disks_remove(struct blockif_ctxt *bc)
+{
+	pthread_mutex_lock(&disks_mtx);
+	for (struct blockif_ctxt **p = &disks; *p; p = &(*p)->next_open)
+		if (*p == bc) {
+			*p = bc->next_open;
+			break;
+		}
+	pthread_mutex_unlock(&disks_mtx);
+}
+
 struct blockif_ctxt *blockif_open(const char *path, const struct blockif_opts *o, char *err, size_t errlen)
 {
 	struct blockif_ctxt *bc = calloc(1, sizeof(*bc));
@@ -560,7 +725,7 @@ struct blockif_ctxt *blockif_open(const char *path, const struct blockif_opts *o
 			snprintf(err, errlen, "%s: nocache (O_DIRECT) is not supported with qcow2 images", path);
 			goto fail;
 		}
-		struct blk_open_opts bo = { .ro = ro, .probed = probed, .l2cache = o->l2cache };
+		struct blk_open_opts bo = { .ro = ro, .probed = probed, .l2cache = o->l2cache, .writethrough = o->sync };
 		bc->img = blk_image_open_fd(bc->fd, false, path, "qcow2", &bo, err, errlen);
 		if (!bc->img)
 			goto fail;
@@ -612,6 +777,7 @@ struct blockif_ctxt *blockif_open(const char *path, const struct blockif_opts *o
 	else if (!ro)
 		bc->candelete = bc->isblk ? blk_can_discard(st.st_rdev) : file_can_punch(bc->fd, st.st_size);
 
+	disks_add(bc);
 	const char *env = getenv("HYVE_BLOCKIF_THREADS");
 	bool force = o->force_threads || (env && *env && strcmp(env, "0") != 0) || bc->img;
 	char why[128] = "forced by configuration";
@@ -642,6 +808,7 @@ void blockif_close(struct blockif_ctxt *bc)
 {
 	if (!bc)
 		return;
+	disks_remove(bc);
 	blockif_drain(bc);
 	pthread_mutex_lock(&bc->q_mtx);
 	bc->closing = true;

@@ -43,14 +43,36 @@
  *   to a cluster with refcount 0, never a cluster with two owners.  Lazy
  *   refcounts are never used, so hyve never sets the dirty bit.
  *
+ * Deferred links: an allocating write into an L2 table the image owns,
+ * releasing nothing (the common case: a fresh cluster of a new image or
+ * an overlay), does 1-2, then puts its entries into the cached table only;
+ * the table is marked dirty and stays in the cache.  q2_commit does 3-4
+ * for all of them at once -- fdatasync, then each dirty table written --
+ * at the guest's flush (then fdatasync again), at 65536 of them, when every
+ * cache slot is dirty, before
+ * any other metadata write (l2_commit), before a snapshot, reload or
+ * close; at once on a "direct" (O_SYNC) disk, which promises every write
+ * durable.  The order above holds (data and refcounts reach the disk before
+ * the entry); what a crash loses are the writes since the last commit,
+ * whose clusters leak -- a volatile write cache, whose durability point is
+ * the guest's flush, as with QEMU's cache=writeback.  That turns one
+ * fdatasync per allocating write into one per flush.  (A commit on a timer
+ * would have to sync too -- the entry must not reach the disk before its
+ * refcount -- and stalls the guest's writes behind the page cache's
+ * writeback, which QEMU does not do either.)
+ *
  * Threading: blockif runs qcow2 requests on its thread pool, each one
- * synchronously, with the image lock held for the whole request (metadata
- * and data).  That is the simplest design that is obviously correct: two
- * requests can never allocate the same cluster twice, nor write data into
- * a cluster that a concurrent discard frees and the allocator hands out
- * again.  (Running data I/O outside the lock would need QEMU-style
- * tracking of in-flight clusters.)  A flush (fdatasync) runs without it.
- * Backing images have their own locks, always taken top-down.
+ * synchronously, under the image lock -- metadata, reads, and the data of
+ * writes that merge with old content.  A write whose every piece is a
+ * cluster it alone may touch (a new one written whole, or one the image
+ * owns written in place) drops the lock for its data I/O (write_unlocked):
+ * its guest clusters go on a busy list first, and every other write or
+ * discard waits until none of its own clusters is busy before it looks at
+ * the tables.  So no two requests allocate the same guest cluster, and no
+ * cluster is freed (and handed out again) under a write.  Reads keep the
+ * lock: a discard could otherwise free the cluster they read.  A flush's
+ * fdatasync runs without it.  Backing images have their own locks, always
+ * taken top-down.
  *
  * Errors: a corrupt header or table found at open is one line in err; a
  * bad entry met at run time (an offset that is not cluster-aligned or
@@ -69,9 +91,13 @@
 #include <zlib.h>
 #include <zstd.h>
 
+#include "../core/log.h"
 #include "qcow2_internal.h"
 
 #define DEFAULT_L2_CACHE_MAX (32u << 20)
+/* Deferred L2 entries are written by the guest's next flush, or when
+ * PENDING_MAX have gathered (or the cache is full of dirty tables). */
+#define PENDING_MAX (1u << 16)
 
 /* ---- iovec cursor ---- */
 
@@ -89,24 +115,30 @@ static void cur_next(struct cur *c)
 	}
 }
 
-/* The next n bytes as iovecs in q->sv (advances). */
-static int cur_slice(struct qcow2 *q, struct cur *c, size_t n)
+/* The next n bytes as at most cap iovecs in out (advances). */
+static int cur_slice_into(struct cur *c, size_t n, struct iovec *out, int cap)
 {
 	int k = 0;
 	while (n > 0) {
 		cur_next(c);
-		if (c->i >= c->cnt || k >= q->svcap)
+		if (c->i >= c->cnt || k >= cap)
 			break;
 		size_t l = c->iov[c->i].iov_len - c->o;
 		if (l > n)
 			l = n;
-		q->sv[k].iov_base = (uint8_t *)c->iov[c->i].iov_base + c->o;
-		q->sv[k].iov_len = l;
+		out[k].iov_base = (uint8_t *)c->iov[c->i].iov_base + c->o;
+		out[k].iov_len = l;
 		k++;
 		c->o += l;
 		n -= l;
 	}
 	return k;
+}
+
+/* The next n bytes as iovecs in q->sv (advances). */
+static int cur_slice(struct qcow2 *q, struct cur *c, size_t n)
+{
+	return cur_slice_into(c, n, q->sv, q->svcap);
 }
 
 /* Copy n bytes between the cursor and buf (to_iov: buf -> iov), or zero
@@ -280,6 +312,67 @@ static int cluster_content(struct qcow2 *q, uint64_t gc, uint64_t e, uint8_t *bu
 
 /* ---- read ---- */
 
+/* Wait (the lock released meanwhile) until no unlocked write covers any
+ * guest cluster of [gc0, gc0 + n). */
+static void busy_wait(struct qcow2 *q, uint64_t gc0, uint64_t n)
+{
+	for (unsigned i = 0; i < q->nbusy;) {
+		if (q->busy[i].gc0 < gc0 + n && gc0 < q->busy[i].gc0 + q->busy[i].n) {
+			pthread_cond_wait(&q->busy_cv, &q->lock);
+			i = 0;
+			continue;
+		}
+		i++;
+	}
+}
+
+/* Mark guest clusters [gc0, gc0 + n) busy (the lock held); the entry's ID. */
+static uint64_t busy_add(struct qcow2 *q, uint64_t gc0, uint64_t n)
+{
+	uint64_t id = ++q->busy_ids;
+	q->busy[q->nbusy].gc0 = gc0;
+	q->busy[q->nbusy].n = n;
+	q->busy[q->nbusy++].id = id;
+	return id;
+}
+
+static void busy_del(struct qcow2 *q, uint64_t id)
+{
+	for (unsigned i = 0; i < q->nbusy; i++)   /* entries move as others leave: find ours */
+		if (q->busy[i].id == id) {
+			q->busy[i] = q->busy[--q->nbusy];
+			break;
+		}
+	pthread_cond_broadcast(&q->busy_cv);
+}
+
+static bool busy_room(const struct qcow2 *q)
+{
+	return q->nbusy < sizeof(q->busy) / sizeof(q->busy[0]);
+}
+
+/*
+ * Read n bytes at host offset host, guest clusters [gc0, gc0 + ncl), with
+ * the lock dropped: the clusters are busy meanwhile, so no write or
+ * discard of them can free them (nothing else frees clusters while the
+ * guest runs); several reads proceed in parallel.
+ */
+static int read_unlocked(struct qcow2 *q, struct cur *c, uint64_t gc0, uint64_t ncl, uint64_t host, size_t n)
+{
+	struct iovec stackv[16], *v = c->cnt < 16 ? stackv : malloc(sizeof(*v) * (size_t)(c->cnt + 1));
+	if (!v)
+		return ENOMEM;
+	int k = cur_slice_into(c, n, v, c->cnt < 16 ? 16 : c->cnt + 1);
+	uint64_t id = busy_add(q, gc0, ncl);
+	pthread_mutex_unlock(&q->lock);
+	int rc = blk_preadv_zfill(q->fd, v, k, host);
+	pthread_mutex_lock(&q->lock);
+	busy_del(q, id);
+	if (v != stackv)
+		free(v);
+	return rc;
+}
+
 static int q2_readv_locked(struct qcow2 *q, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len)
 {
 	struct cur c = { iov, iovcnt, 0, 0 };
@@ -313,9 +406,14 @@ static int q2_readv_locked(struct qcow2 *q, const struct iovec *iov, int iovcnt,
 				n += q->csize < len - n ? q->csize : len - n;
 				gc++;
 			}
-			int k = cur_slice(q, &c, n);
-			if ((rc = blk_preadv_zfill(q->fd, q->sv, k, host + in)))
-				return rc;
+			if (busy_room(q)) {
+				if ((rc = read_unlocked(q, &c, off >> q->cbits, gc - (off >> q->cbits) + 1, host + in, n)))
+					return rc;
+			} else {
+				int k = cur_slice(q, &c, n);
+				if ((rc = blk_preadv_zfill(q->fd, q->sv, k, host + in)))
+					return rc;
+			}
 		}
 		off += n;
 		len -= n;
@@ -360,10 +458,20 @@ struct l2update {
 	uint64_t val;
 };
 
-/* Clusters [off, off + len) lose one reference. */
-struct relist {
-	uint64_t off, len;
-};
+int q2_commit(struct qcow2 *q)
+{
+	if (!q->pending)
+		return 0;
+	int rc = q2_sync(q);
+	for (unsigned i = 0; !rc && i < q->l2c.n; i++) {
+		struct q2_table *t = &q->l2c.t[i];
+		if (t->dirty && !(rc = q2_pwrite(q, t->data, q->csize, t->off)))
+			t->dirty = false;
+	}
+	if (!rc)
+		q->pending = 0;
+	return rc;
+}
 
 /*
  * Apply L2 changes to the table of L1 index l1i: in place if the table is
@@ -377,7 +485,11 @@ static int l2_commit(struct qcow2 *q, uint64_t l1i, const struct l2update *u, un
                      const struct relist *rel, unsigned nrel, bool need_sync)
 {
 	uint64_t l1e = q->l1[l1i], l2off = l1e & QCOW2_OFFSET_MASK;
-	int rc = 0, err;
+	if (!new_l2 && !nu && !nrel)
+		return 0;
+	int rc = q2_commit(q), err;   /* no table is written ahead of deferred links */
+	if (rc)
+		return rc;
 	if (new_l2) {
 		uint8_t *buf = malloc(q->csize);
 		if (!buf)
@@ -437,8 +549,7 @@ static int l2_commit(struct qcow2 *q, uint64_t l1i, const struct l2update *u, un
 	return rc;
 }
 
-/* The clusters an entry owns a reference to (none: len 0). */
-static int entry_refs(struct qcow2 *q, uint64_t e, struct relist *r)
+int q2_entry_refs(struct qcow2 *q, uint64_t e, struct relist *r)
 {
 	r->off = r->len = 0;
 	if (e & QCOW2_OFLAG_COMPRESSED) {
@@ -453,6 +564,46 @@ static int entry_refs(struct qcow2 *q, uint64_t e, struct relist *r)
 		r->off = host;
 		r->len = q->csize;
 	}
+	return rc;
+}
+
+/*
+ * Step 2 without the lock, for a write whose every piece goes into a
+ * cluster this request alone may touch: a new one (refcount 1, linked
+ * nowhere, written whole) or one the image owns (COPIED), written in
+ * place.  The busy list keeps other writes and discards of these guest
+ * clusters out until the request is done (so an owned cluster cannot be
+ * freed and handed out under it); nothing else frees clusters while the
+ * guest runs.  Several such writes copy guest data into the page cache in
+ * parallel, as QEMU's thread pool does.
+ */
+static int write_unlocked(struct qcow2 *q, struct cur *c, const struct wpiece *p, uint64_t np)
+{
+	struct iovec *v = malloc(sizeof(*v) * (size_t)(c->cnt + 1));
+	if (!v)
+		return ENOMEM;
+	uint64_t id = busy_add(q, p[0].gc, np);
+	pthread_mutex_unlock(&q->lock);
+	int rc = 0;
+	uint64_t end = 0;
+	for (uint64_t i = 0; i < np && !rc;) {
+		uint64_t j = i + 1, bytes = p[i].n;
+		while (j < np && p[j].host == p[i].host + (j - i) * q->csize && j - i < 256) {
+			bytes += p[j].n;
+			j++;
+		}
+		int k = cur_slice_into(c, bytes, v, c->cnt + 1);
+		if (qcow2_io_hook)
+			qcow2_io_hook("data");
+		rc = blk_pwritev_full(q->fd, v, k, p[i].host + p[i].in);
+		end = p[i].host + p[i].in + bytes > end ? p[i].host + p[i].in + bytes : end;
+		i = j;
+	}
+	pthread_mutex_lock(&q->lock);
+	busy_del(q, id);
+	if (end > q->file_size)
+		q->file_size = end;
+	free(v);
 	return rc;
 }
 
@@ -474,6 +625,9 @@ static int write_chunk(struct qcow2 *q, struct cur *c, uint64_t off, uint64_t le
 	uint64_t new_l2 = 0;
 	if (!p || !u || !rel)
 		goto out;
+	busy_wait(q, gc0, np);
+	l1e = q->l1[l1i];
+	l2off = l1e & QCOW2_OFFSET_MASK;
 
 	/* Classify. */
 	uint8_t *t = NULL;
@@ -507,19 +661,32 @@ static int write_chunk(struct qcow2 *q, struct cur *c, uint64_t off, uint64_t le
 	/* 1. Allocate (refcounts written). */
 	if (need_update && !(l2off && (l1e & QCOW2_OFLAG_COPIED)) && (rc = q2_alloc(q, &new_l2)))
 		goto out;
+	uint64_t run_off = 0, run_left = 0, nalloc = 0;
+	for (uint64_t i = 0; i < np; i++)
+		nalloc += p[i].kind == W_ALLOC;
 	for (uint64_t i = 0; i < np; i++) {
 		if (p[i].kind == W_ALLOC) {
 			if (p[i].host || (p[i].old & QCOW2_OFLAG_COMPRESSED))
-				if ((rc = entry_refs(q, p[i].old, &rel[nrel++])))
+				if ((rc = q2_entry_refs(q, p[i].old, &rel[nrel++])))
 					goto out;
-			if ((rc = q2_alloc(q, &p[i].host)))
+			/* In runs: contiguous clusters, one refcount write, one data write. */
+			if (!run_left && (rc = q2_alloc_n(q, nalloc, &run_off, &run_left)))
 				goto out;
+			p[i].host = run_off;
+			run_off += q->csize;
+			run_left--;
+			nalloc--;
 		}
 	}
 
 	/* 2. Data: runs of pieces written straight from the guest's buffers,
 	 * whole clusters merged in the bounce buffer for the rest. */
-	for (uint64_t i = 0; i < np;) {
+	bool alone = !new_l2 && !nrel && busy_room(q);
+	for (uint64_t i = 0; alone && i < np; i++)
+		alone = p[i].kind == W_INPLACE || (p[i].kind == W_ALLOC && p[i].in == 0 && p[i].n == q->csize);
+	if (alone && (rc = write_unlocked(q, c, p, np)))
+		goto out;
+	for (uint64_t i = alone ? np : 0; i < np;) {
 		struct wpiece *w = &p[i];
 		bool whole = w->in == 0 && w->n == q->csize;
 		if (w->kind == W_INPLACE || whole) {
@@ -553,12 +720,21 @@ static int write_chunk(struct qcow2 *q, struct cur *c, uint64_t off, uint64_t le
 		i++;
 	}
 
-	/* 3-5. Sync, link, release. */
+	/* 3-5. Sync, link, release -- or, when nothing is released and the
+	 * table is ours, link in the cached table only (deferred links). */
 	for (uint64_t i = 0; i < np; i++)
 		if (p[i].kind != W_INPLACE)
 			u[nu++] = (struct l2update){ (unsigned)(p[i].gc & ((1ULL << q->l2bits) - 1)),
 			                             p[i].host | QCOW2_OFLAG_COPIED };
-	rc = l2_commit(q, l1i, u, nu, new_l2, rel, nrel, need_update);
+	if (nu && !nrel && !new_l2 && (t = q2_cache_get(q, &q->l2c, l2off, &rc))) {
+		for (unsigned i = 0; i < nu; i++)
+			q2_put64(t + 8 * u[i].idx, u[i].val);
+		q2_cache_set_dirty(&q->l2c, l2off);
+		q->pending += nu;
+		rc = q->writethrough || q->pending >= PENDING_MAX ? q2_commit(q) : 0;
+	} else if (!rc) {
+		rc = l2_commit(q, l1i, u, nu, new_l2, rel, nrel, need_update);
+	}
 out:
 	free(p);
 	free(u);
@@ -662,7 +838,7 @@ static int zero_clusters(struct qcow2 *q, uint64_t gc0, uint64_t np, bool unmap)
 		}
 		if (nw == old)
 			continue;
-		if ((comp || host) && !(nw & QCOW2_OFFSET_MASK) && (rc = entry_refs(q, old, &rel[nrel++])))
+		if ((comp || host) && !(nw & QCOW2_OFFSET_MASK) && (rc = q2_entry_refs(q, old, &rel[nrel++])))
 			goto out;
 		u[nu++] = (struct l2update){ (unsigned)idx, nw };
 	}
@@ -702,6 +878,7 @@ static int q2_zero_range(struct blk_image *img, uint64_t off, uint64_t len, bool
 				whole = 1;
 			if (whole > tbl_left)
 				whole = tbl_left;
+			busy_wait(q, gc, whole);
 			rc = zero_clusters(q, gc, whole, unmap);
 			n = whole << q->cbits < len ? whole << q->cbits : len;
 		}
@@ -726,7 +903,10 @@ static int q2_write_zeroes(struct blk_image *img, uint64_t off, uint64_t len, bo
 static int q2_flush(struct blk_image *img)
 {
 	struct qcow2 *q = img->priv;
-	return fdatasync(q->fd) ? errno : 0;
+	pthread_mutex_lock(&q->lock);
+	int rc = q2_commit(q);
+	pthread_mutex_unlock(&q->lock);
+	return rc ? rc : fdatasync(q->fd) ? errno : 0;
 }
 
 /* ---- open / close ---- */
@@ -748,11 +928,16 @@ static void q2_free(struct qcow2 *q)
 	if (q->zstd)
 		ZSTD_freeDCtx(q->zstd);
 	pthread_mutex_destroy(&q->lock);
+	pthread_cond_destroy(&q->busy_cv);
 	free(q);
 }
 
 static void q2_close(struct blk_image *img)
 {
+	struct qcow2 *q = img->priv;
+	if (q && q2_commit(q))
+		log_warn("%s: cannot write the last L2 entries: the clusters written since the last flush leak",
+		         img->path);
 	q2_free(img->priv);
 	img->priv = NULL;
 }
@@ -816,6 +1001,32 @@ static int open_backing(struct blk_image *img, struct qcow2 *q, const struct blk
 	return 0;
 }
 
+/* The tables the header points to: sizes sane, aligned, inside the file. */
+static int check_layout(struct qcow2 *q, uint64_t size, char *err, size_t errlen)
+{
+	const char *P = q->img->path;
+	uint64_t l2span_bits = q->cbits + q->l2bits;
+	if (size > (1ULL << 62))
+		return oerr(err, errlen, P, "qcow2 virtual size %llu is too large", (unsigned long long)size);
+	uint64_t need_l1 = (size + (1ULL << l2span_bits) - 1) >> l2span_bits;
+	if ((uint64_t)q->l1_size * 8 > QCOW2_MAX_L1_BYTES || q->l1_size < need_l1)
+		return oerr(err, errlen, P, "bad qcow2 L1 table size %u (the disk needs %llu entries)", q->l1_size,
+		            (unsigned long long)need_l1);
+	if (q->l1_size && ((q->l1_off & (q->csize - 1)) || !q->l1_off || q->l1_off > q->file_size ||
+	                   (uint64_t)q->l1_size * 8 > q->file_size - q->l1_off))
+		return oerr(err, errlen, P, "qcow2 L1 table (offset 0x%llx, %u entries) is misaligned or beyond the end "
+		            "of the file", (unsigned long long)q->l1_off, q->l1_size);
+	if (!q->rt_clusters || q->rt_clusters << q->cbits > QCOW2_MAX_RT_BYTES || (q->rt_off & (q->csize - 1)) ||
+	    !q->rt_off || q->rt_off > q->file_size || (q->rt_clusters << q->cbits) > q->file_size - q->rt_off)
+		return oerr(err, errlen, P, "qcow2 refcount table (offset 0x%llx, %llu clusters) is misaligned, too "
+		            "large or beyond the end of the file", (unsigned long long)q->rt_off,
+		            (unsigned long long)q->rt_clusters);
+	if (q->nsnap > 65536 || (q->nsnap && ((q->snap_off & (q->csize - 1)) || q->snap_off >= q->file_size)))
+		return oerr(err, errlen, P, "bad qcow2 snapshot table (%u snapshots at 0x%llx)", q->nsnap,
+		            (unsigned long long)q->snap_off);
+	return 0;
+}
+
 static int q2_open(struct blk_image *img, const struct blk_open_opts *o, char *err, size_t errlen)
 {
 	const char *P = img->path;
@@ -824,8 +1035,10 @@ static int q2_open(struct blk_image *img, const struct blk_open_opts *o, char *e
 	if (!q)
 		return oerr(err, errlen, P, "out of memory");
 	pthread_mutex_init(&q->lock, NULL);
+	pthread_cond_init(&q->busy_cv, NULL);
 	q->img = img;
 	q->fd = img->fd;
+	q->writethrough = o->writethrough;
 	img->priv = q;
 	off_t fsz = lseek(img->fd, 0, SEEK_END);
 	if (fsz < 0) {
@@ -925,35 +1138,10 @@ static int q2_open(struct blk_image *img, const struct blk_open_opts *o, char *e
 		goto fail;
 	}
 
-	/* Tables. */
-	uint64_t l2span_bits = q->cbits + q->l2bits;
-	if (size > (1ULL << 62)) {
-		oerr(err, errlen, P, "qcow2 virtual size %llu is too large", (unsigned long long)size);
+	q->nsnap = nsnap;
+	q->snap_off = snap_off;
+	if (check_layout(q, size, err, errlen))
 		goto fail;
-	}
-	uint64_t need_l1 = (size + (1ULL << l2span_bits) - 1) >> l2span_bits;
-	if ((uint64_t)q->l1_size * 8 > QCOW2_MAX_L1_BYTES || q->l1_size < need_l1) {
-		oerr(err, errlen, P, "bad qcow2 L1 table size %u (the disk needs %llu entries)", q->l1_size,
-		     (unsigned long long)need_l1);
-		goto fail;
-	}
-	if (q->l1_size && ((q->l1_off & (q->csize - 1)) || !q->l1_off || q->l1_off > q->file_size ||
-	                   (uint64_t)q->l1_size * 8 > q->file_size - q->l1_off)) {
-		oerr(err, errlen, P, "qcow2 L1 table (offset 0x%llx, %u entries) is misaligned or beyond the end of "
-		     "the file", (unsigned long long)q->l1_off, q->l1_size);
-		goto fail;
-	}
-	if (!q->rt_clusters || q->rt_clusters << q->cbits > QCOW2_MAX_RT_BYTES || (q->rt_off & (q->csize - 1)) ||
-	    !q->rt_off || q->rt_off > q->file_size || (q->rt_clusters << q->cbits) > q->file_size - q->rt_off) {
-		oerr(err, errlen, P, "qcow2 refcount table (offset 0x%llx, %llu clusters) is misaligned, too large or "
-		     "beyond the end of the file", (unsigned long long)q->rt_off, (unsigned long long)q->rt_clusters);
-		goto fail;
-	}
-	if (nsnap > 65536 || (nsnap && (snap_off & (q->csize - 1)))) {
-		oerr(err, errlen, P, "bad qcow2 snapshot table (%u snapshots at 0x%llx)", nsnap,
-		     (unsigned long long)snap_off);
-		goto fail;
-	}
 
 	/* Backing file name and header extensions, all in the first cluster. */
 	uint64_t hcl = q->csize < q->file_size ? q->csize : q->file_size;
@@ -1066,6 +1254,64 @@ fail:
 	return -1;
 }
 
+/*
+ * The source of a migration on shared storage wrote the image after this
+ * process opened it: read the header's tables again and forget every
+ * cached table.  The geometry (and the backing file, read-only) cannot
+ * have changed; if the header says otherwise the image is not the one
+ * that was opened.
+ */
+int q2_reload(struct qcow2 *q, char *err, size_t errlen)
+{
+	const char *P = q->img->path;
+	uint8_t h[104] = { 0 };
+	if (q2_commit(q))
+		return oerr(err, errlen, P, "cannot write its pending L2 entries");
+	off_t fsz = lseek(q->fd, 0, SEEK_END);
+	if (fsz < 72 || blk_pread_full(q->fd, h, q->version == 3 ? 104 : 72, 0))
+		return oerr(err, errlen, P, "cannot read the qcow2 header again");
+	if (q2_be32(h) != QCOW2_MAGIC || q2_be32(h + 4) != q->version || q2_be32(h + 20) != q->cbits ||
+	    q2_be64(h + 24) != q->img->size || (q->version == 3 && q2_be32(h + 96) != q->rc_order))
+		return oerr(err, errlen, P, "the qcow2 header changed under hyve (not the image it opened)");
+	uint64_t *l1 = NULL, *rt = NULL;
+	q->file_size = (uint64_t)fsz;
+	q->l1_size = q2_be32(h + 36);
+	q->l1_off = q2_be64(h + 40);
+	q->rt_off = q2_be64(h + 48);
+	q->rt_clusters = q2_be32(h + 56);
+	q->nsnap = q2_be32(h + 60);
+	q->snap_off = q2_be64(h + 64);
+	if (check_layout(q, q->img->size, err, errlen))
+		return -1;
+	int rc = read_table(q->fd, q->l1_off, q->l1_size, &l1);
+	if (!rc)
+		rc = read_table(q->fd, q->rt_off, (q->rt_clusters << q->cbits) / 8, &rt);
+	if (rc) {
+		free(l1);
+		return oerr(err, errlen, P, "cannot read the qcow2 tables: %s", strerror(rc));
+	}
+	free(q->l1);
+	free(q->rt);
+	q->l1 = l1;
+	q->rt = rt;
+	q->rt_size = (q->rt_clusters << q->cbits) / 8;
+	q2_cache_clear(&q->l2c);
+	q2_cache_clear(&q->rbc);
+	q->cbuf_entry = 0;
+	q->free_hint = 1;
+	q->alloc_end = 0;
+	return 0;
+}
+
+static int q2_reload_op(struct blk_image *img, char *err, size_t errlen)
+{
+	struct qcow2 *q = img->priv;
+	pthread_mutex_lock(&q->lock);
+	int rc = q2_reload(q, err, errlen);
+	pthread_mutex_unlock(&q->lock);
+	return rc ? EIO : 0;
+}
+
 const struct blk_format_ops blk_format_qcow2 = {
 	.name = "qcow2",
 	.open = q2_open,
@@ -1075,4 +1321,9 @@ const struct blk_format_ops blk_format_qcow2 = {
 	.flush = q2_flush,
 	.discard = q2_discard,
 	.write_zeroes = q2_write_zeroes,
+	.snapshot_create = q2_snapshot_create,
+	.snapshot_revert = q2_snapshot_revert,
+	.snapshot_delete = q2_snapshot_delete,
+	.snapshot_list = q2_snapshot_list,
+	.reload = q2_reload_op,
 };

@@ -34,14 +34,16 @@
 #define QCOW2_COMPAT_LAZY_REFCNT  (1ULL << 0)
 
 /* A cache of metadata tables (L2 tables or refcount blocks), each one
- * cluster, kept as on disk (big-endian).  Write-through: a change is
- * written to the file when it is made, so no entry is ever dirty.  Found
- * by a hash of the offset; the victim is picked by the clock algorithm. */
+ * cluster, kept as on disk (big-endian).  Write-through, except for the
+ * L2 entries of allocating writes, which wait in their (dirty, pinned)
+ * table for the next q2_commit (qcow2.c, "Deferred links").  Found by a
+ * hash of the offset; the victim is picked by the clock algorithm. */
 struct q2_table {
 	uint64_t off;    /* host offset, 0: free slot */
 	uint8_t *data;   /* allocated on first use */
 	int next;        /* hash chain, -1: end */
 	bool ref;        /* used since the clock hand last passed */
+	bool dirty;      /* holds L2 entries not written yet (q2_commit); never evicted */
 };
 
 struct q2_cache {
@@ -75,6 +77,8 @@ struct qcow2 {
 	uint64_t *l1;           /* host byte order */
 	uint64_t rt_off;
 	uint64_t rt_clusters;
+	uint32_t nsnap;         /* internal snapshots (qcow2_snapshot.c) */
+	uint64_t snap_off;
 	uint64_t rt_size;       /* entries */
 	uint64_t *rt;           /* host byte order */
 
@@ -95,6 +99,14 @@ struct qcow2 {
 	int svcap;
 
 	bool warned;            /* one log line about corruption per image */
+	unsigned pending;       /* L2 entries waiting in dirty tables */
+	bool writethrough;      /* O_SYNC ("direct"): commit at once, every write is durable */
+	/* Guest clusters whose allocating write runs its data I/O without the
+	 * lock (qcow2.c, write_chunk): other writes and zeroing of them wait. */
+	struct { uint64_t gc0, n, id; } busy[16];
+	unsigned nbusy;
+	uint64_t busy_ids;
+	pthread_cond_t busy_cv;
 };
 
 /* ---- qcow2_meta.c ---- */
@@ -105,13 +117,41 @@ uint8_t *q2_cache_get(struct qcow2 *q, struct q2_cache *c, uint64_t off, int *er
 /* Put a table just written to the file into the cache. */
 void q2_cache_put(struct qcow2 *q, struct q2_cache *c, uint64_t off, const uint8_t *data);
 void q2_cache_drop(struct q2_cache *c, uint64_t off);
+void q2_cache_set_dirty(struct q2_cache *c, uint64_t off);
 
 int q2_rc_get(struct qcow2 *q, uint64_t cluster, uint64_t *rc);
 /* Allocate one cluster: refcount 1 written (not flushed). */
 int q2_alloc(struct qcow2 *q, uint64_t *off);
+/* Up to want clusters in a row (at least one; *got says how many), their
+ * refcounts written with one write. */
+int q2_alloc_n(struct qcow2 *q, uint64_t want, uint64_t *off, uint64_t *got);
 /* Drop one reference to each cluster of [off, off + len) (after the
  * references are gone from the file). */
 int q2_unref(struct qcow2 *q, uint64_t off, uint64_t len);
+/* Add one reference to each cluster of [off, off + len) (each must be in
+ * use already: a reference to a free cluster is corruption). */
+int q2_ref(struct qcow2 *q, uint64_t off, uint64_t len);
+/* n clusters in a row, refcounts 1 (not flushed). */
+int q2_alloc_run(struct qcow2 *q, uint64_t n, uint64_t *off);
+void q2_cache_clear(struct q2_cache *c);
+
+/* ---- qcow2.c ---- */
+/* The host clusters L2 entry e holds a reference to (len 0: none). */
+struct relist {
+	uint64_t off, len;
+};
+int q2_entry_refs(struct qcow2 *q, uint64_t e, struct relist *r);
+/* Write the deferred L2 entries: sync (their data and refcounts reach the
+ * disk first), then every dirty table.  0 or an errno. */
+int q2_commit(struct qcow2 *q);
+/* Re-read the header and tables from the file (another process wrote it). */
+int q2_reload(struct qcow2 *q, char *err, size_t errlen);
+
+/* ---- qcow2_snapshot.c ---- */
+int q2_snapshot_list(struct blk_image *img, struct blk_snapinfo **out, unsigned *n);
+int q2_snapshot_create(struct blk_image *img, const char *name, char *id, size_t idlen);
+int q2_snapshot_revert(struct blk_image *img, const char *id, const char *name, char *err, size_t errlen);
+int q2_snapshot_delete(struct blk_image *img, const char *id);
 
 /* Write to / sync the image file (every metadata write goes through here). */
 int q2_pwrite(struct qcow2 *q, const void *buf, size_t len, uint64_t off);

@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,6 +93,7 @@ static struct q2_table *cache_find(struct q2_cache *c, uint64_t off)
 
 static void cache_unlink(struct q2_cache *c, struct q2_table *t)
 {
+	t->dirty = false;
 	int idx = (int)(t - c->t);
 	for (int *p = &c->head[cache_hash(c, t->off)]; *p >= 0; p = &c->t[*p].next) {
 		if (*p == idx) {
@@ -118,9 +120,13 @@ static void cache_link(struct q2_cache *c, struct q2_table *t, uint64_t off)
 static struct q2_table *cache_victim(struct qcow2 *q, struct q2_cache *c)
 {
 	struct q2_table *v;
-	for (;;) {
+	for (unsigned seen = 0;; seen++) {
+		if (seen == 2 * c->n && q2_commit(q))   /* every slot dirty: write them, then pick */
+			return NULL;
 		v = &c->t[c->hand];
 		c->hand = (c->hand + 1) % c->n;
+		if (v->dirty)
+			continue;
 		if (!v->off || !v->ref)
 			break;
 		v->ref = false;
@@ -173,6 +179,13 @@ void q2_cache_put(struct qcow2 *q, struct q2_cache *c, uint64_t off, const uint8
 		return;   /* not cached: read again when needed */
 	memcpy(t->data, data, q->csize);
 	cache_link(c, t, off);
+}
+
+void q2_cache_set_dirty(struct q2_cache *c, uint64_t off)
+{
+	struct q2_table *t = cache_find(c, off);
+	if (t)
+		t->dirty = true;
 }
 
 void q2_cache_drop(struct q2_cache *c, uint64_t off)
@@ -426,6 +439,12 @@ out:
  */
 int q2_alloc(struct qcow2 *q, uint64_t *off)
 {
+	uint64_t n;
+	return q2_alloc_n(q, 1, off, &n);
+}
+
+int q2_alloc_n(struct qcow2 *q, uint64_t want, uint64_t *off, uint64_t *got)
+{
 	uint64_t c = q->free_hint ? q->free_hint : 1;
 	for (;;) {
 		uint64_t ri = c >> q->rbbits, rbo;
@@ -453,20 +472,37 @@ int q2_alloc(struct qcow2 *q, uint64_t *off)
 		uint8_t *rb = q2_cache_get(q, &q->rbc, rbo, &err);
 		if (!rb)
 			return err;
-		uint64_t end = (ri + 1) << q->rbbits;
-		while (c < end && c <= limit && (rb_get(q, rb, c & ((1ULL << q->rbbits) - 1)) || protected_cluster(q, c)))
+		uint64_t end = (ri + 1) << q->rbbits, mask = (1ULL << q->rbbits) - 1;
+		while (c < end && c <= limit && (rb_get(q, rb, c & mask) || protected_cluster(q, c)))
 			c++;
 		if (c == end || c > limit)
 			continue;
-		err = rc_set(q, c, 1);
-		if (err)
+		/* A run of free clusters from c, inside this block: one write of its refcounts. */
+		uint64_t n = 1;
+		while (n < want && c + n < end && c + n <= limit && !rb_get(q, rb, (c + n) & mask) &&
+		       !protected_cluster(q, c + n))
+			n++;
+		size_t lo = SIZE_MAX, hi = 0;
+		for (uint64_t i = 0; i < n; i++) {
+			size_t bo, bl;
+			rb_set(q, rb, (c + i) & mask, 1, &bo, &bl);
+			lo = bo < lo ? bo : lo;
+			hi = bo + bl > hi ? bo + bl : hi;
+		}
+		err = q2_pwrite(q, rb + lo, hi - lo, rbo + lo);
+		if (err) {
+			q2_cache_drop(&q->rbc, rbo);   /* the file is the truth */
 			return err;
-		q->free_hint = c + 1;
-		if (c + 1 > q->alloc_end)
-			q->alloc_end = c + 1;
+		}
+		q->free_hint = c + n;
+		if (c + n > q->alloc_end)
+			q->alloc_end = c + n;
 		*off = c << q->cbits;
-		q2_cache_drop(&q->l2c, *off);
-		q2_cache_drop(&q->rbc, *off);
+		*got = n;
+		for (uint64_t i = 0; i < n; i++) {
+			q2_cache_drop(&q->l2c, (c + i) << q->cbits);
+			q2_cache_drop(&q->rbc, (c + i) << q->cbits);
+		}
 		return 0;
 	}
 }
@@ -496,4 +532,59 @@ int q2_unref(struct qcow2 *q, uint64_t off, uint64_t len)
 		}
 	}
 	return ret;
+}
+
+int q2_ref(struct qcow2 *q, uint64_t off, uint64_t len)
+{
+	if (!len)
+		return 0;
+	for (uint64_t c = off >> q->cbits; c <= (off + len - 1) >> q->cbits; c++) {
+		uint64_t rc;
+		int err = q2_rc_get(q, c, &rc);
+		if (err)
+			return err;
+		if (rc == 0)
+			return q2_corrupt(q, "cluster 0x%llx is in use but its refcount is 0",
+			                  (unsigned long long)(c << q->cbits));
+		if (rc >= q->rc_max)
+			return EOVERFLOW;   /* refcount_bits too narrow for one more snapshot */
+		if ((err = rc_set(q, c, rc + 1)))
+			return err;
+	}
+	return 0;
+}
+
+/* Past the end of the file every cluster is free, so a run starts there;
+ * a refcount block the allocator has to place inside the run breaks it,
+ * and the run starts again after it (the clusters before are freed). */
+int q2_alloc_run(struct qcow2 *q, uint64_t n, uint64_t *off)
+{
+	uint64_t end_c = (q->file_size + q->csize - 1) >> q->cbits;
+	uint64_t first = 0, got = 0, o, hint = q->free_hint;
+	q->free_hint = end_c > q->alloc_end ? end_c : q->alloc_end;
+	while (got < n) {
+		int rc = q2_alloc(q, &o);
+		if (!rc && got && o != first + (got << q->cbits)) {
+			rc = q2_unref(q, first, got << q->cbits);
+			got = 0;
+		}
+		if (rc) {
+			q->free_hint = hint;
+			return rc;
+		}
+		if (!got)
+			first = o;
+		got++;
+		q->free_hint = (o >> q->cbits) + 1;   /* q2_unref may have lowered it */
+	}
+	*off = first;
+	q->free_hint = hint;   /* nothing below the run was freed */
+	return 0;
+}
+
+void q2_cache_clear(struct q2_cache *c)
+{
+	for (unsigned i = 0; c->t && i < c->n; i++)
+		if (c->t[i].off)
+			cache_unlink(c, &c->t[i]);
 }

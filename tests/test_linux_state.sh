@@ -126,3 +126,52 @@ t_linux_checkpoint_and_migrate_midboot() {
 		[ -z "$first" ] || [ "$first" -ge "$saved" ] || { echo "    guest clock went backwards"; return 1; }
 	done
 }
+
+# Checkpoint while Linux probes an NVMe controller (root) and an AHCI HBA
+# (a disk and a CD): the checkpoint drains both (the bhyve calls' AHCI
+# lesson), the saving VM dies, and a new process restores it with copies
+# of the disks taken while it was paused; the boot goes on to /init with
+# no I/O errors, both controllers working.
+t_linux_checkpoint_nvme_ahci_midboot() {
+	linux_test_kit || return $?
+	[ -x "$HYVECTL" ] || { SKIP_REASON="hyvectl not built"; return 77; }
+	command -v genisoimage >/dev/null || command -v xorriso >/dev/null || {
+		SKIP_REASON="no genisoimage/xorriso for the CD image"; return 77; }
+	local root=$TMP/lxna-root.img data=$TMP/lxna-data.img iso=$TMP/lxna.iso sock=$TMP/lxna.sock ck=$TMP/lxna.ckpt
+	sh tests/linux/mkrootfs.sh "$root" 2>"$TMP/lxna-mkrootfs.log" &&
+		sh tests/linux/mkrootfs.sh "$iso" 2>>"$TMP/lxna-mkrootfs.log" || {
+		echo "    mkrootfs.sh failed:"; tail -5 "$TMP/lxna-mkrootfs.log" | sed 's/^/    | /'; return 1; }
+	truncate -s 16M "$data"
+	local cmdline="console=ttyS0 root=/dev/nvme0n1 rootwait rw rootfstype=ext4 init=/init $(linux_cmdline_extra)"
+	vm_start -l com1,stdio -c 2 -m 256M -o boot.kernel="$TEST_BZIMAGE" -o boot.cmdline="$cmdline" \
+		-s 4,nvme,"$root" -s 5,ahci,hd:"$data",cd:"$iso" -o control.socket="$sock" "$(vm_name lxna)"
+	local rc=0
+	wait_serial "$LINUX_TIMEOUT" 'ata[0-9]+: SATA link up|nvme nvme0: [0-9]+/0/0 default|Kernel panic' || rc=1
+	grep -q 'Kernel panic' "$OUT" && { show_serial 10; rc=1; }
+	if [ $rc = 0 ]; then
+		"$HYVECTL" --socket="$sock" --pause >/dev/null &&
+		"$HYVECTL" --socket="$sock" --checkpoint="$ck" >"$TMP/lxna-ckpt.log" 2>&1 &&
+		cp --sparse=always "$root" "$root.ck" && cp --sparse=always "$data" "$data.ck" || {
+			echo "    checkpoint failed:"; sed 's/^/    | /' "$TMP/lxna-ckpt.log"; rc=1; }
+	fi
+	local saved_at
+	saved_at=$(grep -aoE 'ata[0-9]+: SATA link up|nvme nvme0: [0-9]+/0/0 default' "$OUT" | head -1)
+	kill -9 "$VM_PID" 2>/dev/null
+	wait "$VM_PID" 2>/dev/null
+	VM_PID=""
+	[ $rc = 0 ] || return 1
+	echo "    checkpoint taken after '$saved_at': $(cat "$TMP/lxna-ckpt.log")"
+	vm_start -r "$ck" -o pci.0.4.0.path="$root.ck" -o pci.0.5.0.port.0.path="$data.ck" \
+		-o pci.0.5.0.port.1.path="$iso" -o control.socket=none
+	wait_linux_init "$LINUX_TIMEOUT" || rc=1
+	vm_stop
+	[ $rc = 0 ] || return 1
+	expect_out 'EXT4-fs \(nvme0n1\): mounted filesystem' &&
+	expect_out 'ata[0-9]+\.00: ATA-[0-9]+: HYVE SATA DISK' &&
+	expect_out 'ata[0-9]+\.00: ATAPI: HYVE SATA DVD ROM' || return 1
+	expect_no_out "$NVME_LINUX_ERRORS|$AHCI_LINUX_ERRORS|BUG:|Oops" "errors after the restore" || return 1
+	if grep -qE 'hyve: (error|warning):' "$ERR"; then
+		echo "    hyve logged errors after the restore:"; grep -E 'hyve: (error|warning):' "$ERR" | head | sed 's/^/    | /'
+		return 1
+	fi
+}

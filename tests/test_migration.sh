@@ -151,6 +151,33 @@ t_migrate_blk_midway() {
 	ck_check_image "$img" 48
 }
 
+# The same on a qcow2 image (shared storage): the destination opens it at
+# set-up, while the source goes on allocating clusters for its rounds; it
+# must re-read the image's metadata before its guest writes and verifies.
+t_migrate_qcow2_shared_storage() {
+	mg_need || return 77
+	command -v qemu-img >/dev/null || { SKIP_REASON="qemu-img not installed (qemu-utils)"; return 77; }
+	command -v python3 >/dev/null || { SKIP_REASON="python3 not installed"; return 77; }
+	local port sock=$TMP/mgq.sock img=$TMP/mgq.qcow2
+	port=$(mg_port)
+	qemu-img create -q -f qcow2 -o cluster_size=4096 "$img" 1M || return 1
+	vm_start -l com1,stdio -o lpc.pc-testdev=true -o boot.kernel="$GUEST" -o boot.cmdline="test=blkckpt rounds=48" \
+		-s 4,virtio-blk,"$img",format=qcow2 -o control.socket="$sock" mgvmq || return 1
+	wait_serial 60 '^blkckpt: round 8.$' || { vm_stop; return 1; }
+	mg_dest "$port" -o control.socket=none -o pci.0.4.0.path="$img"
+	"$HYVECTL" --socket="$sock" --migrate-live=127.0.0.1:"$port" >"$TMP/mgq.ctl" 2>&1 || {
+		sed 's/^/    | /' "$TMP/mgq.ctl"; vm_stop; mg_dest_stop; mg_show_dest; return 1; }
+	vm_stop
+	local i=0
+	while kill -0 "$DST_PID" 2>/dev/null && [ $i -lt 1200 ]; do sleep 0.1; i=$((i + 1)); done
+	mg_dest_stop
+	[ "$DST_RC" -eq 1 ] && grep -q '^PASS blkckpt' "$DST_OUT" && grep -q '^blkckpt: verified 48 rounds' "$DST_OUT" || {
+		echo "    destination: status $DST_RC, expected the guest's PASS (1)"; mg_show_dest; return 1; }
+	qemu-img check "$img" >"$TMP/mgq.check" 2>&1 || { sed 's/^/    | /' "$TMP/mgq.check"; return 1; }
+	qemu-img convert -O raw "$img" "$TMP/mgq.raw" || return 1
+	ck_check_image "$TMP/mgq.raw" 48
+}
+
 # The destination dies at about half of the first round: the source says
 # why, keeps running, and its guest is unharmed.
 t_migrate_destination_killed() {

@@ -131,3 +131,60 @@ t_qcow2_open_errors() {
 	run_guest 60 "test=blk" -s 3,virtio-blk,"$img",format=vmdk
 	expect_one_error 4 "format.*bad value 'vmdk'"
 }
+
+# A checkpoint records a qcow2 disk at the same instant as RAM (an internal
+# snapshot named after the checkpoint file), and restoring reverts the disk
+# to it.  The guest writes 48 rounds of sectors; the checkpoint is taken
+# mid-way; the original VM finishes.  Then the active disk's rounds are
+# overwritten with zeros (qemu-io): the restored guest, which goes on from
+# the checkpoint and verifies every round at the end, passes only if the
+# rounds written before the checkpoint came back with the snapshot.
+t_qcow2_checkpoint_restores_disk() {
+	q2_need || return 77
+	command -v qemu-io >/dev/null || { SKIP_REASON="qemu-io not installed (qemu-utils)"; return 77; }
+	local sock=$TMP/q2ck.sock ck=$TMP/q2ck.ckpt raw img=$TMP/q2ck.qcow2 rounds=48
+	raw=$(vt_image q2ck) || return 1
+	qemu-img convert -O qcow2 -o cluster_size=4096 "$raw" "$img" || return 1
+	ck_guest "$sock" "test=blkckpt rounds=$rounds" -s 4,virtio-blk,"$img",format=qcow2 || return 1
+	wait_serial 60 '^blkckpt: round 8.$' || { vm_stop; return 1; }
+	local before after i=0
+	before=$(grep -c '^blkckpt: round' "$OUT")
+	if ! "$HYVECTL" --socket="$sock" --checkpoint="$ck" >"$TMP/q2ck.ctl" 2>&1; then
+		echo "    hyvectl --checkpoint failed:"; sed 's/^/    | /' "$TMP/q2ck.ctl"; vm_stop; return 1
+	fi
+	after=$(grep -c '^blkckpt: round' "$OUT")
+	while kill -0 "$VM_PID" 2>/dev/null && [ $i -lt 1200 ]; do sleep 0.1; i=$((i + 1)); done
+	vm_stop
+	expect_rc 1 && expect_out '^PASS blkckpt' || return 1
+	grep -q "snapshot 1 '$ck' taken" "$ERR" || { echo "    hyve did not log the disk snapshot"; show; return 1; }
+	qemu-img check "$img" >"$TMP/q2ck.check" 2>&1 || { sed 's/^/    | /' "$TMP/q2ck.check"; return 1; }
+	qemu-img snapshot -l "$img" | grep -q " $ck " || { echo "    qemu-img snapshot -l does not list '$ck'"; return 1; }
+	# The snapshot holds exactly a prefix of the rounds, at least those printed before it.
+	qemu-img convert -l snapshot.name="$ck" -O raw "$img" "$TMP/q2ck-snap.raw" || return 1
+	local held
+	held=$(python3 - "$TMP/q2ck-snap.raw" "$rounds" <<'PY'
+import struct, sys
+data = open(sys.argv[1], 'rb').read()
+M = 0xffffffff
+n = 0
+for r in range(int(sys.argv[2])):
+    s = 1024 + 16 * r
+    want = struct.pack('<128I', *[((s * 0x9e3779b1 + j * 0x85ebca77) ^ (0x5eed1000 + r) ^ 0xa5a5a5a5) & M for j in range(128)])
+    if data[s * 512:(s + 1) * 512] != want:
+        break
+    n += 1
+print(n)
+PY
+)
+	# A round is printed after its write completes: the snapshot holds at least
+	# the rounds printed before the checkpoint, at most one more than after it.
+	echo "    the original VM had printed $before rounds before the checkpoint, $after after; its disk snapshot holds $held"
+	[ "$held" -ge "$before" ] && [ "$held" -le $((after + 1)) ] && [ "$held" -lt "$rounds" ] || return 1
+	qemu-io -f qcow2 -c "write -P 0 512k $((rounds * 8))k" "$img" >/dev/null || return 1
+	run_hyve 120 -r "$ck" -o control.socket=none -o pci.0.4.0.path="$img"
+	expect_rc 1 && expect_out '^PASS blkckpt' && expect_out "^blkckpt: verified $rounds rounds" || return 1
+	grep -q "reverted to snapshot 1 '$ck'" "$ERR" || { echo "    hyve did not log the revert"; show; return 1; }
+	qemu-img check "$img" >"$TMP/q2ck.check" 2>&1 || { sed 's/^/    | /' "$TMP/q2ck.check"; return 1; }
+	qemu-img convert -O raw "$img" "$TMP/q2ck-final.raw" || return 1
+	ck_check_image "$TMP/q2ck-final.raw" "$rounds"
+}

@@ -2,11 +2,12 @@
  * libFuzzer target for the qcow2 format layer (devices/qcow2.c,
  * devices/qcow2_meta.c, devices/blk_format.c): header and table parsing
  * at open, then a few reads and writes through whatever the image's
- * tables say.
+ * tables say, then its snapshot table (list, revert, create, delete) and
+ * a metadata reload.
  *
  *   clang-14 -std=c11 -D_GNU_SOURCE -g -O1 -pthread -I. \
  *       -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
- *       tests/fuzz/fuzz_qcow2.c devices/blk_format.c devices/qcow2.c devices/qcow2_meta.c \
+ *       tests/fuzz/fuzz_qcow2.c devices/blk_format.c devices/qcow2.c devices/qcow2_meta.c devices/qcow2_snapshot.c \
  *       core/log.c -lz -lzstd -o /tmp/fuzz_qcow2
  *
  * (-DFUZZ_STANDALONE builds a main() that replays input files.)
@@ -152,6 +153,29 @@ static void op_pair(struct blk_image *img, uint64_t size, int kind)
 	}
 }
 
+/* The snapshot table as the image has it: list, revert to one, take one,
+ * write, delete it, re-read the metadata (a checkpoint's and a migration's
+ * paths through the format). */
+static void snapshot_ops(struct blk_image *img, uint64_t vsize)
+{
+	struct blk_snapinfo *si = NULL;
+	unsigned n = 0;
+	char err[1024], id[32];
+	if (blk_image_snapshot_list(img, &si, &n) == 0 && n) {
+		const struct blk_snapinfo *s = &si[rnd() % n];
+		if (blk_image_snapshot_revert(img, s->id, s->name, err, sizeof(err)) && (strchr(err, '\n') || !err[0]))
+			abort();
+	}
+	blk_snapinfo_free(si, n);
+	if (blk_image_snapshot_create(img, "fuzz", id, sizeof(id)) == 0) {
+		op_pair(img, vsize, 0);
+		if (rnd() & 1)
+			blk_image_snapshot_delete(img, id);
+	}
+	if (blk_image_reload(img, err, sizeof(err)) && (strchr(err, '\n') || !err[0]))
+		abort();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (!dir[0])
@@ -195,6 +219,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			for (int i = 0; i < 4; i++)
 				op_pair(img, vsize, (int)(rnd() % 3));
 			blk_image_flush(img);
+			snapshot_ops(img, vsize);
 		}
 	}
 	blk_image_close(img);

@@ -78,21 +78,21 @@ sources() {
 			devices/pci_hostbridge.c devices/pci_lpc.c devices/virtio.c devices/virtio_snapshot.c \
 			devices/virtio_ioeventfd.c devices/virtio_rnd.c devices/virtio_console.c devices/chardev.c devices/virtio_9p.c \
 			devices/p9_server.c devices/p9_state.c devices/virtio_blk.c devices/blockif.c core/sandbox_landlock.c \
-			devices/virtio_net.c devices/net_backend.c devices/blk_format.c devices/qcow2.c devices/qcow2_meta.c
+			devices/virtio_net.c devices/net_backend.c devices/blk_format.c devices/qcow2.c devices/qcow2_meta.c devices/qcow2_snapshot.c
 		[ -f devices/p9_fs.c ] && echo devices/p9_fs.c
 		[ -f core/config_trust.c ] && echo core/config_trust.c
 		;;
-	qcow2) echo devices/blk_format.c devices/qcow2.c devices/qcow2_meta.c core/log.c ;;
+	qcow2) echo devices/blk_format.c devices/qcow2.c devices/qcow2_meta.c devices/qcow2_snapshot.c core/log.c ;;
 	insn) echo core/insn_decode.c core/insn_mem.c core/insn_complete.c ;;
 	gdb) echo core/gdb_proto.c ;;
 	nvme)   # two controllers on image files, only the KVM layer stubbed (nvme_stubs.c)
 		echo tests/fuzz/nvme_stubs.c devices/nvme.c devices/nvme_admin.c devices/pci_emul.c devices/blockif.c \
-			devices/blk_format.c devices/qcow2.c devices/qcow2_meta.c core/config.c core/snapshot.c core/init.c \
+			devices/blk_format.c devices/qcow2.c devices/qcow2_meta.c devices/qcow2_snapshot.c core/config.c core/snapshot.c core/init.c \
 			core/inout.c core/mmio.c
 		;;
 	ahci)   # one HBA (disk + CD) on image files, the same stubbed KVM layer
 		echo tests/fuzz/nvme_stubs.c devices/ahci.c devices/ahci_atapi.c devices/ahci_config.c devices/pci_emul.c devices/blockif.c \
-			devices/blk_format.c devices/qcow2.c devices/qcow2_meta.c core/config.c core/snapshot.c core/init.c \
+			devices/blk_format.c devices/qcow2.c devices/qcow2_meta.c devices/qcow2_snapshot.c core/config.c core/snapshot.c core/init.c \
 			core/inout.c core/mmio.c
 		;;
 	esac

@@ -13,7 +13,7 @@
  * READ(10) of an ISO 9660 image (genisoimage, or a data file with the
  * volume descriptor written by hand), READ TOC, sense data; MSI and
  * INTx; checkpoint save and restore, after which the HBA goes on.
- * test-sources: tests/fuzz/nvme_stubs.c devices/ahci.c devices/ahci_atapi.c devices/ahci_config.c devices/pci_emul.c devices/blockif.c devices/blk_format.c devices/qcow2.c devices/qcow2_meta.c core/config.c core/snapshot.c core/init.c core/inout.c core/mmio.c
+ * test-sources: tests/fuzz/nvme_stubs.c devices/ahci.c devices/ahci_atapi.c devices/ahci_config.c devices/pci_emul.c devices/blockif.c devices/blk_format.c devices/qcow2.c devices/qcow2_meta.c devices/qcow2_snapshot.c core/config.c core/snapshot.c core/init.c core/inout.c core/mmio.c
  * test-libs: -luring -lz -lzstd
  */
 #include <fcntl.h>

@@ -45,10 +45,18 @@ int vmstate_check_supported(char *err, size_t errlen) { (void)err; (void)errlen;
 static void (*during_save)(void);
 static const char *save_target;
 
+/* What the devices would see: the checkpoint's path during the save, then whether it was kept. */
+static char path_seen[512];
+static int saved_kept = -1;
+static const char *ckpt_path;
+void snapshot_set_checkpoint_path(const char *path) { ckpt_path = path; }
+void snapshot_saved(bool kept) { saved_kept = kept; }
+
 int vmstate_save(struct hyve_vm *vm, struct vm_sections *out, char *err, size_t errlen)
 {
 	(void)vm; (void)err; (void)errlen;
 	out->n = 0;
+	snprintf(path_seen, sizeof(path_seen), "%s", ckpt_path ? ckpt_path : "(none)");
 	if (during_save)
 		during_save();
 	return 0;
@@ -162,6 +170,18 @@ int main(void)
 	CHECK(temp_files() == 0 && vm_running(), "no temporary file left, VM running");
 	CHECK(checkpoint_open(path, err, sizeof(err)) == 0 && strcmp(get_config_value("name"), "ckvm") == 0,
 	      "it reads back");
+	CHECK(!strcmp(path_seen, path) && saved_kept == 1 && !ckpt_path,
+	      "devices saw the checkpoint's path (%s), then 'kept'", path_seen);
+	/* A relative target: devices get it absolute (a qcow2 snapshot is named after it). */
+	char cwd[256], rel_abs[600];
+	if (getcwd(cwd, sizeof(cwd)) && chdir(dir) == 0) {
+		rc = checkpoint_save(&vm, "rel.ckpt", false, err, sizeof(err));
+		snprintf(rel_abs, sizeof(rel_abs), "%s/rel.ckpt", dir);
+		CHECK(rc == 0 && !strcmp(path_seen, rel_abs), "a relative path reaches devices absolute (%s)", path_seen);
+		unlink("rel.ckpt");
+		if (chdir(cwd))
+			return 1;
+	}
 	close(rd.fd);
 	rd.fd = -1;
 	vm_sections_free(&rd.secs);
@@ -217,6 +237,7 @@ int main(void)
 	rc = checkpoint_save(&vm, path, true, err, sizeof(err));
 	during_save = NULL;
 	CHECK(rc == -1 && strstr(err, path), "suspend whose rename fails reports it: %s", err);
+	CHECK(saved_kept == 0, "and tells the devices the save was dropped (their disk snapshots go)");
 	CHECK(vm_running(), "and the VM runs again (pause depth %d, quiesce depth %d)", pause_depth, quiesce_depth);
 	CHECK(temp_files() == 0, "and its temporary file is removed");
 	rmdir(path);

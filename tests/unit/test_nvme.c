@@ -12,7 +12,7 @@
  * LBAs past the end, transfers over MDTS, unknown opcodes, namespaces);
  * CQ-full back-pressure and I/O slot exhaustion; INTx; checkpoint save and
  * restore of a live controller, which then continues; shutdown and reset.
- * test-sources: tests/fuzz/nvme_stubs.c devices/nvme.c devices/nvme_admin.c devices/pci_emul.c devices/blockif.c devices/blk_format.c devices/qcow2.c devices/qcow2_meta.c core/config.c core/snapshot.c core/init.c core/inout.c core/mmio.c
+ * test-sources: tests/fuzz/nvme_stubs.c devices/nvme.c devices/nvme_admin.c devices/pci_emul.c devices/blockif.c devices/blk_format.c devices/qcow2.c devices/qcow2_meta.c devices/qcow2_snapshot.c core/config.c core/snapshot.c core/init.c core/inout.c core/mmio.c
  * test-libs: -luring -lz -lzstd
  */
 #include <fcntl.h>
