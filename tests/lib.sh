@@ -71,6 +71,20 @@ run_guest() {
 		-o boot.cmdline="$cmd" "$@" "$(vm_name testvm)"
 }
 
+# run_guest_qemu T CMDLINE QEMU-ARGS...: the test guest under QEMU (TCG,
+# guests/testguest/qemu.sh) as the reference device for a guest driver;
+# fails unless the guest passed (isa-debug-exit: QEMU exits (V << 1) | 1,
+# and a PASS writes 0).  OUT/ERR/RC as run_hyve sets them.
+run_guest_qemu() {
+	local t=$1 cmd=$2
+	shift 2
+	command -v qemu-system-x86_64 >/dev/null || { SKIP_REASON="qemu-system-x86_64 not installed"; return 77; }
+	OUT=$TMP/qemu.$RANDOM.out ERR=$TMP/qemu.$RANDOM.err
+	timeout "$t" sh guests/testguest/qemu.sh -c 1 "$cmd" "$@" >"$OUT" 2>"$ERR"
+	RC=$?
+	[ "$RC" = 1 ] || { echo "    QEMU exited with status $RC, expected 1 (the guest's PASS)"; show; return 1; }
+}
+
 show() {
 	SHOWN=1
 	echo "    --- exit status $RC; stdout (tail):"

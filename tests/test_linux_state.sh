@@ -175,3 +175,49 @@ t_linux_checkpoint_nvme_ahci_midboot() {
 		return 1
 	fi
 }
+
+# Live migration (loopback, shared images) while Linux probes an NVMe
+# controller (root) and an AHCI HBA (a disk and a CD): the source drains
+# both before its last copy, the destination loads their state and the boot
+# goes on there to /init with no I/O errors.
+t_linux_migrate_nvme_ahci_midboot() {
+	linux_test_kit || return $?
+	[ -x "$HYVECTL" ] || { SKIP_REASON="hyvectl not built"; return 77; }
+	command -v genisoimage >/dev/null || command -v xorriso >/dev/null || {
+		SKIP_REASON="no genisoimage/xorriso for the CD image"; return 77; }
+	local root=$TMP/lxnm-root.img data=$TMP/lxnm-data.img iso=$TMP/lxnm.iso sock=$TMP/lxnm.sock port
+	sh tests/linux/mkrootfs.sh "$root" 2>"$TMP/lxnm-mkrootfs.log" &&
+		sh tests/linux/mkrootfs.sh "$iso" 2>>"$TMP/lxnm-mkrootfs.log" || {
+		echo "    mkrootfs.sh failed:"; tail -5 "$TMP/lxnm-mkrootfs.log" | sed 's/^/    | /'; return 1; }
+	truncate -s 16M "$data"
+	port=$(mg_port)
+	local cmdline="console=ttyS0 root=/dev/nvme0n1 rootwait rw rootfstype=ext4 init=/init $(linux_cmdline_extra)"
+	vm_start -l com1,stdio -c 2 -m 256M -o boot.kernel="$TEST_BZIMAGE" -o boot.cmdline="$cmdline" \
+		-s 4,nvme,"$root" -s 5,ahci,hd:"$data",cd:"$iso" -o control.socket="$sock" "$(vm_name lxnm)"
+	local rc=0
+	wait_serial "$LINUX_TIMEOUT" 'ata[0-9]+: SATA link up|nvme nvme0: [0-9]+/0/0 default|Kernel panic' || rc=1
+	grep -q 'Kernel panic' "$OUT" && { show_serial 10; rc=1; }
+	if [ $rc = 0 ]; then
+		mg_dest "$port" -o control.socket=none -o pci.0.4.0.path="$root" -o pci.0.5.0.port.0.path="$data" \
+			-o pci.0.5.0.port.1.path="$iso"
+		if ! "$HYVECTL" --socket="$sock" --migrate-live=127.0.0.1:"$port" >"$TMP/lxnm-mig.log" 2>&1; then
+			echo "    migration failed:"; sed 's/^/    | /' "$TMP/lxnm-mig.log"; mg_show_dest; rc=1
+		fi
+	fi
+	vm_stop
+	[ $rc = 0 ] || { [ -n "$DST_PID" ] && mg_dest_stop; return 1; }
+	echo "    $(grep -a 'migrated' "$ERR" | tail -1 | sed 's/^hyve: //')"
+	# The destination's serial log is the test's from here on.
+	local src_out=$OUT
+	VM_PID=$DST_PID OUT=$DST_OUT ERR=$DST_ERR VM_START=$SECONDS
+	DST_PID=""
+	wait_linux_init "$LINUX_TIMEOUT" || rc=1
+	vm_stop
+	[ $rc = 0 ] || return 1
+	cat "$src_out" "$OUT" >"$TMP/lxnm-both.out"
+	OUT=$TMP/lxnm-both.out
+	expect_out 'EXT4-fs \(nvme0n1\): mounted filesystem' &&
+	expect_out 'ata[0-9]+\.00: ATA-[0-9]+: HYVE SATA DISK' &&
+	expect_out 'ata[0-9]+\.00: ATAPI: HYVE SATA DVD ROM' || return 1
+	expect_no_out "$NVME_LINUX_ERRORS|$AHCI_LINUX_ERRORS|BUG:|Oops" "errors across the migration" || return 1
+}

@@ -249,16 +249,11 @@ t_nvme_guest_driver_qcow2() {
 # the guest driver tests NVMe, not hyve's reading of it.  (QEMU keeps the
 # data of a DSM deallocate on a raw file; that line is not compared.)
 t_nvme_guest_driver_qemu_reference() {
-	command -v qemu-system-x86_64 >/dev/null || { SKIP_REASON="qemu-system-x86_64 not installed"; return 77; }
 	command -v python3 >/dev/null || { SKIP_REASON="python3 not installed"; return 77; }
 	local img
 	img=$(vt_image nvme_qref) || return 1
-	OUT=$TMP/nvme_qref.out ERR=$TMP/nvme_qref.err
-	timeout 300 sh guests/testguest/qemu.sh -c 1 "test=nvme" -drive file="$img",if=none,format=raw,id=d0 \
-		-device nvme,drive=d0,serial=NVME-TG-1,addr=4 >"$OUT" 2>"$ERR"
-	RC=$?
-	# isa-debug-exit: QEMU exits (V << 1) | 1; the guest's PASS writes 0.
-	[ "$RC" = 1 ] || { echo "    QEMU exited with status $RC, expected 1 (the guest's PASS)"; show; return 1; }
+	run_guest_qemu 300 "test=nvme" -drive file="$img",if=none,format=raw,id=d0 \
+		-device nvme,drive=d0,serial=NVME-TG-1,addr=4 || return $?
 	expect_out '^PASS nvme' &&
 	expect_out "^nvme: 00:04\.0 \(1b36:0010\) vs 1\.4 " &&
 	expect_out "^nvme: wrote lba 256-271 fnv=$(vt_py fnv "$img" 256 16 0x5eed0002), read back ok" &&
