@@ -3,7 +3,9 @@
  * hyve may still open is the paths its devices declared (a 9p share, the
  * control socket's directory, the profile's) and those the user lists in
  * security.landlock_rw / security.landlock_ro (where checkpoints go, CD
- * images to insert).  Everything opened during set-up stays open.
+ * images to insert).  Everything opened during set-up stays open.  On
+ * kernels with Landlock ABI 4 (Linux 6.7), no TCP port can be bound after
+ * set-up either.
  *
  * Landlock restricts the calling thread and the threads it makes later,
  * not the threads that already exist: the main thread restricts itself in
@@ -28,10 +30,15 @@
 #include "exitcode.h"
 #include "sandbox.h"
 
-/* Linux 6.2 (ABI 3); Debian 12's headers predate it. */
+/* Linux 6.2 (ABI 3) and 6.7 (ABI 4, TCP); Debian 12's headers predate them. */
 #ifndef LANDLOCK_ACCESS_FS_TRUNCATE
 #define LANDLOCK_ACCESS_FS_TRUNCATE (1ULL << 14)
 #endif
+#define LL_ACCESS_NET_BIND_TCP (1ULL << 0)
+struct ll_ruleset_attr_v4 {
+	uint64_t handled_access_fs;
+	uint64_t handled_access_net;
+};
 
 #define MAX_PATHS 64
 
@@ -116,8 +123,15 @@ int sandbox_landlock_prepare(bool on, const char *rw, const char *ro, char *err,
 	const uint64_t file_rights = LANDLOCK_ACCESS_FS_EXECUTE | LANDLOCK_ACCESS_FS_WRITE_FILE |
 	                             LANDLOCK_ACCESS_FS_READ_FILE | (abi >= 3 ? LANDLOCK_ACCESS_FS_TRUNCATE : 0);
 	const uint64_t read_rights = LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_READ_DIR;
-	struct landlock_ruleset_attr attr = { .handled_access_fs = all };
-	int fd = (int)syscall(__NR_landlock_create_ruleset, &attr, sizeof(attr), 0);
+	/*
+	 * ABI 4: no TCP port may be bound any more -- every listener (VNC,
+	 * gdb, consoles, hostfwd, the migration destination) is bound during
+	 * set-up.  Connecting stays allowed: slirp connects wherever the guest
+	 * does, a migration source to where hyvectl says.
+	 */
+	struct ll_ruleset_attr_v4 attr = { .handled_access_fs = all, .handled_access_net = LL_ACCESS_NET_BIND_TCP };
+	size_t attr_size = abi >= 4 ? sizeof(attr) : sizeof(struct landlock_ruleset_attr);
+	int fd = (int)syscall(__NR_landlock_create_ruleset, &attr, attr_size, 0);
 	if (fd < 0) {
 		snprintf(err, errlen, "security.landlock: cannot create the ruleset: %s", strerror(errno));
 		return -1;

@@ -16,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -205,10 +207,21 @@ static int child(enum action a, const char *mode)
 		int etc = try_open("/etc/hostname", O_RDONLY);
 		snprintf(path, sizeof(path), "%s/file", ro_dir);
 		int ro_read = try_open(path, O_RDONLY), ro_write = try_open(path, O_WRONLY);
+		/* ABI 4: binding a TCP port is refused, connecting is not. */
+		long abi = syscall(SYS_landlock_create_ruleset, NULL, 0, 1);
+		int s1 = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), s2 = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+		int bound = bind(s1, (struct sockaddr *)&sa, sizeof(sa)) ? errno : 0;
+		sa.sin_port = htons(1);   /* nothing listens there: refused by TCP, not by Landlock */
+		int conn = connect(s2, (struct sockaddr *)&sa, sizeof(sa)) ? errno : 0;
+		close(s1);
+		close(s2);
 		fprintf(stderr, "allowed: create %d remove %d; outside: %d; /etc/hostname: %d; read-only dir: read %d write %d; "
-		        "thread made before: %d", made, removed, outside, etc, ro_read, ro_write, (int)(intptr_t)late);
+		        "thread made before: %d; ABI %ld: TCP bind %d, connect %d", made, removed, outside, etc, ro_read,
+		        ro_write, (int)(intptr_t)late, abi, bound, conn);
+		bool net_ok = abi < 4 ? bound == 0 : bound == EACCES && conn == ECONNREFUSED;
 		return made == 0 && removed == 0 && outside == EACCES && etc == EACCES && ro_read == 0 && ro_write == EACCES &&
-		               (intptr_t)late == EACCES ? 0 : 62;
+		               (intptr_t)late == EACCES && net_ok ? 0 : 62;
 	}
 	/* As hyve: the user changes before the filter, which forbids it. */
 	if (a == A_DROP_USER && sandbox_drop_user("65534:65534", err, sizeof(err))) {
@@ -406,7 +419,8 @@ int main(void)
 	} else {
 		rc = run(A_LANDLOCK, "kill", out, sizeof(out));
 		check(rc == 0, "security.landlock: a declared directory is writable, a read-only one readable only, the rest "
-		      "(another directory, /etc) refused, also to a thread made before that restricts itself (status %d: %s)",
+		      "(another directory, /etc) refused, also to a thread made before that restricts itself; no TCP bind "
+		      "(ABI 4), connect allowed (status %d: %s)",
 		      rc, out);
 	}
 	rc = run(A_EXEC_LOG, "log", out, sizeof(out));
