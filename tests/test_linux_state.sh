@@ -190,6 +190,7 @@ t_linux_migrate_nvme_ahci_midboot() {
 		sh tests/linux/mkrootfs.sh "$iso" 2>>"$TMP/lxnm-mkrootfs.log" || {
 		echo "    mkrootfs.sh failed:"; tail -5 "$TMP/lxnm-mkrootfs.log" | sed 's/^/    | /'; return 1; }
 	truncate -s 16M "$data"
+	DST_PID=""
 	port=$(mg_port)
 	local cmdline="console=ttyS0 root=/dev/nvme0n1 rootwait rw rootfstype=ext4 init=/init $(linux_cmdline_extra)"
 	vm_start -l com1,stdio -c 2 -m 256M -o boot.kernel="$TEST_BZIMAGE" -o boot.cmdline="$cmdline" \
