@@ -12,7 +12,8 @@
  * in place into a cluster without the COPIED flag (qcow2.c), so the first
  * write after a snapshot copies.  COPIED must mean "refcount is exactly 1".
  *
- * Order of writes, so that a crash leaves leaked clusters at worst:
+ * Order of writes, so that a crash leaves leaked clusters at worst (but
+ * for the COPIED flags, below):
  *   create:  L1 copy written -> COPIED cleared in the active L1/L2 tables
  *            -> sync -> references added -> sync -> new snapshot table
  *            -> sync -> header (count, offset) -> sync -> old table freed.
@@ -23,8 +24,9 @@
  *            old tree dropped -> COPIED set where a refcount is 1 again.
  *   delete:  snapshot table without it -> sync -> header -> sync ->
  *            references dropped -> COPIED set where a refcount is 1 again.
- * A crash in the last step of revert/delete leaves clusters with
- * refcount 1 and no COPIED flag: data is safe (hyve and QEMU copy such a
+ * A crash between clearing COPIED and adding the references (create), or
+ * in the last step of revert/delete, leaves clusters with refcount 1 and
+ * no COPIED flag: data is safe (hyve and QEMU copy such a
  * cluster on write), `qemu-img check` reports the flag, `-r all` fixes it.
  *
  * Called through blk_format_ops with no request in flight; each takes the
