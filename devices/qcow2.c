@@ -1274,6 +1274,12 @@ int q2_reload(struct qcow2 *q, char *err, size_t errlen)
 	    q2_be64(h + 24) != q->img->size || (q->version == 3 && q2_be32(h + 96) != q->rc_order))
 		return oerr(err, errlen, P, "the qcow2 header changed under hyve (not the image it opened)");
 	uint64_t *l1 = NULL, *rt = NULL;
+	/* The layout fields go back if the new ones are bad (the old tables stay in use). */
+	const uint64_t fsz0 = q->file_size, l1o = q->l1_off, rto = q->rt_off, rtc = q->rt_clusters, so = q->snap_off;
+	const uint32_t l1s = q->l1_size, ns = q->nsnap;
+#define RELOAD_UNDO()                                                                          \
+	(q->file_size = fsz0, q->l1_off = l1o, q->rt_off = rto, q->rt_clusters = rtc, q->snap_off = so, \
+	 q->l1_size = l1s, q->nsnap = ns)
 	q->file_size = (uint64_t)fsz;
 	q->l1_size = q2_be32(h + 36);
 	q->l1_off = q2_be64(h + 40);
@@ -1281,15 +1287,19 @@ int q2_reload(struct qcow2 *q, char *err, size_t errlen)
 	q->rt_clusters = q2_be32(h + 56);
 	q->nsnap = q2_be32(h + 60);
 	q->snap_off = q2_be64(h + 64);
-	if (check_layout(q, q->img->size, err, errlen))
+	if (check_layout(q, q->img->size, err, errlen)) {
+		RELOAD_UNDO();
 		return -1;
+	}
 	int rc = read_table(q->fd, q->l1_off, q->l1_size, &l1);
 	if (!rc)
 		rc = read_table(q->fd, q->rt_off, (q->rt_clusters << q->cbits) / 8, &rt);
 	if (rc) {
 		free(l1);
+		RELOAD_UNDO();
 		return oerr(err, errlen, P, "cannot read the qcow2 tables: %s", strerror(rc));
 	}
+#undef RELOAD_UNDO
 	free(q->l1);
 	free(q->rt);
 	q->l1 = l1;

@@ -98,6 +98,10 @@ static int tab_read(struct qcow2 *q, struct snaptab *t)
 	memset(t, 0, sizeof(*t));
 	if (!q->nsnap)
 		return 0;
+	/* Each entry takes 40 bytes at least: a count the file cannot hold is
+	 * refused before anything is allocated for it. */
+	if (q->snap_off >= q->file_size || (q->file_size - q->snap_off) / 40 < q->nsnap)
+		return q2_corrupt(q, "%u snapshots do not fit in the file", q->nsnap);
 	if (!(t->s = calloc(q->nsnap, sizeof(*t->s))))
 		return ENOMEM;
 	uint64_t off = q->snap_off;
