@@ -4,10 +4,11 @@
  *
  *   4 GiB - rom_size          the ROM, a read-only memory slot (KVM turns
  *                             guest writes into MMIO exits, dropped here)
- *   below it, vars_size       the variable store: the file mapped shared
- *                             and writable, so what the firmware writes is
- *                             in the file (bhyve's layout; plain memory,
- *                             no CFI flash command set)
+ *   below it, vars_size       the variable store: a CFI flash part over
+ *                             the file mapped shared (devices/pflash.c),
+ *                             as QEMU's second pflash drive, which is what
+ *                             OVMF's variable driver programs; what the
+ *                             firmware writes is in the file
  *   1 MiB - min(256K, rom)    a copy of the ROM's end in RAM (segments
  *                             C to F), where real-mode firmware runs.  A
  *                             PC chipset shows only the last 128 KiB there
@@ -37,6 +38,7 @@
 #include "../core/log.h"
 #include "../core/mmio.h"
 #include "../devices/fw_cfg.h"
+#include "../devices/pflash.h"
 #include "../vmm/vmm.h"
 #include "fwcfg_linux.h"
 
@@ -48,6 +50,42 @@
 bool bootrom_configured(void)
 {
 	return get_config_value("lpc.bootrom") != NULL;
+}
+
+bool bootrom_chipset_i440fx(void)
+{
+	const char *chipset = get_config_value("lpc.chipset");
+	if (chipset && strcmp(chipset, "auto") != 0)
+		return strcmp(chipset, "i440fx") == 0;
+	const char *rom = get_config_value("lpc.bootrom");
+	if (!rom)
+		return false;
+	/* A UEFI ROM starts with a PI firmware volume: "_FVH" at offset 40. */
+	uint8_t hdr[44];
+	int fd = open(rom, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;   /* bootrom_check says why */
+	bool uefi = pread(fd, hdr, sizeof(hdr), 0) == (ssize_t)sizeof(hdr) && memcmp(hdr + 40, "_FVH", 4) == 0;
+	close(fd);
+	return uefi;
+}
+
+void bootrom_add_chipset_devices(void)
+{
+	if (!bootrom_chipset_i440fx())
+		return;
+	const char *hb = get_config_value("pci.0.0.0.device");
+	if (hb && strcmp(hb, "hostbridge") == 0) {
+		if (!get_config_value("pci.0.0.0.vendor"))
+			set_config_value("pci.0.0.0.vendor", "0x8086");
+		if (!get_config_value("pci.0.0.0.devid"))
+			set_config_value("pci.0.0.0.devid", "0x1237");   /* 82441FX */
+	}
+	const char *pm = get_config_value("pci.0.1.3.device");
+	if (!pm)
+		set_config_value("pci.0.1.3.device", "piix4-pm");
+	else if (strcmp(pm, "piix4-pm") != 0)
+		log_warn("lpc.chipset=i440fx: slot 1:3 holds %s, so UEFI firmware finds no PIIX4 PM function there", pm);
 }
 
 /* Size of a regular file, or -1 with a reason. */
@@ -241,8 +279,8 @@ int bootrom_load(struct vmctx *ctx, char *err, size_t errlen)
 			snprintf(err, errlen, "boot variable store %s", why);
 			return -1;
 		}
-		if (vm_map_firmware(ctx, rom_gpa - (uint64_t)vs, v, (uint64_t)vs, false)) {
-			snprintf(err, errlen, "boot variable store %s: cannot map it: %s", vars, strerror(errno));
+		if (pflash_attach(ctx, rom_gpa - (uint64_t)vs, v, (uint64_t)vs, why, sizeof(why))) {
+			snprintf(err, errlen, "boot variable store %s: %s", vars, why);
 			return -1;
 		}
 	}

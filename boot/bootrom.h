@@ -18,4 +18,14 @@ int bootrom_check(char *err, size_t errlen);
  * bootorder fw_cfg file.  At INIT_FIRMWARE, after fw_cfg and the PCI devices. */
 int bootrom_load(struct vmctx *ctx, char *err, size_t errlen);
 
+/*
+ * lpc.chipset: i440fx (QEMU's PC, what OVMF built for QEMU expects: host
+ * bridge 8086:1237 and a PIIX4 PM function at 0:1.3), bhyve (hyve's own
+ * ids), or auto (the default: i440fx when the boot ROM is UEFI firmware,
+ * i.e. starts with a firmware volume header).
+ */
+bool bootrom_chipset_i440fx(void);
+/* Add what lpc.chipset=i440fx needs to the config (new VMs, not restores). */
+void bootrom_add_chipset_devices(void);
+
 #endif

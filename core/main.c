@@ -720,8 +720,10 @@ int main(int argc, char **argv)
 	/* bhyve_config(5)'s %(KEY) references, then paths the checkpoint can keep. */
 	config_errors += config_expand_all(foreign_config, report, NULL);
 	compat_absolute_paths(foreign_config);
-	if (!restore)
+	if (!restore) {
 		pci_add_default_devices();
+		bootrom_add_chipset_devices();
+	}
 	bool b, dump = config_parse_bool(get_config_value("config.dump") ? get_config_value("config.dump") : "false",
 	                                 &b) == 0 && b;
 	check_config(vm, &memsize, restore != NULL, dump);

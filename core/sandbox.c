@@ -192,7 +192,7 @@ int sandbox_enter(const char *mode, char *err, size_t errlen)
  */
 static const char *const role_device[] = {
 	/* memory, threads, time */
-	"brk", "mmap", "munmap", "mprotect", "madvise", "mremap", "futex", "sched_yield", "nanosleep",
+	"brk", "mmap", "munmap", "mprotect", "madvise", "mremap", "msync", "futex", "sched_yield", "nanosleep",
 	"clock_nanosleep", "clock_gettime", "gettimeofday", "time", "getrandom", "rt_sigprocmask", "rt_sigreturn",
 	"rt_sigtimedwait", "rt_sigaction", "sigaltstack", "restart_syscall", "gettid", "getpid", "tgkill", "tkill",
 	"exit", "exit_group", "set_robust_list", "rseq", "sched_getaffinity", "getrusage", "membarrier",

@@ -121,11 +121,17 @@ static bool blocks_saving(char *err, size_t errlen)
 	return true;
 }
 
+/* The block's base: the FADT's ports, or (arg) where a PIIX4 PMBA moved a copy. */
+static uint16_t block_base(void *arg)
+{
+	return arg ? (uint16_t)(uintptr_t)arg : ACPI_PM1A_EVT_PORT;
+}
+
 static int pm1_evt_handler(struct vcpu *vcpu, bool in, uint16_t port, int bytes, uint32_t *val, void *arg)
 {
-	(void)vcpu; (void)arg;
-	int off = port - ACPI_PM1A_EVT_PORT;
-	if (port == DEBUGCON_PORT && bytes == 1 && debugcon_access(in, val))
+	(void)vcpu;
+	int off = port - block_base(arg);
+	if (!arg && port == DEBUGCON_PORT && bytes == 1 && debugcon_access(in, val))
 		return 0;
 	pthread_mutex_lock(&pm.lock);
 	uint32_t reg = (uint32_t)pm.sts | (uint32_t)pm.en << 16;
@@ -145,8 +151,8 @@ static int pm1_evt_handler(struct vcpu *vcpu, bool in, uint16_t port, int bytes,
 
 static int pm1_cnt_handler(struct vcpu *vcpu, bool in, uint16_t port, int bytes, uint32_t *val, void *arg)
 {
-	(void)vcpu; (void)arg;
-	int off = port - ACPI_PM1A_CNT_PORT;
+	(void)vcpu;
+	int off = port - (block_base(arg) + (ACPI_PM1A_CNT_PORT - ACPI_PM1A_EVT_PORT));
 	pthread_mutex_lock(&pm.lock);
 	if (in) {
 		*val = (uint32_t)(pm.cnt >> (8 * off)) & (bytes >= 2 ? 0xffffu : 0xffu);
@@ -156,15 +162,20 @@ static int pm1_cnt_handler(struct vcpu *vcpu, bool in, uint16_t port, int bytes,
 	uint16_t v = off ? (uint16_t)((pm.cnt & 0xff) | (*val & 0xff) << 8) : (uint16_t)(bytes >= 2 ? *val : ((pm.cnt & 0xff00) | (*val & 0xff)));
 	pm.cnt = (uint16_t)((v & ~PM1_SLP_EN) | PM1_SCI_EN);
 	pthread_mutex_unlock(&pm.lock);
+	unsigned slp_typ = PM1_SLP_TYP(v);
+	/* The PIIX4 copy speaks QEMU's PIIX4 encoding, where S5 is type 0 (its
+	 * DSDT's \_S5): OVMF's shutdown writes that to PMBA + 4 directly. */
+	if (arg && slp_typ == 0)
+		slp_typ = ACPI_S5_SLP_TYP;
 	if (v & PM1_SLP_EN) {
-		if (PM1_SLP_TYP(v) == ACPI_S5_SLP_TYP) {
+		if (slp_typ == ACPI_S5_SLP_TYP) {
 			log_info("ACPI: guest powered off");
 			vm_request_exit(HYVE_EXIT_POWEROFF);
-		} else if (PM1_SLP_TYP(v) == ACPI_S3_SLP_TYP && acpi_facs_gpa()) {
+		} else if (slp_typ == ACPI_S3_SLP_TYP && acpi_facs_gpa()) {
 			log_info("ACPI: guest suspended to RAM (S3): hyvectl --wakeup or its RTC alarm resumes it");
 			vcpus_suspend();
 		} else {
-			log_warn("ACPI: sleep type %u not supported; ignored", PM1_SLP_TYP(v));
+			log_warn("ACPI: sleep type %u not supported; ignored", slp_typ);
 		}
 	}
 	return 0;
@@ -226,17 +237,56 @@ static int pm_load(void *arg, struct snap_rd *in, uint32_t version, char *err, s
 
 static const struct snapshot_ops pm_snapshot_ops = { .version = 1, .save = pm_save, .load = pm_load };
 
+/* The three register blocks at base (PM1a event, PM1a control, PM timer). */
+static int register_blocks(uint16_t base, void *arg)
+{
+	struct inout_port ports[] = {
+		{ "acpi-pm1a-evt", base, ACPI_PM1A_EVT_LEN, pm1_evt_handler, arg },
+		{ "acpi-pm1a-cnt", (uint16_t)(base + ACPI_PM1A_CNT_PORT - ACPI_PM1A_EVT_PORT), ACPI_PM1A_CNT_LEN,
+		  pm1_cnt_handler, arg },
+		{ "acpi-pm-tmr", (uint16_t)(base + ACPI_PM_TMR_PORT - ACPI_PM1A_EVT_PORT), ACPI_PM_TMR_LEN,
+		  pm_tmr_handler, arg },
+	};
+	for (size_t i = 0; i < sizeof(ports) / sizeof(ports[0]); i++)
+		if (register_inout(&ports[i])) {
+			while (i-- > 0)
+				unregister_inout(ports[i].port, ports[i].size);
+			return -1;
+		}
+	return 0;
+}
+
+static void unregister_blocks(uint16_t base)
+{
+	unregister_inout(base, ACPI_PM1A_EVT_LEN);
+	unregister_inout((uint16_t)(base + ACPI_PM1A_CNT_PORT - ACPI_PM1A_EVT_PORT), ACPI_PM1A_CNT_LEN);
+	unregister_inout((uint16_t)(base + ACPI_PM_TMR_PORT - ACPI_PM1A_EVT_PORT), ACPI_PM_TMR_LEN);
+}
+
+int acpi_pm_set_alias(uint16_t base)
+{
+	static uint16_t alias;
+	static pthread_mutex_t alias_lock = PTHREAD_MUTEX_INITIALIZER;
+	if (base == ACPI_PM1A_EVT_PORT)
+		base = 0;   /* the FADT's own ports: nothing to add */
+	pthread_mutex_lock(&alias_lock);
+	int r = 0;
+	if (base != alias) {
+		if (alias)
+			unregister_blocks(alias);
+		alias = 0;
+		if (base && (r = register_blocks(base, (void *)(uintptr_t)base)) == 0)
+			alias = base;
+	}
+	pthread_mutex_unlock(&alias_lock);
+	return r;
+}
+
 static int acpi_pm_init(struct vmctx *ctx)
 {
 	pm.ctx = ctx;
-	struct inout_port ports[] = {
-		{ "acpi-pm1a-evt", ACPI_PM1A_EVT_PORT, 4, pm1_evt_handler, NULL },
-		{ "acpi-pm1a-cnt", ACPI_PM1A_CNT_PORT, 2, pm1_cnt_handler, NULL },
-		{ "acpi-pm-tmr", ACPI_PM_TMR_PORT, 4, pm_tmr_handler, NULL },
-	};
-	for (size_t i = 0; i < sizeof(ports) / sizeof(ports[0]); i++)
-		if (register_inout(&ports[i]))
-			return -1;
+	if (register_blocks(ACPI_PM1A_EVT_PORT, NULL))
+		return -1;
 	vmstate_add_blocker(blocks_saving);
 	control_register("wakeup", cmd_wakeup);
 	return snapshot_register("acpi-pm", &pm_snapshot_ops, NULL);

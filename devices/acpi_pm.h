@@ -29,4 +29,14 @@ bool acpi_pm_power_button(void);
 int acpi_pm_wake(const char *why, char *err, size_t errlen);
 void acpi_pm_rtc_alarm(void);
 
+/*
+ * A second copy of the PM1a event/control and PM timer blocks at base,
+ * where a guest moved a PIIX4 power-management function's PMBA
+ * (devices/pci_piix4_pm.c); 0 or the FADT's base removes it.  The FADT's
+ * ports stay: the ACPI tables were written before the firmware ran.
+ * -1 if something else has those ports (the copy is then absent).  The
+ * copy's PM1 control takes sleep type 0 for S5, as QEMU's PIIX4 does.
+ */
+int acpi_pm_set_alias(uint16_t base);
+
 #endif

@@ -404,7 +404,8 @@ int pci_check_config(config_report_fn fn, void *arg)
 			if (!model)
 				continue;
 			/* The PCI bus reads functions > 0 only behind a function 0 (cfg_access). */
-			if (f > 0 && !get_config_valuef("pci.0.%d.0.device", s)) {
+			const struct pci_devemu *pe = pci_emul_find(model);
+			if (f > 0 && !get_config_valuef("pci.0.%d.0.device", s) && !(pe && pe->pe_standalone_func)) {
 				snprintf(msg, sizeof(msg),
 				         "config: pci.0.%d.%d: function %d of slot %d has no function 0 beside it: the guest "
 				         "will not see it (add -s %d:0,...)", s, f, f, s, s);
@@ -1054,7 +1055,7 @@ static void cfg_access(int bus, int slot, int func, int off, int bytes, bool wri
 	if (bus == 0 && slot < PCI_MAX_SLOTS && func < PCI_MAX_FUNCS)
 		pi = devices[slot][func];
 	/* Functions > 0 exist only if function 0 does. */
-	if (pi && func > 0 && !devices[slot][0])
+	if (pi && func > 0 && !devices[slot][0] && !pi->pi_d->pe_standalone_func)
 		pi = NULL;
 	if (!pi || off + bytes > PCI_CFG_SIZE) {
 		if (!write)

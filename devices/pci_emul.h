@@ -42,6 +42,12 @@ struct pci_devemu {
 	/* Option keys accepted beside .device (NULL-terminated), for validation. */
 	const char *const *pe_options;
 	/*
+	 * Answers config cycles even without a function 0 in its slot: a
+	 * chipset function that firmware addresses directly (piix4-pm at 1:3),
+	 * invisible to a guest that enumerates the bus.
+	 */
+	bool pe_standalone_func;
+	/*
 	 * Turn the "-s slot,model,OPTS" tail into config keys under cfgpath.
 	 * NULL: OPTS is a comma list of key=value (bare key means key=true).
 	 */

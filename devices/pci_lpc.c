@@ -66,10 +66,20 @@ static int check_fwcfg(const char *path, const char *value, char *err, size_t er
 	return -1;
 }
 
+static int check_chipset(const char *path, const char *value, char *err, size_t errlen)
+{
+	(void)path;
+	if (strcmp(value, "auto") == 0 || strcmp(value, "i440fx") == 0 || strcmp(value, "bhyve") == 0)
+		return 0;
+	snprintf(err, errlen, "expected auto (the default), i440fx or bhyve");
+	return -1;
+}
+
 static const struct config_key lpc_keys[] = {
+	{ "lpc.chipset", CFG_CUSTOM, "auto (default: i440fx under a UEFI boot ROM, else bhyve), i440fx (host bridge 8086:1237 and PIIX4 PM at 1:3, as QEMU's pc machine, which OVMF needs) or bhyve", check_chipset },
 	{ "lpc.fwcfg", CFG_CUSTOM, "firmware configuration interface: qemu (fw_cfg at I/O 0x510, default) or off", check_fwcfg },
 	{ "lpc.bootrom", CFG_STRING, "boot ROM (-l bootrom,ROM): SeaBIOS or OVMF code, mapped read-only below 4 GiB", NULL },
-	{ "lpc.bootvars", CFG_STRING, "UEFI variable store (-l bootrom,ROM,VARS): mapped below the ROM, written back to this file", NULL },
+	{ "lpc.bootvars", CFG_STRING, "UEFI variable store (-l bootrom,ROM,VARS): a CFI flash below the ROM, written back to this file", NULL },
 	{ "lpc.pc-testdev", CFG_BOOL, "QEMU-compatible pc-testdev and debug-exit (port 0xf4)", NULL },
 	{ "lpc.com1.path", CFG_CUSTOM, "com1 backend: stdio, file=PATH, sock=PATH, tcp=ADDR:PORT or a tty path", check_lpc_com },
 	{ "lpc.com2.path", CFG_CUSTOM, "com2 backend", check_lpc_com },

@@ -209,3 +209,176 @@ CFG
 	expect_out 'DMI: .*BHYVE, BIOS 1\.00 03/14/2014' || return 1
 	linux_pvm || expect_rc 1
 }
+
+# ---- OVMF (UEFI) ----
+# Debian's OVMF (the 4 MiB build for QEMU, no SMM) with a copy of its
+# variable store: the store is a CFI flash (devices/pflash.c) that OVMF's
+# variable driver probes and programs; under a UEFI ROM the machine is an
+# i440FX (host bridge 8086:1237, PIIX4 PM at 0:1.3) as OVMF expects.
+OVMF_CODE=/usr/share/OVMF/OVMF_CODE_4M.fd
+OVMF_VARS=/usr/share/OVMF/OVMF_VARS_4M.fd
+
+have_ovmf() {
+	[ -r "$OVMF_CODE" ] && [ -r "$OVMF_VARS" ] ||
+		{ SKIP_REASON="Debian's ovmf package is not installed ($OVMF_CODE)"; return 1; }
+}
+
+# ovmf_vm NAME CODE VARS HYVE-ARGS...: starts OVMF (vm_start), its debug
+# log (port 0x402) in $FW_LOG.
+ovmf_vm() {
+	local name=$1 code=$2 vars=$3
+	shift 3
+	FW_LOG=$TMP/ovmf.$RANDOM.log
+	vm_start -c 1 -m 256M -l com1,stdio -l bootrom,"$code","$vars" -o lpc.debugcon.path="$FW_LOG" \
+		-o control.socket="${OVMF_SOCK:-none}" "$@" "$(vm_name "$name")"
+}
+
+# ovmf_start NAME HYVE-ARGS...: OVMF with fresh copies of the code and
+# variable files ($OVMF_C, $OVMF_V).
+ovmf_start() {
+	local name=$1
+	shift
+	OVMF_C=$TMP/ovmf_code.$RANDOM.fd OVMF_V=$TMP/ovmf_vars.$RANDOM.fd
+	cp "$OVMF_CODE" "$OVMF_C" && cp "$OVMF_VARS" "$OVMF_V" || return 1
+	ovmf_vm "$name" "$OVMF_C" "$OVMF_V" "$@"
+}
+
+# lpc.chipset: a UEFI ROM makes the machine an i440FX (what OVMF accepts),
+# SeaBIOS keeps hyve's own ids, and the choice can be forced either way.
+t_firmware_chipset_config() {
+	have_ovmf || return 77
+	cp "$OVMF_VARS" "$TMP/cfg_vars.fd"
+	run_hyve 10 -l bootrom,"$OVMF_CODE","$TMP/cfg_vars.fd" -o config.dump=true vm
+	expect_rc 0 && expect_out '^pci\.0\.0\.0\.devid=0x1237$' && expect_out '^pci\.0\.0\.0\.vendor=0x8086$' &&
+		expect_out '^pci\.0\.1\.3\.device=piix4-pm$' || return 1
+	if grep -q 'has no function 0' "$ERR"; then echo "    a warning about 1:3 without 1:0"; cat "$ERR"; return 1; fi
+	run_hyve 10 -l bootrom,"$OVMF_CODE","$TMP/cfg_vars.fd" -o lpc.chipset=bhyve -o config.dump=true vm
+	expect_rc 0 || return 1
+	if grep -qE 'piix4-pm|devid=' "$OUT"; then echo "    lpc.chipset=bhyve still added i440FX parts"; return 1; fi
+	run_hyve 10 -l bootrom,"$OVMF_CODE","$TMP/cfg_vars.fd" -s 0,hostbridge,devid=0x29c0 -o config.dump=true vm
+	expect_rc 0 && expect_out '^pci\.0\.0\.0\.devid=0x29c0$' || return 1
+	if [ -r "$SEABIOS" ]; then
+		run_hyve 10 -l bootrom,"$SEABIOS" -o config.dump=true vm
+		expect_rc 0 || return 1
+		if grep -qE 'piix4-pm|devid=' "$OUT"; then echo "    SeaBIOS got the i440FX parts"; return 1; fi
+		run_hyve 10 -l bootrom,"$SEABIOS" -o lpc.chipset=i440fx -o config.dump=true vm
+		expect_rc 0 && expect_out '^pci\.0\.1\.3\.device=piix4-pm$' || return 1
+	fi
+	run_hyve 10 -l bootrom,"$OVMF_CODE" -o lpc.chipset=q35 -o config.dump=true vm
+	expect_one_error 4 "lpc.chipset: bad value 'q35': expected auto \(the default\), i440fx or bhyve"
+}
+
+# The acceptance: OVMF reaches its shell on the serial console (no boot
+# device: the boot manager falls back to the built-in UEFI shell), its
+# variable driver wrote the variable store (boot options), and the code
+# file is byte for byte what Debian ships.
+t_firmware_ovmf_shell() {
+	have_kvm && have_ovmf || return 77
+	ovmf_start ovmf || return 1
+	wait_serial 900 'Shell> ' || { vm_stop; return 1; }
+	local took=$((SECONDS - VM_START))
+	vm_stop
+	expect_out 'UEFI Interactive Shell' || return 1
+	cmp -s "$OVMF_C" "$OVMF_CODE" || { echo "    the OVMF code file changed"; return 1; }
+	if cmp -s "$OVMF_V" "$OVMF_VARS"; then
+		echo "    the variable store is unchanged: OVMF did not find the flash writable"
+		return 1
+	fi
+	echo "    OVMF reached its shell in ${took}s"
+}
+
+# efi_fat_disk OUT [LINE...]: a 16 MiB FAT disk (no partition table, as a
+# USB stick formatted whole) whose startup.nsh the UEFI shell runs: the
+# shell commands given (by default a line that says so), then `reset -s`,
+# which powers the VM off through UEFI's ResetSystem (OVMF: PIIX4 PM1
+# control at 0xb004, sleep type 0).
+efi_fat_disk() {
+	command -v mformat >/dev/null && command -v mcopy >/dev/null ||
+		{ SKIP_REASON="mtools is not installed"; return 77; }
+	local img=$1 nsh=$TMP/startup.$RANDOM.nsh
+	shift
+	[ $# -gt 0 ] || set -- 'echo hyve-efi-disk: startup.nsh ran'
+	printf '%s\r\n' "$@" 'reset -s' >"$nsh"
+	truncate -s 16M "$img" && mformat -i "$img" -T 32768 -h 16 -s 32 :: && mcopy -i "$img" "$nsh" ::/startup.nsh
+}
+
+# A non-volatile variable the shell sets on one boot and dumps on the next.
+EFI_VAR_GUID=5fd3f1a4-1c3e-4b7a-9e0f-6a1b2c3d4e5f
+EFI_SETVAR="setvar HyveTest -guid $EFI_VAR_GUID -bs -nv =\"persisted-by-hyve\""
+EFI_DMPSTORE="dmpstore HyveTest -guid $EFI_VAR_GUID"
+EFI_DUMPED='\*persisted-by-hyv\*'
+
+# ovmf_disk_boot SPEC: OVMF's own driver for the controller (-s 4,SPEC, @
+# for the image) reads the FAT disk, the shell runs its startup.nsh, and
+# the shutdown it asks for ends hyve with the power-off status.
+ovmf_disk_boot() {
+	have_kvm && have_ovmf || return 77
+	local img=$TMP/efi.$RANDOM.img
+	efi_fat_disk "$img" || return $?
+	ovmf_start ovmfdisk -s "4,${1/@/$img}" || return 1
+	wait_vm_exit 900
+	expect_out 'hyve-efi-disk: startup.nsh ran' && expect_rc 1
+}
+
+t_firmware_ovmf_virtio_blk_disk() { ovmf_disk_boot "virtio-blk,@"; }
+t_firmware_ovmf_nvme_disk() { ovmf_disk_boot "nvme,@"; }
+t_firmware_ovmf_ahci_disk() { ovmf_disk_boot "ahci,hd:@"; }
+
+# The variable store is the file: a variable set on one boot (programmed
+# into the flash) is there on the next boot of a new hyve with that file.
+t_firmware_ovmf_variables_persist() {
+	have_kvm && have_ovmf || return 77
+	efi_fat_disk "$TMP/set.img" "$EFI_SETVAR" && efi_fat_disk "$TMP/get.img" "$EFI_DMPSTORE" || return $?
+	ovmf_start ovmfvar -s "4,virtio-blk,$TMP/set.img" || return 1
+	wait_vm_exit 900
+	expect_rc 1 || return 1
+	ovmf_vm ovmfvar2 "$OVMF_C" "$OVMF_V" -s "4,virtio-blk,$TMP/get.img"
+	wait_vm_exit 900
+	expect_rc 1 && expect_out "$EFI_DUMPED"
+}
+
+# A checkpoint of OVMF's shell waiting for input (timers, the flash, the
+# PIIX4 copy of the PM registers); a new hyve restores it and the shell
+# takes the command typed there: its `reset -s` powers the VM off.
+t_firmware_ovmf_checkpoint_restore() {
+	have_kvm && have_ovmf || return 77
+	local hyvectl=${HYVECTL:-$(dirname -- "$HYVE")/hyvectl}
+	[ -x "$hyvectl" ] || { SKIP_REASON="hyvectl not built"; return 77; }
+	local sock=$TMP/ovck.sock ck=$TMP/ovmf.ckpt
+	OVMF_SOCK=$sock ovmf_start ovck || return 1
+	wait_serial 900 'Shell> ' || { vm_stop; return 1; }
+	if ! "$hyvectl" --socket="$sock" --checkpoint="$ck" >"$TMP/ovck.ctl" 2>&1; then
+		echo "    hyvectl --checkpoint failed:"; sed 's/^/    | /' "$TMP/ovck.ctl"; vm_stop; return 1
+	fi
+	vm_stop
+	printf 'reset -s\r' >"$TMP/ovck.keys"
+	HYVE_STDIN=$TMP/ovck.keys run_hyve 600 -r "$ck" -o control.socket=none -o lpc.bootrom="$OVMF_C" \
+		-o lpc.bootvars="$OVMF_V" -l com1,stdio
+	expect_rc 1 && expect_out 'reset -s'
+}
+
+# The same disks and expectations on QEMU's i440FX with its own pflash and
+# virtio-blk (TCG, no KVM needed): the reference the hyve tests above are
+# held to, so a failure there is hyve's, not the test's.
+qemu_ovmf() {
+	OUT=$TMP/ovmf-ref.$RANDOM.out ERR=$TMP/ovmf-ref.$RANDOM.err
+	timeout -k 5 300 qemu-system-x86_64 -machine pc,accel=tcg -m 256 -nographic -nodefaults -no-reboot \
+		-serial stdio -drive if=pflash,format=raw,readonly=on,file="$OVMF_CODE" \
+		-drive if=pflash,format=raw,file="$1" -drive if=virtio,format=raw,file="$2" </dev/null >"$OUT" 2>"$ERR"
+	RC=$?
+}
+
+t_firmware_ovmf_qemu_reference() {
+	have_ovmf || return 77
+	command -v qemu-system-x86_64 >/dev/null || { SKIP_REASON="qemu-system-x86_64 not installed"; return 77; }
+	efi_fat_disk "$TMP/ref.img" && efi_fat_disk "$TMP/ref-set.img" "$EFI_SETVAR" &&
+		efi_fat_disk "$TMP/ref-get.img" "$EFI_DMPSTORE" || return $?
+	cp "$OVMF_VARS" "$TMP/ref_vars.fd"
+	qemu_ovmf "$TMP/ref_vars.fd" "$TMP/ref.img"
+	expect_rc 0 && expect_out 'UEFI Interactive Shell' && expect_out 'hyve-efi-disk: startup.nsh ran' || return 1
+	! cmp -s "$TMP/ref_vars.fd" "$OVMF_VARS" || { echo "    QEMU's OVMF left the variable store unchanged"; return 1; }
+	qemu_ovmf "$TMP/ref_vars.fd" "$TMP/ref-set.img"
+	expect_rc 0 || return 1
+	qemu_ovmf "$TMP/ref_vars.fd" "$TMP/ref-get.img"
+	expect_rc 0 && expect_out "$EFI_DUMPED"
+}

@@ -303,8 +303,12 @@ int vm_set_memory_policy(struct vmctx *ctx, bool wired, bool in_core, char *err,
 	return 0;
 }
 
-int vm_map_devmem(struct vmctx *ctx, int *slot, uint64_t gpa, void *hva, uint64_t size)
+static int map_devmem(struct vmctx *ctx, int *slot, uint64_t gpa, void *hva, uint64_t size, uint32_t flags)
 {
+	if ((flags & KVM_MEM_READONLY) && ioctl(ctx->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_READONLY_MEM) <= 0) {
+		errno = ENOTSUP;
+		return -1;
+	}
 	if (*slot < 0) {
 		if (ctx->ndevmem >= VM_MAX_DEVMEM_SLOTS) {
 			errno = ENOSPC;
@@ -321,6 +325,7 @@ int vm_map_devmem(struct vmctx *ctx, int *slot, uint64_t gpa, void *hva, uint64_
 	*mapped = false;
 	if (gpa == VM_DEVMEM_UNMAPPED)
 		return 0;
+	r.flags = flags;
 	r.guest_phys_addr = gpa;
 	r.memory_size = size;
 	r.userspace_addr = (uint64_t)(uintptr_t)hva;
@@ -328,6 +333,16 @@ int vm_map_devmem(struct vmctx *ctx, int *slot, uint64_t gpa, void *hva, uint64_
 		return -1;
 	*mapped = true;
 	return 0;
+}
+
+int vm_map_devmem(struct vmctx *ctx, int *slot, uint64_t gpa, void *hva, uint64_t size)
+{
+	return map_devmem(ctx, slot, gpa, hva, size, 0);
+}
+
+int vm_map_devmem_readonly(struct vmctx *ctx, int *slot, uint64_t gpa, void *hva, uint64_t size)
+{
+	return map_devmem(ctx, slot, gpa, hva, size, KVM_MEM_READONLY);
 }
 
 int vm_map_firmware(struct vmctx *ctx, uint64_t gpa, void *hva, uint64_t size, bool readonly)

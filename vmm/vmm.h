@@ -68,6 +68,8 @@ int vm_map_firmware(struct vmctx *ctx, uint64_t gpa, void *hva, uint64_t size, b
 #define VM_MAX_DEVMEM_SLOTS 4
 #define VM_DEVMEM_UNMAPPED UINT64_MAX
 int vm_map_devmem(struct vmctx *ctx, int *slot, uint64_t gpa, void *hva, uint64_t size);
+/* The same, read-only: guest writes exit as MMIO (a flash part in read-array mode). */
+int vm_map_devmem_readonly(struct vmctx *ctx, int *slot, uint64_t gpa, void *hva, uint64_t size);
 uint64_t vm_get_lowmem_size(struct vmctx *ctx);
 uint64_t vm_get_highmem_size(struct vmctx *ctx);
 /*
