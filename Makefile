@@ -101,6 +101,11 @@ check-nested: all
 	tests/nested/l1run.sh "bash tests/run.sh -k '$(NESTED_TESTS)' -x '$(NESTED_SKIP)'"
 check-nested-smoke:
 	$(MAKE) check-nested NESTED_TESTS='^t_(guest|firmware)_' NESTED_SKIP='_linux$$' NESTED_KERNEL=no
+# OVMF under hyve: the L1 with -icount (tests/nested/l1run.sh says why).
+.PHONY: check-nested-ovmf
+check-nested-ovmf: all
+	HYVE_L1_SMP=1 HYVE_L1_ACCEL='-accel tcg -icount shift=0,sleep=off' \
+	    tests/nested/l1run.sh "bash tests/run.sh -k '^t_firmware_ovmf_'"
 
 # The same as check (Debian's stock kernel boot is part of check now; kept
 # for scripts that call it).

@@ -938,7 +938,10 @@ static uint64_t nvme_ncpus(void)
 		topo = true;
 	if (!(v = get_config_value("cpus")) || config_parse_uint(v, &n))
 		n = topo ? s * c * t : 1;
-	return n < 1 ? 1 : n > NVME_MAX_IOQ ? NVME_MAX_IOQ : n;
+	/* At least two: UEFI's NVMe driver (edk2 NvmExpressDxe, in OVMF) creates
+	 * a synchronous and an asynchronous I/O queue pair and gives up on a
+	 * controller that refuses the second. */
+	return n < 2 ? 2 : n > NVME_MAX_IOQ ? NVME_MAX_IOQ : n;
 }
 
 /* Every option of one nvme function; at -s time the image must exist too. */
