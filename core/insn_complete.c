@@ -7,7 +7,8 @@
  * and only then registers, flags, memory and FPU/SSE state change.  An
  * instruction that faults changes nothing.
  *
- * Completed: INT3, INT n, INTO, FWAIT, POPCNT, CLAC/STAC, XGETBV, XSETBV,
+ * Completed: INT3, INT n, INTO, FWAIT, FNINIT, FNCLEX, FLDCW, FNSTCW, FNSTSW,
+ * POPCNT, CLAC/STAC, XGETBV, XSETBV,
  * RDPRU, LDMXCSR/STMXCSR, FXSAVE/FXRSTOR, CLFLUSH/CLFLUSHOPT/CLWB,
  * LFENCE/MFENCE/SFENCE, CMPXCHG8B/CMPXCHG16B, RDPID, MOVBE, INVPCID and
  * the SSE/SSE2 data moves (MOVUPS/MOVUPD/MOVAPS/MOVAPD/MOVSS/MOVSD/
@@ -309,6 +310,79 @@ static enum insn_result do_fwait(struct insn_vcpu *v)
 	memcpy(&fsw, xs + 2, 2);
 	if ((xs_bv(xs) & XS_X87) && (fsw & 0x80) && (s->cr0 & CR0_NE))
 		return insn_fault(v, 16, false, 0);
+	return INSN_DONE;
+}
+
+/* ---- x87 control: FNINIT, FNCLEX, FLDCW, FNSTCW, FNSTSW ---- */
+
+/*
+ * What firmware runs first at CPL0 (OVMF's SEC starts with FNINIT).  The
+ * x87 checks: CR0.EM or CR0.TS raise #NM; FLDCW, the one waiting form
+ * here, first raises #MF for a pending unmasked exception.  These control
+ * instructions leave FIP/FDP/FOP as they are, except FNINIT, which clears
+ * them.
+ */
+#define FSW_ES 0x0080
+#define FSW_B 0x8000
+
+/* ES and B follow the unmasked pending exceptions (FSW & ~FCW, bits 0-5). */
+static uint16_t fsw_summary(uint16_t fsw, uint16_t fcw)
+{
+	fsw &= (uint16_t)~(FSW_ES | FSW_B);
+	if (fsw & ~fcw & 0x3f)
+		fsw |= FSW_ES | FSW_B;
+	return fsw;
+}
+
+static enum insn_result x87_control(struct insn_vcpu *v)
+{
+	const struct insn *in = &v->insn;
+	if (v->sregs.cr0 & (CR0_EM | CR0_TS))
+		return insn_fault(v, 7, false, 0);
+	uint8_t *xs = xs_get(v);
+	if (!xs)
+		return INSN_ERROR;
+	uint16_t fcw = 0x037f, fsw = 0;
+	if (xs_bv(xs) & XS_X87) {
+		memcpy(&fcw, xs + XS_FCW, 2);
+		memcpy(&fsw, xs + 2, 2);
+	}
+	struct insn_access *a;
+	int op = in->opcode, reg = in->reg & 7;
+	if (op == 0xdb && in->modrm == 0xe3) {           /* FNINIT */
+		xs_materialize(xs, XS_X87);
+		memset(xs, 0, 24);                       /* FSW, FTW (all empty), FOP, FIP, FDP */
+		fcw = 0x037f;
+		memcpy(xs + XS_FCW, &fcw, 2);
+	} else if (op == 0xdb && in->modrm == 0xe2) {    /* FNCLEX */
+		xs_materialize(xs, XS_X87);
+		fsw &= (uint16_t)~(0x3f | 0x40 | FSW_ES | FSW_B);
+		memcpy(xs + 2, &fsw, 2);
+	} else if (op == 0xdf && in->modrm == 0xe0) {    /* FNSTSW AX */
+		gpr_set(v, RAX, 2, fsw);
+		return INSN_DONE;
+	} else if (op == 0xd9 && in->mod != 3 && reg == 5) {   /* FLDCW m16 */
+		uint16_t val;
+		/* A waiting instruction: a pending unmasked exception is #MF first (as FWAIT). */
+		if ((xs_bv(xs) & XS_X87) && (fsw & FSW_ES) && (v->sregs.cr0 & CR0_NE))
+			return insn_fault(v, 16, false, 0);
+		TRY(memop(v, 2, ACC_READ, 0, &a));
+		if (insn_mem_read(v, a, &val))
+			return INSN_ERROR;
+		xs_materialize(xs, XS_X87);
+		val = (uint16_t)((val & 0x1f3f) | 0x0040);   /* reserved bits: 6 reads as one, 7 and 13-15 as zero */
+		fsw = fsw_summary(fsw, val);
+		memcpy(xs + XS_FCW, &val, 2);
+		memcpy(xs + 2, &fsw, 2);
+	} else if ((op == 0xd9 && in->mod != 3 && reg == 7) ||   /* FNSTCW m16 */
+	           (op == 0xdd && in->mod != 3 && reg == 7)) {   /* FNSTSW m16 */
+		uint16_t val = op == 0xd9 ? fcw : fsw;
+		TRY(memop(v, 2, ACC_WRITE, 0, &a));
+		return insn_mem_write(v, a, &val) ? INSN_ERROR : INSN_DONE;
+	} else {
+		return unknown(v, "x87 instructions other than FNINIT/FNCLEX/FLDCW/FNSTCW/FNSTSW are not completed");
+	}
+	v->xsave_dirty = true;
 	return INSN_DONE;
 }
 
@@ -1037,6 +1111,10 @@ static enum insn_result execute(struct insn_vcpu *v)
 		case 0xcd: return do_intn(v);
 		case 0xce: return do_into(v);
 		case 0x9b: return do_fwait(v);
+		case 0xd9: case 0xdb: case 0xdd: case 0xdf:
+			if (in->lock)
+				return ud(v);
+			return x87_control(v);
 		default: break;
 		}
 		break;
