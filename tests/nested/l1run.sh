@@ -19,10 +19,10 @@
 # pending, and OVMF's interrupt handlers write CR8 on every return.  With
 # multi-threaded TCG the L2's timer ticks pile up inside its handlers and
 # the L1 dies within a minute; under -icount (virtual time follows the
-# instructions run, as on hardware) they do not.  The OVMF tests therefore
-# run only with
+# instructions run, as on hardware) they rarely do (one L1 abort in six
+# runs of the OVMF tests).  The OVMF tests therefore run only with
 #   HYVE_L1_SMP=1 HYVE_L1_ACCEL='-accel tcg -icount shift=0,sleep=off'
-# and skip, saying so, in other L1s.
+# and skip, saying so, in other L1s; an L1 that aborts says so (status 125).
 set -u
 PATH=$PATH:/usr/sbin:/sbin
 . "$(dirname -- "$0")/../linux/lib.sh"
