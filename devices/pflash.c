@@ -192,8 +192,11 @@ static uint64_t flash_read(uint64_t off, int size)
 static int pflash_mmio(struct vcpu *vcpu, bool write, uint64_t addr, int size, uint64_t *val, void *arg)
 {
 	(void)vcpu; (void)arg;
-	if (size < 1 || size > 8 || addr < fl.gpa || addr - fl.gpa >= fl.size)
+	if (size < 1 || size > 8 || addr < fl.gpa || addr - fl.gpa >= fl.size) {
+		if (!write)
+			*val = ~0ULL;
 		return 0;
+	}
 	pthread_mutex_lock(&fl.mtx);
 	if (write)
 		flash_write(addr - fl.gpa, size, *val);
