@@ -187,8 +187,10 @@ int sandbox_enter(const char *mode, char *err, size_t errlen)
  * Derived from what these threads call (KVM ioctls, reads and writes on
  * the descriptors set-up opened, eventfds, timers, futexes, memory) and
  * checked by running the test suites on a KVM host with the kill action.
- * Threads that serve the host side (main event loop with slirp and socket
- * consoles, control, migration, gdb, VNC) keep the process filter only.
+ * VNC client threads take the device role too (devices/rfb.c): they parse
+ * what a remote peer sends.  Threads that serve the host side (main event
+ * loop with slirp and socket consoles, control, migration, gdb, VNC
+ * accept) keep the process filter only.
  */
 static const char *const role_device[] = {
 	/* memory, threads, time */

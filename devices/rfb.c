@@ -436,6 +436,9 @@ static void *client_thread(void *arg)
 	setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	int one = 1;
 	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	/* From here on the thread parses what the network sends: the device
+	 * role's allow-list (no files opened, no new sockets). */
+	sandbox_thread_role(SANDBOX_ROLE_DEVICE);
 	if (handshake(c) && resize(c, c->w, c->h) && deflateInit(&c->zs, 6) == Z_OK) {
 		c->zs_ready = true;
 		pthread_mutex_lock(&s->mtx);

@@ -48,6 +48,20 @@ t_fbuf_vnc_screenshot() {
 	fb_shot "$port" 800 600 || { vm_stop; return 1; }
 	# A second client after the first left.
 	fb_shot "$port" 800 600 || { vm_stop; return 1; }
+	# A client's thread reads the network under the device role's filter
+	# (process + role: 2); it has sent its banner, so the role is in place.
+	local fd banner t found=0
+	exec {fd}<>"/dev/tcp/127.0.0.1/$port" && read -r -t 20 -u "$fd" banner
+	for t in /proc/"$VM_PID"/task/*; do
+		[ "$(cat "$t/comm" 2>/dev/null)" = hyve-rfb ] || continue
+		found=1
+		grep -q '^Seccomp_filters:[[:space:]]*2$' "$t/status" || {
+			echo "    VNC client thread: $(grep '^Seccomp_filters:' "$t/status") (want 2: process + device role)"
+			exec {fd}>&-; vm_stop; return 1; }
+	done
+	exec {fd}>&-
+	[ "$banner" = "RFB 003.008" ] && [ $found = 1 ] ||
+		{ echo "    no VNC client thread seen (banner '$banner')"; vm_stop; return 1; }
 	vm_stop
 	# The guest drew into the memory slot, not through hyve (one exit per store).
 	if grep -q 'cannot map the framebuffer' "$ERR"; then

@@ -7,7 +7,8 @@
  * refused; a protocol 3.8 client and a hostile one written here (raw
  * socket) check what vncsnapshot does not reach.  Without vncsnapshot or
  * djpeg the screenshot checks are skipped (the test says so).
- * test-sources: devices/rfb.c core/netlisten.c core/log.c core/sandbox_landlock.c
+ * test-sources: devices/rfb.c core/netlisten.c core/log.c core/sandbox_landlock.c core/sandbox.c
+ * test-libs: -lseccomp -pthread
  * test-libs: -lz -lcrypto
  */
 #include <arpa/inet.h>
