@@ -22,6 +22,7 @@
  */
 #include <errno.h>
 #include <grp.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <sched.h>
 #include <stdbool.h>
@@ -110,6 +111,31 @@ static void on_sigsys(int sig, siginfo_t *si, void *uc)
 #define DEFAULT_MODE "kill"
 #endif
 
+/*
+ * glibc opens /proc/sys/vm/overcommit_memory the first time it shrinks the
+ * heap of a thread's arena (malloc-sysdep.h, check_may_shrink_heap) and
+ * keeps the answer.  In a role thread that openat would stop the VM, at
+ * whatever moment some thread's frees first shrink its arena.  A thread
+ * that fills and empties its own arena here makes glibc look it up now.
+ */
+static void *shrink_an_arena(void *arg)
+{
+	(void)arg;
+	void *chunks[48];
+	for (int i = 0; i < 48; i++)
+		chunks[i] = malloc(100 << 10);   /* below the mmap threshold: heap */
+	for (int i = 47; i >= 0; i--)
+		free(chunks[i]);
+	return NULL;
+}
+
+static void warm_libc(void)
+{
+	pthread_t t;
+	if (pthread_create(&t, NULL, shrink_an_arena, NULL) == 0)
+		pthread_join(t, NULL);
+}
+
 int sandbox_enter(const char *mode, char *err, size_t errlen)
 {
 	if (!mode)
@@ -131,6 +157,7 @@ int sandbox_enter(const char *mode, char *err, size_t errlen)
 	/* The time zone now, while /etc/localtime can be opened: role layers
 	 * forbid opening files, and localtime_r loads it on first use. */
 	tzset();
+	warm_libc();
 	if (!log_only) {
 		struct sigaction sa;
 		memset(&sa, 0, sizeof(sa));

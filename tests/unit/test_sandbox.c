@@ -144,6 +144,14 @@ static void *role_thread(void *arg)
 		uint64_t one = 1;
 		struct timespec ts;
 		void *big = malloc(8 << 20);   /* mmap */
+		/* Heap in this thread's own arena, then freed: glibc shrinks the
+		 * arena's heap, and the first shrink in a process reads
+		 * /proc/sys/vm/overcommit_memory (sandbox_enter has it read). */
+		void *chunks[48];
+		for (int i = 0; i < 48; i++)
+			chunks[i] = malloc(100 << 10);
+		for (int i = 47; i >= 0; i--)
+			free(chunks[i]);
 		bool ok = efd >= 0 && write(efd, &one, 8) == 8 && read(efd, &one, 8) == 8 &&
 		          pwrite(role_fd, "data", 4, 0) == 4 && fdatasync(role_fd) == 0 && clock_gettime(CLOCK_MONOTONIC, &ts) == 0 && big;
 		free(big);
