@@ -40,6 +40,7 @@ struct vmctx {
 	int nmem;
 	int nfw;                     /* vm_map_firmware slots in use */
 	int ndevmem;                 /* vm_map_devmem slots handed out */
+	int readonly_mem;            /* KVM_CAP_READONLY_MEM: -1 not asked yet, else 0/1 */
 	bool devmem_mapped[VM_MAX_DEVMEM_SLOTS];
 	bool dirty_log;
 	bool wired, in_core;         /* vm_set_memory_policy */
@@ -81,6 +82,7 @@ struct vmctx *vm_create(const char *name, char *err, size_t errlen)
 		return NULL;
 	}
 	ctx->name = strdup(name);
+	ctx->readonly_mem = -1;
 	pthread_mutex_init(&ctx->route_mtx, NULL);
 	ctx->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
 	if (ctx->kvm_fd < 0) {
@@ -303,9 +305,17 @@ int vm_set_memory_policy(struct vmctx *ctx, bool wired, bool in_core, char *err,
 	return 0;
 }
 
+/* Asked once: a flash part maps its read-only slot again after every write sequence. */
+static bool has_readonly_mem(struct vmctx *ctx)
+{
+	if (ctx->readonly_mem < 0)
+		ctx->readonly_mem = ioctl(ctx->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_READONLY_MEM) > 0;
+	return ctx->readonly_mem;
+}
+
 static int map_devmem(struct vmctx *ctx, int *slot, uint64_t gpa, void *hva, uint64_t size, uint32_t flags)
 {
-	if ((flags & KVM_MEM_READONLY) && ioctl(ctx->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_READONLY_MEM) <= 0) {
+	if ((flags & KVM_MEM_READONLY) && !has_readonly_mem(ctx)) {
 		errno = ENOTSUP;
 		return -1;
 	}
@@ -351,7 +361,7 @@ int vm_map_firmware(struct vmctx *ctx, uint64_t gpa, void *hva, uint64_t size, b
 		errno = ENOSPC;
 		return -1;
 	}
-	if (readonly && ioctl(ctx->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_READONLY_MEM) <= 0) {
+	if (readonly && !has_readonly_mem(ctx)) {
 		errno = ENOTSUP;
 		return -1;
 	}
