@@ -69,10 +69,13 @@
  * its guest clusters go on a busy list first, and every other write or
  * discard waits until none of its own clusters is busy before it looks at
  * the tables.  So no two requests allocate the same guest cluster, and no
- * cluster is freed (and handed out again) under a write.  Reads keep the
- * lock: a discard could otherwise free the cluster they read.  A flush's
- * fdatasync runs without it.  Backing images have their own locks, always
- * taken top-down.
+ * cluster is freed (and handed out again) under a write.  Reads of
+ * allocated clusters drop the lock the same way, their clusters busy, so
+ * no discard frees what they read.  Reads do not wait for busy clusters: a
+ * read overlapping an in-place write of the same bytes may see part of
+ * each, as overlapping requests on a disk may (the guest orders them).
+ * A flush's fdatasync runs without the lock.  Backing images have their
+ * own locks, always taken top-down.
  *
  * Errors: a corrupt header or table found at open is one line in err; a
  * bad entry met at run time (an offset that is not cluster-aligned or

@@ -355,7 +355,11 @@ static void test_blockif_parallel_alloc(void)
 	/*
 	 * Reads racing discards of the same clusters, while other writes
 	 * allocate (and may reuse what the discards free): each cluster a read
-	 * returns is the old data or zeros, never another write's.
+	 * returns is the old data or zeros, never another write's.  A read that
+	 * overlaps an in-place write of the same place may see part of each (the
+	 * page cache copies page by page; a disk promises one sector at most),
+	 * so each byte is checked: zero, the old byte or the new byte of that
+	 * place.  Another place's data fails on most of its bytes.
 	 */
 	uint8_t *src2 = malloc(disk), *rbuf = malloc((size_t)N * (64 << 10));
 	for (size_t i = 0; i < disk; i++)
@@ -386,9 +390,11 @@ static void test_blockif_parallel_alloc(void)
 		errs += !rw[i].done || rw[i].err || !dw[i].done || dw[i].err || !ww[i].done || ww[i].err;
 		for (size_t o = 0; o < 64 << 10; o += 16 << 10) {
 			const uint8_t *got = rbuf + (size_t)i * (64 << 10) + o;
-			bool zero = got[0] == 0 && !memcmp(got, got + 1, (16 << 10) - 1);
-			/* old: what the first phase left (or a later write of src2 there, also "old" for this race) */
-			bad += !zero && memcmp(got, want + roff[i] + o, 16 << 10) && memcmp(got, src2 + roff[i] + o, 16 << 10);
+			const uint8_t *old = want + roff[i] + o, *new = src2 + roff[i] + o;
+			size_t b = 0;
+			while (b < 16 << 10 && (got[b] == 0 || got[b] == old[b] || got[b] == new[b]))
+				b++;
+			bad += b < 16 << 10;
 		}
 	}
 	CHECK(!errs && !bad, "parallel allocation: reads racing discards return old data or zeros (%d bad clusters, "
