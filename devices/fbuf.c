@@ -25,6 +25,7 @@
 #include "atkbdc.h"
 #include "pci_emul.h"
 #include "rfb.h"
+#include "usb_emul.h"
 
 #define FB_SIZE (16u << 20)
 #define REGS_SIZE 128
@@ -72,7 +73,8 @@ static bool fb_snapshot(void *arg, uint32_t *dst, int *w, int *h)
 	return true;
 }
 
-/* Keys and pointer go to the PS/2 keyboard and mouse (devices/atkbdc.c). */
+/* Keys go to the PS/2 keyboard (devices/atkbdc.c); the pointer to a USB
+ * tablet the guest drives (devices/pci_xhci.c), else to the PS/2 mouse. */
 static void fb_key(void *arg, bool down, uint32_t keysym)
 {
 	(void)arg;
@@ -84,8 +86,12 @@ static void fb_key(void *arg, bool down, uint32_t keysym)
 
 static void fb_pointer(void *arg, uint8_t buttons, int x, int y)
 {
-	(void)arg;
-	atkbdc_pointer(buttons, x, y);
+	struct fbuf *f = arg;
+	pthread_mutex_lock(&f->mtx);
+	int w = f->regs.width, h = f->regs.height;
+	pthread_mutex_unlock(&f->mtx);
+	if (!xhci_pointer_event(buttons, x, y, w, h))
+		atkbdc_pointer(buttons, x, y);
 }
 
 /* ---- BARs ---- */

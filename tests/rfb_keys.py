@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""rfb_keys.py PORT KEYSYM[+KEYSYM...]...: connect to an RFB server (3.8,
-security None) and type each chord: press its keysyms in order, release
-them in reverse.  Keysyms in hex (0xffe9) or a single character.  Used
-by tests/test_linux.sh to send Alt+SysRq+m to a guest's PS/2 keyboard:
-no Debian tool sends keys over VNC, so this stand-in sends them and the
-guest's own keyboard driver is the check."""
+"""rfb_keys.py PORT KEYSYM[+KEYSYM...]|ptr:X,Y,MASK ...: connect to an RFB
+server (3.8, security None) and type each chord: press its keysyms in
+order, release them in reverse.  Keysyms in hex (0xffe9) or a single
+character.  A ptr: token sends a PointerEvent (position, button mask).
+Used by tests/test_linux.sh to send Alt+SysRq+m to a guest's PS/2
+keyboard and a click to its USB tablet: no Debian tool sends keys or
+pointer events over VNC, so this stand-in sends them and the guest's own
+drivers are the check."""
 import socket
 import struct
 import sys
@@ -39,6 +41,11 @@ w, h = struct.unpack(">HH", recv(s, 4))
 recv(s, 16)
 recv(s, struct.unpack(">I", recv(s, 4))[0])
 for chord in sys.argv[2:]:
+    if chord.startswith("ptr:"):
+        x, y, mask = (int(v) for v in chord[4:].split(","))
+        s.sendall(struct.pack(">BBHH", 5, mask, x, y))
+        time.sleep(0.05)
+        continue
     syms = [keysym(t) for t in chord.split("+")]
     for k in syms:
         s.sendall(struct.pack(">BBHI", 4, 1, 0, k))

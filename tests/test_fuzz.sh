@@ -62,6 +62,13 @@ t_fuzz_nvme() {
 	fz_run nvme 10
 }
 
+# The xHCI controller and tablet (devices/pci_xhci.c, usb_tablet.c):
+# registers, command and transfer rings, contexts anywhere, pointer events,
+# checkpoint round trips and raw restore input.
+t_fuzz_xhci() {
+	fz_run xhci 10
+}
+
 # The AHCI HBA (devices/ahci*.c): ABAR registers, command lists, FISes,
 # ATA and ATAPI commands, PRDTs in guest memory, checkpoint round trips.
 t_fuzz_ahci() {

@@ -193,6 +193,9 @@ lx_dev_boot_once() {
 		LX_FB_PORT=$(free_port)
 		args="$args -s 8,fbuf,tcp=127.0.0.1:$LX_FB_PORT,w=800,h=600"
 	fi
+	# bhyve's USB tablet; pointer events from VNC go to it once usbhid has it.
+	LX_XHCI=""
+	has_model xhci && { LX_XHCI=1; args="$args -s 9,xhci,tablet"; }
 	LX_DEV_ARGS=$args LX_DEV_CMDLINE=$cmdline
 
 	# shellcheck disable=SC2086
@@ -231,6 +234,17 @@ lx_dev_boot_once() {
 		fi
 		$in_ns timeout -k 5 30 python3 tests/rfb_keys.py "$LX_FB_PORT" 0xffe9+0xff15+m >"$TMP/linux-keys.log" 2>&1 &&
 			wait_serial $((SECONDS - VM_START + 30)) 'sysrq: Show Memory' >/dev/null && LX_SYSRQ=seen
+	fi
+	# A click at (400,300) of the 800x600 screen, once usbhid has the tablet:
+	# evbug (loglevel 8) logs the absolute X the HID report carried
+	# (400 * 32767 / 799) and the left button (t_linux_xhci_tablet).
+	LX_TABLET=""
+	if [ -n "$LX_FB_PORT" ] && [ -n "$LX_XHCI" ] &&
+		wait_serial $((SECONDS - VM_START + 120)) 'hid-generic .*: input: USB HID .*\[hyve HID Tablet\]' >/dev/null; then
+		$in_ns timeout -k 5 30 python3 tests/rfb_keys.py "$LX_FB_PORT" ptr:400,300,1 ptr:400,300,0 \
+			>"$TMP/linux-tablet.log" 2>&1 &&
+			wait_serial $((SECONDS - VM_START + 30)) 'evbug: Event\. Dev: input[0-9]+, Type: 3, Code: 0, Value: 16404' \
+				>/dev/null && LX_TABLET=seen
 	fi
 	# Interrupt and kick paths the drivers used (t_linux_virtio_irqfd_ioeventfd).
 	LX_STATS=$TMP/linux-stats.txt
@@ -361,6 +375,29 @@ t_linux_ps2_keyboard_sysrq() {
 		sed 's/^/    | /' "$TMP/linux-keys.log"
 		return 1
 	fi
+}
+
+# The xHCI controller and its tablet as Linux's xhci_hcd, hub driver and
+# usbhid find them, and a VNC click reaching the input layer as an absolute
+# position (the HID report over the interrupt endpoint; evbug logs it).
+t_linux_xhci_tablet() {
+	lx_dev_boot || return $?
+	[ -n "$LX_XHCI" ] || { SKIP_REASON="no xhci device model"; return 77; }
+	expect_out 'xhci_hcd 0000:00:09\.0: hcc params 0x[0-9a-f]+ hci version 0x100' &&
+		expect_out 'usb 1-1: new high-speed USB device number [0-9]+ using xhci_hcd' &&
+		expect_out 'input: hyve HID Tablet as /devices/pci0000:00/0000:00:09\.0/usb1/1-1/' &&
+		expect_out 'hid-generic 0003:FB5D:0001\.[0-9A-F]+: input: USB HID v1\.11 Mouse \[hyve HID Tablet\]' || return 1
+	expect_no_out 'xhci_hcd .*(error|Error|ERROR|timeout|not responding)|usb 1-1: device descriptor read' "USB errors" ||
+		return 1
+	[ -n "$LX_FB_PORT" ] || { SKIP_REASON="no fbuf device model to send pointer events"; return 77; }
+	if [ -z "$LX_TABLET" ]; then
+		echo "    a click at 400,300 over VNC: no evbug line with ABS_X 16404 in the guest's log"
+		sed 's/^/    | /' "$TMP/linux-tablet.log" 2>/dev/null
+		grep 'evbug' "$OUT" | tail -5 | sed 's/^/    | /'
+		return 1
+	fi
+	expect_out 'evbug: Event\. Dev: input[0-9]+, Type: 3, Code: 1, Value: 16410' &&
+		expect_out 'evbug: Event\. Dev: input[0-9]+, Type: 1, Code: 272, Value: 1'
 }
 
 # SMBIOS (boot/smbios.c) as Linux reads it from 0xF0000 on a direct boot:

@@ -40,6 +40,7 @@
 #include "../../core/snapshot.h"
 #include "../../devices/ahci_internal.h"
 #include "../../devices/pci_emul.h"
+#include "fuzz_input.h"
 #include "nvme_stubs.h"
 
 #define RAM0 (1ull << 20)
@@ -88,44 +89,7 @@ static void setup(void)
 	if (!(pi = nh_slot(SLOT)))
 		abort();
 	abar = pi->pi_bar[5].addr;
-	char err[256];
-	sb_init(&baseline);
-	pi->pi_d->pe_pause(pi);
-	if (pci_emul_save_state(pi, &baseline) || pi->pi_d->pe_snapshot(pi, &baseline, err, sizeof(err)) ||
-	    baseline.failed)
-		abort();
-	pi->pi_d->pe_resume(pi);
-}
-
-static int load_state(const uint8_t *p, size_t n, bool framework)
-{
-	char err[256];
-	struct snap_rd rd;
-	sr_init(&rd, p, n);
-	if (framework && pci_emul_load_state(pi, &rd, err, sizeof(err)))
-		return -1;
-	return pi->pi_d->pe_restore(pi, &rd, pi->pi_d->pe_snapshot_version, err, sizeof(err));
-}
-
-struct input {
-	const uint8_t *p;
-	size_t n;
-	bool eof;
-};
-
-static uint64_t take(struct input *in, int bytes)
-{
-	uint64_t v = 0;
-	if (in->n < (size_t)bytes) {
-		in->eof = true;
-		in->n = 0;
-		return 0;
-	}
-	for (int i = 0; i < bytes; i++)
-		v |= (uint64_t)in->p[i] << (8 * i);
-	in->p += bytes;
-	in->n -= (size_t)bytes;
-	return v;
+	nh_save_state(pi, &baseline);
 }
 
 static void wr(uint32_t off, uint32_t v) { nh_mmio_write(abar + off, 4, v); }
@@ -144,37 +108,26 @@ static void drain(void)
 
 static void run(const uint8_t *data, size_t size)
 {
-	struct input in = { data, size, false };
+	struct fuzz_input in = { data, size, false };
 	while (!in.eof && in.n > 0) {
-		switch (take(&in, 1) % 8) {
-		case 0: {
-			int hi = (int)take(&in, 1) & 1;
-			uint64_t off = take(&in, 3), len = take(&in, 1);
-			if (in.eof || len > in.n)
-				return;
-			uint64_t base = hi ? NH_RAM1_BASE : 0, size_r = hi ? NH_RAM1_SIZE : RAM0;
-			off %= size_r;
-			if (len > size_r - off)
-				len = size_r - off;
-			memcpy(nh_ptr(base + off, len), in.p, len);
-			in.p += len;
-			in.n -= len;
+		switch (fuzz_take(&in, 1) % 8) {
+		case 0:
+			nh_fuzz_ram_write(&in);
 			break;
-		}
 		case 1: {
-			uint32_t off = (uint32_t)take(&in, 2) & 0x1ffc, v = (uint32_t)take(&in, 4);
+			uint32_t off = (uint32_t)fuzz_take(&in, 2) & 0x1ffc, v = (uint32_t)fuzz_take(&in, 4);
 			if (!in.eof)
 				wr(off, v);
 			break;
 		}
 		case 2: {
-			uint32_t off = (uint32_t)take(&in, 2) & 0x1fff;
+			uint32_t off = (uint32_t)fuzz_take(&in, 2) & 0x1fff;
 			if (!in.eof)
 				(void)nh_mmio_read(abar + off, 1 << (off & 2 ? 1 : 2));
 			break;
 		}
 		case 3: {
-			int p = (int)take(&in, 1) & 1;
+			int p = (int)fuzz_take(&in, 1) & 1;
 			if (in.eof)
 				break;
 			pwr(p, 0x18, prd(p, 0x18) & ~0x11u);
@@ -188,8 +141,8 @@ static void run(const uint8_t *data, size_t size)
 			break;
 		}
 		case 4: {
-			int p = (int)take(&in, 1) & 1, s = (int)take(&in, 1) & 31, fl = (int)take(&in, 1);
-			int n = (int)take(&in, 1) & 7;
+			int p = (int)fuzz_take(&in, 1) & 1, s = (int)fuzz_take(&in, 1) & 31, fl = (int)fuzz_take(&in, 1);
+			int n = (int)fuzz_take(&in, 1) & 7;
 			if (in.eof || in.n < 36 + 8u * (unsigned)n)
 				return;
 			uint8_t *t = nh_ptr(CTBA(p, s), 0x80 + 16 * 8);
@@ -199,7 +152,7 @@ static void run(const uint8_t *data, size_t size)
 			in.p += 36;
 			in.n -= 36;
 			for (int i = 0; i < n; i++) {
-				uint32_t a = (uint32_t)take(&in, 4), dw3 = (uint32_t)take(&in, 4);
+				uint32_t a = (uint32_t)fuzz_take(&in, 4), dw3 = (uint32_t)fuzz_take(&in, 4);
 				memcpy(t + 0x80 + 16 * i, &a, 4);
 				memcpy(t + 0x80 + 16 * i + 12, &dw3, 4);
 			}
@@ -217,39 +170,12 @@ static void run(const uint8_t *data, size_t size)
 		case 5:
 			drain();
 			break;
-		case 6: {
-			int off = (int)take(&in, 1), sz = 1 << (take(&in, 1) % 3);
-			uint32_t v = (uint32_t)take(&in, 4);
-			if (!in.eof && off + sz <= 256)
-				nh_cfg_write(SLOT, off & ~(sz - 1), sz, v);
+		case 6:
+			nh_fuzz_cfg_write(&in, SLOT);
 			break;
-		}
-		case 7: {
-			int mode = (int)take(&in, 1);
-			if (in.eof)
-				break;
-			if (mode == 0) {
-				struct snap_buf sb;
-				char err[256];
-				sb_init(&sb);
-				pi->pi_d->pe_pause(pi);
-				if (pi->pi_d->pe_snapshot(pi, &sb, err, sizeof(err)) == 0 && !sb.failed &&
-				    load_state(sb.data, sb.len, false) != 0)
-					abort();   /* a state just saved must load */
-				pi->pi_d->pe_resume(pi);
-				sb_free(&sb);
-			} else {
-				size_t len = (size_t)take(&in, 2);
-				if (len > in.n)
-					len = in.n;
-				pi->pi_d->pe_pause(pi);
-				(void)load_state(in.p, len, false);
-				pi->pi_d->pe_resume(pi);
-				in.p += len;
-				in.n -= len;
-			}
+		case 7:
+			nh_fuzz_checkpoint(&in, pi);
 			break;
-		}
 		}
 	}
 }
@@ -262,12 +188,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		setup();
 		ready = true;
 	}
-	pi->pi_d->pe_pause(pi);
-	if (load_state(baseline.data, baseline.len, true))
-		abort();
-	pi->pi_d->pe_resume(pi);
-	memset(nh_ptr(0, RAM0), 0, RAM0);
-	memset(nh_ptr(NH_RAM1_BASE, NH_RAM1_SIZE), 0, NH_RAM1_SIZE);
+	nh_fuzz_reset(pi, &baseline);
 	run(data, size);
 	nh_poll();
 	pi->pi_d->pe_pause(pi);
@@ -280,28 +201,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 }
 
 #ifdef FUZZ_MAKE_SEEDS
-struct seed {
-	uint8_t b[4096];
-	size_t n;
-};
-
-static void s_bytes(struct seed *s, const void *p, size_t n)
-{
-	if (s->n + n > sizeof(s->b))
-		abort();
-	memcpy(s->b + s->n, p, n);
-	s->n += n;
-}
-
-static void s_u(struct seed *s, uint64_t v, int bytes)
-{
-	for (int i = 0; i < bytes; i++) {
-		uint8_t b = (uint8_t)(v >> (8 * i));
-		s_bytes(s, &b, 1);
-	}
-}
-
-static void s_cmd(struct seed *s, int port, int slot, int flags, uint8_t cmd, uint64_t lba, uint16_t count,
+static void s_cmd(struct fuzz_seed *s, int port, int slot, int flags, uint8_t cmd, uint64_t lba, uint16_t count,
                   uint16_t feat, const uint8_t *cdb, uint32_t buf, uint32_t len)
 {
 	uint8_t f[36] = { 0x27, 0x80, cmd, (uint8_t)feat };
@@ -317,72 +217,57 @@ static void s_cmd(struct seed *s, int port, int slot, int flags, uint8_t cmd, ui
 		f[12] = (uint8_t)(slot << 3);
 	if (cdb)
 		memcpy(f + 20, cdb, 12);
-	s_u(s, 4, 1);
-	s_u(s, (uint64_t)port, 1);
-	s_u(s, (uint64_t)slot, 1);
-	s_u(s, (uint64_t)flags, 1);
-	s_u(s, len ? 1 : 0, 1);
-	s_bytes(s, f, sizeof(f));
+	seed_u(s, 4, 1);
+	seed_u(s, (uint64_t)port, 1);
+	seed_u(s, (uint64_t)slot, 1);
+	seed_u(s, (uint64_t)flags, 1);
+	seed_u(s, len ? 1 : 0, 1);
+	seed_bytes(s, f, sizeof(f));
 	if (len) {
-		s_u(s, buf, 4);
-		s_u(s, len - 1, 4);
+		seed_u(s, buf, 4);
+		seed_u(s, len - 1, 4);
 	}
-}
-
-static void s_write(const char *dir, const char *name, const struct seed *s)
-{
-	char path[512];
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	FILE *f = fopen(path, "wb");
-	if (!f || fwrite(s->b, 1, s->n, f) != s->n || fclose(f))
-		abort();
-	printf("%s: %zu bytes\n", name, s->n);
 }
 
 int main(int argc, char **argv)
 {
-	if (argc != 2) {
-		fprintf(stderr, "usage: %s DIR\n", argv[0]);
-		return 2;
-	}
-	const char *dir = argv[1];
-	mkdir(dir, 0755);
-	struct seed s;
+	const char *dir = seed_dir(argc, argv);
+	struct fuzz_seed s;
 
 	s.n = 0;
-	s_u(&s, 3, 1); s_u(&s, 0, 1);
+	seed_u(&s, 3, 1); seed_u(&s, 0, 1);
 	s_cmd(&s, 0, 0, 0, 0xec, 0, 0, 0, NULL, 0x80000, 512);
 	s_cmd(&s, 0, 1, 0, 0x35, 8, 8, 0, NULL, 0x81000, 4096);
-	s_u(&s, 5, 1);
+	seed_u(&s, 5, 1);
 	s_cmd(&s, 0, 2, 0, 0x25, 8, 8, 0, NULL, 0x82000, 4096);
 	s_cmd(&s, 0, 3, 0, 0x24, 2000, 1, 0, NULL, 0x83000, 512);
 	s_cmd(&s, 0, 4, 0, 0xea, 0, 0, 0, NULL, 0, 0);
-	s_u(&s, 5, 1);
-	s_write(dir, "identify_dma_pio", &s);
+	seed_u(&s, 5, 1);
+	seed_write(dir, "identify_dma_pio", &s);
 
 	s.n = 0;
-	s_u(&s, 3, 1); s_u(&s, 0, 1);
+	seed_u(&s, 3, 1); seed_u(&s, 0, 1);
 	s_cmd(&s, 0, 1, 1, 0x61, 16, 0, 8, NULL, 0x81000, 4096);
 	s_cmd(&s, 0, 2, 1, 0x60, 16, 0, 8, NULL, 0x82000, 4096);
 	s_cmd(&s, 0, 3, 1, 0x60, 4000, 0, 200, NULL, 0x82000, 4096);
-	s_u(&s, 5, 1);
+	seed_u(&s, 5, 1);
 	s_cmd(&s, 0, 0, 0, 0x2f, 0x10, 1, 0, NULL, 0x83000, 512);
-	s_u(&s, 7, 1); s_u(&s, 0, 1);
-	s_write(dir, "ncq_errlog_ckpt", &s);
+	seed_u(&s, 7, 1); seed_u(&s, 0, 1);
+	seed_write(dir, "ncq_errlog_ckpt", &s);
 
 	s.n = 0;
 	uint8_t r[8] = { 32, 0, 0, 0, 0, 0, 8, 0 };
-	s_u(&s, 0, 1); s_u(&s, 0, 1); s_u(&s, 0x84000, 3); s_u(&s, 8, 1); s_bytes(&s, r, 8);
-	s_u(&s, 3, 1); s_u(&s, 0, 1);
+	seed_u(&s, 0, 1); seed_u(&s, 0, 1); seed_u(&s, 0x84000, 3); seed_u(&s, 8, 1); seed_bytes(&s, r, 8);
+	seed_u(&s, 3, 1); seed_u(&s, 0, 1);
 	s_cmd(&s, 0, 0, 4, 0x06, 0, 1, 1, NULL, 0x84000, 512);
 	s_cmd(&s, 0, 1, 0, 0xef, 0, 0x46, 3, NULL, 0, 0);
 	s_cmd(&s, 0, 2, 0, 0xc6, 0, 16, 0, NULL, 0, 0);
 	s_cmd(&s, 0, 3, 0, 0x25, 0x7fffff, 8, 0, NULL, 0x300000, 4096);
-	s_u(&s, 5, 1);
-	s_write(dir, "trim_features_errors", &s);
+	seed_u(&s, 5, 1);
+	seed_write(dir, "trim_features_errors", &s);
 
 	s.n = 0;
-	s_u(&s, 3, 1); s_u(&s, 1, 1);
+	seed_u(&s, 3, 1); seed_u(&s, 1, 1);
 	static const uint8_t cdbs[][12] = {
 		{ 0x12, 0, 0, 0, 36 }, { 0x00 }, { 0x25 }, { 0x28, 0, 0, 0, 0, 16, 0, 0, 1 },
 		{ 0x43, 0, 0, 0, 0, 0, 0, 0, 100 }, { 0x4a, 1, 0, 0, 0x10, 0, 0, 0, 8 },
@@ -391,8 +276,8 @@ int main(int argc, char **argv)
 	s_cmd(&s, 1, 0, 0, 0xa1, 0, 0, 0, NULL, 0x80000, 512);
 	for (size_t i = 0; i < sizeof(cdbs) / sizeof(cdbs[0]); i++)
 		s_cmd(&s, 1, (int)i + 1, 2, 0xa0, 0, 0, 1, cdbs[i], 0x81000 + 0x1000 * (uint32_t)i, 2048);
-	s_u(&s, 5, 1);
-	s_write(dir, "atapi", &s);
+	seed_u(&s, 5, 1);
+	seed_write(dir, "atapi", &s);
 	return 0;
 }
 #endif

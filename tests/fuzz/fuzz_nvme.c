@@ -47,6 +47,7 @@
 #include "../../core/snapshot.h"
 #include "../../devices/nvme_internal.h"
 #include "../../devices/pci_emul.h"
+#include "fuzz_input.h"
 #include "nvme_stubs.h"
 
 #define NDEV 2
@@ -69,32 +70,6 @@ static void cleanup(void)
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
 	if (tmpdir[0] && system(cmd) != 0)
 		fprintf(stderr, "cannot remove %s\n", tmpdir);
-}
-
-static void save_state(int d, struct snap_buf *sb)
-{
-	char err[256];
-	struct pci_devinst *pi = pis[d];
-	sb_init(sb);
-	pi->pi_d->pe_pause(pi);
-	if (pci_emul_save_state(pi, sb) || pi->pi_d->pe_snapshot(pi, sb, err, sizeof(err)) || sb->failed) {
-		fprintf(stderr, "%s: state cannot be saved: %s\n", pi->pi_name, err);
-		abort();
-	}
-	pi->pi_d->pe_resume(pi);
-}
-
-static int load_state(int d, const uint8_t *p, size_t n, bool framework)
-{
-	char err[256];
-	struct pci_devinst *pi = pis[d];
-	struct snap_rd rd;
-	sr_init(&rd, p, n);
-	if (framework && pci_emul_load_state(pi, &rd, err, sizeof(err)))
-		return -1;
-	if (pi->pi_d->pe_restore(pi, &rd, pi->pi_d->pe_snapshot_version, err, sizeof(err)))
-		return -1;
-	return 0;
 }
 
 static void setup(void)
@@ -127,7 +102,7 @@ static void setup(void)
 	for (int d = 0; d < NDEV; d++) {
 		if (!(pis[d] = nh_slot(slots[d])))
 			abort();
-		save_state(d, &baseline[d]);
+		nh_save_state(pis[d], &baseline[d]);
 	}
 }
 
@@ -173,26 +148,6 @@ static void check_invariants(int d)
 	}
 }
 
-struct in {
-	const uint8_t *p;
-	size_t n;
-	bool eof;
-};
-
-static uint64_t take(struct in *in, int bytes)
-{
-	uint64_t v = 0;
-	for (int i = 0; i < bytes; i++) {
-		if (in->n == 0) {
-			in->eof = true;
-			return v;
-		}
-		v |= (uint64_t)*in->p++ << (8 * i);
-		in->n--;
-	}
-	return v;
-}
-
 static void put_entry(int d, int q, const uint8_t *e)
 {
 	uint32_t size = dq[d][q].size ? dq[d][q].size : 2;
@@ -222,42 +177,42 @@ static void msix_on(int d)
 
 static void run(const uint8_t *data, size_t size)
 {
-	struct in in = { data, size, false };
+	struct fuzz_input in = { data, size, false };
 	while (!in.eof && in.n > 0) {
-		uint8_t op = (uint8_t)(take(&in, 1) % 11);
+		uint8_t op = (uint8_t)(fuzz_take(&in, 1) % 11);
 		int d = 0;
 		switch (op) {
 		case 0: {
-			uint8_t r = (uint8_t)take(&in, 1);
-			uint64_t off = take(&in, 3);
-			uint8_t len = (uint8_t)take(&in, 1);
+			uint8_t r = (uint8_t)fuzz_take(&in, 1);
+			uint64_t off = fuzz_take(&in, 3);
+			uint8_t len = (uint8_t)fuzz_take(&in, 1);
 			uint64_t base = (r & 1) ? NH_RAM1_BASE : 0, lim = (r & 1) ? NH_RAM1_SIZE : RAM0;
 			off %= lim - 256;
 			for (uint8_t i = 0; i < len && !in.eof; i++)
-				((uint8_t *)nh_ptr(base + off, 256))[i] = (uint8_t)take(&in, 1);
+				((uint8_t *)nh_ptr(base + off, 256))[i] = (uint8_t)fuzz_take(&in, 1);
 			break;
 		}
 		case 1: {
-			d = (int)(take(&in, 1) % NDEV);
-			uint64_t off = take(&in, 2) % pis[d]->pi_bar[0].size;
-			int sz = (take(&in, 1) & 1) ? 8 : 4;
-			uint64_t v = take(&in, 8);
+			d = (int)(fuzz_take(&in, 1) % NDEV);
+			uint64_t off = fuzz_take(&in, 2) % pis[d]->pi_bar[0].size;
+			int sz = (fuzz_take(&in, 1) & 1) ? 8 : 4;
+			uint64_t v = fuzz_take(&in, 8);
 			if (!in.eof)
 				nh_mmio_write(bar0(d) + off, sz, v);
 			break;
 		}
 		case 2: {
-			d = (int)(take(&in, 1) % NDEV);
-			uint64_t off = take(&in, 2) % pis[d]->pi_bar[0].size;
+			d = (int)(fuzz_take(&in, 1) % NDEV);
+			uint64_t off = fuzz_take(&in, 2) % pis[d]->pi_bar[0].size;
 			static const int sizes[4] = { 1, 2, 4, 8 };
-			int sz = sizes[take(&in, 1) & 3];
+			int sz = sizes[fuzz_take(&in, 1) & 3];
 			if (!in.eof && off + (uint64_t)sz <= pis[d]->pi_bar[0].size)
 				(void)nh_mmio_read(bar0(d) + off, sz);
 			break;
 		}
 		case 3: {
-			d = (int)(take(&in, 1) % NDEV);
-			uint32_t asz = 2 + (uint32_t)(take(&in, 1) % 31), csz = 2 + (uint32_t)(take(&in, 1) % 31);
+			d = (int)(fuzz_take(&in, 1) % NDEV);
+			uint32_t asz = 2 + (uint32_t)(fuzz_take(&in, 1) % 31), csz = 2 + (uint32_t)(fuzz_take(&in, 1) % 31);
 			wr32(d, NVME_REG_CC, 0);
 			wr32(d, NVME_REG_AQA, (csz - 1) << 16 | (asz - 1));
 			nh_mmio_write(bar0(d) + NVME_REG_ASQ, 8, SQ_GPA(d, 0));
@@ -268,20 +223,20 @@ static void run(const uint8_t *data, size_t size)
 			break;
 		}
 		case 4: {
-			d = (int)(take(&in, 1) % NDEV);
-			int q = (int)(take(&in, 1) % 3);
+			d = (int)(fuzz_take(&in, 1) % NDEV);
+			int q = (int)(fuzz_take(&in, 1) % 3);
 			uint8_t e[64];
 			for (int i = 0; i < 64; i++)
-				e[i] = (uint8_t)take(&in, 1);
+				e[i] = (uint8_t)fuzz_take(&in, 1);
 			if (!in.eof)
 				put_entry(d, q, e);
 			break;
 		}
 		case 5: {
-			d = (int)(take(&in, 1) % NDEV);
-			int q = 1 + (int)(take(&in, 1) % 2);
-			uint32_t ssz = 2 + (uint32_t)(take(&in, 1) % 63), csz = 2 + (uint32_t)(take(&in, 1) % 63);
-			uint32_t iv = (uint32_t)(take(&in, 1) % 4);
+			d = (int)(fuzz_take(&in, 1) % NDEV);
+			int q = 1 + (int)(fuzz_take(&in, 1) % 2);
+			uint32_t ssz = 2 + (uint32_t)(fuzz_take(&in, 1) % 63), csz = 2 + (uint32_t)(fuzz_take(&in, 1) % 63);
+			uint32_t iv = (uint32_t)(fuzz_take(&in, 1) % 4);
 			if (in.eof)
 				break;
 			memset(nh_ptr(CQ_GPA(d, q), 4096), 0, 4096);
@@ -292,9 +247,9 @@ static void run(const uint8_t *data, size_t size)
 			break;
 		}
 		case 6: {
-			d = (int)(take(&in, 1) % NDEV);
-			int q = (int)(take(&in, 1) % 3);
-			uint32_t v = (uint32_t)take(&in, 2);
+			d = (int)(fuzz_take(&in, 1) % NDEV);
+			int q = (int)(fuzz_take(&in, 1) % 3);
+			uint32_t v = (uint32_t)fuzz_take(&in, 2);
 			if (!in.eof)
 				wr32(d, 0x1000 + 8 * (uint64_t)q + 4, v);
 			break;
@@ -304,37 +259,37 @@ static void run(const uint8_t *data, size_t size)
 				drain(d);
 			break;
 		case 8: {
-			d = (int)(take(&in, 1) % NDEV);
-			int off = (int)take(&in, 1);
+			d = (int)(fuzz_take(&in, 1) % NDEV);
+			int off = (int)fuzz_take(&in, 1);
 			static const int sizes[3] = { 1, 2, 4 };
-			int sz = sizes[take(&in, 1) % 3];
-			uint32_t v = (uint32_t)take(&in, 4);
+			int sz = sizes[fuzz_take(&in, 1) % 3];
+			uint32_t v = (uint32_t)fuzz_take(&in, 4);
 			if (!in.eof && (off & (sz - 1)) == 0)
 				nh_cfg_write(slots[d], off, sz, v);
 			break;
 		}
 		case 9: {
-			d = (int)(take(&in, 1) % NDEV);
-			uint8_t mode = (uint8_t)take(&in, 1);
+			d = (int)(fuzz_take(&in, 1) % NDEV);
+			uint8_t mode = (uint8_t)fuzz_take(&in, 1);
 			if (in.eof)
 				break;
 			if (mode == 0) {
 				struct snap_buf sb;
-				save_state(d, &sb);
+				nh_save_state(pis[d], &sb);
 				/* Its own state always loads back. */
 				pis[d]->pi_d->pe_pause(pis[d]);
-				if (load_state(d, sb.data, sb.len, true)) {
+				if (nh_load_state(pis[d], sb.data, sb.len, true)) {
 					fprintf(stderr, "%s: saved state does not load\n", pis[d]->pi_name);
 					abort();
 				}
 				pis[d]->pi_d->pe_resume(pis[d]);
 				sb_free(&sb);
 			} else {
-				size_t n = (size_t)take(&in, 2);
+				size_t n = (size_t)fuzz_take(&in, 2);
 				if (n > in.n)
 					n = in.n;
 				pis[d]->pi_d->pe_pause(pis[d]);
-				(void)load_state(d, in.p, n, false);
+				(void)nh_load_state(pis[d], in.p, n, false);
 				pis[d]->pi_d->pe_resume(pis[d]);
 				in.p += n;
 				in.n -= n;
@@ -342,7 +297,7 @@ static void run(const uint8_t *data, size_t size)
 			break;
 		}
 		case 10:
-			d = (int)(take(&in, 1) % NDEV);
+			d = (int)(fuzz_take(&in, 1) % NDEV);
 			if (!in.eof)
 				msix_on(d);
 			break;
@@ -354,7 +309,7 @@ static void reset_all(void)
 {
 	for (int d = 0; d < NDEV; d++) {
 		wr32(d, NVME_REG_CC, 0);
-		if (load_state(d, baseline[d].data, baseline[d].len, true)) {
+		if (nh_load_state(pis[d], baseline[d].data, baseline[d].len, true)) {
 			fprintf(stderr, "%s: baseline does not load\n", pis[d]->pi_name);
 			abort();
 		}
@@ -389,66 +344,37 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 #ifdef FUZZ_MAKE_SEEDS
 /* ---- seed inputs ---- */
 
-struct seed {
-	uint8_t b[8192];
-	size_t n;
-};
-
-static void s_bytes(struct seed *s, const void *p, size_t n)
+static void s_enable(struct fuzz_seed *s, int d, int asz, int csz) { seed_u(s, 3, 1); seed_u(s, (uint64_t)d, 1); seed_u(s, (uint64_t)asz - 2, 1); seed_u(s, (uint64_t)csz - 2, 1); }
+static void s_msix(struct fuzz_seed *s, int d) { seed_u(s, 10, 1); seed_u(s, (uint64_t)d, 1); }
+static void s_drain(struct fuzz_seed *s) { seed_u(s, 7, 1); }
+static void s_cmd(struct fuzz_seed *s, int d, int q, struct nvme_cmd c)
 {
-	if (s->n + n > sizeof(s->b))
-		abort();
-	memcpy(s->b + s->n, p, n);
-	s->n += n;
+	seed_u(s, 4, 1);
+	seed_u(s, (uint64_t)d, 1);
+	seed_u(s, (uint64_t)q, 1);
+	seed_bytes(s, &c, 64);
 }
-static void s_u(struct seed *s, uint64_t v, int bytes)
+static void s_pair(struct fuzz_seed *s, int d, int q, int ssz, int csz, int iv)
 {
-	for (int i = 0; i < bytes; i++) {
-		uint8_t c = (uint8_t)(v >> (8 * i));
-		s_bytes(s, &c, 1);
-	}
+	seed_u(s, 5, 1); seed_u(s, (uint64_t)d, 1); seed_u(s, (uint64_t)q - 1, 1);
+	seed_u(s, (uint64_t)ssz - 2, 1); seed_u(s, (uint64_t)csz - 2, 1); seed_u(s, (uint64_t)iv, 1);
 }
-static void s_enable(struct seed *s, int d, int asz, int csz) { s_u(s, 3, 1); s_u(s, (uint64_t)d, 1); s_u(s, (uint64_t)asz - 2, 1); s_u(s, (uint64_t)csz - 2, 1); }
-static void s_msix(struct seed *s, int d) { s_u(s, 10, 1); s_u(s, (uint64_t)d, 1); }
-static void s_drain(struct seed *s) { s_u(s, 7, 1); }
-static void s_cmd(struct seed *s, int d, int q, struct nvme_cmd c)
+static void s_ram(struct fuzz_seed *s, uint64_t off, const void *p, uint8_t n)
 {
-	s_u(s, 4, 1);
-	s_u(s, (uint64_t)d, 1);
-	s_u(s, (uint64_t)q, 1);
-	s_bytes(s, &c, 64);
+	seed_u(s, 0, 1); seed_u(s, 0, 1); seed_u(s, off, 3); seed_u(s, n, 1);
+	seed_bytes(s, p, n);
 }
-static void s_pair(struct seed *s, int d, int q, int ssz, int csz, int iv)
+static void s_reg(struct fuzz_seed *s, int d, uint16_t off, uint32_t v)
 {
-	s_u(s, 5, 1); s_u(s, (uint64_t)d, 1); s_u(s, (uint64_t)q - 1, 1);
-	s_u(s, (uint64_t)ssz - 2, 1); s_u(s, (uint64_t)csz - 2, 1); s_u(s, (uint64_t)iv, 1);
-}
-static void s_ram(struct seed *s, uint64_t off, const void *p, uint8_t n)
-{
-	s_u(s, 0, 1); s_u(s, 0, 1); s_u(s, off, 3); s_u(s, n, 1);
-	s_bytes(s, p, n);
-}
-static void s_reg(struct seed *s, int d, uint16_t off, uint32_t v)
-{
-	s_u(s, 1, 1); s_u(s, (uint64_t)d, 1); s_u(s, off, 2); s_u(s, 0, 1); s_u(s, v, 8);
+	seed_u(s, 1, 1); seed_u(s, (uint64_t)d, 1); seed_u(s, off, 2); seed_u(s, 0, 1); seed_u(s, v, 8);
 }
 static struct nvme_cmd mk(uint8_t opc, uint32_t nsid, uint64_t prp1, uint64_t prp2, uint32_t c10, uint32_t c11, uint32_t c12)
 {
 	return (struct nvme_cmd){ .cdw0 = opc | 7u << 16, .nsid = nsid, .prp1 = prp1, .prp2 = prp2, .cdw10 = c10,
 	                          .cdw11 = c11, .cdw12 = c12 };
 }
-static void s_write(const char *dir, const char *name, const struct seed *s)
-{
-	char path[512];
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	FILE *f = fopen(path, "wb");
-	if (!f || fwrite(s->b, 1, s->n, f) != s->n || fclose(f))
-		abort();
-	printf("%s: %zu bytes\n", name, s->n);
-}
-
 /* Linux's bring-up: MSI-X, enable, identify, queue count, one queue pair per vector. */
-static void s_bringup(struct seed *s, int d)
+static void s_bringup(struct fuzz_seed *s, int d)
 {
 	s_msix(s, d);
 	s_enable(s, d, 32, 32);
@@ -464,18 +390,13 @@ static void s_bringup(struct seed *s, int d)
 
 int main(int argc, char **argv)
 {
-	if (argc != 2) {
-		fprintf(stderr, "usage: %s DIR\n", argv[0]);
-		return 2;
-	}
-	const char *dir = argv[1];
-	mkdir(dir, 0755);
-	struct seed s;
+	const char *dir = seed_dir(argc, argv);
+	struct fuzz_seed s;
 
 	s.n = 0;
 	s_bringup(&s, 0);
 	s_drain(&s);
-	s_write(dir, "bringup", &s);
+	seed_write(dir, "bringup", &s);
 
 	/* Writes and reads: PRP1, PRP1+PRP2, a PRP list at 0x90000; flush; FUA. */
 	s.n = 0;
@@ -488,7 +409,7 @@ int main(int argc, char **argv)
 	s_cmd(&s, 0, 1, mk(0x00, 1, 0, 0, 0, 0, 0));
 	s_cmd(&s, 0, 2, mk(0x01, 1, 0xa0000, 0, 3, 0, 1u << 30));
 	s_drain(&s);
-	s_write(dir, "io_prp", &s);
+	seed_write(dir, "io_prp", &s);
 
 	/* Dataset Management (2 ranges), Write Zeroes with DEAC, errors: range, NSID, opcode. */
 	s.n = 0;
@@ -508,7 +429,7 @@ int main(int argc, char **argv)
 	s_cmd(&s, 0, 2, mk(0x02, 2, 0xa0000, 0, 0, 0, 0));
 	s_cmd(&s, 0, 2, mk(0x7e, 1, 0, 0, 0, 0, 0));
 	s_drain(&s);
-	s_write(dir, "dsm_errors", &s);
+	seed_write(dir, "dsm_errors", &s);
 
 	/* AERs, a temperature event, log pages, features. */
 	s.n = 0;
@@ -521,22 +442,22 @@ int main(int argc, char **argv)
 	s_cmd(&s, 0, 0, mk(0x0a, 0, 0, 0, 0x04 | 3u << 8, 0, 0));
 	s_cmd(&s, 0, 0, mk(0x08, 0, 0, 0, 1 | 5u << 16, 0, 0));
 	s_drain(&s);
-	s_write(dir, "aer_logs", &s);
+	seed_write(dir, "aer_logs", &s);
 
 	/* A checkpoint with I/O queued, then more I/O; then one of the INTx controller. */
 	s.n = 0;
 	s_bringup(&s, 0);
 	s_cmd(&s, 0, 1, mk(0x02, 1, 0xa0000, 0, 0, 0, 7));
-	s_u(&s, 9, 1); s_u(&s, 0, 1); s_u(&s, 0, 1);
+	seed_u(&s, 9, 1); seed_u(&s, 0, 1); seed_u(&s, 0, 1);
 	s_cmd(&s, 0, 1, mk(0x01, 1, 0xa0000, 0, 8, 0, 7));
 	s_enable(&s, 1, 4, 4);
 	s_pair(&s, 1, 1, 8, 2, 0);
 	s_cmd(&s, 1, 1, mk(0x02, 1, 0xa0000, 0, 0, 0, 0));
 	s_cmd(&s, 1, 1, mk(0x02, 1, 0xa1000, 0, 1, 0, 0));
-	s_u(&s, 9, 1); s_u(&s, 1, 1); s_u(&s, 0, 1);
-	s_u(&s, 6, 1); s_u(&s, 1, 1); s_u(&s, 1, 1); s_u(&s, 1, 2);
+	seed_u(&s, 9, 1); seed_u(&s, 1, 1); seed_u(&s, 0, 1);
+	seed_u(&s, 6, 1); seed_u(&s, 1, 1); seed_u(&s, 1, 1); seed_u(&s, 1, 2);
 	s_drain(&s);
-	s_write(dir, "checkpoint", &s);
+	seed_write(dir, "checkpoint", &s);
 
 	/* Bad doorbells, delete queues, shutdown, reset. */
 	s.n = 0;
@@ -549,7 +470,7 @@ int main(int argc, char **argv)
 	s_cmd(&s, 0, 0, mk(0x04, 0, 0, 0, 2, 0, 0));
 	s_reg(&s, 0, NVME_REG_CC, NVME_CC_EN | 6u << 16 | 4u << 20 | 1u << 14);
 	s_reg(&s, 0, NVME_REG_CC, 0);
-	s_write(dir, "doorbells_shutdown", &s);
+	seed_write(dir, "doorbells_shutdown", &s);
 	return 0;
 }
 #endif

@@ -17,7 +17,9 @@
 #include "../../core/mmio.h"
 #include "../../devices/pci_emul.h"
 #include "../../core/sandbox.h"
+#include "../../core/snapshot.h"
 #include "../../vmm/vmm.h"
+#include "fuzz_input.h"
 #include "nvme_stubs.h"
 
 uint8_t *nh_ram[2];
@@ -301,3 +303,85 @@ uint32_t nh_cfg_read(int slot, int off, int bytes)
 
 /* No seccomp in the fuzzers: libFuzzer forks and reads files as it likes. */
 void sandbox_thread_role(enum sandbox_role role) { (void)role; }
+
+void nh_save_state(struct pci_devinst *pi, struct snap_buf *sb)
+{
+	char err[256] = "";
+	sb_init(sb);
+	pi->pi_d->pe_pause(pi);
+	if (pci_emul_save_state(pi, sb) || pi->pi_d->pe_snapshot(pi, sb, err, sizeof(err)) || sb->failed) {
+		fprintf(stderr, "%s: state cannot be saved: %s\n", pi->pi_name, err);
+		abort();
+	}
+	pi->pi_d->pe_resume(pi);
+}
+
+int nh_load_state(struct pci_devinst *pi, const uint8_t *p, size_t n, bool framework)
+{
+	char err[256];
+	struct snap_rd rd;
+	sr_init(&rd, p, n);
+	if (framework && pci_emul_load_state(pi, &rd, err, sizeof(err)))
+		return -1;
+	return pi->pi_d->pe_restore(pi, &rd, pi->pi_d->pe_snapshot_version, err, sizeof(err)) ? -1 : 0;
+}
+
+void nh_fuzz_ram_write(struct fuzz_input *in)
+{
+	int hi = (int)fuzz_take(in, 1) & 1;
+	uint64_t off = fuzz_take(in, 3), len = fuzz_take(in, 1);
+	if (in->eof || len > in->n) {
+		in->eof = true;
+		return;
+	}
+	uint64_t base = hi ? NH_RAM1_BASE : 0, size = hi ? NH_RAM1_SIZE : nh_ram0_size;
+	off %= size;
+	if (len > size - off)
+		len = size - off;
+	memcpy(nh_ptr(base + off, len), in->p, len);
+	in->p += len;
+	in->n -= len;
+}
+
+void nh_fuzz_cfg_write(struct fuzz_input *in, int slot)
+{
+	int off = (int)fuzz_take(in, 1), sz = 1 << (fuzz_take(in, 1) % 3);
+	uint32_t v = (uint32_t)fuzz_take(in, 4);
+	if (!in->eof && off + sz <= 256)
+		nh_cfg_write(slot, off & ~(sz - 1), sz, v);
+}
+
+void nh_fuzz_checkpoint(struct fuzz_input *in, struct pci_devinst *pi)
+{
+	int mode = (int)fuzz_take(in, 1);
+	if (in->eof)
+		return;
+	pi->pi_d->pe_pause(pi);
+	if (mode == 0) {
+		struct snap_buf sb;
+		char err[256];
+		sb_init(&sb);
+		if (pi->pi_d->pe_snapshot(pi, &sb, err, sizeof(err)) == 0 && !sb.failed &&
+		    nh_load_state(pi, sb.data, sb.len, false) != 0)
+			abort();   /* a state just saved must load */
+		sb_free(&sb);
+	} else {
+		size_t len = (size_t)fuzz_take(in, 2);
+		if (len > in->n)
+			len = in->n;
+		(void)nh_load_state(pi, in->p, len, false);
+		in->p += len;
+		in->n -= len;
+	}
+	pi->pi_d->pe_resume(pi);
+}
+
+void nh_fuzz_reset(struct pci_devinst *pi, const struct snap_buf *baseline)
+{
+	pi->pi_d->pe_pause(pi);
+	if (nh_load_state(pi, baseline->data, baseline->len, true))
+		abort();   /* what was saved at start-up must load */
+	pi->pi_d->pe_resume(pi);
+	memset(nh_ram[0], 0, nh_ram0_size);
+	memset(nh_ram[1], 0, NH_RAM1_SIZE);
+}

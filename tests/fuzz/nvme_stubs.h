@@ -49,6 +49,29 @@ uint32_t nh_msi_data(unsigned i);
 void nh_msi_reset(void);
 int nh_irq_level(int gsi);
 
+/* A function's whole state (framework + model), as a checkpoint saves it,
+ * with the model paused meanwhile; aborts if it cannot be saved. */
+struct snap_buf;
+void nh_save_state(struct pci_devinst *pi, struct snap_buf *sb);
+/* Load what nh_save_state wrote (framework: its part too; else the
+ * model's part alone); 0 or -1. */
+int nh_load_state(struct pci_devinst *pi, const uint8_t *p, size_t n, bool framework);
+
+/*
+ * Operations the device fuzz targets share (operands from a
+ * tests/fuzz/fuzz_input.h input):
+ *   RAM write    u8 region (bit 0: high RAM), u24 offset, u8 len, bytes
+ *   config write u8 offset, u8 size (1 << (n % 3)), u32 value
+ *   checkpoint   u8 mode: 0 save the model and load it back (it must load),
+ *                else load the next u16-length bytes as its state
+ */
+struct fuzz_input;
+void nh_fuzz_ram_write(struct fuzz_input *in);
+void nh_fuzz_cfg_write(struct fuzz_input *in, int slot);
+void nh_fuzz_checkpoint(struct fuzz_input *in, struct pci_devinst *pi);
+/* Before each input: the function's state from baseline (nh_save_state), RAM zeroed. */
+void nh_fuzz_reset(struct pci_devinst *pi, const struct snap_buf *baseline);
+
 /* The last error/warning line the devices logged ("" if none). */
 const char *nh_last_log(void);
 extern bool nh_verbose;

@@ -2,7 +2,7 @@
 # Build the libFuzzer targets in tests/fuzz/ with clang (ASan + UBSan) and run
 # each for a bounded time.  Used by `make fuzz` and by tests/test_fuzz.sh.
 #
-#   tests/fuzz/run.sh [-t SECONDS] [TARGET...]   (targets: virtqueue p9 ckpt config migration control qcow2 nvme insn ahci gdb)
+#   tests/fuzz/run.sh [-t SECONDS] [TARGET...]   (targets: virtqueue p9 ckpt config migration control qcow2 nvme insn ahci gdb xhci)
 #   tests/fuzz/run.sh --make-seeds [TARGET...]   (rewrite tests/fuzz/corpus/TARGET/)
 #
 # SECONDS defaults to $FUZZ_SECONDS, else 30.  Binaries, logs and the corpora
@@ -40,7 +40,7 @@ case ${1:-} in
 	;;
 esac
 case $SECS in '' | *[!0-9]*) echo "fuzz: bad seconds '$SECS'" >&2; exit 2 ;; esac
-TARGETS=${*:-virtqueue p9 ckpt config migration control qcow2 nvme insn ahci gdb}
+TARGETS=${*:-virtqueue p9 ckpt config migration control qcow2 nvme insn ahci gdb xhci}
 OUT=build/fuzz
 
 # Sources of each target besides its own file.  virtio.c's checkpoint hooks
@@ -94,6 +94,10 @@ sources() {
 		echo tests/fuzz/nvme_stubs.c devices/ahci.c devices/ahci_atapi.c devices/ahci_config.c devices/pci_emul.c devices/blockif.c \
 			devices/blk_format.c devices/qcow2.c devices/qcow2_meta.c devices/qcow2_snapshot.c core/config.c core/snapshot.c core/init.c \
 			core/inout.c core/mmio.c
+		;;
+	xhci)   # one controller with a tablet, the same stubbed KVM layer
+		echo tests/fuzz/nvme_stubs.c devices/pci_xhci.c devices/usb_tablet.c devices/pci_emul.c core/config.c \
+			core/snapshot.c core/init.c core/inout.c core/mmio.c
 		;;
 	esac
 }

@@ -3,7 +3,7 @@
 # Optional cross-check of the kit with a known-good VMM: boot the guests under
 # QEMU TCG (pure emulation, no /dev/kvm) and grep the serial log for the
 # /init markers. Shows what hyve should reproduce; does not involve hyve.
-# Cases: initrd blk 9p nvme ahci net stock stock-blk (default: all).
+# Cases: initrd blk 9p nvme ahci usb net stock stock-blk (default: all).
 # Logs: $HYVE_CACHE/qemu-ref/CASE.log
 set -u
 . "$(dirname -- "$0")/lib.sh"
@@ -44,7 +44,7 @@ boot() {
 	fi
 }
 
-cases=${*:-initrd blk 9p nvme ahci net stock stock-blk}
+cases=${*:-initrd blk 9p nvme ahci usb net stock stock-blk}
 for c in $cases; do
 	case $c in
 	initrd) expect='hyve-init: uname: Linux hyve .*-hyve-test'
@@ -65,6 +65,10 @@ for c in $cases; do
 		boot ahci "$kernel" "$cmd root=/dev/sda rw" \
 			-drive "file=$work/root.img,format=raw,if=none,id=d0,snapshot=on" \
 			-device ahci,id=ahci0 -device ide-hd,drive=d0,bus=ahci0.0 ;;
+	usb) expect='hid-generic .*: input: USB HID .*Tablet'
+		# hyve.hold: usbhid binds while /init runs; the hold keeps the VM up for it.
+		boot usb "$kernel" "$cmd hyve.hold=5" -initrd "$work/initrd.cpio.gz" \
+			-device qemu-xhci -device usb-tablet ;;
 	net) expect='IP-Config: Complete'
 		# restrict=on: QEMU's built-in DHCP only, the guest reaches nothing outside.
 		boot net "$kernel" "$cmd ip=dhcp" -initrd "$work/initrd.cpio.gz" \
@@ -82,7 +86,7 @@ for c in $cases; do
 				-drive "file=$work/root.img,format=raw,if=none,id=d0,snapshot=on" \
 				-device virtio-blk-pci,drive=d0
 		fi ;;
-	*) die "unknown case $c (known: initrd blk 9p nvme ahci net stock stock-blk)" ;;
+	*) die "unknown case $c (known: initrd blk 9p nvme ahci usb net stock stock-blk)" ;;
 	esac
 done
 
