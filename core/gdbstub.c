@@ -39,6 +39,7 @@
 #include "gdbstub.h"
 #include "log.h"
 #include "netlisten.h"
+#include "sandbox.h"
 #include "vcpu_regs.h"
 #include "vmstate.h"
 
@@ -620,6 +621,8 @@ static void *stub_thread(void *arg)
 {
 	(void)arg;
 	pthread_setname_np(pthread_self(), "hyve-gdb");
+	/* Before the first peer: what a debugger (or anyone reaching the port) sends is parsed under the role. */
+	sandbox_thread_role(SANDBOX_ROLE_LISTENER);
 	static struct client c;
 	while (vm_exit_requested() < 0) {
 		struct pollfd pf = { g.listen_fd, POLLIN, 0 };

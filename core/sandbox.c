@@ -215,9 +215,14 @@ int sandbox_enter(const char *mode, char *err, size_t errlen)
  * the descriptors set-up opened, eventfds, timers, futexes, memory) and
  * checked by running the test suites on a KVM host with the kill action.
  * VNC client threads take the device role too (devices/rfb.c): they parse
- * what a remote peer sends.  Threads that serve the host side (main event
- * loop with slirp and socket consoles, control, migration, gdb, VNC
- * accept) keep the process filter only.
+ * what a remote peer sends.  The GDB stub's thread (core/gdbstub.c) parses
+ * a remote peer's packets and acts on vCPUs and guest memory: the device
+ * list plus accepting connections on the socket set-up opened and setting
+ * their options.  Threads that serve the host side keep the process filter
+ * only: the main event loop (slirp, socket consoles), control and
+ * migration open checkpoint files and connect to peers by design, and the
+ * VNC accept thread starts before the sandbox and reads nothing from the
+ * network (its client threads do, under the device role).
  */
 static const char *const role_device[] = {
 	/* memory, threads, time */
@@ -246,6 +251,11 @@ static const char *const role_files_extra[] = {
 	NULL,
 };
 
+static const char *const role_listener_extra[] = {
+	"accept", "accept4", "setsockopt", "getsockopt", "getsockname", "getpeername",
+	NULL,
+};
+
 static int add_allowed(scmp_filter_ctx ctx, const char *const *list)
 {
 	for (int i = 0; list[i]; i++) {
@@ -269,6 +279,8 @@ void sandbox_thread_role(enum sandbox_role role)
 	int rc = ctx ? add_allowed(ctx, role_device) : -ENOMEM;
 	if (rc == 0 && role == SANDBOX_ROLE_FILES)
 		rc = add_allowed(ctx, role_files_extra);
+	if (rc == 0 && role == SANDBOX_ROLE_LISTENER)
+		rc = add_allowed(ctx, role_listener_extra);
 	/* getrlimit (the 9P server sizes its descriptor cache by it): reading a limit, never setting one. */
 	if (rc == 0)
 		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prlimit64), 1, SCMP_A2(SCMP_CMP_EQ, 0));

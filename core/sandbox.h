@@ -30,6 +30,7 @@ int sandbox_drop_user(const char *spec, char *err, size_t errlen);
 enum sandbox_role {
 	SANDBOX_ROLE_DEVICE,   /* vCPUs, block I/O workers: no files opened, no sockets */
 	SANDBOX_ROLE_FILES,    /* the 9P worker: files beneath its share too, no sockets */
+	SANDBOX_ROLE_LISTENER, /* the GDB stub: accepts its peers and serves them; no files, no new sockets */
 };
 void sandbox_thread_role(enum sandbox_role role);
 

@@ -76,6 +76,16 @@ t_gdb_step_write_detach() {
 		vm_stop
 		return 1
 	fi
+	# The stub's thread parses what the peer sends under its role's filter
+	# (process + role: 2), taken as the thread starts.
+	local t filters="" i=0
+	while [ "$filters" != 2 ] && [ $i -lt 100 ]; do
+		for t in /proc/"$VM_PID"/task/*; do
+			[ "$(cat "$t/comm" 2>/dev/null)" = hyve-gdb ] && filters=$(sed -n 's/^Seccomp_filters:[[:space:]]*//p' "$t/status")
+		done
+		[ "$filters" = 2 ] || { sleep 0.1; i=$((i + 1)); }
+	done
+	[ "$filters" = 2 ] || { echo "    hyve-gdb thread: Seccomp_filters '$filters' (want 2: process + listener role)"; vm_stop; return 1; }
 	run_gdb "$port" -ex 'info threads' -ex 'print $pc' -ex 'stepi' -ex 'stepi' -ex 'print $pc' \
 		-ex 'print gdb_answer' -ex 'set var gdb_answer = 42' -ex 'print gdb_answer' \
 		-ex 'set var $r12 = 0x1234abcd' -ex 'print/x $r12' -ex 'info registers cr0 efer' \

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -88,7 +89,7 @@ static void *late_thread(void *arg)
 }
 
 enum action { A_STATUS, A_EXEC, A_FORK, A_MKNOD_CHR, A_MKNOD_BLK, A_FIFO, A_EXEC_LOG, A_DEV_WORK, A_DEV_OPEN,
-	          A_DEV_SOCKET, A_FILES_WORK, A_FILES_SOCKET, A_DROP_USER, A_LANDLOCK };
+	          A_DEV_SOCKET, A_FILES_WORK, A_FILES_SOCKET, A_LISTEN_WORK, A_LISTEN_OPEN, A_DROP_USER, A_LANDLOCK };
 
 /* 0 if PATH opens with FLAGS (O_CREAT: mode 0600), else its errno. */
 static int try_open(const char *path, int flags)
@@ -130,11 +131,13 @@ static int filters_of(pid_t tid)
 /* A thread in a role: the work a vCPU or block worker does on descriptors
  * opened before, then (per case) one call its list lacks. */
 static int role_fd = -1, role_ready[2], role_go[2];
+static int listen_fd = -1, peer_fd = -1;   /* a listening socket and a client already connected to it */
 static pid_t role_tid;
 static void *role_thread(void *arg)
 {
 	enum action a = (enum action)(intptr_t)arg;
-	sandbox_thread_role(a == A_FILES_WORK || a == A_FILES_SOCKET ? SANDBOX_ROLE_FILES : SANDBOX_ROLE_DEVICE);
+	sandbox_thread_role(a == A_FILES_WORK || a == A_FILES_SOCKET ? SANDBOX_ROLE_FILES
+	                    : a == A_LISTEN_WORK || a == A_LISTEN_OPEN ? SANDBOX_ROLE_LISTENER : SANDBOX_ROLE_DEVICE);
 	sandbox_thread_role(SANDBOX_ROLE_DEVICE);   /* a second call adds nothing */
 	role_tid = (pid_t)syscall(SYS_gettid);
 	char path[128];
@@ -161,7 +164,17 @@ static void *role_thread(void *arg)
 		ok = ok && write(role_ready[1], &c, 1) == 1 && read(role_go[0], &c, 1) == 1;
 		return (void *)(intptr_t)(ok ? 1 : 2);
 	}
+	case A_LISTEN_WORK: {   /* what the GDB stub does with a debugger */
+		int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC), one = 1;
+		char c = 0;
+		bool ok = fd >= 0 && setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == 0 &&
+		          write(peer_fd, "$", 1) == 1 && read(fd, &c, 1) == 1 && c == '$' && write(fd, "+", 1) == 1;
+		if (fd >= 0)
+			close(fd);
+		return (void *)(intptr_t)(ok ? 1 : 2);
+	}
 	case A_DEV_OPEN:
+	case A_LISTEN_OPEN:
 		snprintf(path, sizeof(path), "%s/file", dir);
 		open(path, O_RDONLY);
 		return (void *)3;
@@ -246,7 +259,19 @@ static int child(enum action a, const char *mode)
 	case A_DEV_OPEN:
 	case A_DEV_SOCKET:
 	case A_FILES_WORK:
-	case A_FILES_SOCKET: {
+	case A_FILES_SOCKET:
+	case A_LISTEN_WORK:
+	case A_LISTEN_OPEN: {
+		if (a == A_LISTEN_WORK) {   /* made before the role, as gdb_listen does at set-up */
+			struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+			socklen_t sl = sizeof(sa);
+			listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+			peer_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+			if (listen_fd < 0 || peer_fd < 0 || bind(listen_fd, (struct sockaddr *)&sa, sizeof(sa)) ||
+			    listen(listen_fd, 1) || getsockname(listen_fd, (struct sockaddr *)&sa, &sl) ||
+			    connect(peer_fd, (struct sockaddr *)&sa, sizeof(sa)))
+				return 46;
+		}
 		snprintf(path, sizeof(path), "%s/disk", dir);
 		role_fd = open(path, O_CREAT | O_RDWR, 0600);
 		pthread_t t;
@@ -398,6 +423,12 @@ int main(void)
 	rc = run(A_FILES_SOCKET, "kill", out, sizeof(out));
 	check(rc == 4 && strstr(out, "forbidden system call socket ("), "the files role cannot make a socket (status %d: %s)",
 	      rc, out);
+	rc = run(A_LISTEN_WORK, "kill", out, sizeof(out));
+	check(rc == 0, "the listener role (GDB stub) accepts a peer, sets its socket options, talks with it "
+	      "(status %d: %s)", rc, out);
+	rc = run(A_LISTEN_OPEN, "kill", out, sizeof(out));
+	check(rc == 4 && strstr(out, "forbidden system call openat ("), "the listener role cannot open a file "
+	      "(status %d: %s)", rc, out);
 	rc = run(A_DEV_OPEN, "log", out, sizeof(out));
 	check(rc == 41, "security.seccomp=log: the role's refusals are logged, the call runs (status %d: %s)", rc, out);
 	if (geteuid() == 0) {
