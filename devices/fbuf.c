@@ -9,6 +9,16 @@
  * width x height, rows scanwidth pixels apart.  No legacy VGA: vga=on/io
  * are accepted and said to be unsupported (a note), as SeaBIOS/GRUB text
  * output is on the serial console here.
+ *
+ * variant=bochs gives the same framebuffer QEMU's register interface
+ * instead (its "secondary VGA" / bochs-display: PCI 1234:1111, display
+ * class "other", BAR0 the framebuffer, BAR2 4 KiB of MMIO with the Bochs
+ * VBE (DISPI) registers at 0x500), which UEFI firmware built for QEMU
+ * drives: Debian's OVMF then has a Graphics Output Protocol on it, draws
+ * its boot screens there, and an OS it boots finds the framebuffer through
+ * GOP (efifb) or drives it itself (bochs-drm).  variant=auto (the
+ * default) picks it when the boot ROM is UEFI firmware on QEMU's chipset
+ * (lpc.chipset, boot/bootrom.c), bhyve's interface otherwise.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -20,6 +30,7 @@
 #include "../core/log.h"
 #include "../core/netlisten.h"
 #include "../boot/boot.h"
+#include "../boot/bootrom.h"
 #include "../core/snapshot.h"
 #include "../vmm/vmm.h"
 #include "atkbdc.h"
@@ -28,6 +39,13 @@
 #include "usb_emul.h"
 
 #define FB_SIZE (16u << 20)
+#define BOCHS_MMIO_SIZE 4096
+#define DISPI_OFF       0x500      /* DISPI register i at DISPI_OFF + 2 * i */
+enum { DISPI_ID, DISPI_XRES, DISPI_YRES, DISPI_BPP, DISPI_ENABLE, DISPI_BANK, DISPI_VIRT_WIDTH, DISPI_VIRT_HEIGHT,
+       DISPI_X_OFFSET, DISPI_Y_OFFSET, DISPI_VIDEO_MEMORY_64K, DISPI_NREGS };
+#define DISPI_ID5       0xb0c5
+#define DISPI_ENABLED   0x01
+#define DISPI_GETCAPS   0x02
 #define REGS_SIZE 128
 #define COLS_MAX 1920
 #define ROWS_MAX 1200
@@ -41,6 +59,10 @@ struct fbuf {
 		uint32_t fbsize;
 		uint16_t width, height, depth, refresh, scanwidth;
 	} regs;
+	uint32_t origin;                  /* byte offset of the top left pixel (bochs X/Y offset) */
+	bool bochs;                       /* variant=bochs: QEMU's register interface */
+	int fb_bar;                       /* the framebuffer's BAR: 1 (bhyve) or 0 (bochs) */
+	uint16_t dispi[DISPI_NREGS];      /* bochs: the DISPI registers as written */
 	uint8_t *fb;                      /* FB_SIZE bytes, shared with the guest */
 	int slot;                         /* KVM memory slot, -1 until mapped */
 	struct rfb_server *rfb;
@@ -56,6 +78,7 @@ static bool fb_snapshot(void *arg, uint32_t *dst, int *w, int *h)
 	struct fbuf *f = arg;
 	pthread_mutex_lock(&f->mtx);
 	int fw = f->regs.width, fh = f->regs.height, stride = f->regs.scanwidth > fw ? f->regs.scanwidth : fw;
+	uint64_t origin = f->origin;
 	pthread_mutex_unlock(&f->mtx);
 	bool same = dst && *w == fw && *h == fh;
 	*w = fw;
@@ -64,7 +87,7 @@ static bool fb_snapshot(void *arg, uint32_t *dst, int *w, int *h)
 		return false;
 	/* Rows past the 16 MiB window (a guest's nonsense scanwidth) read as black. */
 	for (int y = 0; y < fh; y++) {
-		uint64_t off = (uint64_t)y * (uint64_t)stride * 4;
+		uint64_t off = origin + (uint64_t)y * (uint64_t)stride * 4;
 		if (off + (uint64_t)fw * 4 <= FB_SIZE)
 			memcpy(dst + (size_t)y * (size_t)fw, f->fb + off, (size_t)fw * 4);
 		else
@@ -107,15 +130,89 @@ static void regs_pack(const struct fbuf *f, uint8_t r[14])
 	memcpy(r + 12, &f->regs.scanwidth, 2);
 }
 
+/*
+ * A DISPI mode takes effect when it is enabled with 32 bits per pixel and
+ * fits: the picture the VNC clients see follows it (under f->mtx).  Other
+ * depths (palette, 15/16/24 bits) are not shown: the old picture stays.
+ */
+static void dispi_apply(struct fbuf *f)
+{
+	const uint16_t *d = f->dispi;
+	if (!(d[DISPI_ENABLE] & DISPI_ENABLED) || d[DISPI_BPP] != 32)
+		return;
+	uint32_t w = d[DISPI_XRES], h = d[DISPI_YRES], vw = d[DISPI_VIRT_WIDTH] > w ? d[DISPI_VIRT_WIDTH] : w;
+	uint64_t origin = ((uint64_t)d[DISPI_Y_OFFSET] * vw + d[DISPI_X_OFFSET]) * 4;
+	if (w < 1 || h < 1 || w > COLS_MAX || h > ROWS_MAX || origin + ((uint64_t)(h - 1) * vw + w) * 4 > FB_SIZE)
+		return;
+	f->regs.width = (uint16_t)w;
+	f->regs.height = (uint16_t)h;
+	f->regs.scanwidth = (uint16_t)vw;
+	f->origin = (uint32_t)origin;
+}
+
+static uint16_t dispi_read(struct fbuf *f, unsigned i)
+{
+	if (i >= DISPI_NREGS)
+		return 0;
+	if (f->dispi[DISPI_ENABLE] & DISPI_GETCAPS) {   /* the largest values it takes */
+		if (i == DISPI_XRES)
+			return COLS_MAX;
+		if (i == DISPI_YRES)
+			return ROWS_MAX;
+		if (i == DISPI_BPP)
+			return 32;
+	}
+	/* Drawable memory: the largest mode shown (1920x1200x4), so firmware
+	 * lists no mode the VNC server could not show; the BAR is larger. */
+	if (i == DISPI_VIDEO_MEMORY_64K)
+		return (uint16_t)(((uint32_t)COLS_MAX * ROWS_MAX * 4 + 0xffff) >> 16);
+	return f->dispi[i];
+}
+
+static void dispi_write(struct fbuf *f, unsigned i, uint16_t v)
+{
+	switch (i) {
+	case DISPI_ID:   /* a driver announces the version it speaks; we answer ID5 */
+	case DISPI_VIDEO_MEMORY_64K:
+		return;
+	case DISPI_XRES:
+		if (v > COLS_MAX)
+			return;   /* refused: the old value stays, as QEMU's checks do */
+		break;
+	case DISPI_YRES:
+		if (v > ROWS_MAX)
+			return;
+		break;
+	default:
+		if (i >= DISPI_NREGS)
+			return;
+		break;
+	}
+	f->dispi[i] = v;
+	if (i == DISPI_ENABLE && (v & DISPI_ENABLED) && !f->dispi[DISPI_VIRT_WIDTH])
+		f->dispi[DISPI_VIRT_WIDTH] = f->dispi[DISPI_XRES];
+	dispi_apply(f);
+}
+
 static uint64_t fbuf_barread(struct vcpu *vcpu, struct pci_devinst *pi, int baridx, uint64_t off, int size)
 {
 	(void)vcpu;
 	struct fbuf *f = the_fbuf;
 	(void)pi;
 	uint64_t v = 0;
-	if (baridx == 1) {   /* only while the memory slot is being moved */
+	if (baridx == f->fb_bar) {   /* only while the memory slot is being moved */
 		if (off + (uint64_t)size <= FB_SIZE)
 			memcpy(&v, f->fb + off, (size_t)size);
+		return v;
+	}
+	if (f->bochs) {   /* BAR2: EDID (none: zeros), VGA ports (ignored), DISPI */
+		if (off >= DISPI_OFF && off < DISPI_OFF + 2 * DISPI_NREGS && !(off & 1) && size >= 2) {
+			pthread_mutex_lock(&f->mtx);
+			v = dispi_read(f, (unsigned)(off - DISPI_OFF) / 2);
+			if (size >= 4)
+				v |= (uint64_t)dispi_read(f, (unsigned)(off - DISPI_OFF) / 2 + 1) << 16;
+			pthread_mutex_unlock(&f->mtx);
+		}
 		return v;
 	}
 	uint8_t regs[REGS_SIZE] = { 0 };
@@ -132,9 +229,19 @@ static void fbuf_barwrite(struct vcpu *vcpu, struct pci_devinst *pi, int baridx,
 	(void)vcpu;
 	(void)pi;
 	struct fbuf *f = the_fbuf;
-	if (baridx == 1) {
+	if (baridx == f->fb_bar) {
 		if (off + (uint64_t)size <= FB_SIZE)
 			memcpy(f->fb + off, &val, (size_t)size);
+		return;
+	}
+	if (f->bochs) {
+		if (off >= DISPI_OFF && off < DISPI_OFF + 2 * DISPI_NREGS && !(off & 1) && size >= 2) {
+			pthread_mutex_lock(&f->mtx);
+			dispi_write(f, (unsigned)(off - DISPI_OFF) / 2, (uint16_t)val);
+			if (size >= 4)
+				dispi_write(f, (unsigned)(off - DISPI_OFF) / 2 + 1, (uint16_t)(val >> 16));
+			pthread_mutex_unlock(&f->mtx);
+		}
 		return;
 	}
 	if (off + (uint64_t)size > REGS_SIZE)
@@ -162,7 +269,7 @@ static void fbuf_barwrite(struct vcpu *vcpu, struct pci_devinst *pi, int baridx,
 static void fbuf_baraddr(struct pci_devinst *pi, int baridx, bool decoded, uint64_t addr)
 {
 	struct fbuf *f = the_fbuf;
-	if (baridx != 1)
+	if (baridx != f->fb_bar)
 		return;
 	if (vm_map_devmem(pi->pi_vmctx, &f->slot, decoded ? addr : VM_DEVMEM_UNMAPPED, f->fb, FB_SIZE))
 		log_warn("fbuf: cannot map the framebuffer at %#llx: %s (accesses go through hyve)",
@@ -241,6 +348,11 @@ static int check_config(const char *cfgpath, uint16_t *w, uint16_t *h, struct li
 		snprintf(err, errlen, "fbuf: vga=%s: expected off, io or on", vga);
 		return -1;
 	}
+	const char *variant = get_config_valuef("%s.variant", cfgpath);
+	if (variant && strcmp(variant, "auto") && strcmp(variant, "bhyve") && strcmp(variant, "bochs")) {
+		snprintf(err, errlen, "fbuf: variant=%s: expected auto, bhyve or bochs", variant);
+		return -1;
+	}
 	const char *wv = get_config_valuef("%s.wait", cfgpath);
 	*wait = false;
 	if (wv && config_parse_bool(wv, wait)) {
@@ -292,18 +404,40 @@ static int fbuf_init(struct pci_devinst *pi, const char *cfgpath)
 		free(f);
 		return -1;
 	}
+	const char *variant = get_config_valuef("%s.variant", cfgpath);
+	f->bochs = variant && strcmp(variant, "auto") ? strcmp(variant, "bochs") == 0
+	                                               : bootrom_configured() && bootrom_chipset_i440fx();
+	f->fb_bar = f->bochs ? 0 : 1;
 	/* Before the BARs: allocating one decodes it, which maps the framebuffer (fbuf_baraddr). */
 	the_fbuf = f;
-	pci_set_cfgdata16(pi, 0x00, 0xfb5d);   /* vendor, device: bhyve's */
-	pci_set_cfgdata16(pi, 0x02, 0x40fb);
-	pci_set_cfgdata8(pi, 0x0b, 0x03);      /* display controller */
-	pci_set_cfgdata8(pi, 0x0a, 0x00);      /* VGA-compatible */
-	if (pci_emul_alloc_bar(pi, 0, PCIBAR_MEM32, REGS_SIZE) || pci_emul_alloc_bar(pi, 1, PCIBAR_MEM32, FB_SIZE)) {
+	int rc;
+	if (f->bochs) {
+		pci_set_cfgdata16(pi, PCIR_VENDOR, 0x1234);   /* QEMU's VGA ids, as its bochs-display */
+		pci_set_cfgdata16(pi, PCIR_DEVICE, 0x1111);
+		pci_set_cfgdata8(pi, PCIR_REVID, 0x02);
+		pci_set_cfgdata16(pi, PCIR_SUBVEND, 0x1af4);
+		pci_set_cfgdata16(pi, PCIR_SUBDEV, 0x1100);
+		pci_set_cfgdata8(pi, PCIR_CLASS, 0x03);      /* display controller */
+		pci_set_cfgdata8(pi, PCIR_SUBCLASS, 0x80);   /* other: no legacy VGA ports or memory */
+		f->dispi[DISPI_ID] = DISPI_ID5;
+		f->dispi[DISPI_XRES] = f->regs.width;
+		f->dispi[DISPI_YRES] = f->regs.height;
+		f->dispi[DISPI_BPP] = 32;
+		rc = pci_emul_alloc_bar(pi, 0, PCIBAR_MEM32, FB_SIZE) ||
+		     pci_emul_alloc_bar(pi, 2, PCIBAR_MEM32, BOCHS_MMIO_SIZE);
+	} else {
+		pci_set_cfgdata16(pi, PCIR_VENDOR, 0xfb5d);   /* bhyve's */
+		pci_set_cfgdata16(pi, PCIR_DEVICE, 0x40fb);
+		pci_set_cfgdata8(pi, PCIR_CLASS, 0x03);      /* display controller */
+		pci_set_cfgdata8(pi, PCIR_SUBCLASS, 0x00);   /* VGA-compatible */
+		rc = pci_emul_alloc_bar(pi, 0, PCIBAR_MEM32, REGS_SIZE) || pci_emul_alloc_bar(pi, 1, PCIBAR_MEM32, FB_SIZE);
+	}
+	if (rc) {
 		log_err("fbuf: no room for its BARs");
 		return -1;
 	}
 	/* A directly booted Linux gets it as its boot framebuffer (screen_info). */
-	struct boot_display d = { .base = pi->pi_bar[1].addr, .size = FB_SIZE, .width = f->regs.width,
+	struct boot_display d = { .base = pi->pi_bar[f->fb_bar].addr, .size = FB_SIZE, .width = f->regs.width,
 	                          .height = f->regs.height, .stride = (uint32_t)f->regs.width * 4 };
 	boot_set_display(&d);
 	int lfd = ls.unix_path ? net_listen_unix(ls.unix_path, 8, err, sizeof(err))
@@ -344,7 +478,11 @@ static int fbuf_snapshot(struct pci_devinst *pi, struct snap_buf *out, char *err
 	sb_u16(out, f->regs.depth);
 	sb_u16(out, f->regs.refresh);
 	sb_u16(out, f->regs.scanwidth);
-	uint64_t used = (uint64_t)(f->regs.scanwidth > f->regs.width ? f->regs.scanwidth : f->regs.width) *
+	sb_bool(out, f->bochs);
+	sb_u32(out, f->origin);
+	for (int i = 0; i < DISPI_NREGS; i++)
+		sb_u16(out, f->dispi[i]);
+	uint64_t used = f->origin + (uint64_t)(f->regs.scanwidth > f->regs.width ? f->regs.scanwidth : f->regs.width) *
 	                f->regs.height * 4;
 	pthread_mutex_unlock(&f->mtx);
 	if (used > FB_SIZE)
@@ -357,15 +495,33 @@ static int fbuf_snapshot(struct pci_devinst *pi, struct snap_buf *out, char *err
 static int fbuf_restore(struct pci_devinst *pi, struct snap_rd *in, uint32_t version, char *err, size_t errlen)
 {
 	struct fbuf *f = the_fbuf;
-	if (version != 1 || pci_emul_load_state(pi, in, err, errlen))
+	if ((version != 1 && version != 2) || pci_emul_load_state(pi, in, err, errlen))
 		return -1;
 	uint16_t w = sr_u16(in), h = sr_u16(in), depth = sr_u16(in), refresh = sr_u16(in), scan = sr_u16(in);
+	bool bochs = false;   /* version 1: bhyve's interface only */
+	uint32_t origin = 0;
+	uint16_t dispi[DISPI_NREGS] = { 0 };
+	if (version >= 2) {
+		bochs = sr_bool(in);
+		origin = sr_u32(in);
+		for (int i = 0; i < DISPI_NREGS; i++)
+			dispi[i] = sr_u16(in);
+	}
+	if (sr_ok(in) && bochs != f->bochs) {
+		snprintf(err, errlen, "fbuf: saved with variant=%s, configured as variant=%s", bochs ? "bochs" : "bhyve",
+		         f->bochs ? "bochs" : "bhyve");
+		return -1;
+	}
 	uint32_t used = sr_u32(in);
-	if (!sr_ok(in) || used > FB_SIZE || w < 1 || h < 1 || w > COLS_MAX || h > ROWS_MAX || !sr_get(in, f->fb, used)) {
+	if (!sr_ok(in) || used > FB_SIZE || origin >= FB_SIZE || w < 1 || h < 1 || w > COLS_MAX || h > ROWS_MAX ||
+	    !sr_get(in, f->fb, used)) {
 		snprintf(err, errlen, "fbuf state is not valid");
 		return -1;
 	}
 	pthread_mutex_lock(&f->mtx);
+	f->origin = origin;
+	if (f->bochs)
+		memcpy(f->dispi, dispi, sizeof(dispi));
 	f->regs.width = w;
 	f->regs.height = h;
 	f->regs.depth = depth;
@@ -375,7 +531,7 @@ static int fbuf_restore(struct pci_devinst *pi, struct snap_rd *in, uint32_t ver
 	return 0;
 }
 
-static const char *const fbuf_options[] = { "tcp", "rfb", "unix", "w", "h", "password", "wait", "vga", NULL };
+static const char *const fbuf_options[] = { "tcp", "rfb", "unix", "w", "h", "password", "wait", "vga", "variant", NULL };
 
 static const struct pci_devemu pci_de_fbuf = {
 	.pe_emu = "fbuf",
@@ -386,7 +542,7 @@ static const struct pci_devemu pci_de_fbuf = {
 	.pe_barread = fbuf_barread,
 	.pe_barwrite = fbuf_barwrite,
 	.pe_baraddr = fbuf_baraddr,
-	.pe_snapshot_version = 1,
+	.pe_snapshot_version = 2,
 	.pe_snapshot = fbuf_snapshot,
 	.pe_restore = fbuf_restore,
 };

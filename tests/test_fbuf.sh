@@ -122,5 +122,28 @@ t_fbuf_bad_options() {
 	run_hyve 10 -s 29,fbuf,w=800 -o boot.kernel="$GUEST" "$(vm_name fbufbad)"
 	expect_one_error 4 'fbuf: give tcp=' || return 1
 	run_hyve 10 -s 29,fbuf,tcp=70000 -o boot.kernel="$GUEST" "$(vm_name fbufbad)"
-	expect_one_error 4 'fbuf: tcp=70000: expected \[ADDR:\]PORT'
+	expect_one_error 4 'fbuf: tcp=70000: expected \[ADDR:\]PORT' || return 1
+	run_hyve 10 -s 29,fbuf,tcp=5900,variant=cirrus -o boot.kernel="$GUEST" "$(vm_name fbufbad)"
+	expect_one_error 4 'fbuf: variant=cirrus: expected auto, bhyve or bochs'
+}
+
+# fb_lit PPM MIN: the screenshot has at least MIN pixels that are not black
+# (text or a logo drawn); prints its size.
+fb_lit() {
+	python3 - "$1" "$2" <<'EOF2'
+import sys
+data = open(sys.argv[1], "rb").read()
+parts = data.split(maxsplit=4)
+w, h = int(parts[1]), int(parts[2])
+px = parts[4]
+lit = sum(1 for i in range(0, w * h * 3, 3) if px[i] > 40 or px[i + 1] > 40 or px[i + 2] > 40)
+print(f"    screen {w}x{h}, {lit} pixels lit")
+sys.exit(0 if lit >= int(sys.argv[2]) else 1)
+EOF2
+}
+
+# fb_grab PORT OUT.ppm: one screenshot with Debian's vncsnapshot.
+fb_grab() {
+	timeout -k 5 120 vncsnapshot -quiet -allowblank -nojpeg -quality 100 127.0.0.1::"$1" "$2.jpg" >"$2.log" 2>&1 &&
+		djpeg -pnm "$2.jpg" >"$2" || { echo "    vncsnapshot failed:"; sed 's/^/    | /' "$2.log"; return 1; }
 }

@@ -296,6 +296,23 @@ t_firmware_ovmf_shell() {
 	echo "    OVMF reached its shell in ${took}s"
 }
 
+# The framebuffer under OVMF: with a UEFI boot ROM fbuf takes QEMU's
+# register interface (variant=auto -> bochs), OVMF's QemuVideoDxe puts a
+# Graphics Output Protocol on it and its shell draws there: the VNC
+# screenshot (Debian's vncsnapshot) has text on it, not a black screen.
+t_firmware_ovmf_gop_screen() {
+	have_kvm_for_ovmf && have_ovmf || return 77
+	command -v vncsnapshot >/dev/null && command -v djpeg >/dev/null ||
+		{ SKIP_REASON="vncsnapshot or djpeg missing (tests/install-deps.sh installs them)"; return 77; }
+	local port
+	port=$(free_port)
+	ovmf_start ovmfgop -s 29,fbuf,tcp=127.0.0.1:"$port" || return 1
+	wait_serial 900 'Shell> ' || { vm_stop; return 1; }
+	fb_grab "$port" "$TMP/ovmf-gop.ppm" || { vm_stop; return 1; }
+	vm_stop
+	fb_lit "$TMP/ovmf-gop.ppm" 200 || { echo "    the screen OVMF drew on is black"; return 1; }
+}
+
 # efi_fat_disk OUT [LINE...]: a 16 MiB FAT disk (no partition table, as a
 # USB stick formatted whole) whose startup.nsh the UEFI shell runs: the
 # shell commands given (by default a line that says so), then `reset -s`,
@@ -423,5 +440,25 @@ t_firmware_ovmf_qemu_reference() {
 	qemu_ovmf "$TMP/ref_vars.fd" "$TMP/ref-set.img"
 	expect_rc 0 || return 1
 	qemu_ovmf "$TMP/ref_vars.fd" "$TMP/ref-get.img"
-	expect_rc 0 && expect_out "$EFI_DUMPED"
+	expect_rc 0 && expect_out "$EFI_DUMPED" || return 1
+	# QEMU's bochs-display (the interface fbuf's variant=bochs has) under the
+	# same OVMF: the shell's screen, taken over VNC as in t_firmware_ovmf_gop_screen.
+	command -v vncsnapshot >/dev/null && command -v djpeg >/dev/null ||
+		{ echo "    (no vncsnapshot/djpeg: the bochs-display screen is not checked)"; return 0; }
+	local port=5900 pid rc=0
+	while ! python3 -c "import socket,sys; s=socket.socket(); s.bind(('127.0.0.1', $port))" 2>/dev/null; do
+		port=$((port + 1))
+	done
+	cp "$OVMF_VARS" "$TMP/ref_vars2.fd"
+	OUT=$TMP/ovmf-ref-gop.out ERR=$TMP/ovmf-ref-gop.err
+	qemu-system-x86_64 -machine pc,accel=tcg -m 256 -nodefaults -no-reboot -display none -vnc 127.0.0.1:$((port - 5900)) \
+		-serial stdio -drive if=pflash,format=raw,readonly=on,file="$OVMF_CODE" \
+		-drive if=pflash,format=raw,file="$TMP/ref_vars2.fd" -device bochs-display </dev/null >"$OUT" 2>"$ERR" &
+	pid=$! VM_PID=$pid VM_START=$SECONDS
+	wait_serial 300 'Shell> ' || rc=1
+	[ $rc = 0 ] && { fb_grab "$port" "$TMP/ovmf-ref-gop.ppm" || rc=1; }
+	kill "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+	VM_PID=""
+	[ $rc = 0 ] && fb_lit "$TMP/ovmf-ref-gop.ppm" 200
 }
