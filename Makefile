@@ -129,8 +129,15 @@ demo: deps all
 	[ $$rc -le 2 ] || { echo "make demo: hyve exited with status $$rc (4: error)"; exit $$rc; }
 
 # hyve vs QEMU (KVM) benchmarks: prints a table, writes bench/results/latest.json.
-bench: all bench-transport bench-pipeline bench-storage
+bench: all bench-transport bench-pipeline bench-storage bench-vnc
 	HYVE_BIN=$(BUILD)/hyve ./bench/run.sh
+
+# VNC full-screen update rate, hyve's fbuf vs QEMU's bochs-display, the
+# test guest redrawing (test=fbanim): bench/vnc_bench.py, which writes
+# bench/results/vnc-latest.json (hyve's side needs /dev/kvm).
+.PHONY: bench-vnc
+bench-vnc: all
+	python3 bench/vnc_bench.py --hyve $(BUILD)/hyve
 
 # Migration transport, plain vs TLS (no VM needed): bench/mig_transport.c.
 .PHONY: bench-transport

@@ -70,6 +70,41 @@ t_fbuf_vnc_screenshot() {
 	fi
 }
 
+# variant=bochs: the test guest finds QEMU's display interface (1234:1111),
+# sets 800x600x32 through the DISPI registers and draws into BAR 0; the
+# VNC client sees that mode and the quadrants.
+t_fbuf_bochs_screenshot() {
+	fb_need || return 77
+	local port
+	port=$(free_port)
+	vm_start -m 128M -l com1,stdio -o lpc.pc-testdev=true -o boot.kernel="$GUEST" -o boot.cmdline=test=fbuf \
+		-s 29,fbuf,tcp=127.0.0.1:"$port",w=1024,h=768,variant=bochs "$(vm_name fbufbochs)"
+	wait_serial 120 '^fbuf: pattern drawn 800x600' || { vm_stop; return 1; }
+	fb_shot "$port" 800 600 || { vm_stop; return 1; }
+	vm_stop
+}
+
+# The same guest and screenshot on QEMU's bochs-display (TCG, no KVM
+# needed): the reference t_fbuf_bochs_screenshot is held to.
+t_fbuf_bochs_qemu_reference() {
+	command -v qemu-system-x86_64 >/dev/null || { SKIP_REASON="qemu-system-x86_64 not installed"; return 77; }
+	if ! command -v vncsnapshot >/dev/null || ! command -v djpeg >/dev/null; then
+		SKIP_REASON="vncsnapshot or djpeg missing (tests/install-deps.sh installs them)"
+		return 77
+	fi
+	local port=5900 rc=0
+	while ! python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', $port))" 2>/dev/null; do
+		port=$((port + 1))
+	done
+	OUT=$TMP/fb-qemu.out ERR=$TMP/fb-qemu.err
+	guests/testguest/qemu.sh -c 1 test=fbuf -device bochs-display -vnc 127.0.0.1:$((port - 5900)) >"$OUT" 2>"$ERR" &
+	VM_PID=$! VM_START=$SECONDS
+	wait_serial 120 '^fbuf: pattern drawn 800x600' || rc=1
+	[ $rc = 0 ] && { fb_shot "$port" 800 600 || rc=1; }
+	vm_stop
+	return $rc
+}
+
 # password=: VNC authentication only; vncsnapshot's password file is the
 # standard obfuscated one (DES with VNC's fixed key, made with openssl).
 fb_passwd() {   # fb_passwd PASSWORD FILE: the file vncpasswd would write
