@@ -53,7 +53,7 @@
 #define MAX_SLOTS       8
 #define ERST_MAX_LOG2   4
 #define MAX_TD_TRBS     64               /* TRBs in one TD we accept */
-#define MAX_RING_STEPS  1024             /* TRBs (links included) looked at per doorbell */
+#define MAX_RING_STEPS  1024             /* TRBs (links included) looked at per doorbell, all TDs together */
 #define XFER_MAX        65536            /* bytes of one TD we move (a control transfer's wLength at most) */
 
 /* USBCMD, USBSTS */
@@ -171,7 +171,7 @@ struct xhci {
 	bool er_valid;
 	uint32_t er_seg, er_left;
 	uint64_t er_enq;
-	bool er_pcs;
+	bool er_pcs, warned_full;
 	struct timespec mf_start;
 	struct xhci_port port[NPORTS + 1];
 	struct xhci_slot slot[MAX_SLOTS + 1];
@@ -244,8 +244,7 @@ static bool er_load_seg(struct xhci *x, uint32_t seg)
 static void er_reset(struct xhci *x)
 {
 	x->er_pcs = true;
-	if (!er_load_seg(x, 0))
-		x->er_valid = false;
+	er_load_seg(x, 0);   /* not valid (HSE at the first event) if the table is not in RAM */
 }
 
 static void post_event(struct xhci *x, uint32_t ev[4])
@@ -260,16 +259,17 @@ static void post_event(struct xhci *x, uint32_t ev[4])
 		return;
 	}
 	/* Full when the next slot is where the driver will read next. */
-	uint64_t at = x->er_enq;
-	bool wrapped_seg = x->er_left == 1;
-	uint64_t next = at + 16;
-	if (wrapped_seg) {
+	uint64_t at = x->er_enq, next = at + 16;
+	bool last_in_seg = x->er_left == 1;
+	uint32_t next_seg = x->er_seg + 1 < x->erstsz ? x->er_seg + 1 : 0;
+	if (last_in_seg) {
 		uint32_t e[4];
-		uint32_t seg = x->er_seg + 1 < x->erstsz ? x->er_seg + 1 : 0;
-		next = vm_copy_from_guest(x->ctx, x->erstba + 16ull * seg, e, sizeof(e)) ? 0 : u64_of(e) & ~0x3full;
+		next = vm_copy_from_guest(x->ctx, x->erstba + 16ull * next_seg, e, sizeof(e)) ? 0 : u64_of(e) & ~0x3full;
 	}
 	if (next == (x->erdp & ~0xfull)) {
-		log_warn("%s: event ring full, an event is lost", x->pi->pi_name);
+		if (!x->warned_full)   /* once: a guest that never reads its events must not flood the log */
+			log_warn("%s: event ring full, events are lost", x->pi->pi_name);
+		x->warned_full = true;
 		return;
 	}
 	uint32_t *p = vm_map_gpa(x->ctx, at, 16);
@@ -283,11 +283,10 @@ static void post_event(struct xhci *x, uint32_t ev[4])
 	/* The cycle bit hands the TRB over: written last. */
 	__atomic_store_n(&p[3], (ev[3] & ~TRB_C) | (x->er_pcs ? TRB_C : 0), __ATOMIC_RELEASE);
 	vm_mark_dirty(x->ctx, at, 16);
-	if (wrapped_seg) {
-		uint32_t seg = x->er_seg + 1 < x->erstsz ? x->er_seg + 1 : 0;
-		if (seg == 0)
+	if (last_in_seg) {
+		if (next_seg == 0)
 			x->er_pcs = !x->er_pcs;
-		if (!er_load_seg(x, seg))
+		if (!er_load_seg(x, next_seg))
 			x->usbsts |= STS_HSE;
 	} else {
 		x->er_enq += 16;
@@ -536,7 +535,6 @@ static void run_control(struct xhci *x, int slot, struct xhci_usbdev *d)
 		ep->deq = c.deq;
 		ep->dcs = c.cyc;
 		td_events(x, slot, 1, td, 1, len);
-		c.steps = 0;
 	}
 }
 
@@ -548,9 +546,11 @@ static void run_data(struct xhci *x, int slot, int dci, struct xhci_usbdev *d)
 	uint8_t *buf = x->buf;
 	uint32_t *len = x->len;
 	bool in = dci & 1;
+	int steps = 0;   /* one budget for all the TDs of a doorbell: a ring of endless TDs ends */
 	while (ep->state == EP_RUNNING && !x->paused) {
-		struct cursor c = { ep->deq, ep->dcs, 0 };
+		struct cursor c = { ep->deq, ep->dcs, steps };
 		int r = read_td(x, &c, td, false);
+		steps = c.steps;
 		if (r == 0)
 			return;
 		if (r < 0) {
@@ -701,8 +701,9 @@ static void run_commands(struct xhci *x)
 	uint64_t at;
 	int r;
 	while (x->cr_running && (x->usbcmd & CMD_RS) && (r = ring_next(x, &c, t, &at)) != 0) {
-		if (r < 0) {
-			log_warn("%s: command ring at %#" PRIx64 " is not usable", x->pi->pi_name, c.deq);
+		if (r < 0) {   /* not RAM, or more than a doorbell's budget of TRBs (a ring that never ends) */
+			if (!(x->usbsts & STS_HSE))
+				log_warn("%s: command ring at %#" PRIx64 " is not usable", x->pi->pi_name, c.deq);
 			x->usbsts |= STS_HSE;
 			x->cr_running = false;
 			break;
@@ -796,7 +797,6 @@ static void run_commands(struct xhci *x)
 		x->cr_deq = c.deq;
 		x->cr_ccs = c.cyc;
 		cmd_done(x, at, cc, ret_slot);
-		c.steps = 0;
 	}
 }
 

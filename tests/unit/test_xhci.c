@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../../core/snapshot.h"
 #include "../../devices/pci_emul.h"
@@ -462,8 +463,48 @@ static void t_hostile_rings(struct pci_devinst *pi)
 	CHECK(slot == 1 && out_ctx(0)[3] >> 27 == 2, "after HCRST the tablet is addressed again");
 }
 
+/*
+ * Rings a guest made to never end (valid TRBs, a Link back without
+ * toggling the cycle): a doorbell does a bounded amount of work and
+ * returns (alarm() in main fails the test if it does not).
+ */
+static void t_endless_rings(void)
+{
+	uint32_t ev[4];
+	while (event(ev))
+		;
+	/* An interrupt OUT endpoint (DCI 2) whose ring is one Normal TRB and a Link back to it. */
+	uint32_t *t = nh_ptr(0xb000, 32);
+	t[0] = BUF; t[1] = 0; t[2] = 1; t[3] = 1u << 10 | 1;
+	t[4] = 0xb000; t[5] = 0; t[6] = 0; t[7] = 6u << 10 | 1;   /* Link, no toggle */
+	memset(nh_ptr(INCTX, 0x440), 0, 0x440);
+	uint32_t *icc = nh_ptr(INCTX, 32), *isc = nh_ptr(INCTX + 32, 32), *iep2 = nh_ptr(INCTX + 32 * 3, 32);
+	icc[1] = 1u | 1u << 2;
+	isc[0] = 2u << 27 | 3u << 20;
+	isc[1] = 5u << 16;
+	iep2[1] = 3u << 1 | 3u << 3 | 8u << 16;   /* interrupt OUT, 8 bytes */
+	iep2[2] = 0xb000 | 1;
+	CHECK(cmd(INCTX, 0, 12u << 10 | 1u << 24, NULL) == 1 && (out_ctx(2)[0] & 7) == 1, "an OUT endpoint configured");
+	wr(db + 4, 2);
+	bool trb_error = false;
+	while (event(ev))
+		trb_error |= ev_type(ev) == 32 && ev_cc(ev) == 5 && ((ev[3] >> 16) & 0x1f) == 2;
+	CHECK(trb_error && (out_ctx(2)[0] & 7) == 2, "an OUT ring of endless TDs: the doorbell returns, TRB error, halted");
+	/* A command ring that loops over a No Op forever. */
+	uint64_t at = cmdr.base + (uint64_t)cmdr.idx * 16;
+	if (cmdr.idx + 2 < RINGN - 1) {
+		uint32_t *c = nh_ptr(at, 32);
+		uint32_t cyc = cmdr.cyc ? 1 : 0;
+		c[0] = c[1] = c[2] = 0; c[3] = 23u << 10 | cyc;
+		c[4] = (uint32_t)at; c[5] = 0; c[6] = 0; c[7] = 6u << 10 | cyc;
+		wr(db, 0);
+		CHECK((rd(op + 0x04) & 4) && !(rd(op + 0x18) & 8), "a command ring of endless No Ops: HSE, ring stopped");
+	}
+}
+
 int main(void)
 {
+	alarm(120);   /* a doorbell that never returns fails the test instead of hanging it */
 	const char *kv[] = { "name=xhcitest", "pci.0.30.0.device=xhci", "pci.0.30.0.slot.1.device=tablet", NULL };
 	nh_setup(kv);
 	struct pci_devinst *pi = nh_slot(SLOT_NO);
@@ -488,5 +529,6 @@ int main(void)
 	t_errors();
 	t_checkpoint(pi);
 	t_hostile_rings(pi);
+	t_endless_rings();
 	return check_summary();
 }
