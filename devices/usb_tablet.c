@@ -18,6 +18,7 @@
 #define TABLET_PRODUCT 0x0001
 #define REPORT_LEN     6
 #define ABS_MAX        0x7fff
+#define WHEEL_MAX      1024     /* wheel steps kept while the guest does not read */
 
 static const uint8_t dev_desc[18] = {
 	18, 1,            /* bLength, DEVICE */
@@ -230,7 +231,9 @@ static bool tablet_pointer(void *sc, uint8_t buttons, int x, int y, int w, int h
 		t->buttons = b;
 		t->x = nx;
 		t->y = ny;
-		t->wheel += wheel;
+		/* Steps the guest has not fetched yet: bounded, however many a client sends. */
+		if (t->wheel + wheel >= -WHEEL_MAX && t->wheel + wheel <= WHEEL_MAX)
+			t->wheel += wheel;
 		t->changed = true;
 	}
 	return true;
@@ -260,7 +263,7 @@ static bool tablet_load(void *sc, struct snap_rd *in)
 	n.y = sr_u16(in);
 	n.wheel = (int32_t)sr_u32(in);
 	n.changed = sr_bool(in);
-	if (!sr_ok(in) || n.config > 1 || n.x > ABS_MAX || n.y > ABS_MAX || n.wheel < -1000000 || n.wheel > 1000000)
+	if (!sr_ok(in) || n.config > 1 || n.x > ABS_MAX || n.y > ABS_MAX || n.wheel < -WHEEL_MAX || n.wheel > WHEEL_MAX)
 		return false;
 	*(struct tablet *)sc = n;
 	return true;

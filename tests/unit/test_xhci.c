@@ -421,6 +421,20 @@ static void t_checkpoint(struct pci_devinst *pi)
 	const uint8_t *rep = nh_ptr(BUF + 0x200, 8);
 	CHECK(event(ev) && ev_ptr(ev) == at && rep[0] == 4 && rep[1] == 0 && rep[2] == 0,
 	      "interrupt transfers go on after the restore (middle button at 0,0)");
+	/* A client that spins the wheel 5000 steps while the guest reads nothing: at most 1024 are kept. */
+	for (int i = 0; i < 5000; i++)
+		xhci_pointer_event(8, 0, 0, 800, 600);
+	int wheel = 0, reports = 0;
+	for (; reports < 20; reports++) {
+		at = put(&ep1r, BUF + 0x200, 0, 8, 1u << 10 | 1u << 2 | 1u << 5);
+		wr(db + 4, 3);
+		if (!event(ev) || ev_ptr(ev) != at)
+			break;
+		wheel += (int8_t)rep[5];
+	}
+	CHECK(wheel == 1024 && reports == 9, "wheel steps kept: %d in %d reports (1024 at most, 127 a report)", wheel,
+	      reports);
+	xhci_pointer_event(0, 0, 0, 800, 600);   /* (the button up; its report waits for the next transfer) */
 	/* A truncated or altered state is refused. */
 	sr_init(&rd_, sb.data, sb.len / 2);
 	CHECK(pi->pi_d->pe_restore(pi, &rd_, 1, err, sizeof(err)) != 0, "a truncated state is refused: %s", err);
