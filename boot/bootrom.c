@@ -57,6 +57,11 @@ bool bootrom_chipset_i440fx(void)
 	const char *chipset = get_config_value("lpc.chipset");
 	if (chipset && strcmp(chipset, "auto") != 0)
 		return strcmp(chipset, "i440fx") == 0;
+	return bootrom_is_uefi();
+}
+
+bool bootrom_is_uefi(void)
+{
 	const char *rom = get_config_value("lpc.bootrom");
 	if (!rom)
 		return false;

@@ -25,6 +25,8 @@ int bootrom_load(struct vmctx *ctx, char *err, size_t errlen);
  * i.e. starts with a firmware volume header).
  */
 bool bootrom_chipset_i440fx(void);
+/* The boot ROM is UEFI firmware (a PI firmware volume), not a legacy BIOS. */
+bool bootrom_is_uefi(void);
 /* Add what lpc.chipset=i440fx needs to the config (new VMs, not restores). */
 void bootrom_add_chipset_devices(void);
 

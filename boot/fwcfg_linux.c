@@ -83,11 +83,19 @@ static int set_u32(uint16_t key, uint32_t v, char *err, size_t errlen)
 	return fw_cfg_set_item(key, b, 4, err, errlen);
 }
 
+static char *cmdline_override;
+
+void fwcfg_linux_set_cmdline(const char *cmdline)
+{
+	free(cmdline_override);
+	cmdline_override = cmdline ? strdup(cmdline) : NULL;
+}
+
 int fwcfg_linux_add(struct vmctx *ctx, char *err, size_t errlen)
 {
 	const char *path = get_config_value("boot.kernel");
 	const char *initrd_path = get_config_value("boot.initrd");
-	const char *cmdline = get_config_value("boot.cmdline");
+	const char *cmdline = cmdline_override ? cmdline_override : get_config_value("boot.cmdline");
 	size_t klen = 0, ilen = 0, romlen = 0;
 	uint8_t *k = NULL, *initrd = NULL, *rom = NULL;
 	int rc = -1;

@@ -751,6 +751,13 @@ int main(int argc, char **argv)
 	if (mevent_init())
 		fatal("cannot start the event loop: %s", strerror(errno));
 	firmware_set_ncpus(vm->ncpus);
+	if (!restore && bootrom_configured() && get_config_value("boot.kernel")) {
+		/* The firmware loads the kernel (fw_cfg): same parameters as a direct boot. */
+		const char *user_cmdline = get_config_value("boot.cmdline");
+		char *cmdline = linux_cmdline(vm, user_cmdline ? user_cmdline : "");
+		fwcfg_linux_set_cmdline(cmdline);
+		free(cmdline);
+	}
 	if (init_run_all(vm->ctx))
 		return HYVE_EXIT_ERROR;
 	migration_register_commands();

@@ -1,14 +1,14 @@
 /*
  * bhyve's framebuffer device with its RFB (VNC) server:
  *   -s SLOT,fbuf,tcp=[ADDR:]PORT|rfb=...|unix=PATH[,w=N][,h=N][,password=S][,wait][,vga=off|io|on]
+ *      [,variant=auto|bhyve|bochs][,rom=PATH|off]
  * PCI 0xfb5d:0x40fb, display class.  BAR0 holds the mode registers in
  * bhyve's layout (fbsize u32, width u16, height u16, depth u16, refresh
  * u16, scanwidth u16); BAR1 is 16 MiB of framebuffer memory mapped
  * straight into the guest (a KVM memory slot that follows the BAR), so
  * drawing costs the guest no exits.  The picture is 32 bpp XRGB,
- * width x height, rows scanwidth pixels apart.  No legacy VGA: vga=on/io
- * are accepted and said to be unsupported (a note), as SeaBIOS/GRUB text
- * output is on the serial console here.
+ * width x height, rows scanwidth pixels apart.  No legacy VGA ports or
+ * memory: vga=on/io are accepted with a note.
  *
  * variant=bochs gives the same framebuffer QEMU's register interface
  * instead (its "secondary VGA" / bochs-display: PCI 1234:1111, display
@@ -16,15 +16,25 @@
  * VBE (DISPI) registers at 0x500), which UEFI firmware built for QEMU
  * drives: Debian's OVMF then has a Graphics Output Protocol on it, draws
  * its boot screens there, and an OS it boots finds the framebuffer through
- * GOP (efifb) or drives it itself (bochs-drm).  variant=auto (the
- * default) picks it when the boot ROM is UEFI firmware on QEMU's chipset
- * (lpc.chipset, boot/bootrom.c), bhyve's interface otherwise.
+ * GOP (efifb) or drives it itself (bochs-drm).  An EDID block at the
+ * start of BAR2 (as QEMU's) makes w x h the preferred mode.  Under a
+ * legacy BIOS the device has an expansion ROM with a VGA BIOS for it, as
+ * QEMU's: by default SeaBIOS's own vgabios-bochs-display.bin from the boot
+ * ROM's directory, or rom=PATH.  SeaBIOS runs it; it draws BIOS text
+ * modes (INT 10h) into the framebuffer, so SeaBIOS, boot sectors and
+ * bootloaders show on VNC.  variant=auto (the default)
+ * picks bochs when a boot ROM is given: legacy BIOS, or UEFI firmware on
+ * QEMU's chipset (lpc.chipset, boot/bootrom.c); bhyve's interface otherwise.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "../core/config.h"
 #include "../core/log.h"
@@ -34,6 +44,7 @@
 #include "../core/snapshot.h"
 #include "../vmm/vmm.h"
 #include "atkbdc.h"
+#include "edid.h"
 #include "pci_emul.h"
 #include "rfb.h"
 #include "usb_emul.h"
@@ -51,6 +62,8 @@ enum { DISPI_ID, DISPI_XRES, DISPI_YRES, DISPI_BPP, DISPI_ENABLE, DISPI_BANK, DI
 #define ROWS_MAX 1200
 #define COLS_MIN 640
 #define ROWS_MIN 480
+#define VGA_BIOS_DEFAULT "vgabios-bochs-display.bin"   /* SeaBIOS's, beside bios-256k.bin */
+#define VGA_BIOS_MAX     (128u << 10)   /* of the 192 KiB option ROM area below 1 MiB */
 
 struct fbuf {
 	struct pci_devinst *pi;
@@ -63,6 +76,7 @@ struct fbuf {
 	bool bochs;                       /* variant=bochs: QEMU's register interface */
 	int fb_bar;                       /* the framebuffer's BAR: 1 (bhyve) or 0 (bochs) */
 	uint16_t dispi[DISPI_NREGS];      /* bochs: the DISPI registers as written */
+	uint8_t edid[EDID_BLOCK_SIZE];    /* bochs: at BAR2 offset 0 */
 	uint8_t *fb;                      /* FB_SIZE bytes, shared with the guest */
 	int slot;                         /* KVM memory slot, -1 until mapped */
 	struct rfb_server *rfb;
@@ -205,8 +219,11 @@ static uint64_t fbuf_barread(struct vcpu *vcpu, struct pci_devinst *pi, int bari
 			memcpy(&v, f->fb + off, (size_t)size);
 		return v;
 	}
-	if (f->bochs) {   /* BAR2: EDID (none: zeros), VGA ports (ignored), DISPI */
-		if (off >= DISPI_OFF && off < DISPI_OFF + 2 * DISPI_NREGS && !(off & 1) && size >= 2) {
+	if (f->bochs) {   /* BAR2: EDID, VGA ports (ignored), DISPI */
+		if (off < EDID_BLOCK_SIZE) {
+			size_t n = off + (uint64_t)size <= EDID_BLOCK_SIZE ? (size_t)size : EDID_BLOCK_SIZE - (size_t)off;
+			memcpy(&v, f->edid + off, n);
+		} else if (off >= DISPI_OFF && off < DISPI_OFF + 2 * DISPI_NREGS && !(off & 1) && size >= 2) {
 			pthread_mutex_lock(&f->mtx);
 			v = dispi_read(f, (unsigned)(off - DISPI_OFF) / 2);
 			if (size >= 4)
@@ -336,6 +353,74 @@ static int parse_listen(const char *cfgpath, struct listen_spec *ls, char *err, 
 	return 0;
 }
 
+/* ---- the VGA BIOS a legacy BIOS runs for the device ---- */
+
+/* rom=PATH, else SeaBIOS's VGA BIOS for this interface beside a legacy
+ * boot ROM (Debian installs both in /usr/share/seabios); NULL for none. */
+static const char *vga_bios_path(const char *cfgpath, bool bochs, char *buf, size_t len)
+{
+	const char *rom = get_config_valuef("%s.rom", cfgpath);
+	if (rom)
+		return strcmp(rom, "off") ? rom : NULL;
+	const char *boot = get_config_value("lpc.bootrom");
+	if (!bochs || !boot || bootrom_is_uefi())
+		return NULL;
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s", boot);
+	snprintf(buf, len, "%s/%s", dirname(dir), VGA_BIOS_DEFAULT);
+	return access(buf, R_OK) == 0 ? buf : NULL;
+}
+
+/* The whole file, which must look like a PCI option ROM (55 AA) that fits below 1 MiB. */
+static uint8_t *read_vga_bios(const char *path, size_t *len, char *err, size_t errlen)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		snprintf(err, errlen, "fbuf: rom=%s: %s", path, strerror(errno));
+		return NULL;
+	}
+	uint8_t *buf = malloc(VGA_BIOS_MAX + 1);
+	size_t n = 0;
+	ssize_t r = 1;
+	while (buf && n <= VGA_BIOS_MAX && (r = read(fd, buf + n, VGA_BIOS_MAX + 1 - n)) > 0)
+		n += (size_t)r;
+	int saved = errno;
+	close(fd);
+	if (!buf || r < 0) {
+		snprintf(err, errlen, "fbuf: rom=%s: %s", path, buf ? strerror(saved) : "out of memory");
+	} else if (n > VGA_BIOS_MAX) {
+		snprintf(err, errlen, "fbuf: rom=%s: larger than %u KiB, no room for it below 1 MiB", path,
+		         VGA_BIOS_MAX >> 10);
+	} else if (n < 512 || buf[0] != 0x55 || buf[1] != 0xaa) {
+		snprintf(err, errlen, "fbuf: rom=%s: not an option ROM (no 55 AA signature)", path);
+	} else {
+		*len = n;
+		return buf;
+	}
+	free(buf);
+	return NULL;
+}
+
+/* The VGA BIOS in the device's expansion ROM, where SeaBIOS looks for a
+ * display's (QEMU's romfile= likewise).  1 when there is one, 0 when
+ * there is none to give, -1 on an error. */
+static int add_vga_bios(struct fbuf *f, const char *cfgpath)
+{
+	char buf[PATH_MAX], err[512];
+	const char *path = vga_bios_path(cfgpath, f->bochs, buf, sizeof(buf));
+	if (!path)
+		return 0;
+	size_t len;
+	uint8_t *rom = read_vga_bios(path, &len, err, sizeof(err));
+	if (!rom) {
+		log_err("%s", err);
+		return -1;
+	}
+	int rc = pci_emul_alloc_rom(f->pi, rom, len);
+	free(rom);
+	return rc ? -1 : 1;
+}
+
 /* Everything -s can get wrong, checked when it is parsed (exit 4 before any VM exists). */
 static int check_config(const char *cfgpath, uint16_t *w, uint16_t *h, struct listen_spec *ls, bool *wait, char *err,
                         size_t errlen)
@@ -352,6 +437,14 @@ static int check_config(const char *cfgpath, uint16_t *w, uint16_t *h, struct li
 	if (variant && strcmp(variant, "auto") && strcmp(variant, "bhyve") && strcmp(variant, "bochs")) {
 		snprintf(err, errlen, "fbuf: variant=%s: expected auto, bhyve or bochs", variant);
 		return -1;
+	}
+	const char *rom = get_config_valuef("%s.rom", cfgpath);
+	if (rom && strcmp(rom, "off")) {
+		size_t len;
+		uint8_t *data = read_vga_bios(rom, &len, err, errlen);
+		if (!data)
+			return -1;
+		free(data);
 	}
 	const char *wv = get_config_valuef("%s.wait", cfgpath);
 	*wait = false;
@@ -395,9 +488,6 @@ static int fbuf_init(struct pci_devinst *pi, const char *cfgpath)
 		return -1;
 	}
 	f->regs.scanwidth = f->regs.width;
-	const char *vga = get_config_valuef("%s.vga", cfgpath);
-	if (vga && strcmp(vga, "off"))
-		log_info("note: fbuf vga=%s: hyve has no legacy VGA; the linear framebuffer only", vga);
 	f->fb = mmap(NULL, FB_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (f->fb == MAP_FAILED) {
 		log_err("fbuf: cannot allocate the framebuffer: %s", strerror(errno));
@@ -405,8 +495,9 @@ static int fbuf_init(struct pci_devinst *pi, const char *cfgpath)
 		return -1;
 	}
 	const char *variant = get_config_valuef("%s.variant", cfgpath);
-	f->bochs = variant && strcmp(variant, "auto") ? strcmp(variant, "bochs") == 0
-	                                               : bootrom_configured() && bootrom_chipset_i440fx();
+	f->bochs = variant && strcmp(variant, "auto")
+	           ? strcmp(variant, "bochs") == 0
+	           : bootrom_configured() && (bootrom_chipset_i440fx() || !bootrom_is_uefi());
 	f->fb_bar = f->bochs ? 0 : 1;
 	/* Before the BARs: allocating one decodes it, which maps the framebuffer (fbuf_baraddr). */
 	the_fbuf = f;
@@ -423,6 +514,7 @@ static int fbuf_init(struct pci_devinst *pi, const char *cfgpath)
 		f->dispi[DISPI_XRES] = f->regs.width;
 		f->dispi[DISPI_YRES] = f->regs.height;
 		f->dispi[DISPI_BPP] = 32;
+		edid_build(f->edid, f->regs.width, f->regs.height);
 		rc = pci_emul_alloc_bar(pi, 0, PCIBAR_MEM32, FB_SIZE) ||
 		     pci_emul_alloc_bar(pi, 2, PCIBAR_MEM32, BOCHS_MMIO_SIZE);
 	} else {
@@ -436,6 +528,13 @@ static int fbuf_init(struct pci_devinst *pi, const char *cfgpath)
 		log_err("fbuf: no room for its BARs");
 		return -1;
 	}
+	int vga_bios = add_vga_bios(f, cfgpath);
+	if (vga_bios < 0)
+		return -1;
+	const char *vga = get_config_valuef("%s.vga", cfgpath);
+	if (vga && strcmp(vga, "off"))
+		log_info("note: fbuf vga=%s: no legacy VGA ports or memory; %s", vga,
+		         vga_bios ? "the VGA BIOS draws BIOS text modes into the framebuffer" : "the linear framebuffer only");
 	/* A directly booted Linux gets it as its boot framebuffer (screen_info). */
 	struct boot_display d = { .base = pi->pi_bar[f->fb_bar].addr, .size = FB_SIZE, .width = f->regs.width,
 	                          .height = f->regs.height, .stride = (uint32_t)f->regs.width * 4 };
@@ -508,8 +607,8 @@ static int fbuf_restore(struct pci_devinst *pi, struct snap_rd *in, uint32_t ver
 			dispi[i] = sr_u16(in);
 	}
 	if (sr_ok(in) && bochs != f->bochs) {
-		snprintf(err, errlen, "fbuf: saved with variant=%s, configured as variant=%s", bochs ? "bochs" : "bhyve",
-		         f->bochs ? "bochs" : "bhyve");
+		snprintf(err, errlen, "fbuf: saved with variant=%s, configured as variant=%s (give variant=%s in -s)",
+		         bochs ? "bochs" : "bhyve", f->bochs ? "bochs" : "bhyve", bochs ? "bochs" : "bhyve");
 		return -1;
 	}
 	uint32_t used = sr_u32(in);
@@ -531,7 +630,8 @@ static int fbuf_restore(struct pci_devinst *pi, struct snap_rd *in, uint32_t ver
 	return 0;
 }
 
-static const char *const fbuf_options[] = { "tcp", "rfb", "unix", "w", "h", "password", "wait", "vga", "variant", NULL };
+static const char *const fbuf_options[] = { "tcp", "rfb", "unix", "w", "h", "password", "wait", "vga", "variant", "rom",
+	                                      NULL };
 
 static const struct pci_devemu pci_de_fbuf = {
 	.pe_emu = "fbuf",

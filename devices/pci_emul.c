@@ -464,7 +464,7 @@ static void __attribute__((constructor)) pci_keys_register(void)
 static struct pci_devinst *bar_owner_lookup(void *arg, uint64_t addr, bool io, int *idx)
 {
 	struct pci_devinst *pi = arg;
-	for (int i = 0; i < PCI_MAX_BARS; i++) {
+	for (int i = 0; i <= PCI_ROM_IDX; i++) {
 		struct pcibar *b = &pi->pi_bar[i];
 		bool is_io = b->type == PCIBAR_IO;
 		if (b->type == PCIBAR_NONE || b->type == PCIBAR_MEMHI64 || is_io != io)
@@ -498,6 +498,14 @@ static int bar_mem_handler(struct vcpu *vcpu, bool write, uint64_t addr, int siz
 	if (!pi)
 		return 1;
 	uint64_t off = addr - pi->pi_bar[idx].addr;
+	if (idx == PCI_ROM_IDX) {   /* read-only; the handler never sees it */
+		if (!write) {
+			*val = 0;
+			for (int i = 0; i < size && off + (uint64_t)i < pi->pi_bar[idx].size; i++)
+				*val |= (uint64_t)pi->pi_rom[off + (uint64_t)i] << (8 * i);
+		}
+		return 0;
+	}
 	if (pci_emul_msix_bar_access(pi, idx, off, size, write, val))
 		return 0;
 	if (!write)
@@ -542,6 +550,9 @@ static void bar_set_decode(struct pci_devinst *pi, int idx, bool on)
 static bool bar_decode_enabled(struct pci_devinst *pi, int idx)
 {
 	uint16_t cmd = pci_get_cfgdata16(pi, PCIR_COMMAND);
+	if (idx == PCI_ROM_IDX)   /* memory decoding and the ROM's own enable bit, at a real address */
+		return (cmd & PCIM_CMD_MEMEN) && (pci_get_cfgdata32(pi, PCIR_BIOS) & PCIM_BIOS_ENABLE) &&
+		       pi->pi_bar[idx].addr != 0 && pi->pi_bar[idx].addr != (0xffffffffULL & ~(pi->pi_bar[idx].size - 1));
 	return pi->pi_bar[idx].type == PCIBAR_IO ? (cmd & PCIM_CMD_PORTEN) : (cmd & PCIM_CMD_MEMEN);
 }
 
@@ -603,6 +614,42 @@ int pci_emul_alloc_bar(struct pci_devinst *pi, int idx, enum pcibar_type type, u
 	return 0;
 }
 
+int pci_emul_alloc_rom(struct pci_devinst *pi, const void *data, size_t len)
+{
+	uint64_t size = 2048;   /* the smallest a ROM BAR can be: address bits 31:11 */
+	while (size < len && size < (16u << 20))
+		size <<= 1;
+	if (len > size || pi->pi_rom)
+		return -1;
+	uint64_t base = (next_mem32 + size - 1) & ~(size - 1);
+	if (base + size > VM_PCI_MMIO32_END || !(pi->pi_rom = malloc(size))) {
+		log_err("%s: no room for a %llu-byte expansion ROM", pi->pi_name, (unsigned long long)size);
+		return -1;
+	}
+	memcpy(pi->pi_rom, data, len);
+	memset(pi->pi_rom + len, 0xff, size - len);
+	next_mem32 = base + size;
+	struct pcibar *b = &pi->pi_bar[PCI_ROM_IDX];
+	b->type = PCIBAR_MEM32;
+	b->addr = base;
+	b->size = size;
+	pci_set_cfgdata32(pi, PCIR_BIOS, (uint32_t)base);   /* placed, not enabled: as after reset */
+	return 0;
+}
+
+/* Guest wrote the expansion ROM register: size probing, placement, enable. */
+static void rom_cfgwrite(struct pci_devinst *pi, uint32_t val)
+{
+	struct pcibar *b = &pi->pi_bar[PCI_ROM_IDX];
+	if (b->type == PCIBAR_NONE)
+		return;   /* no ROM: the register reads as zero */
+	bar_set_decode(pi, PCI_ROM_IDX, false);
+	b->addr = val & 0xfffff800u & ~(b->size - 1);
+	pci_set_cfgdata32(pi, PCIR_BIOS, (uint32_t)b->addr | (val & PCIM_BIOS_ENABLE));
+	if (bar_decode_enabled(pi, PCI_ROM_IDX))
+		bar_set_decode(pi, PCI_ROM_IDX, true);
+}
+
 /* Guest wrote a BAR register: size probing or relocation. */
 static void bar_cfgwrite(struct pci_devinst *pi, int reg, uint32_t val)
 {
@@ -653,6 +700,8 @@ static void command_cfgwrite(struct pci_devinst *pi, uint16_t newcmd)
 		if ((old ^ newcmd) & bit)
 			bar_set_decode(pi, i, (newcmd & bit) != 0);
 	}
+	if (pi->pi_bar[PCI_ROM_IDX].type != PCIBAR_NONE)
+		bar_set_decode(pi, PCI_ROM_IDX, bar_decode_enabled(pi, PCI_ROM_IDX));
 	if ((old ^ newcmd) & PCIM_CMD_INTxDIS) {
 		pthread_mutex_lock(&intx_lock);
 		bool asserted = pi->pi_lintr_asserted;
@@ -994,6 +1043,11 @@ static void cfg_write(struct pci_devinst *pi, int off, int bytes, uint32_t val)
 			bar_cfgwrite(pi, off, val);
 		return;
 	}
+	if (off >= PCIR_BIOS && off < PCIR_BIOS + 4) {
+		if (bytes == 4 && off == PCIR_BIOS)
+			rom_cfgwrite(pi, val);
+		return;
+	}
 	if (off == PCIR_COMMAND && bytes >= 2) {
 		command_cfgwrite(pi, (uint16_t)val);
 		return;
@@ -1272,16 +1326,23 @@ int pci_emul_load_state(struct pci_devinst *pi, struct snap_rd *in, char *err, s
 		return -1;
 	}
 	/* Move the BARs: stop decoding the init-time placement, decode the saved one. */
-	for (int i = 0; i < PCI_MAX_BARS; i++)
+	for (int i = 0; i <= PCI_ROM_IDX; i++)
 		bar_set_decode(pi, i, false);
 	pthread_mutex_lock(&cfg_lock);
 	memcpy(pi->pi_cfg, cfg, sizeof(cfg));
+	/* The expansion ROM's placement is its config register, made to fit the ROM this function has. */
+	struct pcibar *rom = &pi->pi_bar[PCI_ROM_IDX];
+	uint32_t romreg = pci_get_cfgdata32(pi, PCIR_BIOS);
+	rom->addr = rom->type == PCIBAR_NONE ? 0 : romreg & 0xfffff800u & ~(rom->size - 1);
+	pci_set_cfgdata32(pi, PCIR_BIOS, rom->type == PCIBAR_NONE ? 0 : (uint32_t)rom->addr | (romreg & PCIM_BIOS_ENABLE));
 	pthread_mutex_unlock(&cfg_lock);
 	for (int i = 0; i < PCI_MAX_BARS; i++) {
 		pi->pi_bar[i].addr = bars[i].addr;
 		if (bars[i].type != PCIBAR_NONE && bars[i].type != PCIBAR_MEMHI64 && bar_decode_enabled(pi, i))
 			bar_set_decode(pi, i, true);
 	}
+	if (rom->type != PCIBAR_NONE && bar_decode_enabled(pi, PCI_ROM_IDX))
+		bar_set_decode(pi, PCI_ROM_IDX, true);
 	pthread_mutex_lock(&pi->pi_lock);
 	if (nmsix) {
 		memcpy(pi->pi_msix.table, tab, nmsix * sizeof(*tab));

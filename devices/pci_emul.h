@@ -25,6 +25,7 @@ struct snap_buf;
 struct snap_rd;
 
 #define PCI_MAX_BARS 6
+#define PCI_ROM_IDX  PCI_MAX_BARS   /* pi_bar[] index of the expansion ROM BAR */
 #define PCI_CFG_SIZE 4096
 
 enum pcibar_type { PCIBAR_NONE, PCIBAR_IO, PCIBAR_MEM32, PCIBAR_MEM64, PCIBAR_MEMHI64 };
@@ -87,7 +88,8 @@ struct pci_devinst {
 	uint8_t pi_bus, pi_slot, pi_func;
 	char pi_name[32];
 	uint8_t pi_cfg[PCI_CFG_SIZE];
-	struct pcibar pi_bar[PCI_MAX_BARS + 1];   /* +1: expansion ROM, unused */
+	struct pcibar pi_bar[PCI_MAX_BARS + 1];   /* +1: the expansion ROM (PCI_ROM_IDX) */
+	uint8_t *pi_rom;         /* its contents, pi_bar[PCI_ROM_IDX].size bytes; NULL: none */
 	int pi_capend;           /* end of the last capability added */
 	int pi_lintr_pin;        /* 0 none, 1..4 = INTA..INTD */
 	int pi_lintr_gsi;
@@ -144,6 +146,8 @@ static inline uint32_t pci_get_cfgdata32(const struct pci_devinst *pi, int off) 
 #define PCIR_BAR0 0x10
 #define PCIR_SUBVEND 0x2c
 #define PCIR_SUBDEV 0x2e
+#define PCIR_BIOS 0x30            /* expansion ROM base address */
+#define PCIM_BIOS_ENABLE 0x01
 #define PCIR_CAP_PTR 0x34
 #define PCIR_INTLINE 0x3c
 #define PCIR_INTPIN 0x3d
@@ -155,6 +159,13 @@ static inline uint32_t pci_get_cfgdata32(const struct pci_devinst *pi, int off) 
 
 /* Allocate a BAR of the given type and size (power of two) and decode it. */
 int pci_emul_alloc_bar(struct pci_devinst *pi, int idx, enum pcibar_type type, uint64_t size);
+/*
+ * Give the function an expansion ROM (config offset 0x30) holding a copy
+ * of data: a read-only memory BAR, disabled until the guest sets its
+ * enable bit, which firmware maps to copy the option ROM it finds there
+ * (SeaBIOS runs a display's VGA BIOS so).  Reads past len return 0xff.
+ */
+int pci_emul_alloc_rom(struct pci_devinst *pi, const void *data, size_t len);
 /* Append a capability (cap[0] = id; next pointer filled in); returns its offset or -1. */
 int pci_emul_add_capability(struct pci_devinst *pi, const uint8_t *cap, int len);
 int pci_emul_add_pciecap(struct pci_devinst *pi, int port_type);

@@ -3,7 +3,7 @@
 set -e
 PKGS="build-essential pkg-config binutils clang libclang-rt-14-dev
       zlib1g-dev liblzma-dev libzstd-dev liblz4-dev liburing-dev libslirp-dev libglib2.0-dev libseccomp-dev libssl-dev openssl
-      acpica-tools qemu-system-x86 qemu-utils seabios ovmf kmod grub-pc-bin xorriso mtools busybox-static cpio e2fsprogs genisoimage dmidecode vncsnapshot libjpeg-turbo-progs
+      acpica-tools qemu-system-x86 qemu-utils seabios ovmf kmod grub-pc-bin xorriso mtools busybox-static cpio e2fsprogs genisoimage dmidecode vncsnapshot libjpeg-turbo-progs edid-decode
       iproute2 socat python3 procps mandoc"
 missing=""
 for p in $PKGS; do

@@ -159,7 +159,15 @@ t_fbuf_bad_options() {
 	run_hyve 10 -s 29,fbuf,tcp=70000 -o boot.kernel="$GUEST" "$(vm_name fbufbad)"
 	expect_one_error 4 'fbuf: tcp=70000: expected \[ADDR:\]PORT' || return 1
 	run_hyve 10 -s 29,fbuf,tcp=5900,variant=cirrus -o boot.kernel="$GUEST" "$(vm_name fbufbad)"
-	expect_one_error 4 'fbuf: variant=cirrus: expected auto, bhyve or bochs'
+	expect_one_error 4 'fbuf: variant=cirrus: expected auto, bhyve or bochs' || return 1
+	run_hyve 10 -s 29,fbuf,tcp=5900,rom="$TMP/no-such.rom" -o boot.kernel="$GUEST" "$(vm_name fbufbad)"
+	expect_one_error 4 'fbuf: rom=.*no-such.rom: No such file' || return 1
+	head -c 4096 /dev/zero >"$TMP/zero.rom"
+	run_hyve 10 -s 29,fbuf,tcp=5900,rom="$TMP/zero.rom" -o boot.kernel="$GUEST" "$(vm_name fbufbad)"
+	expect_one_error 4 'fbuf: rom=.*zero.rom: not an option ROM' || return 1
+	{ printf '\125\252'; head -c 200000 /dev/zero; } >"$TMP/big.rom"
+	run_hyve 10 -s 29,fbuf,tcp=5900,rom="$TMP/big.rom" -o boot.kernel="$GUEST" "$(vm_name fbufbad)"
+	expect_one_error 4 'fbuf: rom=.*big.rom: larger than 128 KiB'
 }
 
 # fb_lit PPM MIN: the screenshot has at least MIN pixels that are not black

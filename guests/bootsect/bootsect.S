@@ -8,8 +8,10 @@
  * COM1 as "hyve-bootsect: TAG", then powers the VM off through the ACPI
  * PM1a control register (SLP_TYP 5, SLP_EN) described in hyve's FADT.
  * A tag "wait:TEXT" prints "hyve-bootsect: waiting", lets three RTC
- * seconds pass, then prints TEXT.  Failures print "hyve-bootsect: FAIL
- * ..." and halt.
+ * seconds pass, then prints TEXT.  A tag "screen:TEXT" sets text mode 3
+ * and writes TEXT on the screen through the video BIOS (INT 10h AH=0Eh),
+ * then prints "hyve-bootsect: on screen" and waits with interrupts on
+ * (tests take a VNC screenshot).  Failures print "hyve-bootsect: FAIL ..." and halt.
  */
 	.code16
 	.text
@@ -36,7 +38,13 @@ have_tag:
 	/* A tag starting "wait:" first says so and lets ~3 RTC seconds pass
 	 * (tests checkpoint the VM meanwhile), then prints the rest. */
 	movw	$tagsec + 4, %si
-	cmpl	$0x74696177, (%si)	/* "wait" */
+	cmpl	$0x65726373, (%si)	/* "scre" */
+	jne	1f
+	cmpw	$0x6e65, 4(%si)		/* "en" */
+	jne	1f
+	cmpb	$':', 6(%si)
+	je	screen
+1:	cmpl	$0x74696177, (%si)	/* "wait" */
 	jne	print_tag
 	cmpb	$':', 4(%si)
 	jne	print_tag
@@ -76,6 +84,26 @@ halt:
 	hlt
 	jmp	halt
 
+/* "screen:TEXT": TEXT through the video BIOS, then say so on COM1. */
+screen:
+	movw	$0x0003, %ax		/* set mode 3: 80x25 text, screen cleared */
+	int	$0x10
+	movb	$0x01, %ah		/* cursor off (CH bit 5): a blinking one is timing on screen */
+	movw	$0x2000, %cx
+	int	$0x10
+	movw	$tagsec + 11, %si
+1:	lodsb
+	testb	%al, %al
+	jz	2f
+	movb	$0x0e, %ah		/* teletype output, page 0 */
+	movw	$0x0007, %bx
+	int	$0x10
+	jmp	1b
+2:	movw	$msg_screen, %si
+	call	puts
+	sti			/* halted, not stopped: hyve ends a VM whose vCPUs all halt with IF=0 */
+	jmp	halt
+
 /* puts: the NUL-terminated string at %si to COM1, polling LSR.THRE. */
 puts:
 	lodsb
@@ -102,6 +130,7 @@ rtc_sec:
 prefix:	.asciz	"hyve-bootsect: "
 crlf:	.asciz	"\r\n"
 msg_wait: .asciz "hyve-bootsect: waiting\r\n"
+msg_screen: .asciz "hyve-bootsect: on screen\r\n"
 msg_read: .asciz "hyve-bootsect: FAIL INT 13h read of sector 1\r\n"
 msg_tag:  .asciz "hyve-bootsect: FAIL no HTAG in sector 1\r\n"
 drive:	.byte	0

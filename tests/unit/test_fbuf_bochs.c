@@ -8,7 +8,10 @@
  * virtual width and a Y offset), pixels written through BAR 0, and Debian's
  * vncsnapshot as the client that must see that mode and those pixels.
  * Then refusals (too wide, other depths) and a checkpoint round trip.
- * test-sources: tests/fuzz/nvme_stubs.c devices/fbuf.c devices/rfb.c devices/pci_emul.c core/config.c core/snapshot.c core/init.c core/inout.c core/mmio.c core/netlisten.c
+ * The EDID block at BAR 2 offset 0 is judged by Debian's edid-decode; the
+ * VGA BIOS given with rom= must be in the expansion ROM BAR, sized,
+ * placed and enabled as SeaBIOS does it.
+ * test-sources: tests/fuzz/nvme_stubs.c devices/edid.c devices/fbuf.c devices/rfb.c devices/pci_emul.c core/config.c core/snapshot.c core/init.c core/inout.c core/mmio.c core/netlisten.c
  * test-libs: -lz -lcrypto
  */
 #include <stdio.h>
@@ -32,6 +35,7 @@ int ps2_keysym_to_set2(uint32_t keysym, bool down, uint8_t out[8]) { (void)keysy
 bool xhci_pointer_event(uint8_t b, int x, int y, int w, int h) { (void)b; (void)x; (void)y; (void)w; (void)h; return false; }
 bool bootrom_configured(void) { return false; }
 bool bootrom_chipset_i440fx(void) { return false; }
+bool bootrom_is_uefi(void) { return false; }
 void sandbox_thread_landlock(void) {}
 static struct boot_display display;
 void boot_set_display(const struct boot_display *d) { display = *d; }
@@ -107,11 +111,25 @@ int main(void)
 		return 77;
 	}
 	int port = free_port();
-	char listen[64];
+	char listen[64], romkey[128], rompath[64];
 	snprintf(listen, sizeof(listen), "pci.0.29.0.tcp=127.0.0.1:%d", port);
+	/* A stand-in VGA BIOS: 5000 bytes with the option ROM signature and a pattern. */
+	uint8_t rom[5000];
+	for (size_t i = 0; i < sizeof(rom); i++)
+		rom[i] = (uint8_t)(i * 7 + 3);
+	rom[0] = 0x55;
+	rom[1] = 0xaa;
+	snprintf(rompath, sizeof(rompath), "/tmp/fbb-rom.%d", (int)getpid());
+	FILE *rf = fopen(rompath, "wb");
+	if (!rf || fwrite(rom, 1, sizeof(rom), rf) != sizeof(rom) || fclose(rf)) {
+		printf("FAIL - cannot write %s\n", rompath);
+		return 1;
+	}
+	snprintf(romkey, sizeof(romkey), "pci.0.29.0.rom=%s", rompath);
 	const char *kv[] = { "name=fbbochs", "pci.0.29.0.device=fbuf", listen, "pci.0.29.0.variant=bochs",
-	                     "pci.0.29.0.w=800", "pci.0.29.0.h=600", NULL };
+	                     "pci.0.29.0.w=800", "pci.0.29.0.h=600", romkey, NULL };
 	nh_setup(kv);
+	unlink(rompath);
 	struct pci_devinst *pi = nh_slot(SLOT);
 	if (!pi) {
 		printf("FAIL - no fbuf in slot 29\n");
@@ -123,6 +141,51 @@ int main(void)
 	mmio = pi->pi_bar[2].addr;
 	CHECK(pi->pi_bar[0].size == 16u << 20 && pi->pi_bar[2].size == 4096 && display.base == fb,
 	      "BAR 0: 16 MiB framebuffer (also the boot display), BAR 2: 4 KiB of registers");
+	/* The expansion ROM as SeaBIOS's map_pcirom handles it: size, place, enable, read, disable. */
+	uint32_t preset = nh_cfg_read(SLOT, 0x30, 4);
+	CHECK(preset != 0 && !(preset & 1), "rom=: an expansion ROM, placed (%#x) and disabled after reset", preset);
+	nh_cfg_write(SLOT, 0x30, 4, 0xfffffffe);
+	CHECK(nh_cfg_read(SLOT, 0x30, 4) == 0xffffe000, "its size reads back as 8 KiB (%#x): 5000 bytes rounded up",
+	      nh_cfg_read(SLOT, 0x30, 4));
+	uint64_t romaddr = 0xd0000000;
+	nh_cfg_write(SLOT, 0x30, 4, (uint32_t)romaddr | 1);
+	bool same = true;
+	for (uint64_t i = 0; i < sizeof(rom); i += 4) {
+		uint32_t v = (uint32_t)nh_mmio_read(romaddr + i, 4);
+		for (uint64_t k = 0; k < 4 && i + k < sizeof(rom); k++)
+			same = same && (uint8_t)(v >> (8 * k)) == rom[i + k];
+	}
+	CHECK(same && nh_mmio_read(romaddr + sizeof(rom), 1) == 0xff, "enabled: the ROM reads back as the file, 0xff after it");
+	nh_mmio_write(romaddr, 4, 0);
+	CHECK(nh_mmio_read(romaddr, 2) == 0xaa55, "it is read-only");
+	nh_cfg_write(SLOT, 0x04, 2, (uint16_t)(nh_cfg_read(SLOT, 0x04, 2) & ~2u));
+	CHECK(nh_mmio_read(romaddr, 2) != 0xaa55, "memory decoding off: the ROM is gone");
+	nh_cfg_write(SLOT, 0x04, 2, (uint16_t)(nh_cfg_read(SLOT, 0x04, 2) | 2u));
+	CHECK(nh_mmio_read(romaddr, 2) == 0xaa55, "memory decoding back on: the ROM is back");
+	nh_cfg_write(SLOT, 0x30, 4, preset);
+	CHECK(nh_mmio_read(romaddr, 2) != 0xaa55 && nh_mmio_read(preset, 2) != 0xaa55, "disabled again: not decoded");
+	/* EDID at BAR 2 offset 0, read as a driver does (SeaBIOS's VGA BIOS: bytes; Linux: 32-bit words). */
+	uint8_t edid[128];
+	for (int i = 0; i < 128; i += 4) {
+		uint32_t v = (uint32_t)nh_mmio_read(mmio + (uint64_t)i, 4);
+		memcpy(edid + i, &v, 4);
+	}
+	CHECK(nh_mmio_read(mmio + 54 + 2, 1) == edid[56], "EDID bytes read alike at any width");
+	char edpath[64], cmd[256];
+	snprintf(edpath, sizeof(edpath), "/tmp/fbb-edid.%d", (int)getpid());
+	FILE *ef = fopen(edpath, "wb");
+	bool wrote = ef && fwrite(edid, 1, sizeof(edid), ef) == sizeof(edid);
+	if (ef)
+		fclose(ef);
+	if (!wrote || system("command -v edid-decode >/dev/null") != 0) {
+		CHECK(false, "edid-decode (Debian's) is needed to judge the EDID block (tests/install-deps.sh installs it)");
+	} else {
+		snprintf(cmd, sizeof(cmd), "edid-decode --check %s 2>&1 | grep -q 'EDID conformity: PASS'", edpath);
+		CHECK(system(cmd) == 0, "edid-decode --check: the EDID block conforms");
+		snprintf(cmd, sizeof(cmd), "edid-decode %s 2>&1 | grep -Eq 'DTD 1: +800x600 +60\\.'", edpath);
+		CHECK(system(cmd) == 0, "edid-decode: the preferred mode (DTD 1) is w x h = 800x600 at 60 Hz");
+	}
+	unlink(edpath);
 	CHECK((dispi_rd(ID) & 0xfff0) == 0xb0c0 && dispi_rd(ID) == 0xb0c5, "DISPI id B0C5 (firmware checks B0Cx)");
 	CHECK(dispi_rd(VIDEO_MEMORY_64K) * 65536u >= 1920u * 1200 * 4 && dispi_rd(VIDEO_MEMORY_64K) * 65536u < 2048u * 1200 * 4,
 	      "video memory: 1920x1200x4 and no more (%u x 64 KiB)", dispi_rd(VIDEO_MEMORY_64K));
