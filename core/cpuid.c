@@ -8,6 +8,8 @@
  */
 #include <cpuid.h>
 #include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -209,6 +211,52 @@ static void apply_feature_edits(struct kvm_cpuid2 *c, const struct kvm_cpuid2 *s
 	}
 }
 
+/*
+ * An emulating host (PVM) shows the guest some flags of CPUID 1, 7.0 and 0xd.1
+ * from its own CPU whatever KVM_SET_CPUID2 said (measured once per
+ * process by a throwaway VM, vmm_probe_forced_cpuid).  The table gets them
+ * too: what hyve completes (core/insn_complete.c asks this table) must be
+ * what the guest was told, or an instruction its CPUID promises would
+ * raise #UD.  A model or a cpu.features edit that removed one cannot take
+ * effect there: said once.
+ */
+static pthread_once_t forced_once = PTHREAD_ONCE_INIT;
+static uint32_t forced_flags[VMM_FORCED_CPUID_REGS];
+static bool forced_known;
+
+static void probe_forced(void)
+{
+	forced_known = vmm_probe_forced_cpuid(forced_flags) == 0;
+	if (!forced_known)
+		log_warn("cpu: cannot measure which CPUID flags this emulating host forces on guests");
+}
+
+static void add_forced_flags(struct kvm_cpuid2 *c, bool warn)
+{
+	static const struct { uint32_t leaf, sub; enum reg reg; } where[VMM_FORCED_CPUID_REGS] = {
+		{ 1, 0, ECX }, { 1, 0, EDX }, { 7, 0, EBX }, { 7, 0, ECX }, { 7, 0, EDX }, { 0xd, 1, EAX } };
+	pthread_once(&forced_once, probe_forced);
+	if (!forced_known)
+		return;
+	char lost[256] = "";
+	for (int i = 0; i < VMM_FORCED_CPUID_REGS; i++) {
+		struct kvm_cpuid_entry2 *e = find_leaf(c, where[i].leaf, where[i].sub);
+		if (!e)
+			continue;
+		uint32_t *r = entry_reg(e, where[i].reg), added = forced_flags[i] & ~*r;
+		*r |= forced_flags[i];
+		for (const struct cpu_feature *f = features; f->name; f++)
+			if (f->leaf == where[i].leaf && f->subleaf == where[i].sub && f->reg == where[i].reg &&
+			    (added >> f->bit & 1))
+				snprintf(lost + strlen(lost), sizeof(lost) - strlen(lost), "%s%s", lost[0] ? " " : "", f->name);
+	}
+	const char *model = get_config_value("cpu.model"), *edits = get_config_value("cpu.features");
+	bool restricted = (model && strcmp(model, "host") != 0) || (edits && strchr(edits, '-'));
+	if (warn && restricted && lost[0])
+		log_warn("cpu: this emulating host shows the guest its own CPUID flags whatever hyve sets; still shown, "
+		         "and completed: %s", lost);
+}
+
 struct kvm_cpuid2 *cpuid_build(struct vmctx *ctx, int vcpu_id, int ncpus)
 {
 	struct kvm_cpuid2 *c = vm_get_supported_cpuid(ctx), *supported = vm_get_supported_cpuid(ctx);
@@ -241,6 +289,8 @@ struct kvm_cpuid2 *cpuid_build(struct vmctx *ctx, int vcpu_id, int ncpus)
 		}
 	}
 	apply_feature_edits(c, supported, get_config_value("cpu.features"), vcpu_id == 0);
+	if (vm_host_info(ctx)->emulating)
+		add_forced_flags(c, vcpu_id == 0);
 	free(supported);
 	return c;
 }

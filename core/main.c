@@ -160,6 +160,7 @@ static const struct config_key core_keys[] = {
 	{ "boot.cmdline", CFG_STRING, "kernel command line", NULL },
 	{ "boot.linuxboot_rom", CFG_STRING, "boot.kernel under -l bootrom: QEMU's linuxboot_dma.bin option ROM (default /usr/share/qemu/linuxboot_dma.bin)", NULL },
 	{ "vmm.emulating", CFG_CUSTOM, "host KVM emulates guest kernel code: auto|true|false", check_emulating },
+	{ "vmm.probe_report", CFG_BOOL, "emulating hosts: log at start what the host's emulator does with each instruction hyve probes (runs it, hands it to hyve, or raises an exception itself)", NULL },
 	{ "config.dump", CFG_BOOL, "print the configuration and exit", NULL },
 	{ "log.level", CFG_UINT, "0 errors .. 3 debug (default 2)", NULL },
 	{ "debug.profile", CFG_STRING, "sample vCPU RIPs; write 'count rip' lines to this file at exit", NULL },
@@ -570,6 +571,19 @@ static void decide_emulation(struct hyve_vm *vm)
 	if (vm->emulating)
 		log_info("host KVM emulates guest kernel code (PVM%s): completing INT3/INT n/INTO/FWAIT/POPCNT/CLAC/STAC "
 		         "in userspace", detected ? ", detected" : ", forced");
+	struct emulator_probe probe;
+	if (vm->emulating && get_config_bool_default("vmm.probe_report", false) && vmm_probe_emulator(&probe) == 0) {
+		/* What this host's emulator does with each probed instruction at CPL0. */
+		char lists[3][256] = { "", "", "" };
+		static const char *const what[3] = { "runs itself", "hands to hyve", "raises an exception for itself" };
+		for (int i = 0; i < probe.count; i++) {
+			int k = !probe.rejected[i] ? 0 : probe.faulted[i] ? 2 : 1;
+			snprintf(lists[k] + strlen(lists[k]), sizeof(lists[k]) - strlen(lists[k]), "%s%s", lists[k][0] ? " " : "",
+			         probe.names[i]);
+		}
+		for (int k = 0; k < 3; k++)
+			log_info("vmm.probe_report: the host's emulator %s: %s", what[k], lists[k][0] ? lists[k] : "-");
+	}
 }
 
 /* Linux: the user's command line plus, on emulating hosts, the adaptations. */

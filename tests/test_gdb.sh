@@ -118,14 +118,25 @@ t_gdb_break_watch() {
 	vm_start -c 2 -m 128M -l com1,stdio -o lpc.pc-testdev=true -o boot.kernel="$GUEST" \
 		-o boot.cmdline="test=gdb" -G "w127.0.0.1:$port" "$(vm_name gdbbrk)"
 	wait_gdb_listening || { vm_stop; return 1; }
+	# On an emulating host (PVM) the guest's CPL0 writes happen inside KVM's
+	# instruction emulator, which checks debug registers for instruction
+	# breakpoints only: a watchpoint on them never fires (measured; docs/
+	# debugging.md).  There the watchpoint step is left out, the rest holds.
+	local watch=(-ex 'watch gdb_counter' -ex 'continue' -ex 'delete') hb=3
+	if linux_pvm; then
+		watch=()
+		hb=2
+	fi
 	run_gdb "$port" -ex 'break gdb_step' -ex 'continue' -ex 'bt' -ex 'print $rdi' -ex 'set var $rdi = 100' \
-		-ex 'delete' -ex 'stepi' -ex 'print $pc' -ex 'watch gdb_counter' -ex 'continue' -ex 'delete' \
+		-ex 'delete' -ex 'stepi' -ex 'print $pc' "${watch[@]}" \
 		-ex 'hbreak gdb_step' -ex 'continue' -ex 'print $rdi' -ex 'delete' -ex 'detach'
 	wait_vm_exit 120
 	expect_gdb 'Breakpoint 1, (0x[0-9a-f]+ in )?gdb_step' && expect_gdb '^#0 +(0x[0-9a-f]+ in )?gdb_step' &&
 		expect_gdb '^#1 .* t_gdb' && expect_gdb '^\$1 = 1$' && expect_gdb '<gdb_step\+7>' &&
-		expect_gdb 'Hardware watchpoint 2: gdb_counter' && expect_gdb 'New value = 100' &&
-		expect_gdb 'Breakpoint 3, (0x[0-9a-f]+ in )?gdb_step' && expect_gdb '^\$3 = 2$' || return 1
+		expect_gdb "Breakpoint $hb, (0x[0-9a-f]+ in )?gdb_step" && expect_gdb '^\$3 = 2$' || return 1
+	if ! linux_pvm; then
+		expect_gdb 'Hardware watchpoint 2: gdb_counter' && expect_gdb 'New value = 100' || return 1
+	fi
 	# 100 (gdb's argument) + 2 + 3 + 4 + 5.
 	expect_rc 1 && expect_out '^gdb: counter=114 answer=1' && expect_out '^PASS gdb'
 }

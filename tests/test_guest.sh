@@ -74,9 +74,23 @@ t_guest_fallback_mxcsr() {
 # guest checks results; on emulating hosts the instruction goes through hyve
 # (or KVM's emulator) and, with the feature taken out of CPUID, must raise
 # #UD there (strict_ud=1: natively the CPU runs it whatever CPUID says).
-t_guest_fallback_movbe() { guest_pass movbe && expect_out '^movbe: (ok|#UD)'; }
+# guest_fallback TEST PROBE: guest_pass TEST with hyve's probe report; on an
+# emulating host whose own emulator runs PROBE, or raises #UD for it without
+# asking hyve (KVM checks its own CPUID capabilities there), what the test
+# checks is the host's, not hyve's: skipped, quoting hyve's measurement.
+guest_fallback() {
+	guest_pass "$1" -o vmm.probe_report=true && return 0
+	local rc=$? line
+	line=$(grep -E "vmm\.probe_report: the host's emulator (runs itself|raises an exception for itself): .*\b$2\b" "$ERR")
+	if [ -n "$line" ]; then
+		SKIP_REASON="${line#hyve: } (measured): not hyve's completion"
+		return 77
+	fi
+	return $rc
+}
+t_guest_fallback_movbe() { guest_fallback movbe movbe && expect_out '^movbe: (ok|#UD)'; }
 t_guest_fallback_cmpxchg16b() { guest_pass cmpxchg16b && expect_out '^cmpxchg16b: .*CMPXCHG8B ok'; }
-t_guest_fallback_fxsave() { guest_pass fxsave && expect_out '^fxsave: ok'; }
+t_guest_fallback_fxsave() { guest_fallback fxsave fxsave && expect_out '^fxsave: ok'; }
 t_guest_fallback_sse() { guest_pass sse && expect_out '^sse: ok'; }
 t_guest_fallback_xgetbv() { guest_pass xgetbv && expect_out '^xgetbv: (ok|#UD)'; }
 t_guest_fallback_clflush() { guest_pass clflush && expect_out '^clflush: ok'; }
@@ -92,6 +106,13 @@ emulating_host() {
 guest_ud() {
 	emulating_host || return 77
 	run_guest 120 "test=$1 strict_ud=1" -o cpu.features=-"$2"
+	# Some emulating hosts answer the guest's CPUID from their own CPU for
+	# some flags, whatever hyve sets: hyve then completes what the guest
+	# was told exists (and says so), and -FEATURE cannot be tested there.
+	if grep -qE "still shown, and completed:.* $2( |\$)" "$ERR"; then
+		SKIP_REASON="this host shows the guest its own CPUID flag $2 whatever hyve sets (hyve's warning: $(grep -o 'still shown.*' "$ERR" | cut -c1-60)...)"
+		return 77
+	fi
 	expect_rc 1 && expect_out "^PASS $1"
 }
 t_guest_fallback_movbe_ud() { guest_ud movbe movbe && expect_out '^movbe: #UD'; }
@@ -377,9 +398,20 @@ t_guest_sigterm_power_button() {
 # Interrupt delivery through the in-kernel LAPIC (test=irq, tirq.c): pending
 # vectors by priority, TPR, a vector in service, an NMI held while one is
 # handled.  On emulating hosts too: the APIC is KVM's either way.
+# On an emulating host (PVM) the isr case is left out: measured there
+# (2026-12-08), the in-kernel LAPIC does not show vector 0x50 in service
+# inside its own handler (ISR bit clear before any EOI), which is KVM's
+# LAPIC, not hyve's; the other cases hold.
 t_guest_irq_delivery() {
-	guest_pass irq && expect_out '^irq: order ok' && expect_out '^irq: tpr ok' && expect_out '^irq: isr ok' &&
-		expect_out '^irq: nested nmi ok'
+	local isr="" want='^irq: isr ok'
+	if [ -d /sys/module/kvm_pvm ]; then
+		isr=" isr=no" want='^irq: isr left out'
+		echo "    PVM: the isr case is left out (this host's LAPIC keeps no vector in service)"
+	fi
+	have_kvm || return 77
+	run_guest 120 "test=irq$isr"
+	expect_rc 1 && expect_out '^PASS irq' && expect_out '^irq: order ok' && expect_out '^irq: tpr ok' &&
+		expect_out "$want" && expect_out '^irq: nested nmi ok'
 }
 
 # ACPI S3 (suspend to RAM): real mode at the waking vector, which an
@@ -447,8 +479,10 @@ t_guest_sigterm_not_listening() {
 # host's CPUID.  The guest checks each MSR against the CPUID it sees.
 t_guest_cpu_model_qemu64_msrs() {
 	guest_pass msr -o cpu.model=qemu64 || return
-	expect_out '^msr: cpuid .* 7 ebx=0x0 ecx=0x0 edx=0x0' &&
-		expect_out '^msr: SPEC_CTRL \(0x48\) not announced, #GP' &&
+	# An emulating host that shows the guest its own leaf 7 (hyve warns,
+	# core/cpuid.c): the model cannot empty it there; the MSRs still follow.
+	grep -q 'still shown, and completed' "$ERR" || expect_out '^msr: cpuid .* 7 ebx=0x0 ecx=0x0 edx=0x0' || return 1
+	expect_out '^msr: SPEC_CTRL \(0x48\) not announced, #GP' &&
 		expect_out '^msr: TSC_AUX \(0xc0000103\) not announced, #GP'
 }
 t_guest_cpu_model_host_msrs() { guest_pass msr; }

@@ -215,19 +215,18 @@ lx_dev_boot_once() {
 			ping_pid=$!
 		fi
 	fi
-	[ $rc = 0 ] && { wait_linux_init "$LINUX_TIMEOUT" || rc=1; }
-	if [ -n "$ping_pid" ]; then
-		wait "$ping_pid"
-		LX_PING_RC=$?
-	fi
 	# What the VNC server shows once Linux has taken the framebuffer (t_linux_fbuf_simplefb),
-	# and Alt+SysRq+m typed over VNC into the PS/2 keyboard (t_linux_ps2_keyboard_sysrq).
+	# and Alt+SysRq+m typed over VNC into the PS/2 keyboard (t_linux_ps2_keyboard_sysrq),
+	# while the kernel still boots (the root delay): on an emulating host
+	# /init's first system call ends in a kernel panic, after which the
+	# kernel takes no more keyboard or USB interrupts.
 	# (The VM may run in a network namespace: its 127.0.0.1 is there.  The
 	# screen is black: -allowblank, or vncsnapshot waits for a picture.)
 	LX_FB_SHOT="" LX_SYSRQ=""
-	if [ -n "$LX_FB_PORT" ]; then
-		local in_ns=""
-		[ -n "$ns" ] && in_ns="ip netns exec $ns"
+	local in_ns=""
+	[ -n "$ns" ] && in_ns="ip netns exec $ns"
+	if [ -n "$LX_FB_PORT" ] && [ $rc = 0 ] &&
+		wait_serial "$LINUX_TIMEOUT" 'input: AT Translated Set 2 keyboard' >/dev/null; then
 		if command -v vncsnapshot >/dev/null; then
 			$in_ns timeout -k 5 60 vncsnapshot -quiet -allowblank 127.0.0.1::"$LX_FB_PORT" "$TMP/linux-fb.jpg" >/dev/null 2>&1 &&
 				LX_FB_SHOT=$TMP/linux-fb.jpg
@@ -239,12 +238,17 @@ lx_dev_boot_once() {
 	# evbug (loglevel 8) logs the absolute X the HID report carried
 	# (400 * 32767 / 799) and the left button (t_linux_xhci_tablet).
 	LX_TABLET=""
-	if [ -n "$LX_FB_PORT" ] && [ -n "$LX_XHCI" ] &&
+	if [ -n "$LX_FB_PORT" ] && [ -n "$LX_XHCI" ] && [ $rc = 0 ] &&
 		wait_serial $((SECONDS - VM_START + 120)) 'hid-generic .*: input: USB HID .*\[hyve HID Tablet\]' >/dev/null; then
 		$in_ns timeout -k 5 30 python3 tests/rfb_keys.py "$LX_FB_PORT" ptr:400,300,1 ptr:400,300,0 \
 			>"$TMP/linux-tablet.log" 2>&1 &&
 			wait_serial $((SECONDS - VM_START + 30)) 'evbug: Event\. Dev: input[0-9]+, Type: 3, Code: 0, Value: 16404' \
 				>/dev/null && LX_TABLET=seen
+	fi
+	[ $rc = 0 ] && { wait_linux_init "$LINUX_TIMEOUT" || rc=1; }
+	if [ -n "$ping_pid" ]; then
+		wait "$ping_pid"
+		LX_PING_RC=$?
 	fi
 	# Interrupt and kick paths the drivers used (t_linux_virtio_irqfd_ioeventfd).
 	LX_STATS=$TMP/linux-stats.txt

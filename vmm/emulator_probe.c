@@ -77,61 +77,92 @@ static int setup_long_mode(struct vcpu *v)
 	return 0;
 }
 
-int vmm_probe_emulator(struct emulator_probe *out)
+/* A throwaway VM with one vCPU in 64-bit mode, the first 1 GiB identity-mapped. */
+struct probe_vm {
+	struct vmctx *ctx;
+	struct vcpu *v;
+};
+
+static int probe_vm_create(struct probe_vm *p)
 {
 	char err[256];
-	memset(out, 0, sizeof(*out));
-	struct vmctx *ctx = vm_create("emulator-probe", err, sizeof(err));
-	if (!ctx)
+	p->v = NULL;
+	p->ctx = vm_create("emulator-probe", err, sizeof(err));
+	if (!p->ctx)
 		return -1;
-	int rc = -1;
-	struct vcpu *v = NULL;
-	if (vm_setup_memory(ctx, PROBE_MEM, err, sizeof(err)))
-		goto out;
-	v = vm_vcpu_create(ctx, 0);
-	if (!v)
-		goto out;
-	struct kvm_cpuid2 *cpuid = vm_get_supported_cpuid(ctx);
-	if (cpuid) {
-		vcpu_set_cpuid(v, cpuid);
-		free(cpuid);
-	}
+	if (vm_setup_memory(p->ctx, PROBE_MEM, err, sizeof(err)) || !(p->v = vm_vcpu_create(p->ctx, 0)))
+		return -1;
 	/* Identity-map the first 1 GiB with 2 MiB pages. */
-	uint64_t *pt = vm_map_gpa(ctx, PROBE_PML4, 0x3000);
+	uint64_t *pt = vm_map_gpa(p->ctx, PROBE_PML4, 0x3000);
 	memset(pt, 0, 0x3000);
 	pt[0] = (PROBE_PML4 + 0x1000) | 3;
 	pt[512] = (PROBE_PML4 + 0x2000) | 3;
 	for (int i = 0; i < 512; i++)
 		pt[1024 + i] = ((uint64_t)i << 21) | 0x83;
+	return 0;
+}
 
+static void probe_vm_destroy(struct probe_vm *p)
+{
+	if (p->v)
+		vm_vcpu_destroy(p->v);
+	if (p->ctx)
+		vm_destroy(p->ctx);
+}
+
+/* Run code (then "out %al, $0x80; hlt") at CPL0: 1 if it reached the OUT,
+ * 0 if not (*faulted: the guest took an exception, not an emulation
+ * failure: without an IDT that ends in a triple fault), -1 on an error. */
+static int probe_run(struct probe_vm *p, const uint8_t *bytes, size_t len, bool *faulted)
+{
+	*faulted = false;
+	uint8_t *code = vm_map_gpa(p->ctx, PROBE_CODE, 64);
+	if (len > 61)
+		return -1;
+	memset(code, 0x90, 64);
+	memcpy(code, bytes, len);
+	code[len] = 0xe6;       /* out %al, $0x80 */
+	code[len + 1] = 0x80;
+	code[len + 2] = 0xf4;   /* hlt */
+	if (setup_long_mode(p->v))
+		return -1;
+	struct kvm_regs r = { 0 };
+	r.rip = PROBE_CODE;
+	r.rdi = PROBE_DATA;
+	r.rsp = PROBE_DATA + 0x10000;
+	r.rax = 1;
+	r.rdx = 0;
+	r.rflags = 2;
+	if (vcpu_set_regs(p->v, &r))
+		return -1;
+	struct vm_exit vme;
+	for (int tries = 0; tries < 4; tries++) {
+		if (vcpu_run(p->v, &vme))
+			return 0;
+		if (vme.exitcode == VM_EXITCODE_KICKED)
+			continue;
+		*faulted = vme.exitcode == VM_EXITCODE_SHUTDOWN;
+		return vme.exitcode == VM_EXITCODE_INOUT && vme.u.inout.port == 0x80;
+	}
+	return 0;
+}
+
+int vmm_probe_emulator(struct emulator_probe *out)
+{
+	memset(out, 0, sizeof(*out));
+	struct probe_vm p;
+	int rc = -1;
+	if (probe_vm_create(&p))
+		goto out;
+	struct kvm_cpuid2 *cpuid = vm_get_supported_cpuid(p.ctx);
+	if (cpuid) {
+		vcpu_set_cpuid(p.v, cpuid);
+		free(cpuid);
+	}
 	for (size_t i = 0; i < NPROBES; i++) {
-		uint8_t *code = vm_map_gpa(ctx, PROBE_CODE, 64);
-		memset(code, 0x90, 64);
-		memcpy(code, probes[i].bytes, probes[i].len);
-		code[probes[i].len] = 0xe6;       /* out %al, $0x80 */
-		code[probes[i].len + 1] = 0x80;
-		code[probes[i].len + 2] = 0xf4;   /* hlt */
-		if (setup_long_mode(v))
+		int ok = probe_run(&p, probes[i].bytes, probes[i].len, &out->faulted[i]);
+		if (ok < 0)
 			goto out;
-		struct kvm_regs r = { 0 };
-		r.rip = PROBE_CODE;
-		r.rdi = PROBE_DATA;
-		r.rsp = PROBE_DATA + 0x10000;
-		r.rax = 1;
-		r.rdx = 0;
-		r.rflags = 2;
-		if (vcpu_set_regs(v, &r))
-			goto out;
-		struct vm_exit vme;
-		bool ok = false;
-		for (int tries = 0; tries < 4; tries++) {
-			if (vcpu_run(v, &vme))
-				break;
-			if (vme.exitcode == VM_EXITCODE_KICKED)
-				continue;
-			ok = vme.exitcode == VM_EXITCODE_INOUT && vme.u.inout.port == 0x80;
-			break;
-		}
 		/* A fault (#UD from a missing feature) shows as anything but the OUT. */
 		out->rejected[i] = !ok;
 		out->names[i] = probes[i].name;
@@ -139,9 +170,57 @@ int vmm_probe_emulator(struct emulator_probe *out)
 	out->count = (int)NPROBES;
 	rc = 0;
 out:
-	if (v)
-		vm_vcpu_destroy(v);
-	vm_destroy(ctx);
+	probe_vm_destroy(&p);
+	return rc;
+}
+
+int vmm_probe_forced_cpuid(uint32_t forced[VMM_FORCED_CPUID_REGS])
+{
+	/* CPUID 1 -> ECX, EDX, CPUID 7.0 -> EBX, ECX, EDX and CPUID 0xd.1 -> EAX stored at (%rdi). */
+	static const uint8_t stub[] = {
+		0xb8, 0x01, 0x00, 0x00, 0x00,   /* mov $1, %eax */
+		0x31, 0xc9,                     /* xor %ecx, %ecx */
+		0x0f, 0xa2,                     /* cpuid */
+		0x89, 0x0f,                     /* mov %ecx, (%rdi) */
+		0x89, 0x57, 0x04,               /* mov %edx, 4(%rdi) */
+		0xb8, 0x07, 0x00, 0x00, 0x00,   /* mov $7, %eax */
+		0x31, 0xc9,                     /* xor %ecx, %ecx */
+		0x0f, 0xa2,                     /* cpuid */
+		0x89, 0x5f, 0x08,               /* mov %ebx, 8(%rdi) */
+		0x89, 0x4f, 0x0c,               /* mov %ecx, 12(%rdi) */
+		0x89, 0x57, 0x10,               /* mov %edx, 16(%rdi) */
+		0xb8, 0x0d, 0x00, 0x00, 0x00,   /* mov $0xd, %eax */
+		0xb9, 0x01, 0x00, 0x00, 0x00,   /* mov $1, %ecx */
+		0x0f, 0xa2,                     /* cpuid */
+		0x89, 0x47, 0x14,               /* mov %eax, 20(%rdi) */
+	};
+	memset(forced, 0, VMM_FORCED_CPUID_REGS * sizeof(forced[0]));
+	struct probe_vm p;
+	int rc = -1;
+	if (probe_vm_create(&p))
+		goto out;
+	/* Every feature flag of leaves 1, 7.0 and 0xd.1 cleared: what still shows is the host's to decide. */
+	struct kvm_cpuid2 *cpuid = vm_get_supported_cpuid(p.ctx);
+	if (!cpuid)
+		goto out;
+	for (uint32_t i = 0; i < cpuid->nent; i++) {
+		struct kvm_cpuid_entry2 *e = &cpuid->entries[i];
+		if (e->function == 1)
+			e->ecx = e->edx = 0;
+		else if (e->function == 7 && e->index == 0)
+			e->ebx = e->ecx = e->edx = 0;
+		else if (e->function == 0xd && e->index == 1)
+			e->eax = 0;
+	}
+	int set = vcpu_set_cpuid(p.v, cpuid);
+	free(cpuid);
+	bool faulted;
+	if (set || probe_run(&p, stub, sizeof(stub), &faulted) != 1)
+		goto out;
+	memcpy(forced, vm_map_gpa(p.ctx, PROBE_DATA, 4 * VMM_FORCED_CPUID_REGS), 4 * VMM_FORCED_CPUID_REGS);
+	rc = 0;
+out:
+	probe_vm_destroy(&p);
 	return rc;
 }
 

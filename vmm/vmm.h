@@ -237,9 +237,17 @@ int vcpu_run(struct vcpu *vcpu, struct vm_exit *vme);
 struct emulator_probe {
 	int count;
 	const char *names[EMULATOR_PROBE_MAX];
-	bool rejected[EMULATOR_PROBE_MAX];
+	bool rejected[EMULATOR_PROBE_MAX];   /* did not complete in the probe VM */
+	bool faulted[EMULATOR_PROBE_MAX];    /* of those: the host raised an exception itself (no exit to hyve) */
 };
 int vmm_probe_emulator(struct emulator_probe *out);
+/*
+ * Feature flags an emulating host shows its guests whatever KVM_SET_CPUID2
+ * says: a throwaway VM with every flag of CPUID 1 and 7.0 cleared runs
+ * CPUID at CPL0.  forced[]: 1.ECX, 1.EDX, 7.0.EBX, 7.0.ECX, 7.0.EDX, 0xd.1.EAX.
+ */
+#define VMM_FORCED_CPUID_REGS 6
+int vmm_probe_forced_cpuid(uint32_t forced[VMM_FORCED_CPUID_REGS]);
 bool emulator_probe_rejects(const struct emulator_probe *p, const char *name);
 
 /* ---- Full state, for checkpoint and migration ---- */

@@ -79,10 +79,10 @@ static void expect_order(const char *what, const u32 *want, u32 n)
 	if (!ok) {
 		printf("irq: %s: got", what);
 		for (u32 i = 0; i < nseen && i < 16; i++)
-			printf(" %#x", seen[i]);
+			printf(" 0x%x", seen[i]);
 		printf(" (%u), want", nseen);
 		for (u32 i = 0; i < n; i++)
-			printf(" %#x", want[i]);
+			printf(" 0x%x", want[i]);
 		printf("\n");
 		test_fail("irq", "%s: wrong delivery", what);
 	}
@@ -99,6 +99,10 @@ static void settle(void)
 
 static void t_irq(void)
 {
+	/* isr=no: that case is left out (a host whose LAPIC does not keep a
+	 * vector in service: tests/test_guest.sh says which). */
+	const char *isr = cmdline_get("isr");
+	bool check_isr = !(isr && strcmp(isr, "no") == 0);
 	cli();
 	for (u32 v = 0x40; v <= 0x90; v += 0x10)
 		set_irq_handler((int)v, record);
@@ -125,11 +129,15 @@ static void t_irq(void)
 	expect_order("tpr", (const u32[]){ 0x70, 0x50 }, 2);
 
 	/* isr: a higher vector nests, a lower one waits for the EOI */
-	nseen = 0;
-	set_irq_handler(0x50, isr_outer);
-	ipi_self(ICR_FIXED | 0x50);
-	settle();
-	expect_order("isr", (const u32[]){ 0x50, 0x60, 0x5e, 0x40 }, 4);
+	if (check_isr) {
+		nseen = 0;
+		set_irq_handler(0x50, isr_outer);
+		ipi_self(ICR_FIXED | 0x50);
+		settle();
+		expect_order("isr", (const u32[]){ 0x50, 0x60, 0x5e, 0x40 }, 4);
+	} else {
+		printf("irq: isr left out (isr=no)\n");
+	}
 
 	/* nmi: once; then one sent from the handler waits for its IRET */
 	set_irq_handler(2, nmi_handler);
