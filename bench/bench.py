@@ -168,12 +168,13 @@ class VMM:
         self.guest = guest
         self.tmpdir = tmpdir
 
-    def argv(self, cmdline, cpus=1, mem_mib=256, disk=None):
-        """disk: a raw image attached as virtio-blk (PCI), O_DIRECT, io_uring."""
+    def argv(self, cmdline, cpus=1, mem_mib=256, disk=None, disk_model="virtio-blk"):
+        """disk: a raw image attached as disk_model (virtio-blk, nvme or
+        ahci: PCI devices), O_DIRECT, io_uring."""
         raise NotImplementedError
 
-    def start(self, cmdline, cpus=1, mem_mib=256, disk=None):
-        return Run(self.argv(cmdline, cpus, mem_mib, disk), self.tmpdir)
+    def start(self, cmdline, cpus=1, mem_mib=256, disk=None, disk_model="virtio-blk"):
+        return Run(self.argv(cmdline, cpus, mem_mib, disk, disk_model), self.tmpdir)
 
     def run(self, cmdline, expect_rc=1, timeout=120, **kw):
         """Boots the guest with `cmdline`, waits for it to exit and checks
@@ -195,10 +196,14 @@ class Hyve(VMM):
         super().__init__(guest, tmpdir)
         self.binary = binary
 
-    def argv(self, cmdline, cpus=1, mem_mib=256, disk=None):
+    DISK = {"virtio-blk": "3,virtio-blk,%s,nocache,aio=io_uring", "nvme": "3,nvme,%s,nocache",
+            "ahci": "3,ahci,hd:%s,nocache"}
+
+    def argv(self, cmdline, cpus=1, mem_mib=256, disk=None, disk_model="virtio-blk"):
         # nocache = O_DIRECT (QEMU's cache=none); aio=io_uring fails rather
-        # than falling back to the thread pool.
-        blk = ["-s", "3,virtio-blk,%s,nocache,aio=io_uring" % disk] if disk else []
+        # than falling back to the thread pool (nvme and ahci take blockif's
+        # default, io_uring).
+        blk = ["-s", self.DISK[disk_model] % disk] if disk else []
         return [self.binary, "-c", str(cpus), "-m", "%dM" % mem_mib,
                 "-l", "com1,stdio", "-o", "lpc.pc-testdev=true",
                 "-o", "boot.kernel=" + self.guest, "-o", "boot.cmdline=" + cmdline] + blk + [
@@ -226,10 +231,14 @@ class Qemu(VMM):
     # inside the guest, so SeaBIOS's slower boot does not count.
     DISK_MACHINE = "pc"
 
-    def argv(self, cmdline, cpus=1, mem_mib=256, disk=None):
+    DISK = {"virtio-blk": ["-device", "virtio-blk-pci,drive=disk0"],
+            "nvme": ["-device", "nvme,drive=disk0,serial=bench"],
+            "ahci": ["-device", "ahci,id=ahci0", "-device", "ide-hd,drive=disk0,bus=ahci0.0"]}
+
+    def argv(self, cmdline, cpus=1, mem_mib=256, disk=None, disk_model="virtio-blk"):
         machine = self.DISK_MACHINE if disk else self.machine
-        blk = ["-drive", "file=%s,if=none,id=disk0,format=raw,cache=none,aio=io_uring" % disk,
-               "-device", "virtio-blk-pci,drive=disk0"] if disk else []
+        blk = ["-drive", "file=%s,if=none,id=disk0,format=raw,cache=none,aio=io_uring" % disk
+               ] + self.DISK[disk_model] if disk else []
         return [self.binary, "-machine", machine, "-accel", "kvm", "-cpu", self.CPU,
                 "-nodefaults", "-nographic", "-serial", "stdio",
                 "-device", "isa-debug-exit,iobase=0xf4,iosize=4", "-device", "pc-testdev",
@@ -403,22 +412,37 @@ def blk_image(tmpdir):
     return path
 
 
-def blk_phase(r, phase):
-    """(requests, bytes per request, guest us) of one test=blkbench phase,
-    with the guest's time checked against the host clock."""
-    m = re.search(rb"blkbench: %s: (\d+) requests of (\d+) bytes in (\d+) us, qd (\d+), (\d+) errors"
-                  % phase.encode(), r.out)
-    start = r.out.find(b"blkbench: %s start" % phase.encode())
+def blk_phase(r, phase, test="blkbench"):
+    """(requests, bytes per request, guest us) of one phase of test=blkbench
+    (or nvmebench, ahcibench: the same lines), with the guest's time checked
+    against the host clock."""
+    t = test.encode()
+    m = re.search(rb"%s: %s: (\d+) requests of (\d+) bytes in (\d+) us, qd (\d+), (\d+) errors"
+                  % (t, phase.encode()), r.out)
+    start = r.out.find(b"%s: %s start" % (t, phase.encode()))
     if not m or start < 0:
-        raise r.fail("no 'blkbench: %s' result" % phase)
+        raise r.fail("no '%s: %s' result" % (test, phase))
     n, size, guest_us = int(m.group(1)), int(m.group(2)), int(m.group(3))
     if int(m.group(5)) or n == 0 or guest_us == 0:
-        raise r.fail("blkbench %s: %d requests, %s errors" % (phase, n, m.group(5).decode()))
+        raise r.fail("%s %s: %d requests, %s errors" % (test, phase, n, m.group(5).decode()))
     host_us = (r.time_of_byte(m.start()) - r.time_of_byte(start)) * 1e6
     if not 0.5 * host_us <= guest_us <= 1.02 * host_us + 2000:
-        raise r.fail("blkbench %s: guest says %d us, the host saw %d us: guest TSC frequency wrong?"
-                     % (phase, guest_us, host_us))
+        raise r.fail("%s %s: guest says %d us, the host saw %d us: guest TSC frequency wrong?"
+                     % (test, phase, guest_us, host_us))
     return n, size, guest_us
+
+
+def disk_rows(vm, test, prefix, disk_model):
+    """Runs one of the guest's disk benchmarks: MB/s of the sequential
+    phases and IOPS of the random reads, keyed PREFIX_seqread_mbs etc."""
+    r = vm.run("test=%s ms=%d" % (test, BLK_MS), disk=blk_image(vm.tmpdir), disk_model=disk_model, timeout=180)
+    out = {}
+    for phase in ("seqread", "seqwrite"):
+        n, size, us = blk_phase(r, phase, test)
+        out["%s_%s_mbs" % (prefix, phase)] = n * size / us  # bytes/us = MB/s
+    n, _, us = blk_phase(r, "randread", test)
+    out["%s_randread_iops" % prefix] = n * 1e6 / us
+    return out
 
 
 @metric(rows=[("blk_seqread_mbs", "virtio-blk seq. read, 1 MiB x4 in flight (guest; QEMU on pc)",
@@ -432,14 +456,30 @@ def blk(vm):
     # test=blkbench: each phase runs BLK_MS ms against the same 256 MiB raw
     # image, O_DIRECT + io_uring on both VMMs (hyve nocache,aio=io_uring;
     # QEMU cache=none,aio=io_uring).
-    r = vm.run("test=blkbench ms=%d" % BLK_MS, disk=blk_image(vm.tmpdir), timeout=180)
-    out = {}
-    for phase, key in (("seqread", "blk_seqread_mbs"), ("seqwrite", "blk_seqwrite_mbs")):
-        n, size, us = blk_phase(r, phase)
-        out[key] = n * size / us  # bytes/us = MB/s
-    n, _, us = blk_phase(r, "randread")
-    out["blk_randread_iops"] = n * 1e6 / us
-    return out
+    return disk_rows(vm, "blkbench", "blk", "virtio-blk")
+
+
+@metric(rows=[("nvme_seqread_mbs", "NVMe seq. read, 512 KiB (MDTS) x4 in flight (guest; QEMU nvme on pc)",
+               "MB/s"),
+              ("nvme_seqwrite_mbs", "NVMe seq. write, 512 KiB (MDTS) x4 in flight (guest; QEMU nvme on pc)",
+               "MB/s"),
+              ("nvme_randread_iops", "NVMe random read, 4 KiB x16 in flight (guest; QEMU nvme on pc)",
+               "IOPS")],
+        runs=5, lower_is_better=False)
+def nvme(vm):
+    # test=nvmebench: one polled I/O queue pair, the same image and phases as
+    # blk; 1 MiB requests are cut to the controllers' MDTS (512 KiB on both).
+    return disk_rows(vm, "nvmebench", "nvme", "nvme")
+
+
+@metric(rows=[("ahci_seqread_mbs", "AHCI seq. read, 1 MiB x4 NCQ (guest; QEMU ahci + ide-hd on pc)", "MB/s"),
+              ("ahci_seqwrite_mbs", "AHCI seq. write, 1 MiB x4 NCQ (guest; QEMU ahci + ide-hd on pc)", "MB/s"),
+              ("ahci_randread_iops", "AHCI random read, 4 KiB x16 NCQ (guest; QEMU ahci + ide-hd on pc)",
+               "IOPS")],
+        runs=5, lower_is_better=False)
+def ahci(vm):
+    # test=ahcibench: READ/WRITE FPDMA QUEUED on the first disk port, polled.
+    return disk_rows(vm, "ahcibench", "ahci", "ahci")
 
 
 # Example of a hyve-only row (kept out of the table until the feature exists):
@@ -679,12 +719,16 @@ def main():
                      "machine_selection": selection},
             "metrics": rows,
         }
-        if any(m.fn is blk for m in todo):
+        disk_tests = [(f, test, model) for f, test, model in
+                      ((blk, "blkbench", "virtio-blk"), (nvme, "nvmebench", "nvme"), (ahci, "ahcibench", "ahci"))
+                      if any(m.fn is f for m in todo)]
+        if disk_tests:
             # The disk rows' command lines (QEMU runs them on DISK_MACHINE).
             result["blk"] = {"image_mib": BLK_IMAGE_MIB, "phase_ms": BLK_MS, "commands": {
-                v.name: shlex.join(v.argv("test=blkbench ms=%d" % BLK_MS, disk="IMG")).replace(
+                "%s %s" % (v.name, model): shlex.join(v.argv("test=%s ms=%d" % (test, BLK_MS), disk="IMG",
+                                                             disk_model=model)).replace(
                     guest, os.path.relpath(a.guest, ROOT)).replace(hyve_bin, os.path.relpath(a.hyve, ROOT))
-                for v in vmms}}
+                for _, test, model in disk_tests for v in vmms}}
         os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
         with open(a.json + ".tmp", "w") as f:
             f.write(compact_json(result) + "\n")

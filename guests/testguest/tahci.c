@@ -20,33 +20,19 @@
  *   ahci: port N cd 'VENDOR PRODUCT' N blocks of N bytes, block 16 'CD001'
  * All polled (interrupts off).
  */
+#include "ahci.h"
 #include "kernel.h"
 #include "tests.h"
 #include "virtio.h"
 
-struct cmdhdr {
-	u32 dw0, prdbc, ctba, ctbau, rsvd[4];
-};
-
-struct cmdtbl {
-	u8 cfis[64], acmd[16], rsvd[48];
-	struct {
-		u32 dba, dbau, rsvd, dbc;
-	} prdt[8];
-};
-
-static struct cmdhdr clist[32] __attribute__((aligned(1024)));
-static u8 rfis[256] __attribute__((aligned(256)));
+struct cmdhdr ahci_clist[32] __attribute__((aligned(1024)));
+u8 ahci_rfis[256] __attribute__((aligned(256)));
 static struct cmdtbl ctbl __attribute__((aligned(128)));
 static u8 buf[8192] __attribute__((aligned(4096)));
 
-static u64 abar;
+u64 abar;
 static u32 hr(u32 off) { return mmio_read32(abar + off); }
 static void hw(u32 off, u32 v) { mmio_write32(abar + off, v); }
-#define PR(p, off) (0x100u + (u32)(p) * 0x80u + (off))
-
-enum { P_CLB = 0, P_CLBU = 4, P_FB = 8, P_FBU = 0xc, P_IS = 0x10, P_CMD = 0x18, P_TFD = 0x20, P_SIG = 0x24,
-       P_SSTS = 0x28, P_SERR = 0x30, P_SACT = 0x34, P_CI = 0x38 };
 
 static bool wait_clear(u32 off, u32 mask)
 {
@@ -58,7 +44,7 @@ static bool wait_clear(u32 off, u32 mask)
 	return false;
 }
 
-static void port_stop(int p)
+void ahci_port_stop(int p)
 {
 	hw(PR(p, P_CMD), hr(PR(p, P_CMD)) & ~1u);          /* ST */
 	wait_clear(PR(p, P_CMD), 1u << 15);                 /* CR */
@@ -66,7 +52,7 @@ static void port_stop(int p)
 	wait_clear(PR(p, P_CMD), 1u << 14);                 /* FR */
 }
 
-static void port_start(int p)
+void ahci_port_start(int p)
 {
 	hw(PR(p, P_SERR), 0xffffffffu);
 	hw(PR(p, P_IS), 0xffffffffu);
@@ -80,7 +66,7 @@ static void port_start(int p)
  * atapi: the 12-byte packet.  0 when it completed without error, else the
  * task file register (status | error << 8).
  */
-static int ahci_cmd(int p, u8 cmd, u16 feat, u64 lba, u16 count, void *data, u32 len, bool write, const u8 *atapi)
+int ahci_cmd(int p, u8 cmd, u16 feat, u64 lba, u16 count, void *data, u32 len, bool write, const u8 *atapi)
 {
 	memset(&ctbl, 0, sizeof(ctbl));
 	u8 *f = ctbl.cfis;
@@ -106,7 +92,7 @@ static int ahci_cmd(int p, u8 cmd, u16 feat, u64 lba, u16 count, void *data, u32
 		ctbl.prdt[n].dba = (u32)((u64)data + off);
 		ctbl.prdt[n].dbc = (len - off < 4096 ? len - off : 4096) - 1;
 	}
-	clist[0] = (struct cmdhdr){ .dw0 = 5 | (atapi ? 1u << 5 : 0) | (write ? 1u << 6 : 0) | n << 16,
+	ahci_clist[0] = (struct cmdhdr){ .dw0 = 5 | (atapi ? 1u << 5 : 0) | (write ? 1u << 6 : 0) | n << 16,
 	                            .ctba = (u32)(u64)&ctbl };
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	if (ncq)
@@ -190,8 +176,8 @@ static void disk(int p)
 	st = ahci_cmd(p, 0x25, 0, sectors - 4, 8, buf, 4096, false, NULL);
 	printf("ahci: port %d read past the end: %s (status 0x%x error 0x%x)\n", p,
 	       st > 0 && (st & 1) ? "task file error" : "no error", st & 0xff, (st >> 8) & 0xff);
-	port_stop(p);   /* recovery: the port runs again after an error */
-	port_start(p);
+	ahci_port_stop(p);   /* recovery: the port runs again after an error */
+	ahci_port_start(p);
 	if ((st = ahci_cmd(p, 0x25, 0, 256, 1, buf, 512, false, NULL)))
 		test_fail("ahci", "port %d: no recovery after the error: task file 0x%x", p, st);
 }
@@ -227,7 +213,7 @@ static void cd(int p)
 	printf("ahci: port %d cd '%s' %u blocks of %u bytes, block 16 '%s'\n", p, vp, last + 1, bsz, id);
 }
 
-static void t_ahci(void)
+u32 ahci_bringup(const char *t)
 {
 	pci_scan();
 	const struct pci_func *f = NULL;
@@ -236,30 +222,41 @@ static void t_ahci(void)
 		    pci_cfg_read8(&pci_funcs[i], 0x09) == 0x01)
 			f = &pci_funcs[i];
 	if (!f || !f->bar[5] || f->bar_io[5])
-		test_fail("ahci", "no AHCI HBA with a memory BAR 5");
+		test_fail(t, "no AHCI HBA with a memory BAR 5");
 	pci_cfg_write16(f, 0x04, pci_cfg_read16(f, 0x04) | 0x6);
 	abar = f->bar[5];
 	hw(0x04, 1u << 31);
 	hw(0x04, 1u << 31 | 1);   /* HBA reset */
 	if (!wait_clear(0x04, 1))
-		test_fail("ahci", "HBA reset does not finish");
+		test_fail(t, "HBA reset does not finish");
 	hw(0x04, 1u << 31);       /* AHCI enable, interrupts off */
-	u32 cap = hr(0x00), pi = hr(0x0c), vs = hr(0x10);
-	printf("ahci: %02x:%02x.%x (%04x:%04x) vs %u.%u ports %u slots %u ncq %u\n", f->bus, f->dev, f->fn, f->vendor,
-	       f->device, vs >> 16, (vs >> 8) & 0xff, (cap & 31) + 1, ((cap >> 8) & 31) + 1, (cap >> 30) & 1);
+	u32 cap = hr(0x00), vs = hr(0x10);
+	printf("%s: %02x:%02x.%x (%04x:%04x) vs %u.%u ports %u slots %u ncq %u\n", t, f->bus, f->dev, f->fn,
+	       f->vendor, f->device, vs >> 16, (vs >> 8) & 0xff, (cap & 31) + 1, ((cap >> 8) & 31) + 1, (cap >> 30) & 1);
+	return hr(0x0c);
+}
+
+u32 ahci_port_attach(int p)
+{
+	ahci_port_stop(p);
+	hw(PR(p, P_CLB), (u32)(u64)ahci_clist);
+	hw(PR(p, P_CLBU), 0);
+	hw(PR(p, P_FB), (u32)(u64)ahci_rfis);
+	hw(PR(p, P_FBU), 0);
+	if ((hr(PR(p, P_SSTS)) & 0xf) != 3)
+		return 0;
+	ahci_port_start(p);
+	return hr(PR(p, P_SIG));
+}
+
+static void t_ahci(void)
+{
+	u32 pi = ahci_bringup("ahci");
 	int found = 0;
 	for (int p = 0; p < 32; p++) {
 		if (!(pi & (1u << p)))
 			continue;
-		port_stop(p);
-		hw(PR(p, P_CLB), (u32)(u64)clist);
-		hw(PR(p, P_CLBU), 0);
-		hw(PR(p, P_FB), (u32)(u64)rfis);
-		hw(PR(p, P_FBU), 0);
-		if ((hr(PR(p, P_SSTS)) & 0xf) != 3)
-			continue;
-		port_start(p);
-		u32 sig = hr(PR(p, P_SIG));
+		u32 sig = ahci_port_attach(p);
 		if (sig == 0x101)
 			disk(p);
 		else if (sig == 0xeb140101u)
@@ -267,7 +264,7 @@ static void t_ahci(void)
 		else
 			continue;
 		found++;
-		port_stop(p);
+		ahci_port_stop(p);
 	}
 	if (!found)
 		test_fail("ahci", "no device on any port");

@@ -25,21 +25,11 @@
  * All polled: interrupts stay off (IEN=0), so CPL0 emulation cost stays low.
  */
 #include "kernel.h"
+#include "nvme.h"
 #include "tests.h"
 #include "virtio.h"
 
 #define QSIZE 16
-
-struct sqe {
-	u32 cdw0, nsid;
-	u64 rsvd, mptr, prp1, prp2;
-	u32 cdw10, cdw11, cdw12, cdw13, cdw14, cdw15;
-};
-
-struct cqe {
-	u32 dw0, dw1;
-	u16 sqhd, sqid, cid, status;
-};
 
 static struct sqe asq[QSIZE] __attribute__((aligned(4096)));
 static struct cqe acq[QSIZE] __attribute__((aligned(4096)));
@@ -55,12 +45,12 @@ struct nq {
 	u16 tail, head, phase, cid, qid;
 };
 
-static u64 regs;
-static u32 dstrd;
+u64 nvme_regs;
+u32 nvme_dstrd;
 static struct nq adminq, ioq;
 
-static u32 r32(u32 off) { return mmio_read32(regs + off); }
-static void w32(u32 off, u32 v) { mmio_write32(regs + off, v); }
+static u32 r32(u32 off) { return mmio_read32(nvme_regs + off); }
+static void w32(u32 off, u32 v) { mmio_write32(nvme_regs + off, v); }
 static u64 r64(u32 off) { return (u64)r32(off) | (u64)r32(off + 4) << 32; }
 static void w64(u32 off, u64 v)
 {
@@ -76,7 +66,7 @@ static int nvme_cmd(struct nq *q, struct sqe *c, u32 *dw0)
 	q->sq[q->tail] = *c;
 	q->tail = (u16)((q->tail + 1) % QSIZE);
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
-	w32(0x1000 + (2 * q->qid) * (4u << dstrd), q->tail);
+	w32(0x1000 + (2 * q->qid) * (4u << nvme_dstrd), q->tail);
 	for (u64 spins = 0; spins < 200000000ULL; spins++) {
 		volatile struct cqe *e = &q->cq[q->head];
 		if ((e->status & 1) == q->phase) {
@@ -87,7 +77,7 @@ static int nvme_cmd(struct nq *q, struct sqe *c, u32 *dw0)
 			q->head = (u16)((q->head + 1) % QSIZE);
 			if (q->head == 0)
 				q->phase ^= 1;
-			w32(0x1000 + (2 * q->qid + 1) * (4u << dstrd), q->head);
+			w32(0x1000 + (2 * q->qid + 1) * (4u << nvme_dstrd), q->head);
 			if (!mine)
 				test_fail("nvme", "completion for command %u, expected %u", e->cid, cid);
 			return st;
@@ -97,7 +87,7 @@ static int nvme_cmd(struct nq *q, struct sqe *c, u32 *dw0)
 	return -1;
 }
 
-static int admin(u8 opc, u32 nsid, u64 prp1, u32 cdw10, u32 cdw11, u32 *dw0)
+int nvme_admin(u8 opc, u32 nsid, u64 prp1, u32 cdw10, u32 cdw11, u32 *dw0)
 {
 	struct sqe c = { .cdw0 = opc, .nsid = nsid, .prp1 = prp1, .cdw10 = cdw10, .cdw11 = cdw11 };
 	return nvme_cmd(&adminq, &c, dw0);
@@ -142,7 +132,7 @@ static void str_field(const u8 *b, int n, char *out)
 	out[len] = 0;
 }
 
-static void t_nvme(void)
+u32 nvme_bringup(const char *t)
 {
 	pci_scan();
 	const struct pci_func *f = NULL;
@@ -151,22 +141,22 @@ static void t_nvme(void)
 		    pci_cfg_read8(&pci_funcs[i], 0x09) == 0x02)
 			f = &pci_funcs[i];
 	if (!f || !f->bar[0] || f->bar_io[0])
-		test_fail("nvme", "no NVMe controller with a memory BAR 0");
+		test_fail(t, "no NVMe controller with a memory BAR 0");
 	pci_cfg_write16(f, 0x04, pci_cfg_read16(f, 0x04) | 0x6);   /* memory space, bus master */
-	regs = f->bar[0];
+	nvme_regs = f->bar[0];
 	u64 cap = r64(0x00);
 	u32 vs = r32(0x08), mqes = (u32)(cap & 0xffff);
-	dstrd = (u32)(cap >> 32) & 0xf;
-	printf("nvme: %02x:%02x.%x (%04x:%04x) vs %u.%u mqes %u dstrd %u\n", f->bus, f->dev, f->fn, f->vendor,
-	       f->device, vs >> 16, (vs >> 8) & 0xff, mqes, dstrd);
+	nvme_dstrd = (u32)(cap >> 32) & 0xf;
+	printf("%s: %02x:%02x.%x (%04x:%04x) vs %u.%u mqes %u dstrd %u\n", t, f->bus, f->dev, f->fn, f->vendor,
+	       f->device, vs >> 16, (vs >> 8) & 0xff, mqes, nvme_dstrd);
 	if (!(cap & (1ULL << 37)))
-		test_fail("nvme", "CAP.CSS does not offer the NVM command set");
+		test_fail(t, "CAP.CSS does not offer the NVM command set");
 
 	/* Reset, admin queues, enable. */
 	w32(0x14, 0);
 	for (u64 i = 0; r32(0x1c) & 1; i++)
 		if (i > 100000000ULL)
-			test_fail("nvme", "CSTS.RDY stays 1 after CC.EN=0");
+			test_fail(t, "CSTS.RDY stays 1 after CC.EN=0");
 	memset(asq, 0, sizeof(asq));
 	memset((void *)acq, 0, sizeof(acq));
 	w32(0x24, (QSIZE - 1) << 16 | (QSIZE - 1));
@@ -175,11 +165,17 @@ static void t_nvme(void)
 	w32(0x14, 1 | 6u << 16 | 4u << 20);   /* EN, IOSQES 64 B, IOCQES 16 B, MPS 4 KiB */
 	for (u64 i = 0; !(r32(0x1c) & 1); i++)
 		if (i > 100000000ULL || (r32(0x1c) & 2))
-			test_fail("nvme", "controller not ready (CSTS 0x%x)", r32(0x1c));
+			test_fail(t, "controller not ready (CSTS 0x%x)", r32(0x1c));
 	adminq = (struct nq){ asq, acq, 0, 0, 1, 0, 0 };
+	return mqes;
+}
+
+static void t_nvme(void)
+{
+	u32 mqes = nvme_bringup("nvme");
 
 	/* Identify controller, namespace 1, namespace ID descriptors. */
-	int st = admin(0x06, 0, (u64)idbuf, 1, 0, NULL);
+	int st = nvme_admin(0x06, 0, (u64)idbuf, 1, 0, NULL);
 	if (st)
 		test_fail("nvme", "identify controller: status 0x%x", st);
 	char model[41], serial[21];
@@ -187,7 +183,7 @@ static void t_nvme(void)
 	str_field(idbuf + 4, 20, serial);
 	u16 oncs = (u16)(idbuf[520] | idbuf[521] << 8);
 	printf("nvme: model '%s' serial '%s' vwc %u oncs 0x%x\n", model, serial, idbuf[525] & 1, oncs);
-	if ((st = admin(0x06, 1, (u64)idbuf, 0, 0, NULL)))
+	if ((st = nvme_admin(0x06, 1, (u64)idbuf, 0, 0, NULL)))
 		test_fail("nvme", "identify namespace 1: status 0x%x", st);
 	u64 nsze = *(u64 *)idbuf;
 	u8 flbas = idbuf[26] & 0xf;
@@ -198,25 +194,25 @@ static void t_nvme(void)
 	printf("nvme: ns1 %lu blocks of %u bytes eui64 %s nguid %s\n", nsze, bs, eui, nguid);
 	if (bs != 512)
 		test_fail("nvme", "this test wants 512-byte blocks, the namespace has %u", bs);
-	if ((st = admin(0x06, 1, (u64)idbuf, 3, 0, NULL)))
+	if ((st = nvme_admin(0x06, 1, (u64)idbuf, 3, 0, NULL)))
 		test_fail("nvme", "namespace ID descriptors: status 0x%x", st);
 	printf("nvme: nsid descriptors:");
 	for (u32 o = 0; o + 4 <= sizeof(idbuf) && idbuf[o]; o += 4u + idbuf[o + 1])
 		printf(" %s", idbuf[o] == 1 ? "eui64" : idbuf[o] == 2 ? "nguid" : idbuf[o] == 3 ? "uuid" : "other");
 	printf("\n");
 	u32 dw0 = 0;
-	if ((st = admin(0x09, 0, 0, 0x07, 0, &dw0)))   /* Set Features: number of queues, 1 + 1 */
+	if ((st = nvme_admin(0x09, 0, 0, 0x07, 0, &dw0)))   /* Set Features: number of queues, 1 + 1 */
 		test_fail("nvme", "set features (number of queues): status 0x%x", st);
 	printf("nvme: queues granted sq %u cq %u\n", (dw0 & 0xffff) + 1, (dw0 >> 16) + 1);
 
 	/* An I/O queue larger than CAP.MQES allows is refused... */
-	st = admin(0x05, 0, (u64)iocq, (mqes + 1) << 16 | 1, 1, NULL);
+	st = nvme_admin(0x05, 0, (u64)iocq, (mqes + 1) << 16 | 1, 1, NULL);
 	printf("nvme: queue of mqes+2 entries: status sct %u sc 0x%x\n", (st >> 8) & 7, st & 0xff);
 	/* ... the real pair is created (polled: IEN=0). */
 	memset((void *)iocq, 0, sizeof(iocq));
-	if ((st = admin(0x05, 0, (u64)iocq, (QSIZE - 1) << 16 | 1, 1, NULL)))
+	if ((st = nvme_admin(0x05, 0, (u64)iocq, (QSIZE - 1) << 16 | 1, 1, NULL)))
 		test_fail("nvme", "create I/O CQ: status 0x%x", st);
-	if ((st = admin(0x01, 0, (u64)iosq, (QSIZE - 1) << 16 | 1, 1u << 16 | 1, NULL)))
+	if ((st = nvme_admin(0x01, 0, (u64)iosq, (QSIZE - 1) << 16 | 1, 1u << 16 | 1, NULL)))
 		test_fail("nvme", "create I/O SQ: status 0x%x", st);
 	ioq = (struct nq){ iosq, iocq, 0, 0, 1, 0, 1 };
 
