@@ -502,3 +502,22 @@ t_guest_cpu_feature_host_lacks() {
 	guest_pass hello -o cpu.features=+"$f" || return
 	expect_err "cpu.features: \\+$f: this host cannot provide it; dropped"
 }
+
+# The disk benchmarks bench/bench.py runs (test=blkbench, nvmebench,
+# ahcibench), briefly, so they keep working: each phase completes requests
+# without errors on its device and the guest checks what it gets back.
+t_guest_disk_benchmarks() {
+	have_kvm || return 77
+	local img=$TMP/diskbench.img t dev
+	truncate -s 64M "$img"
+	for t in blkbench:virtio-blk,@ nvmebench:nvme,@ ahcibench:ahci,hd:@; do
+		dev=${t#*:}
+		run_guest 120 "test=${t%%:*} ms=100" -s "3,${dev/@/$img}"
+		expect_rc 1 && expect_out "^PASS ${t%%:*}" || return 1
+		local phase
+		for phase in seqread randread seqwrite; do
+			expect_out "^${t%%:*}: $phase: [1-9][0-9]* requests of [0-9]+ bytes in [0-9]+ us, qd [0-9]+, 0 errors" ||
+				return 1
+		done
+	done
+}

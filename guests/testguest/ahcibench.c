@@ -13,11 +13,11 @@
  * handler does; interrupts stay off).
  */
 #include "ahci.h"
+#include "bench.h"
 #include "kernel.h"
 #include "tests.h"
 
 #define MAXDEPTH 32
-#define RAND_BS  4096
 
 static struct cmdtbl tbl[MAXDEPTH] __attribute__((aligned(128)));
 static u16 ident[256] __attribute__((aligned(4096)));
@@ -27,10 +27,8 @@ struct ajob {
 	u8 *bufs;		/* depth * bs */
 	u32 bs, depth;
 	u8 cmd;			/* 0x60 read, 0x61 write FPDMA QUEUED */
-	bool random;
-	u64 sectors;
+	struct bench_pos pos;	/* in sectors */
 	u64 duration;		/* TSC ticks */
-	u64 next;		/* sequential: next sector; random: LCG state */
 	/* results */
 	u64 done, errors, ticks;
 };
@@ -39,23 +37,9 @@ static const char *T = "ahcibench";
 
 /* ---- CPL3: submit and poll ---- */
 
-USER_TEXT static u64 next_lba(struct ajob *j)
-{
-	u64 per = j->bs / 512;
-	if (j->random) {
-		j->next = j->next * 6364136223846793005UL + 1442695040888963407UL;
-		return ((j->next >> 17) % (j->sectors / per)) * per;
-	}
-	u64 l = j->next;
-	if (l + per > j->sectors)
-		l = 0;
-	j->next = l + per;
-	return l;
-}
-
 USER_TEXT static void prepare(struct ajob *j, u32 slot)
 {
-	u64 lba = next_lba(j);
+	u64 lba = bench_next(&j->pos);
 	u32 count = j->bs / 512;
 	u8 *f = tbl[slot].cfis;
 	f[0] = 0x27;			/* register FIS, host to device */
@@ -116,9 +100,12 @@ USER_TEXT static u64 u_bench(u64 arg)
 	return 0;
 }
 
-static void phase(const char *name, struct ajob *j)
+static void phase(const char *name, bool write, u32 depth, void *arg)
 {
-	printf("%s: %s start\n", T, name);
+	struct ajob *j = arg;
+	j->cmd = write ? 0x61 : 0x60;
+	j->bs = j->pos.bs;
+	j->depth = depth;
 	j->done = j->errors = j->ticks = 0;
 	for (u32 s = 0; s < j->depth; s++) {
 		memset(&tbl[s], 0, sizeof(tbl[s]));
@@ -127,29 +114,17 @@ static void phase(const char *name, struct ajob *j)
 		ahci_clist[s].ctba = (u32)(u64)&tbl[s];
 		ahci_clist[s].ctbau = 0;
 	}
-	u64 r = user_run(u_bench, (u64)j, 0);
-	if (r == ~0UL)
-		test_fail(T, "%s: CPL3 loop took exception %lu at rip %lx", name, user_fault_vec, user_fault_rip);
-	if (r)
+	if (bench_run(T, name, u_bench, j)) {
 		j->errors++;
-	printf("%s: %s: %lu requests of %u bytes in %lu us, qd %u, %lu errors\n", T, name, j->done, j->bs,
-	       tsc_to_us(j->ticks), j->depth, j->errors);
-	if (j->errors)
-		test_fail(T, "%s: a command failed (task file 0x%x)", name, mmio_read32(j->is - P_IS + P_TFD));
+		printf("%s: %s: a command failed (task file 0x%x)\n", T, name, mmio_read32(j->is - P_IS + P_TFD));
+	}
+	bench_report(T, name, j->done, j->bs, j->ticks, j->depth, j->errors);
 }
 
 static void t_ahcibench(void)
 {
-	u64 ms = 1000, bs_kib = 1024, qd = 4, rqd = 16;
-	cmdline_get_u64("ms", &ms);
-	cmdline_get_u64("bs", &bs_kib);
-	cmdline_get_u64("qd", &qd);
-	cmdline_get_u64("rqd", &rqd);
-	if (qd < 1 || qd > MAXDEPTH || rqd < 1 || rqd > MAXDEPTH)
-		test_fail(T, "qd/rqd must be 1..%u", MAXDEPTH);
-	if (bs_kib < 4 || bs_kib > 1024 || (bs_kib & (bs_kib - 1)))
-		test_fail(T, "bs=%lu: a power of two from 4 to 1024 KiB", bs_kib);
-
+	struct bench_opts o;
+	bench_setup(T, MAXDEPTH, 0, &o);
 	u32 pi = ahci_bringup(T);
 	int port = -1;
 	for (int p = 0; p < 32 && port < 0; p++)
@@ -164,38 +139,16 @@ static void t_ahcibench(void)
 	u32 depth = (ident[75] & 31) + 1;
 	if (!(ident[76] & (1u << 8)))
 		test_fail(T, "the disk does not offer NCQ (IDENTIFY word 76: 0x%x)", ident[76]);
-	if (qd > depth || rqd > depth)
+	if (o.qd > depth || o.rqd > depth)
 		test_fail(T, "NCQ queue depth %u: qd/rqd larger", depth);
-
-	u64 bs = bs_kib << 10;
-	u64 need = qd * bs > rqd * RAND_BS ? qd * bs : rqd * RAND_BS;
-	u64 base = ALIGN_UP(boot.reserved_end, 2UL << 20);
-	if (base < (16UL << 20))
-		base = 16UL << 20;
-	if (!ram_range_ok(base, need) || base + need > 0xc0000000UL)
-		test_fail(T, "%lu KiB of buffers at 0x%lx is not RAM", need >> 10, base);
 	printf("%s: port %d: %lu sectors (%lu MiB), ncq depth %u, %lu ms per phase, buffers at 0x%lx\n", T, port,
-	       sectors, sectors >> 11, depth, ms, base);
-	if (sectors < bs / 512 * qd)
+	       sectors, sectors >> 11, depth, o.ms, o.base);
+	if (sectors < o.bs / 512 * o.qd)
 		test_fail(T, "disk too small");
 
 	struct ajob j = { .sact = abar + PR(port, P_SACT), .ci = abar + PR(port, P_CI), .is = abar + PR(port, P_IS),
-	                  .bufs = (u8 *)base, .sectors = sectors, .duration = ms * tsc_khz() };
-	j.cmd = 0x60;
-	j.bs = (u32)bs;
-	j.depth = (u32)qd;
-	phase("seqread", &j);
-	j.bs = RAND_BS;
-	j.depth = (u32)rqd;
-	j.random = true;
-	j.next = 0x9e3779b97f4a7c15UL;
-	phase("randread", &j);
-	j.cmd = 0x61;
-	j.bs = (u32)bs;
-	j.depth = (u32)qd;
-	j.random = false;
-	j.next = 0;
-	phase("seqwrite", &j);
+	                  .bufs = (u8 *)o.base, .duration = o.ms * tsc_khz(), .pos = { .units = sectors, .unit = 512 } };
+	bench_phases(&o, true, &j.pos, phase, &j);
 	ahci_port_stop(port);
 }
 GUEST_TEST(ahcibench, t_ahcibench);

@@ -14,13 +14,13 @@
  * are written once per batch of completions.  Command identifier = slot;
  * slot s reads into its own buffer, with its own PRP list past 8 KiB.
  */
+#include "bench.h"
 #include "kernel.h"
 #include "nvme.h"
 #include "tests.h"
 
 #define NQ        64
 #define MAXDEPTH  32
-#define RAND_BS   4096
 #define PAGE      4096
 
 static struct sqe sq[NQ] __attribute__((aligned(4096)));
@@ -31,11 +31,9 @@ static u8 idbuf[4096] __attribute__((aligned(4096)));
 struct njob {
 	u64 sq_db, cq_db;	/* doorbell addresses */
 	u8 *bufs;		/* depth * bs */
-	u32 opc, bs, depth, lbs;
-	bool random;
-	u64 blocks;		/* namespace size in blocks of lbs bytes */
+	u32 opc, bs, depth;	/* read 0x02 or write 0x01 */
+	struct bench_pos pos;	/* in blocks */
 	u64 duration;		/* TSC ticks */
-	u64 next;		/* sequential: next block; random: LCG state */
 	u16 tail, head, phase;
 	/* results */
 	u64 done, errors, ticks;
@@ -45,23 +43,9 @@ static const char *T = "nvmebench";
 
 /* ---- CPL3: submit and poll ---- */
 
-USER_TEXT static u64 next_lba(struct njob *j)
-{
-	u64 per = j->bs / j->lbs;
-	if (j->random) {
-		j->next = j->next * 6364136223846793005UL + 1442695040888963407UL;
-		return ((j->next >> 17) % (j->blocks / per)) * per;
-	}
-	u64 l = j->next;
-	if (l + per > j->blocks)
-		l = 0;
-	j->next = l + per;
-	return l;
-}
-
 USER_TEXT static void submit(struct njob *j, u32 slot)
 {
-	u64 buf = (u64)(j->bufs + (u64)slot * j->bs), lba = next_lba(j);
+	u64 buf = (u64)(j->bufs + (u64)slot * j->bs), lba = bench_next(&j->pos);
 	struct sqe *e = &sq[j->tail];
 	e->cdw0 = j->opc | slot << 16;
 	e->nsid = 1;
@@ -70,7 +54,7 @@ USER_TEXT static void submit(struct njob *j, u32 slot)
 	e->prp2 = j->bs <= PAGE ? 0 : j->bs <= 2 * PAGE ? buf + PAGE : (u64)prpl[slot];
 	e->cdw10 = (u32)lba;
 	e->cdw11 = (u32)(lba >> 32);
-	e->cdw12 = j->bs / j->lbs - 1;
+	e->cdw12 = j->bs / j->pos.unit - 1;
 	e->cdw13 = e->cdw14 = e->cdw15 = 0;
 	j->tail = (u16)((j->tail + 1) % NQ);
 }
@@ -123,46 +107,32 @@ USER_TEXT static u64 u_bench(u64 arg)
 	return 0;
 }
 
-static void phase(const char *name, struct njob *j)
+static void phase(const char *name, bool write, u32 depth, void *arg)
 {
-	printf("%s: %s start\n", T, name);
+	struct njob *j = arg;
+	j->opc = write ? 0x01 : 0x02;
+	j->bs = j->pos.bs;
+	j->depth = depth;
 	j->done = j->errors = j->ticks = 0;
 	/* PRP lists for requests past two pages: the slot's buffer, page by page. */
 	for (u32 s = 0; s < j->depth && j->bs > 2 * PAGE; s++)
 		for (u32 i = 0; i + 1 < j->bs / PAGE; i++)
 			prpl[s][i] = (u64)(j->bufs + (u64)s * j->bs) + (u64)(i + 1) * PAGE;
-	u64 r = user_run(u_bench, (u64)j, 0);
-	if (r == ~0UL)
-		test_fail(T, "%s: CPL3 loop took exception %lu at rip %lx", name, user_fault_vec, user_fault_rip);
-	if (r)
+	if (bench_run(T, name, u_bench, j))
 		test_fail(T, "%s: a completion for a command identifier never used", name);
-	printf("%s: %s: %lu requests of %u bytes in %lu us, qd %u, %lu errors\n", T, name, j->done, j->bs,
-	       tsc_to_us(j->ticks), j->depth, j->errors);
-	if (j->errors)
-		test_fail(T, "%s: %lu commands failed", name, j->errors);
+	bench_report(T, name, j->done, j->bs, j->ticks, j->depth, j->errors);
 }
 
 static void t_nvmebench(void)
 {
-	u64 ms = 1000, bs_kib = 1024, qd = 4, rqd = 16;
-	cmdline_get_u64("ms", &ms);
-	cmdline_get_u64("bs", &bs_kib);
-	cmdline_get_u64("qd", &qd);
-	cmdline_get_u64("rqd", &rqd);
-	if (qd < 1 || qd > MAXDEPTH || rqd < 1 || rqd > MAXDEPTH)
-		test_fail(T, "qd/rqd must be 1..%u", MAXDEPTH);
-	if (bs_kib < 4 || bs_kib > 1024 || (bs_kib & (bs_kib - 1)))
-		test_fail(T, "bs=%lu: a power of two from 4 to 1024 KiB", bs_kib);
-
 	u32 mqes = nvme_bringup(T);
 	if (mqes < NQ - 1)
 		test_fail(T, "CAP.MQES %u: queues of %u entries needed", mqes, NQ);
 	int st = nvme_admin(0x06, 0, (u64)idbuf, 1, 0, NULL);
 	if (st)
 		test_fail(T, "identify controller: status 0x%x", st);
-	u64 bs = bs_kib << 10;
-	if (idbuf[77] && bs > (u64)PAGE << idbuf[77])
-		bs = (u64)PAGE << idbuf[77];	/* MDTS: the largest transfer of one command */
+	struct bench_opts o;
+	bench_setup(T, MAXDEPTH, idbuf[77] ? (u64)PAGE << idbuf[77] : 0, &o);	/* MDTS: the largest transfer */
 	if ((st = nvme_admin(0x06, 1, (u64)idbuf, 0, 0, NULL)))
 		test_fail(T, "identify namespace 1: status 0x%x", st);
 	u64 nsze = *(u64 *)idbuf;
@@ -175,34 +145,15 @@ static void t_nvmebench(void)
 	if ((st = nvme_admin(0x01, 0, (u64)sq, (NQ - 1) << 16 | 1, 1u << 16 | 1, NULL)))
 		test_fail(T, "create I/O SQ: status 0x%x", st);
 
-	u64 need = qd * bs > rqd * RAND_BS ? qd * bs : rqd * RAND_BS;
-	u64 base = ALIGN_UP(boot.reserved_end, 2UL << 20);
-	if (base < (16UL << 20))
-		base = 16UL << 20;
-	if (!ram_range_ok(base, need) || base + need > 0xc0000000UL)
-		test_fail(T, "%lu KiB of buffers at 0x%lx is not RAM", need >> 10, base);
 	printf("%s: namespace 1: %lu blocks of %u bytes (%lu MiB), %lu ms per phase, buffers at 0x%lx\n", T, nsze,
-	       lbs, nsze * lbs >> 20, ms, base);
-	if (lbs > RAND_BS || nsze * lbs < bs * qd)
+	       lbs, nsze * lbs >> 20, o.ms, o.base);
+	if (lbs > BENCH_RAND_BS || nsze * lbs < o.bs * o.qd)
 		test_fail(T, "namespace too small or blocks larger than 4 KiB");
 
 	struct njob j = { .sq_db = nvme_regs + 0x1000 + 2 * (4u << nvme_dstrd),
 	                  .cq_db = nvme_regs + 0x1000 + 3 * (4u << nvme_dstrd),
-	                  .bufs = (u8 *)base, .lbs = lbs, .blocks = nsze, .duration = ms * tsc_khz(), .phase = 1 };
-	j.opc = 0x02;	/* read */
-	j.bs = (u32)bs;
-	j.depth = (u32)qd;
-	phase("seqread", &j);
-	j.bs = RAND_BS;
-	j.depth = (u32)rqd;
-	j.random = true;
-	j.next = 0x9e3779b97f4a7c15UL;
-	phase("randread", &j);
-	j.opc = 0x01;	/* write */
-	j.bs = (u32)bs;
-	j.depth = (u32)qd;
-	j.random = false;
-	j.next = 0;
-	phase("seqwrite", &j);
+	                  .bufs = (u8 *)o.base, .duration = o.ms * tsc_khz(), .phase = 1,
+	                  .pos = { .units = nsze, .unit = lbs } };
+	bench_phases(&o, true, &j.pos, phase, &j);
 }
 GUEST_TEST(nvmebench, t_nvmebench);

@@ -22,12 +22,12 @@
  * Request slot s uses descriptors 3s (header), 3s+1 (data), 3s+2 (status).
  * Data buffers live in RAM after the image (as test=worker's region).
  */
+#include "bench.h"
 #include "virtio.h"
 #include "tests.h"
 
 #define BQ_SIZE 64
 #define BQ_MAXDEPTH (BQ_SIZE / 3)
-#define RAND_BS 4096
 
 struct breq {
 	u32 type, ioprio;
@@ -41,10 +41,8 @@ struct bjob {
 	struct breq *rq;	/* [depth] */
 	u8 *bufs;		/* depth * bs */
 	u32 type, bs, depth;
-	bool random;
-	u64 cap;		/* sectors */
+	struct bench_pos pos;	/* in sectors */
 	u64 duration;		/* TSC ticks */
-	u64 next;		/* sequential: next sector; random: LCG state */
 	/* results */
 	u64 done, errors, bad_used, ticks;
 };
@@ -69,20 +67,6 @@ static int bq_setup(struct vdev *d)
 
 /* ---- CPL3: submit and poll ---- */
 
-USER_TEXT static u64 next_sector(struct bjob *j)
-{
-	u64 spr = j->bs / 512;
-	if (j->random) {
-		j->next = j->next * 6364136223846793005UL + 1442695040888963407UL;
-		return ((j->next >> 17) % (j->cap / spr)) * spr;
-	}
-	u64 s = j->next;
-	if (s + spr > j->cap)
-		s = 0;
-	j->next = s + spr;
-	return s;
-}
-
 USER_TEXT static void submit(struct bjob *j, u32 slot)
 {
 	struct gvq *q = j->q;
@@ -90,7 +74,7 @@ USER_TEXT static void submit(struct bjob *j, u32 slot)
 	u16 h = (u16)(3 * slot);
 	r->type = j->type;
 	r->ioprio = 0;
-	r->sector = next_sector(j);
+	r->sector = bench_next(&j->pos);
 	r->status = 0xff;
 	q->desc[h] = (struct vring_desc){ (u64)r, 16, VRING_DESC_F_NEXT, (u16)(h + 1) };
 	q->desc[h + 1] = (struct vring_desc){ (u64)(j->bufs + (u64)slot * j->bs), j->bs,
@@ -147,20 +131,16 @@ USER_TEXT static u64 u_bench(u64 arg)
 	return 0;
 }
 
-static void phase(const char *name, struct bjob *j)
+static void phase(const char *name, bool write, u32 depth, void *arg)
 {
-	printf("blkbench: %s start\n", name);
+	struct bjob *j = arg;
+	j->type = write ? VBLK_T_OUT : VBLK_T_IN;
+	j->bs = j->pos.bs;
+	j->depth = depth;
 	j->done = j->errors = j->bad_used = j->ticks = 0;
-	u64 r = user_run(u_bench, (u64)j, 0);
-	if (r == ~0UL)
-		test_fail(T, "%s: CPL3 loop took exception %lu at rip %lx", name, user_fault_vec, user_fault_rip);
-	if (r)
+	if (bench_run(T, name, u_bench, j))
 		test_fail(T, "%s: the device returned a descriptor that was not a request head", name);
-	u64 us = tsc_to_us(j->ticks);
-	printf("blkbench: %s: %lu requests of %u bytes in %lu us, qd %u, %lu errors\n", name, j->done, j->bs, us,
-	       j->depth, j->errors);
-	if (j->errors)
-		test_fail(T, "%s: %lu requests failed", name, j->errors);
+	bench_report(T, name, j->done, j->bs, j->ticks, j->depth, j->errors);
 }
 
 static void t_blkbench(void)
@@ -168,26 +148,8 @@ static void t_blkbench(void)
 	struct vdev *d = virtio_find(VIRTIO_ID_BLOCK, 0);
 	if (!d)
 		test_fail(T, "no virtio-blk device (%d virtio functions on bus 0)", nvdevs);
-	u64 ms = 1000, bs_kib = 1024, qd = 4, rqd = 16;
-	cmdline_get_u64("ms", &ms);
-	cmdline_get_u64("bs", &bs_kib);
-	cmdline_get_u64("qd", &qd);
-	cmdline_get_u64("rqd", &rqd);
-	if (qd < 1 || qd > BQ_MAXDEPTH || rqd < 1 || rqd > BQ_MAXDEPTH)
-		test_fail(T, "qd/rqd must be 1..%u", BQ_MAXDEPTH);
-	if (bs_kib < 4 || bs_kib > 1024 || (bs_kib & (bs_kib - 1)))
-		test_fail(T, "bs=%lu: a power of two from 4 to 1024 KiB", bs_kib);
-
-	/* Data buffers: after the image, at least at 16 MiB, below 3 GiB. */
-	u64 bs = bs_kib << 10;
-	u64 need = qd * bs > rqd * RAND_BS ? qd * bs : rqd * RAND_BS;
-	u64 base = ALIGN_UP(boot.reserved_end, 2UL << 20);
-	if (base < (16UL << 20))
-		base = 16UL << 20;
-	if (!ram_range_ok(base, need) || base + need > 0xc0000000UL)
-		test_fail(T, "%lu KiB of buffers at 0x%lx is not RAM", need >> 10, base);
-	/* Not filled: a CPL0 loop over megabytes is slow on PVM, and the
-	 * written bytes do not matter (neither VMM looks for zeros). */
+	struct bench_opts o;
+	bench_setup(T, BQ_MAXDEPTH, 0, &o);
 
 	virtio_reset(d);
 	u64 offered = virtio_begin(d);
@@ -205,29 +167,13 @@ static void t_blkbench(void)
 	bool ro = d->features & VBLK_F_RO;
 	printf("blkbench: %02x:%02x.%x (%04x:%04x) capacity %lu sectors (%lu MiB)%s, %lu ms per phase, "
 	       "buffers at 0x%lx\n", d->pci->bus, d->pci->dev, d->pci->fn, d->pci->vendor, d->pci->device, cap,
-	       cap >> 11, ro ? ", read-only" : "", ms, base);
-	if (cap < bs / 512 * qd || cap < 8)
+	       cap >> 11, ro ? ", read-only" : "", o.ms, o.base);
+	if (cap < o.bs / 512 * o.qd || cap < 8)
 		test_fail(T, "disk of %lu sectors is too small", cap);
 
-	u64 ticks = ms * tsc_khz();
-	struct bjob j = { .q = &bq, .rq = reqs, .bufs = (u8 *)base, .cap = cap, .duration = ticks };
-	j.type = VBLK_T_IN;
-	j.bs = (u32)bs;
-	j.depth = (u32)qd;
-	phase("seqread", &j);
-	j.bs = RAND_BS;
-	j.depth = (u32)rqd;
-	j.random = true;
-	j.next = 0x9e3779b97f4a7c15UL;
-	phase("randread", &j);
-	if (!ro) {
-		j.type = VBLK_T_OUT;
-		j.bs = (u32)bs;
-		j.depth = (u32)qd;
-		j.random = false;
-		j.next = 0;
-		phase("seqwrite", &j);
-	}
+	struct bjob j = { .q = &bq, .rq = reqs, .bufs = (u8 *)o.base, .duration = o.ms * tsc_khz(),
+	                  .pos = { .units = cap, .unit = 512 } };
+	bench_phases(&o, !ro, &j.pos, phase, &j);
 	virtio_reset(d);
 }
 GUEST_TEST(blkbench, t_blkbench);
