@@ -216,6 +216,13 @@ static size_t convert(const struct client *c, const uint32_t *src, int stride, i
 	const struct pixfmt *f = &c->pf;
 	int bytes = f->bpp / 8;
 	uint8_t *o = dst;
+	if (bytes == 4 && !f->big_endian && f->rmax == 255 && f->gmax == 255 && f->bmax == 255 && f->rshift == 16 &&
+	    f->gshift == 8 && f->bshift == 0) {
+		/* The framebuffer's own XRGB (the default format): rows as they are. */
+		for (int j = 0; j < h; j++, o += (size_t)w * 4)
+			memcpy(o, src + (size_t)(y + j) * (size_t)stride + x, (size_t)w * 4);
+		return (size_t)(o - dst);
+	}
 	for (int j = 0; j < h; j++) {
 		const uint32_t *row = src + (size_t)(y + j) * (size_t)stride + x;
 		for (int i = 0; i < w; i++) {
@@ -447,8 +454,11 @@ static void *client_thread(void *arg)
 		pthread_mutex_unlock(&s->mtx);
 		int64_t last = 0;
 		for (;;) {
+			/* A pending request is answered as soon as the period since the
+			 * last update is over, not a whole period after the request. */
+			int64_t left = c->pending ? last + UPDATE_PERIOD_MS - now_ms() : UPDATE_PERIOD_MS;
 			struct pollfd pf = { c->fd, POLLIN, 0 };
-			int r = poll(&pf, 1, UPDATE_PERIOD_MS);
+			int r = poll(&pf, 1, left < 0 ? 0 : (int)left);
 			if (r < 0 && errno != EINTR)
 				break;
 			if (r > 0 && !client_message(c))

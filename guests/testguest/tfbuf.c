@@ -91,18 +91,27 @@ static void t_fbuf(void)
 }
 GUEST_TEST(fbuf, t_fbuf);
 
+/* The frames are drawn at CPL3, which an emulating host (PVM) runs
+ * natively: at CPL0 it emulates every store (~10 s a frame there). */
+USER_TEXT static u64 u_anim(u64 arg)
+{
+	const struct screen *s = (const struct screen *)arg;
+	for (u32 n = 1;; n++) {
+		u32 c = (n * 0x2f1b3d) & 0xffffff;   /* every frame another colour, all over the screen */
+		for (u32 y = 0; y < s->h; y++)
+			for (u32 x = 0; x < s->w; x++)
+				s->fb[y * s->scan + x] = c;
+	}
+	return 0;
+}
+
 static void t_fbanim(void)
 {
-	struct screen s;
+	static struct screen s;
 	find_screen("fbanim", &s);
 	quadrants(&s);
 	printf("fbanim: drawing frames %ux%u\n", s.w, s.h);
-	sti();
-	for (u32 n = 1;; n++) {
-		u32 c = (n * 0x2f1b3d) & 0xffffff;   /* every frame another colour, all over the screen */
-		for (u32 y = 0; y < s.h; y++)
-			for (u32 x = 0; x < s.w; x++)
-				s.fb[y * s.scan + x] = c;
-	}
+	user_run(u_anim, (u64)&s, 0x200);   /* interrupts on: the VM keeps its timers */
+	test_fail("fbanim", "the drawing loop ended (exception %lu at rip %lx)", user_fault_vec, user_fault_rip);
 }
 GUEST_TEST(fbanim, t_fbanim);
