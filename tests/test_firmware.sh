@@ -331,11 +331,11 @@ have_ovmf() {
 # OVMF under hyve in the nested L1 needs its -icount mode (tests/nested/l1run.sh).
 have_kvm_for_ovmf() {
 	have_kvm || return 1
-	# Measured 2026-12-08: on PVM OVMF prints nothing in 240 s, its vCPU
-	# sampled in SEC's decompression of the firmware volume (RIP moving
-	# through 0x1d000-0x89000 at CPL0, every instruction emulated).
+	# Measured 2026-12-08: on PVM OVMF shows nothing on COM1 in 240 s, its
+	# vCPU busy at CPL0 (RIP moving through 0x1d000-0x89000), every
+	# instruction emulated: ~10 s of guest time elsewhere, hours there.
 	if linux_pvm; then
-		SKIP_REASON="OVMF's SEC phase decompresses its firmware volume at CPL0, which an emulating host (PVM) runs instruction by instruction: no output in 240 s (measured)"
+		SKIP_REASON="OVMF runs its CPL0 code through an emulating host's (PVM) instruction emulator: nothing on COM1 in 240 s (measured); its ~10 s of guest time would take hours"
 		return 1
 	fi
 	if grep -q 'QEMU TCG' /proc/cpuinfo && [[ "${HYVE_L1_ACCEL:-}" != *icount* ]]; then
