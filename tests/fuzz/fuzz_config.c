@@ -77,7 +77,10 @@
 #pragma GCC diagnostic ignored "-Wunused-parameter"
 void sandbox_thread_role(enum sandbox_role role) { (void)role; }
 void init_register(enum init_level level, const char *name, init_fn_t fn) { (void)level; (void)name; (void)fn; }
-const struct vmm_host_info *vm_host_info(struct vmctx *ctx) NEVER()
+/* cpuid_build asks whether the host emulates (it does not here). */
+static const struct vmm_host_info fz_host_info;
+const struct vmm_host_info *vm_host_info(struct vmctx *ctx) { return &fz_host_info; }
+int vmm_probe_forced_cpuid(uint32_t forced[VMM_FORCED_CPUID_REGS]) NEVER()
 uint64_t vm_get_highmem_size(struct vmctx *ctx) NEVER()
 bool vm_dirty_logging(struct vmctx *ctx) NEVER()
 void vm_mark_dirty(struct vmctx *ctx, uint64_t gpa, uint64_t len) NEVER()

@@ -31,6 +31,8 @@ static char fake_vcpus[HYVE_MAX_VCPUS];
 
 static const struct vmm_host_info host_info = { .max_vcpus = HYVE_MAX_VCPUS };
 const struct vmm_host_info *vm_host_info(struct vmctx *ctx) { (void)ctx; return &host_info; }
+/* Not an emulating host: cpuid_build never asks. */
+int vmm_probe_forced_cpuid(uint32_t forced[VMM_FORCED_CPUID_REGS]) { (void)forced; abort(); }
 uint64_t vm_get_lowmem_size(struct vmctx *ctx) { (void)ctx; return FZ_RAM0_SIZE; }
 uint64_t vm_get_highmem_size(struct vmctx *ctx) { (void)ctx; return FZ_RAM1_SIZE; }
 bool vm_dirty_logging(struct vmctx *ctx) { (void)ctx; return false; }
