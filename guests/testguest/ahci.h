@@ -35,6 +35,8 @@ u32 ahci_bringup(const char *t);
  * its signature (0x101 disk, 0xeb140101 ATAPI), 0 when the link is down. */
 u32 ahci_port_attach(int p);
 void ahci_port_stop(int p);
+/* A host-to-device register FIS (command, feature, 48-bit LBA, count) at f. */
+USER_TEXT void ahci_fis(u8 *f, u8 cmd, u16 feat, u64 lba, u16 count);
 /* One polled command in slot 0 of ahci_clist (ATA command, feature, LBA,
  * count; len bytes at data; atapi: the packet): 0, or the task file
  * (status | error << 8) on an error. */

@@ -41,21 +41,8 @@ USER_TEXT static void prepare(struct ajob *j, u32 slot)
 {
 	u64 lba = bench_next(&j->pos);
 	u32 count = j->bs / 512;
-	u8 *f = tbl[slot].cfis;
-	f[0] = 0x27;			/* register FIS, host to device */
-	f[1] = 0x80;			/* command */
-	f[2] = j->cmd;
-	f[3] = (u8)count;		/* FPDMA: the sector count is in the feature field */
-	f[4] = (u8)lba;
-	f[5] = (u8)(lba >> 8);
-	f[6] = (u8)(lba >> 16);
-	f[7] = 0x40;
-	f[8] = (u8)(lba >> 24);
-	f[9] = (u8)(lba >> 32);
-	f[10] = (u8)(lba >> 40);
-	f[11] = (u8)(count >> 8);
-	f[12] = (u8)(slot << 3);	/* NCQ tag */
-	f[13] = 0;
+	/* FPDMA: the sector count goes in the feature field, the NCQ tag in the count field. */
+	ahci_fis(tbl[slot].cfis, j->cmd, (u16)count, lba, (u16)(slot << 3));
 	ahci_clist[slot].dw0 = 5 | (j->cmd == 0x61 ? 1u << 6 : 0) | 1u << 16;	/* 5-dword FIS, one PRD */
 	ahci_clist[slot].prdbc = 0;
 }

@@ -60,6 +60,25 @@ void ahci_port_start(int p)
 	hw(PR(p, P_CMD), hr(PR(p, P_CMD)) | 1u);
 }
 
+/* Shared with test=ahcibench's CPL3 loop, hence user text (CPL0 may run it: no SMEP here). */
+USER_TEXT void ahci_fis(u8 *f, u8 cmd, u16 feat, u64 lba, u16 count)
+{
+	f[0] = 0x27;   /* register FIS, host to device */
+	f[1] = 0x80;   /* command */
+	f[2] = cmd;
+	f[3] = (u8)feat;
+	f[4] = (u8)lba;
+	f[5] = (u8)(lba >> 8);
+	f[6] = (u8)(lba >> 16);
+	f[7] = 0x40;   /* LBA mode */
+	f[8] = (u8)(lba >> 24);
+	f[9] = (u8)(lba >> 32);
+	f[10] = (u8)(lba >> 40);
+	f[11] = (u8)(feat >> 8);
+	f[12] = (u8)count;
+	f[13] = (u8)(count >> 8);
+}
+
 /*
  * One command in slot 0 (or an NCQ one with tag 0): FIS command, its
  * feature, LBA and count; data of len bytes at data (write: to the device);
@@ -69,22 +88,8 @@ void ahci_port_start(int p)
 int ahci_cmd(int p, u8 cmd, u16 feat, u64 lba, u16 count, void *data, u32 len, bool write, const u8 *atapi)
 {
 	memset(&ctbl, 0, sizeof(ctbl));
-	u8 *f = ctbl.cfis;
 	bool ncq = cmd == 0x60 || cmd == 0x61;
-	f[0] = 0x27;
-	f[1] = 0x80;
-	f[2] = cmd;
-	f[3] = (u8)feat;
-	f[4] = (u8)lba;
-	f[5] = (u8)(lba >> 8);
-	f[6] = (u8)(lba >> 16);
-	f[7] = 0x40;
-	f[8] = (u8)(lba >> 24);
-	f[9] = (u8)(lba >> 32);
-	f[10] = (u8)(lba >> 40);
-	f[11] = (u8)(feat >> 8);
-	f[12] = (u8)count;
-	f[13] = (u8)(count >> 8);
+	ahci_fis(ctbl.cfis, cmd, feat, lba, count);
 	if (atapi)
 		memcpy(ctbl.acmd, atapi, 12);
 	u32 n = 0;
